@@ -1,0 +1,140 @@
+"""Benchmark `genrekit augment` against a naive single-process loop doing the same work.
+
+Each mode renders the same tracks with the default augmentations (time stretch x1.25/x0.85,
+pitch +2/-1, frequency and time masks; train split only, originals for all) into mel PNGs,
+in its own subprocess so that its peak memory (RSS, workers included) is measured alone:
+
+    naive      a plain loop: load, augment, mel, save PNG
+    genrekit1  genrekit's stage with --workers 1
+    genrekit2  genrekit's stage with --workers 2
+
+Prints clips/s and peak RSS for each, and the ratios genrekit2/naive (target >= 1.7 on two
+cores) and genrekit1/naive (target >= 1.0).
+
+    python benchmarks/bench_augment.py [--data ../shared/data/gtzan_mini/genres] [--per-genre N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "gtzan_mini" / "genres"
+
+
+def subset(data: Path, per_genre: int | None, dest: Path) -> Path:
+    if not per_genre:
+        return data
+    for g in sorted(d for d in data.iterdir() if d.is_dir()):
+        (dest / g.name).mkdir(parents=True)
+        for f in sorted(g.iterdir())[:per_genre]:
+            os.symlink(f, dest / g.name / f.name)
+    return dest
+
+
+def naive(data: Path, out: Path) -> int:
+    """What a user would write by hand: the same split, variants and image maths, one process."""
+    import audiomentations as am
+    import librosa
+    import numpy as np
+    from PIL import Image
+
+    from data_tools.catalogue import find_tracks
+    from data_tools.splits import stratified_split
+
+    tracks = find_tracks(data)
+    split = stratified_split(tracks, (0.7, 0.2, 0.1), seed=0).assignment
+    rng = np.random.default_rng(0)
+    n = 0
+    for t in tracks:
+        y, sr = librosa.load(t.path, sr=22050)
+        variants = [("original", None)]
+        if split[t.track_id] == "train":
+            variants += [(f"stretch{r}", am.TimeStretch(min_rate=r, max_rate=r, leave_length_unchanged=False, p=1))
+                         for r in (1.25, 0.85)]
+            variants += [(f"pitch{s}", am.PitchShift(min_semitones=s, max_semitones=s, p=1)) for s in (2, -1)]
+            variants += [("freqmask", "f"), ("timemask", "t")]
+        for name, aug in variants:
+            z = aug(samples=y, sample_rate=sr) if callable(aug) else y
+            L = 30 * sr
+            z = np.pad(z, (0, max(0, L - len(z))), mode="wrap")[:L]
+            S = librosa.power_to_db(librosa.feature.melspectrogram(y=z, sr=sr, n_fft=2048, hop_length=512,
+                                                                   n_mels=128), ref=1.0, top_db=80)
+            if aug == "f":
+                w = int(rng.integers(1, 31)); s0 = int(rng.integers(0, 128 - w)); S[s0:s0 + w] = S.mean()
+            elif aug == "t":
+                w = int(rng.integers(1, 41)); s0 = int(rng.integers(0, S.shape[1] - w)); S[:, s0:s0 + w] = S.mean()
+            img = np.clip((S - S.max()) / 80 + 1, 0, 1)[::-1]
+            im = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32), mode="F").resize((256, 256))
+            arr = np.clip(np.rint(np.asarray(im) * 255), 0, 255).astype(np.uint8)
+            dest = out / t.genre / f"{Path(t.path).stem}.{name}.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr, mode="L").save(dest)
+            n += 1
+    return len(tracks)
+
+
+def genrekit_mode(data: Path, out: Path, workers: int) -> int:
+    from data_tools.pipeline import AugmentSettings, run_augment
+
+    s = run_augment(data, out, AugmentSettings(kinds=("mel",)), workers=workers, progress=False)
+    return s["ok"]
+
+
+def child(mode: str, data: Path, out: Path) -> None:
+    t0 = time.perf_counter()
+    n = naive(data, out) if mode == "naive" else genrekit_mode(data, out, int(mode[-1]))
+    print(json.dumps({"mode": mode, "clips": n, "seconds": time.perf_counter() - t0}))
+
+
+def measure(mode: str, data: Path) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
+    try:
+        proc = subprocess.Popen([sys.executable, str(HERE), "--child", mode, "--data", str(data), "--out", str(out)],
+                                stdout=subprocess.PIPE, text=True, cwd=HERE.parents[1])
+        stdout = proc.stdout.read()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{mode} failed with exit code {proc.returncode}")
+        res = json.loads(stdout.strip().splitlines()[-1])
+        res["peak_rss_mb"] = ru.ru_maxrss / 1024  # the child and the workers it reaped
+        return res
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--per-genre", type=int, default=None, help="use only the first N clips per genre")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        child(a.child, a.data, a.out)
+        return
+    if not a.data.is_dir():
+        raise SystemExit(f"no data at {a.data}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = subset(a.data, a.per_genre, Path(tmp) / "data")
+        results = {m: measure(m, data) for m in ("naive", "genrekit1", "genrekit2")}
+    print(f"{'mode':10s} {'clips':>6s} {'seconds':>8s} {'clips/s':>8s} {'peak RSS MB':>12s}")
+    for m, r in results.items():
+        r["cps"] = r["clips"] / r["seconds"]
+        print(f"{m:10s} {r['clips']:6d} {r['seconds']:8.1f} {r['cps']:8.2f} {r['peak_rss_mb']:12.0f}")
+    print(f"ratio genrekit --workers 2 / naive: {results['genrekit2']['cps'] / results['naive']['cps']:.2f} "
+          "(target >= 1.7)")
+    print(f"ratio genrekit --workers 1 / naive: {results['genrekit1']['cps'] / results['naive']['cps']:.2f} "
+          "(target >= 1.0)")
+
+
+if __name__ == "__main__":
+    main()

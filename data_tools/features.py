@@ -1,0 +1,231 @@
+"""The one feature path: waveform -> segments -> mel dB -> grayscale PNG image / MFCC sequence.
+
+``augment``, ``predict``, ``evaluate`` and ``eval-spotify`` all call :func:`extract` with the
+:class:`FeatureConfig` saved in the feature folder (``feature_config.json``) and copied into
+every run folder, so features are never computed two ways.
+
+Units: ``sr`` in Hz, ``n_fft``/``hop_length`` in samples, ``*_seconds`` in seconds,
+``top_db`` in dB below the segment's peak.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from data_tools.errors import DataError
+
+FEATURE_KINDS = ("mel", "mfcc")
+CONFIG_NAME = "feature_config.json"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sr: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float = 80.0  # dB floor below each segment's peak
+    image_height: int = 256
+    image_width: int = 256
+    image_seconds: float = 30.0  # one 30 s image per GTZAN clip, as the MobileNet study
+    image_hop_seconds: float | None = None  # None: no overlap
+    image_segments: int | None = None  # N evenly spaced images per track instead of a hop
+    n_mfcc: int = 13
+    mfcc_seconds: float = 3.0
+    mfcc_hop_seconds: float | None = 1.5  # 50 % overlap
+    mfcc_segments: int | None = None
+    pad_mode: str = "wrap"  # how a clip shorter than a segment is filled: wrap | constant
+
+    def __post_init__(self):
+        problems = []
+        if self.sr <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
+            problems.append("sr, n_fft, hop_length and n_mels must be positive")
+        if self.image_height < 8 or self.image_width < 8:
+            problems.append("image size must be at least 8x8")
+        if self.image_seconds <= 0 or self.mfcc_seconds <= 0:
+            problems.append("segment lengths must be positive")
+        for name in ("image_hop_seconds", "mfcc_hop_seconds"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                problems.append(f"{name} must be positive")
+        for name in ("image_segments", "mfcc_segments"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.top_db <= 0:
+            problems.append("top_db must be positive")
+        if self.pad_mode not in ("wrap", "constant"):
+            problems.append("pad_mode must be wrap or constant")
+        if self.n_mfcc < 1 or self.n_mfcc > self.n_mels:
+            problems.append("n_mfcc must be between 1 and n_mels")
+        if problems:
+            raise DataError("bad feature settings: " + "; ".join(problems))
+
+    # -- persistence -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise DataError(f"feature config has unknown keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def save(self, folder) -> Path:
+        from data_tools.fsio import write_json_atomic
+
+        path = Path(folder) / CONFIG_NAME
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, folder_or_file) -> "FeatureConfig":
+        p = Path(folder_or_file)
+        if p.is_dir():
+            p = p / CONFIG_NAME
+        try:
+            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise DataError(f"no feature config at {p}") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise DataError(f"unreadable feature config {p}: {exc}") from None
+
+    # -- shapes ------------------------------------------------------------------------
+    def segment_samples(self, kind: str) -> int:
+        return int(round(self.seconds(kind) * self.sr))
+
+    def seconds(self, kind: str) -> float:
+        _check_kind(kind)
+        return self.image_seconds if kind == "mel" else self.mfcc_seconds
+
+    def feature_shape(self, kind: str) -> tuple[int, ...]:
+        """Shape of one feature: (H, W) for mel images, (frames, n_mfcc) for MFCC."""
+        _check_kind(kind)
+        if kind == "mel":
+            return (self.image_height, self.image_width)
+        frames = 1 + self.segment_samples("mfcc") // self.hop_length
+        return (frames, self.n_mfcc)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FEATURE_KINDS:
+        raise DataError(f"unknown feature kind {kind!r} (known: {', '.join(FEATURE_KINDS)})")
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    start_s: float
+    padded_s: float  # seconds of fill added because the clip was shorter than a segment
+    audio: np.ndarray
+
+
+def segment_starts(n_samples: int, seg_len: int, hop: int | None, count: int | None) -> list[int]:
+    """Start samples of fixed-length windows over a clip of ``n_samples``.
+
+    ``count`` windows evenly spaced from start to end, else windows every ``hop`` samples
+    (``None``: back to back); a clip shorter than one window gives one padded window.
+    """
+    if n_samples <= seg_len:
+        return [0]
+    last = n_samples - seg_len
+    if count is not None:
+        if count == 1:
+            return [last // 2]
+        return [int(round(x)) for x in np.linspace(0, last, count)]
+    step = hop if hop else seg_len
+    return list(range(0, last + 1, step))
+
+
+def segment_audio(y: np.ndarray, cfg: FeatureConfig, kind: str) -> list[Segment]:
+    seg_len = cfg.segment_samples(kind)
+    if kind == "mel":
+        hop_s, count = cfg.image_hop_seconds, cfg.image_segments
+    else:
+        hop_s, count = cfg.mfcc_hop_seconds, cfg.mfcc_segments
+    hop = int(round(hop_s * cfg.sr)) if hop_s else None
+    out = []
+    for i, start in enumerate(segment_starts(len(y), seg_len, hop, count)):
+        chunk = y[start:start + seg_len]
+        short = seg_len - len(chunk)
+        if short > 0:
+            if cfg.pad_mode == "wrap" and len(chunk) > 0:
+                chunk = np.pad(chunk, (0, short), mode="wrap")
+            else:
+                chunk = np.pad(chunk, (0, short))
+        out.append(Segment(index=i, start_s=start / cfg.sr, padded_s=max(short, 0) / cfg.sr,
+                           audio=np.ascontiguousarray(chunk, dtype=np.float32)))
+    return out
+
+
+def mel_db(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """dB-scaled mel power spectrogram (n_mels, frames), floored ``top_db`` below its peak."""
+    import librosa
+
+    S = librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                       n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    db = librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=cfg.top_db)
+    return db.astype(np.float32)
+
+
+def db_to_image(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Map mel dB to an 8-bit grayscale image (H, W): peak -> 255, peak - top_db -> 0,
+    low frequencies at the bottom, resized bilinearly to the configured size."""
+    from PIL import Image
+
+    x = (db - db.max()) / cfg.top_db + 1.0
+    x = np.clip(x, 0.0, 1.0)[::-1]  # low frequencies at the bottom of the picture
+    img = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
+    img = img.resize((cfg.image_width, cfg.image_height), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32)
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+def db_to_mfcc(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """MFCC sequence, time first: (frames, n_mfcc) float32."""
+    import scipy.fft
+
+    m = scipy.fft.dct(db, axis=0, type=2, norm="ortho")[: cfg.n_mfcc]
+    return np.ascontiguousarray(m.T, dtype=np.float32)
+
+
+SpecTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
+            spec_transform: SpecTransform | None = None,
+            rng: np.random.Generator | None = None) -> list[tuple[Segment, np.ndarray]]:
+    """Segment a waveform (mono, ``cfg.sr`` Hz) and compute one feature per segment.
+
+    ``spec_transform`` (e.g. a SpecAugment mask) is applied to each segment's mel dB
+    before it becomes an image or MFCCs. Returns ``[(segment, feature), ...]``.
+    """
+    _check_kind(kind)
+    if rng is None:
+        rng = np.random.default_rng(0)
+    out = []
+    for seg in segment_audio(y, cfg, kind):
+        db = mel_db(seg.audio, cfg)
+        if spec_transform is not None:
+            db = spec_transform(db, rng)
+        feat = db_to_image(db, cfg) if kind == "mel" else db_to_mfcc(db, cfg)
+        out.append((seg, feat))
+    return out
+
+
+def image_to_input(img: np.ndarray) -> np.ndarray:
+    """uint8 image (H, W) -> float32 model input (H, W, 1) in [0, 1]."""
+    return (np.asarray(img, dtype=np.float32) / 255.0)[..., None]

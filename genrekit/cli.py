@@ -1,0 +1,201 @@
+"""The ``genrekit`` command line.
+
+Every user-facing failure is a one-line ``genrekit: error: ...`` on stderr with exit code 2;
+heavy libraries (TensorFlow) are imported only by the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from genrekit import __version__
+
+
+class UserError(Exception):
+    """A problem the user can fix; shown as one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from data_tools.errors import DataError
+
+    errs: list[type[BaseException]] = [UserError, DataError]
+    for mod, name in (("models.errors", "ModelError"), ("evaluation.errors", "EvaluationError")):
+        if mod in sys.modules:
+            errs.append(getattr(sys.modules[mod], name))
+    return tuple(errs)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(x) for x in text.lower().replace("×", "x").split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 256x256, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 256x256, got {text!r}")
+    return parts[0], parts[1]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other genrekit error
+        self.exit(2, f"genrekit: error: {message} (see `{self.prog} --help`)\n")
+
+
+# -- augment ---------------------------------------------------------------------------------
+
+def _add_feature_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("features (saved in feature_config.json)")
+    g.add_argument("--sr", type=int, default=22050, help="sample rate in Hz (default 22050)")
+    g.add_argument("--n-fft", type=int, default=2048, help="FFT size in samples (default 2048)")
+    g.add_argument("--hop-length", type=int, default=512, help="hop in samples (default 512)")
+    g.add_argument("--n-mels", type=int, default=128, help="mel bands (default 128)")
+    g.add_argument("--top-db", type=float, default=80.0, help="dB floor below the peak (default 80)")
+    g.add_argument("--image-size", type=_size, default=(256, 256), metavar="HxW",
+                   help="PNG size (default 256x256)")
+    g.add_argument("--image-seconds", type=float, default=30.0, help="seconds per image (default 30)")
+    g.add_argument("--image-hop", type=float, default=None, help="seconds between images (default: no overlap)")
+    g.add_argument("--image-segments", type=int, default=None, help="N evenly spaced images per track")
+    g.add_argument("--n-mfcc", type=int, default=13, help="MFCC coefficients (default 13)")
+    g.add_argument("--mfcc-seconds", type=float, default=3.0, help="seconds per MFCC sequence (default 3)")
+    g.add_argument("--mfcc-hop", type=float, default=1.5, help="seconds between MFCC sequences (default 1.5)")
+    g.add_argument("--mfcc-segments", type=int, default=None, help="N evenly spaced MFCC sequences per track")
+
+
+def _feature_config(a):
+    from data_tools.features import FeatureConfig
+
+    return FeatureConfig(sr=a.sr, n_fft=a.n_fft, hop_length=a.hop_length, n_mels=a.n_mels,
+                         top_db=a.top_db, image_height=a.image_size[0], image_width=a.image_size[1],
+                         image_seconds=a.image_seconds, image_hop_seconds=a.image_hop,
+                         image_segments=a.image_segments, n_mfcc=a.n_mfcc, mfcc_seconds=a.mfcc_seconds,
+                         mfcc_hop_seconds=a.mfcc_hop, mfcc_segments=a.mfcc_segments)
+
+
+def cmd_augment(a) -> int:
+    from data_tools.augment import AugmentConfig
+    from data_tools.pipeline import AugmentSettings, run_augment
+
+    augs = () if a.augment in ((), ("none",)) else a.augment
+    settings = AugmentSettings(
+        features=_feature_config(a),
+        augment=AugmentConfig(augmentations=augs, stretch_rates=a.stretch_rates,
+                              pitch_semitones=a.pitch_semitones, freq_mask_bands=a.freq_mask,
+                              time_mask_frames=a.time_mask, masks=a.masks),
+        kinds=a.features, seed=a.seed, split=a.split or a.ratios,
+        genres=a.genres or None, min_seconds=a.min_seconds)
+    s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
+                    progress=not a.quiet)
+    print(f"{s['ok']} tracks -> {s['files']} feature files in {s['out']} "
+          f"({s['resumed']} already done, {s['skipped_bad']} skipped)")
+    print(f"manifest: {s['manifest']}")
+    if s["missing_on_disk"]:
+        print(f"{s['missing_on_disk']} track(s) named in the split are not on disk (listed in the report)")
+    return 0
+
+
+def cmd_merge_shards(a) -> int:
+    from data_tools.pipeline import merge_shards
+
+    s = merge_shards(a.out)
+    print(f"merged {s['shards']} shards, {s['files']} rows -> {s['manifest']}")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+def cmd_demo(a) -> int:
+    from genrekit.demo import run_demo
+
+    run_demo(a.out, workers=a.workers, quick=a.quick)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genrekit", description="Music genre classification by transfer learning.")
+    p.add_argument("--version", action="version", version=f"genrekit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    a = sub.add_parser("augment", help="validate audio, split by track, augment, write PNG/MFCC features",
+                       description="Validate a folder-per-genre audio tree, split it by track, augment "
+                                   "the training split and write mel PNGs and MFCC sequences with a manifest.")
+    a.add_argument("--data", required=True, help="folder-per-genre audio tree (GTZAN layouts accepted)")
+    a.add_argument("--out", required=True, help="feature folder to write (resumable)")
+    a.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    a.add_argument("--seed", type=int, default=0, help="seed for the split and augmentations (default 0)")
+    a.add_argument("--ratios", default="70/20/10", help="train/valid/test ratios (default 70/20/10)")
+    a.add_argument("--split", default=None,
+                   help="gtzan-filtered, a split CSV (track_id,split) or a folder of train/valid/test lists "
+                        "(overrides --ratios)")
+    a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
+    a.add_argument("--features", type=_names, default=("mel", "mfcc"), help="mel,mfcc (default both)")
+    a.add_argument("--augment", type=_names, default=("stretch", "pitch", "freqmask", "timemask"),
+                   help="stretch,pitch,freqmask,timemask (default all) or none")
+    a.add_argument("--stretch-rates", type=_floats, default=(1.25, 0.85), help="default 1.25,0.85")
+    a.add_argument("--pitch-semitones", type=_floats, default=(2.0, -1.0), help="default 2,-1")
+    a.add_argument("--freq-mask", type=int, default=30, help="max mel bands per frequency mask (F, default 30)")
+    a.add_argument("--time-mask", type=int, default=40, help="max frames per time mask (T, default 40)")
+    a.add_argument("--masks", type=int, default=1, help="masks of each kind per variant (default 1)")
+    a.add_argument("--min-seconds", type=float, default=1.0, help="skip clips shorter than this (default 1)")
+    a.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_feature_args(a)
+    a.set_defaults(func=cmd_augment)
+
+    m = sub.add_parser("merge-shards", help="merge manifest.shard-K-of-N.csv files into manifest.csv")
+    m.add_argument("out", help="feature folder holding every shard's output")
+    m.set_defaults(func=cmd_merge_shards)
+
+    d = sub.add_parser("demo", help="end-to-end run on a small synthetic set (no downloads)")
+    d.add_argument("--out", default="genrekit-demo", help="folder for everything (default ./genrekit-demo)")
+    d.add_argument("--workers", type=int, default=2, help="processes for augment (default 2)")
+    d.add_argument("--quick", action="store_true", help="fewer tracks and epochs (a smoke test)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("genrekit: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - every user-facing failure becomes one line
+        if isinstance(exc, _user_errors()):
+            print(f"genrekit: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            print(f"genrekit: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            return 2
+        if os.environ.get("GENREKIT_DEBUG"):
+            raise
+        print(f"genrekit: internal error: {type(exc).__name__}: {exc} "
+              "(set GENREKIT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny synthetic audio trees written by the tests, and small feature configs."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_tools.augment import AugmentConfig
+from data_tools.features import FeatureConfig
+from data_tools.pipeline import AugmentSettings
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GTZAN_MINI = SHARED / "data" / "gtzan_mini" / "genres"
+SR = 8000
+
+
+def tone(freq: float, seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+def write_tree(root: Path, genres=("low", "high", "mid"), per_genre=5, seconds=2.5, sr=SR) -> Path:
+    freqs = {"low": 220.0, "high": 1760.0, "mid": 660.0}
+    for gi, g in enumerate(genres):
+        (root / g).mkdir(parents=True, exist_ok=True)
+        for i in range(per_genre):
+            y = tone(freqs.get(g, 440.0 * (gi + 1)) * (1 + 0.02 * i), seconds, sr, seed=gi * 100 + i)
+            sf.write(root / g / f"{g}.{i:05d}.wav", y, sr, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture
+def audio_tree(tmp_path) -> Path:
+    return write_tree(tmp_path / "data")
+
+
+def small_features(**kw) -> FeatureConfig:
+    base = dict(sr=SR, n_fft=256, hop_length=128, n_mels=32, image_height=32, image_width=48,
+                image_seconds=2.0, mfcc_seconds=1.0, mfcc_hop_seconds=0.5)
+    base.update(kw)
+    return FeatureConfig(**base)
+
+
+def small_settings(**kw) -> AugmentSettings:
+    base = dict(features=small_features(),
+                augment=AugmentConfig(freq_mask_bands=8, time_mask_frames=10),
+                split="60/20/20", seed=3)
+    base.update(kw)
+    return AugmentSettings(**base)
+
+
+@pytest.fixture
+def gtzan_subset(tmp_path) -> Path:
+    """Three real GTZAN genres copied to a temporary tree (skipped when shared data is absent)."""
+    if not GTZAN_MINI.is_dir():
+        pytest.skip("../shared/data/gtzan_mini is not available")
+    root = tmp_path / "gtzan" / "genres"
+    for g in ("blues", "classical", "metal"):
+        shutil.copytree(GTZAN_MINI / g, root / g)
+    return root

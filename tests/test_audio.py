@@ -1,0 +1,66 @@
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_tools.audio import load_audio
+from data_tools.errors import AudioDecodeError
+from tests.conftest import tone
+
+
+def test_resamples_and_mixes_stereo_to_mono(tmp_path):
+    y = tone(440, 1.0, 8000)
+    stereo = np.stack([y, -y * 0.5], axis=1)
+    sf.write(tmp_path / "s.wav", stereo, 8000)
+    a = load_audio(tmp_path / "s.wav", sr=16000)
+    assert a.native_sr == 8000 and a.channels == 2 and a.sr == 16000
+    assert abs(len(a.y) - 16000) <= 1
+    assert a.y.dtype == np.float32
+    # mono mix is the channel mean: (y - 0.5 y) / 2 = 0.25 y
+    assert np.max(np.abs(a.y)) == pytest.approx(0.25 * np.max(np.abs(y)), rel=0.1)
+
+
+@pytest.mark.parametrize("fmt,subtype,ext", [("MP3", "MPEG_LAYER_III", "mp3"), ("FLAC", "PCM_16", "flac"),
+                                             ("OGG", "VORBIS", "ogg"), ("AU", "PCM_16", "au")])
+def test_decodes_common_formats(tmp_path, fmt, subtype, ext):
+    p = tmp_path / f"x.{ext}"
+    sf.write(p, tone(440, 1.5, 22050), 22050, format=fmt, subtype=subtype)
+    a = load_audio(p, sr=22050)
+    assert 1.3 < a.duration_s < 1.7
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "z.wav").write_bytes(b"")
+    with pytest.raises(AudioDecodeError, match="empty"):
+        load_audio(tmp_path / "z.wav", 22050)
+
+
+def test_not_riff(tmp_path):
+    (tmp_path / "n.wav").write_bytes(b"this is not audio at all" * 20)
+    with pytest.raises(AudioDecodeError, match="not a RIFF"):
+        load_audio(tmp_path / "n.wav", 22050)
+
+
+def test_truncated_wav(tmp_path):
+    sf.write(tmp_path / "t.wav", tone(440, 1.0, 8000), 8000, subtype="PCM_16")
+    data = (tmp_path / "t.wav").read_bytes()
+    (tmp_path / "t.wav").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        load_audio(tmp_path / "t.wav", 8000)
+
+
+def test_truncated_au(tmp_path):
+    sf.write(tmp_path / "t.au", tone(440, 1.0, 8000), 8000, format="AU", subtype="PCM_16")
+    data = (tmp_path / "t.au").read_bytes()
+    offset, size = struct.unpack(">II", data[4:12])
+    assert size != 0xFFFFFFFF
+    (tmp_path / "t.au").write_bytes(data[: offset + size // 3])
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        load_audio(tmp_path / "t.au", 8000)
+
+
+def test_garbage_mp3(tmp_path):
+    (tmp_path / "g.mp3").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(AudioDecodeError):
+        load_audio(tmp_path / "g.mp3", 22050)
