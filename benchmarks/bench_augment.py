@@ -67,10 +67,14 @@ def naive(data: Path, out: Path) -> int:
             z = np.pad(z, (0, max(0, L - len(z))), mode="wrap")[:L]
             S = librosa.power_to_db(librosa.feature.melspectrogram(y=z, sr=sr, n_fft=2048, hop_length=512,
                                                                    n_mels=128), ref=1.0, top_db=80)
-            if aug == "f":
-                w = int(rng.integers(1, 31)); s0 = int(rng.integers(0, 128 - w)); S[s0:s0 + w] = S.mean()
-            elif aug == "t":
-                w = int(rng.integers(1, 41)); s0 = int(rng.integers(0, S.shape[1] - w)); S[:, s0:s0 + w] = S.mean()
+            if aug in ("f", "t"):
+                axis_len = S.shape[0] if aug == "f" else S.shape[1]
+                w = int(rng.integers(1, 31 if aug == "f" else 41))
+                s0 = int(rng.integers(0, axis_len - w))
+                if aug == "f":
+                    S[s0:s0 + w] = S.mean()
+                else:
+                    S[:, s0:s0 + w] = S.mean()
             img = np.clip((S - S.max()) / 80 + 1, 0, 1)[::-1]
             im = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32), mode="F").resize((256, 256))
             arr = np.clip(np.rint(np.asarray(im) * 255), 0, 255).astype(np.uint8)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class FeatureConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureConfig":
+    def from_dict(cls, d: dict) -> FeatureConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -92,7 +92,7 @@ class FeatureConfig:
         return path
 
     @classmethod
-    def load(cls, folder_or_file) -> "FeatureConfig":
+    def load(cls, folder_or_file) -> FeatureConfig:
         p = Path(folder_or_file)
         if p.is_dir():
             p = p / CONFIG_NAME

@@ -18,15 +18,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.audio import load_audio, peak_dbfs
-from data_tools.augment import AugmentConfig, Variant, apply_waveform, spec_transform_for, variant_rng
+from data_tools.augment import (
+    AugmentConfig,
+    Variant,
+    apply_waveform,
+    spec_transform_for,
+    variant_rng,
+)
 from data_tools.catalogue import Track, find_tracks, resolve_root
 from data_tools.errors import AudioDecodeError, DataError
 from data_tools.features import FEATURE_KINDS, FeatureConfig, extract
-from data_tools.fsio import (check_writable, remove_stale_temporaries, save_npy_atomic, save_png_atomic,
-                             write_json_atomic, write_text_atomic)
+from data_tools.fsio import (
+    check_writable,
+    remove_stale_temporaries,
+    save_npy_atomic,
+    save_png_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from data_tools.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from data_tools.splits import (SplitResult, parse_ratios, read_splits_csv, split_from_source,
-                               stratified_split, write_splits_csv)
+from data_tools.splits import (
+    SplitResult,
+    parse_ratios,
+    read_splits_csv,
+    split_from_source,
+    stratified_split,
+    write_splits_csv,
+)
 
 STATE_DIR = ".state"
 SETTINGS_NAME = "augment_config.json"

@@ -6,14 +6,12 @@ heavy libraries (TensorFlow) are imported only by the commands that need them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from genrekit import __version__
-
-
-class UserError(Exception):
-    """A problem the user can fix; shown as one line."""
+from genrekit.errors import UserError
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -114,6 +112,42 @@ def cmd_merge_shards(a) -> int:
     return 0
 
 
+# -- train -----------------------------------------------------------------------------------
+
+def cmd_train(a) -> int:
+    from genrekit.train import TrainOptions, format_summary, parse_hparams, train
+
+    opts = TrainOptions(data=a.data, arch=a.arch, phase=a.phase, out=a.out, from_run=a.from_run,
+                        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
+                        seed=a.seed, weights=a.weights, patience=a.patience,
+                        hparams=parse_hparams(a.hparam), cache_base=not a.no_cache_base,
+                        mixed_precision=a.mixed_precision, xla=a.xla, strategy=a.strategy,
+                        deterministic=a.deterministic, verbose=0 if a.quiet else 2)
+    print(format_summary(train(opts)))
+    return 0
+
+
+# -- predict / export ------------------------------------------------------------------------
+
+def cmd_predict(a) -> int:
+    from genrekit.predict import format_table, predict_files
+
+    results = predict_files(a.files, a.model, top_k=a.top_k)
+    print(json.dumps(results, indent=2) if a.json else format_table(results))
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def cmd_export(a) -> int:
+    from genrekit.export import export
+
+    for fmt in a.format:
+        print(f"{fmt}: {export(a.model, fmt, a.out if len(a.format) == 1 else None)}")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 def cmd_demo(a) -> int:
@@ -160,6 +194,50 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("out", help="feature folder holding every shard's output")
     m.set_defaults(func=cmd_merge_shards)
 
+    t = sub.add_parser("train", help="train a model on a feature folder; writes a run folder",
+                       description="Train an architecture on the manifest of a feature folder (train split; "
+                                   "the valid split drives early stopping).")
+    t.add_argument("--data", required=True, help="feature folder written by `genrekit augment`")
+    t.add_argument("--arch", required=True, help="architecture: fcnn, cnn, cnn_bn, vgg16, mobilenet, "
+                                                 "mobilenetv2, lstm, crnn")
+    t.add_argument("--phase", default=None, help="scratch | transfer | finetune (default: transfer for "
+                                                 "vgg16/mobilenet*, scratch otherwise)")
+    t.add_argument("--from", dest="from_run", default=None, help="transfer run to fine-tune (--phase finetune)")
+    t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<phase>-<time>)")
+    t.add_argument("--epochs", type=int, default=None, help="default 30 scratch, 12 transfer, 10 finetune")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=None, help="default 1e-3 (1e-4 for finetune)")
+    t.add_argument("--optimizer", default="adam", help="adam | rmsprop | sgd")
+    t.add_argument("--patience", type=int, default=10, help="early-stopping patience on val loss (default 10)")
+    t.add_argument("--weights", default="imagenet",
+                   help="imagenet (downloads, as Keras does) | none | PATH to a .weights.h5 file")
+    t.add_argument("--hparam", action="append", metavar="KEY=VALUE",
+                   help="builder hyper-parameter, e.g. --hparam dropout=0.5 --hparam dense_units=128")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-cache-base", action="store_true",
+                   help="transfer phase: run the frozen base every epoch instead of once")
+    t.add_argument("--mixed-precision", action="store_true", help="float16 compute on a GPU")
+    t.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA compilation (default: on with a GPU)")
+    t.add_argument("--strategy", default="default", help="default | mirrored | multiworker (tf.distribute)")
+    t.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch log")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="top-k genres for audio files")
+    pr.add_argument("files", nargs="+", help="audio files (wav, au, mp3, flac, ogg)")
+    pr.add_argument("--model", required=True, help="run folder")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--json", action="store_true", help="JSON instead of a table")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="export a run's model (.keras, SavedModel, TFLite, ONNX)")
+    ex.add_argument("--model", required=True, help="run folder")
+    ex.add_argument("--format", type=_names, default=("keras",),
+                    help="keras,saved_model,tflite,onnx (default keras)")
+    ex.add_argument("--out", default=None, help="output path (default RUN/export/...)")
+    ex.set_defaults(func=cmd_export)
+
     d = sub.add_parser("demo", help="end-to-end run on a small synthetic set (no downloads)")
     d.add_argument("--out", default="genrekit-demo", help="folder for everything (default ./genrekit-demo)")
     d.add_argument("--workers", type=int, default=2, help="processes for augment (default 2)")
@@ -174,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -63,3 +63,16 @@ def gtzan_subset(tmp_path) -> Path:
     for g in ("blues", "classical", "metal"):
         shutil.copytree(GTZAN_MINI / g, root / g)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_features(tmp_path_factory) -> Path:
+    """A small feature folder (mel 32x32 and MFCC) from synthetic tones, made once per session."""
+    from data_tools.pipeline import run_augment
+
+    base = tmp_path_factory.mktemp("tiny")
+    data = write_tree(base / "data", per_genre=5, seconds=2.5)
+    settings = small_settings(features=small_features(image_width=32),
+                              augment=AugmentConfig(augmentations=("pitch",), pitch_semitones=(1.0,)))
+    run_augment(data, base / "feats", settings, workers=1, progress=False)
+    return base / "feats"

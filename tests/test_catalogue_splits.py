@@ -4,7 +4,7 @@ import pytest
 
 from data_tools.catalogue import find_tracks, resolve_root
 from data_tools.errors import DataError
-from data_tools.splits import (parse_ratios, read_split_source, split_from_source, stratified_split)
+from data_tools.splits import parse_ratios, read_split_source, split_from_source, stratified_split
 from tests.conftest import write_tree
 
 

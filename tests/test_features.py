@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from data_tools.augment import AugmentConfig, Variant, apply_waveform, mask, spec_transform_for, variant_rng
+from data_tools.augment import (
+    AugmentConfig,
+    Variant,
+    apply_waveform,
+    mask,
+    spec_transform_for,
+    variant_rng,
+)
 from data_tools.errors import DataError
 from data_tools.features import FeatureConfig, extract, segment_starts
 from tests.conftest import small_features, tone

@@ -1,0 +1,75 @@
+"""Loading manifest rows as arrays and tf.data pipelines.
+
+PNG rows decode with ``tf.io.decode_png`` inside the pipeline (decode -> cache -> shuffle ->
+batch -> prefetch); MFCC rows are small ``.npy`` files read into memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data_tools.errors import DataError
+from data_tools.features import image_to_input
+
+
+def select(rows: list[dict], kind: str, splits: tuple[str, ...]) -> list[dict]:
+    return [r for r in rows if r.get("feature", "mel" if r["path"].endswith(".png") else "mfcc") == kind
+            and r["split"] in splits]
+
+
+def label_ids(rows: list[dict], labels: list[str]) -> np.ndarray:
+    index = {g: i for i, g in enumerate(labels)}
+    unknown = sorted({r["genre"] for r in rows} - set(index))
+    if unknown:
+        raise DataError(f"genre(s) {', '.join(unknown)} are not among the model's labels "
+                        f"({', '.join(labels)})")
+    return np.array([index[r["genre"]] for r in rows], dtype=np.int32)
+
+
+def load_feature(path: Path, kind: str) -> np.ndarray:
+    """One feature file as model input: (H, W, 1) float32 in [0, 1] or (frames, n_mfcc)."""
+    try:
+        if kind == "mel":
+            with Image.open(path) as im:
+                return image_to_input(np.asarray(im.convert("L")))
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except FileNotFoundError:
+        raise DataError(f"feature file missing: {path} (rerun `genrekit augment` to complete the folder)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable feature file {path}: {exc}") from None
+
+
+def load_arrays(folder, rows: list[dict], kind: str) -> np.ndarray:
+    folder = Path(folder)
+    if not rows:
+        return np.zeros((0,), dtype=np.float32)
+    return np.stack([load_feature(folder / r["path"], kind) for r in rows])
+
+
+def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size: int,
+                 shuffle: bool, seed: int, cache: bool = True):
+    """tf.data pipeline over manifest rows: decode, cache, shuffle, batch, prefetch."""
+    import tensorflow as tf
+
+    folder = Path(folder)
+    if kind == "mel":
+        paths = [str(folder / r["path"]) for r in rows]
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} feature file(s) missing, e.g. {missing[0]}")
+        ds = tf.data.Dataset.from_tensor_slices((paths, y))
+
+        def decode(p, label):
+            img = tf.io.decode_png(tf.io.read_file(p), channels=1)
+            return tf.cast(img, tf.float32) / 255.0, label
+
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((load_arrays(folder, rows, kind), y))
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

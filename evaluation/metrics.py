@@ -1,0 +1,107 @@
+"""Classification figures at clip (segment) and track level, from ``sklearn.metrics``.
+
+A track's prediction is the mean of its segments' probabilities.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+from evaluation.errors import EvaluationError
+
+
+def top_k_hits(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
+    """Boolean per sample: is the true class among the k highest probabilities?
+
+    Ties are broken against the true class (a class only counts as in the top k when fewer
+    than k classes score strictly higher *and* ties do not push it out), matching
+    ``sklearn.metrics.top_k_accuracy_score``.
+    """
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    true_p = proba[np.arange(len(y_true)), y_true]
+    higher = (proba > true_p[:, None]).sum(axis=1)
+    ties = (proba == true_p[:, None]).sum(axis=1) - 1
+    return (higher + ties) < k
+
+
+def top_k_accuracy(y_true, proba, k: int) -> float:
+    if len(y_true) == 0:
+        raise EvaluationError("no samples to evaluate")
+    return float(top_k_hits(y_true, proba, k).mean())
+
+
+def aggregate_tracks(track_ids, y_true, proba):
+    """Mean segment probabilities per track: (track_ids, y_true, proba), sorted by track id."""
+    track_ids = np.asarray(track_ids)
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    uniq, inverse = np.unique(track_ids, return_inverse=True)
+    sums = np.zeros((len(uniq), proba.shape[1]))
+    np.add.at(sums, inverse, proba)
+    counts = np.bincount(inverse, minlength=len(uniq))[:, None]
+    labels = np.empty(len(uniq), dtype=y_true.dtype)
+    for i, t in enumerate(uniq):
+        ys = np.unique(y_true[track_ids == t])
+        if len(ys) != 1:
+            raise EvaluationError(f"track {t} has segments with different labels")
+        labels[i] = ys[0]
+    return uniq, labels, sums / counts
+
+
+def classification_figures(y_true, proba, labels: list[str]) -> dict:
+    """Every figure the studies report, for one level (clips or tracks)."""
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    n_cls = len(labels)
+    if len(y_true) == 0:
+        raise EvaluationError("no samples to evaluate")
+    if proba.shape[1] != n_cls:
+        raise EvaluationError(f"model gives {proba.shape[1]} classes but there are {n_cls} labels")
+    y_pred = proba.argmax(axis=1)
+    idx = list(range(n_cls))
+    eps = 1e-12
+    p = np.clip(proba, eps, 1.0)
+    loss = float(-np.mean(np.log(p[np.arange(len(y_true)), y_true])))
+    prec, rec, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
+    cm = skm.confusion_matrix(y_true, y_pred, labels=idx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cm_norm = np.where(cm.sum(1, keepdims=True) > 0, cm / cm.sum(1, keepdims=True), 0.0)
+    hits1, hits2 = top_k_hits(y_true, proba, 1), top_k_hits(y_true, proba, 2)
+    per_genre = {}
+    roc = {}
+    aucs = []
+    for c, name in enumerate(labels):
+        mask = y_true == c
+        entry = {"support": int(support[c]), "precision": float(prec[c]), "recall": float(rec[c]),
+                 "f1": float(f1[c]),
+                 "top1": float(hits1[mask].mean()) if mask.any() else None,
+                 "top2": float(hits2[mask].mean()) if mask.any() else None}
+        if 0 < mask.sum() < len(mask):
+            fpr, tpr, _ = skm.roc_curve(mask.astype(int), proba[:, c])
+            auc = float(skm.auc(fpr, tpr))
+            roc[name] = {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist()}
+            aucs.append(auc)
+            entry["auc"] = auc
+        else:
+            entry["auc"] = None
+        per_genre[name] = entry
+    return {
+        "n": int(len(y_true)),
+        "top1": float(hits1.mean()), "top2": float(hits2.mean()), "loss": loss,
+        "precision_macro": float(prec.mean()), "recall_macro": float(rec.mean()),
+        "f1_macro": float(skm.f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
+        "f1_micro": float(skm.f1_score(y_true, y_pred, labels=idx, average="micro", zero_division=0)),
+        "auc_macro": float(np.mean(aucs)) if aucs else None,
+        "per_genre": per_genre,
+        "confusion": cm.tolist(), "confusion_normalised": np.round(cm_norm, 6).tolist(),
+        "roc": roc,
+    }
+
+
+def evaluate_predictions(track_ids, y_true, proba, labels: list[str]) -> dict:
+    """Figures at clip level and at track level, side by side."""
+    clip = classification_figures(y_true, proba, labels)
+    _, ty, tp = aggregate_tracks(track_ids, y_true, proba)
+    track = classification_figures(ty, tp, labels)
+    return {"labels": list(labels), "clip": clip, "track": track}

@@ -1,0 +1,101 @@
+"""Matplotlib figures (PNG, readable without the report)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    _plt().close(fig)
+    return path
+
+
+def plot_history(rows: list[dict], path, title: str = "training curves") -> Path:
+    """Loss and accuracy per epoch for train and validation (from history.csv rows)."""
+    plt = _plt()
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "top-1 accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            k = prefix + key
+            if rows and k in rows[0] and rows[0][k] not in ("", None):
+                ax.plot(epochs, [float(r[k]) for r in rows], style, label=("validation " if prefix else "train ") + label)
+        if key == "accuracy" and rows and "top2" in rows[0]:
+            ax.plot(epochs, [float(r["top2"]) for r in rows], ":", label="train top-2")
+            if "val_top2" in rows[0]:
+                ax.plot(epochs, [float(r["val_top2"]) for r in rows], "-.", label="validation top-2")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(cm, labels: list[str], path, title: str = "confusion matrix") -> Path:
+    plt = _plt()
+    cm = np.asarray(cm, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(cm.sum(1, keepdims=True) > 0, cm / cm.sum(1, keepdims=True), 0.0)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_per_genre(figs: dict, labels: list[str], path, title: str = "per-genre accuracy") -> Path:
+    plt = _plt()
+    n = len(labels)
+    top1 = [figs["per_genre"][g]["top1"] or 0 for g in labels]
+    top2 = [figs["per_genre"][g]["top2"] or 0 for g in labels]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * n, 3.8))
+    x = np.arange(n)
+    ax.bar(x - 0.2, top1, 0.4, label="top-1")
+    ax.bar(x + 0.2, top2, 0.4, label="top-2")
+    ax.set_xticks(x, labels, rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_roc(figs: dict, path, title: str = "one-vs-rest ROC") -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for g, c in figs["roc"].items():
+        auc = figs["per_genre"][g]["auc"]
+        ax.plot(c["fpr"], c["tpr"], label=f"{g} (AUC {auc:.2f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    macro = figs.get("auc_macro")
+    ax.set_title(f"{title}" + (f" — macro AUC {macro:.3f}" if macro is not None else ""))
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)

@@ -1,0 +1,63 @@
+"""``genrekit predict``: top-k genres for any audio file, through the run's own feature code.
+
+The waveform is decoded at the run's sample rate, cut into the run's segments by
+``data_tools.features.extract`` (the function ``augment`` used to make the training data)
+and the model's probabilities are averaged over the segments.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.audio import load_audio
+from data_tools.features import extract, image_to_input
+from genrekit.runs import Run
+
+
+def features_for(y: np.ndarray, run: Run) -> np.ndarray:
+    """Model inputs for one waveform: (segments, H, W, 1) images or (segments, frames, n_mfcc)."""
+    feats = [f for _, f in extract(y, run.feature_config, run.kind)]
+    if run.kind == "mel":
+        return np.stack([image_to_input(f) for f in feats])
+    return np.stack(feats).astype(np.float32)
+
+
+def predict_file(path, run: Run, batch_size: int = 32) -> np.ndarray:
+    """Mean class probabilities of one file over its segments."""
+    audio = load_audio(path, sr=run.feature_config.sr)
+    x = features_for(audio.y, run)
+    proba = run.model().predict(x, batch_size=batch_size, verbose=0)
+    return proba.mean(axis=0)
+
+
+def predict_files(files: list[str], run_path, top_k: int = 3) -> list[dict]:
+    from data_tools.errors import AudioDecodeError
+
+    run = Run(run_path)
+    k = max(1, min(top_k, len(run.labels)))
+    out = []
+    for f in files:
+        entry: dict = {"file": str(f)}
+        if not Path(f).is_file():
+            entry["error"] = "file not found"
+        else:
+            try:
+                p = predict_file(f, run)
+                order = np.argsort(-p)[:k]
+                entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
+            except AudioDecodeError as exc:
+                entry["error"] = str(exc)
+        out.append(entry)
+    return out
+
+
+def format_table(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['file']}: error: {r['error']}")
+            continue
+        tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
+        lines.append(f"{r['file']}: {tops}")
+    return "\n".join(lines)

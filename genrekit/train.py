@@ -1,0 +1,345 @@
+"""The training loop behind ``genrekit train``.
+
+manifest.csv (split column decides train/validation) -> tf.data -> model from the registry
+-> fit with early stopping, checkpoints and CSV history -> a self-describing run folder.
+
+The frozen-base transfer phase is cheap: when the base is frozen and no augmentation runs
+on the fly, the base's outputs are computed once per image and only the head is trained
+on them; the head's layers are the full model's own, so the full model is then saved.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.features import FeatureConfig
+from data_tools.fsio import write_json_atomic
+from data_tools.loaders import label_ids, load_arrays, make_dataset, select
+from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
+from genrekit.errors import UserError
+from genrekit.runs import HISTORY, LABELS, MODEL, Run, library_versions, new_run_dir
+
+PHASE_DEFAULTS = {  # epochs, learning rate
+    "scratch": (30, 1e-3),
+    "transfer": (12, 1e-3),
+    "finetune": (10, 1e-4),
+}
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    arch: str
+    phase: str | None = None
+    out: str | None = None
+    from_run: str | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    optimizer: str = "adam"
+    seed: int = 0
+    weights: str = "imagenet"
+    patience: int = 10
+    hparams: dict = field(default_factory=dict)
+    cache_base: bool = True
+    mixed_precision: bool = False
+    xla: bool | None = None  # None: on with a GPU, off on CPU
+    strategy: str = "default"  # default | mirrored | multiworker
+    deterministic: bool = False
+    verbose: int = 2
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _resolve_phase(spec, opts: TrainOptions) -> str:
+    phase = opts.phase or ("transfer" if spec.is_transfer else "scratch")
+    if phase not in PHASE_DEFAULTS:
+        raise UserError(f"unknown phase {phase!r} (scratch, transfer or finetune)")
+    if phase in ("transfer", "finetune") and not spec.is_transfer:
+        raise UserError(f"{spec.name} has no pretrained base: use --phase scratch "
+                        "(transfer/finetune are for vgg16, mobilenet, mobilenetv2)")
+    if phase == "finetune" and not opts.from_run:
+        raise UserError("--phase finetune needs --from RUN, a transfer run of the same architecture")
+    if phase != "finetune" and opts.from_run:
+        raise UserError("--from is only for --phase finetune")
+    return phase
+
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy multiworker needs the TF_CONFIG environment variable "
+                            "describing the cluster (see tf.distribute.MultiWorkerMirroredStrategy)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"unknown strategy {name!r} (default, mirrored or multiworker)")
+
+
+def _optimizer(name: str, lr: float):
+    import keras
+
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(lr)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    raise UserError(f"unknown optimizer {name!r} (adam, rmsprop or sgd)")
+
+
+def _compile(model, opts: TrainOptions, lr: float, jit) -> None:
+    import keras
+
+    model.compile(optimizer=_optimizer(opts.optimizer, lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                           keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")],
+                  jit_compile=jit)
+
+
+class _BestFullModel:
+    """Keras callback factory: save the *full* model whenever val_loss improves."""
+
+    @staticmethod
+    def make(full_model, path: Path):
+        import keras
+
+        class Cb(keras.callbacks.Callback):
+            best = np.inf
+
+            def on_epoch_end(self, epoch, logs=None):
+                v = (logs or {}).get("val_loss")
+                if v is not None and v < self.best:
+                    self.best = v
+                    _save_model(full_model, path)
+
+        return Cb()
+
+
+def _save_model(model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def train(opts: TrainOptions) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from models import get_arch
+    from models.transfer import set_phase, split_at_base
+
+    spec = get_arch(opts.arch)
+    phase = _resolve_phase(spec, opts)
+    epochs_default, lr_default = PHASE_DEFAULTS[phase]
+    epochs = opts.epochs if opts.epochs is not None else epochs_default
+    lr = opts.lr if opts.lr is not None else lr_default
+    if epochs < 1 or opts.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+
+    data = Path(opts.data)
+    fc = FeatureConfig.load(data)
+    rows = read_manifest(data)
+    check_no_leak(rows)
+    kind = spec.feature
+    train_rows = select(rows, kind, ("train",))
+    valid_rows = select(rows, kind, ("valid",))
+    if not select(rows, kind, ("train", "valid", "test")):
+        have = sorted({r.get("feature", "?") for r in rows})
+        raise UserError(f"{spec.name} trains on {kind} features but {data} has only "
+                        f"{', '.join(have) or 'no'} features (rerun augment with --features {kind})")
+    if not train_rows:
+        raise UserError(f"no training rows of {kind} features in {data}")
+    if not valid_rows:
+        raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
+
+    parent = None
+    if phase == "finetune":
+        parent = Run(opts.from_run)
+        if parent.arch != spec.name:
+            raise UserError(f"--from {opts.from_run} is a {parent.arch} run, not {spec.name}")
+        if parent.config.get("phase") not in ("transfer", "finetune"):
+            raise UserError(f"--from {opts.from_run} is a {parent.config.get('phase')} run; "
+                            "fine-tuning starts from a transfer run")
+        if parent.feature_config.fingerprint() != fc.fingerprint():
+            raise UserError(f"{data} was made with another feature config than the run {opts.from_run}")
+        labels = list(parent.labels)
+    else:
+        labels = sorted({r["genre"] for r in rows})
+    if len(labels) < 2:
+        raise UserError("need at least two genres to train a classifier")
+
+    keras.utils.set_random_seed(opts.seed)
+    if opts.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    if opts.mixed_precision:
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            _log("note: --mixed-precision ignored: no GPU")
+    jit = opts.xla if opts.xla is not None else bool(gpus)
+
+    run_dir = new_run_dir(opts.out, spec.name, phase)
+    y_tr, y_va = label_ids(train_rows, labels), label_ids(valid_rows, labels)
+    input_shape = fc.feature_shape(kind) + ((1,) if kind == "mel" else ())
+    strategy = _strategy(opts.strategy)
+    with strategy.scope():
+        if parent is not None:
+            model = parent.model()
+            set_phase(model, "finetune")
+        else:
+            hp = dict(opts.hparams)
+            if spec.is_transfer:
+                hp.setdefault("weights", None if phase == "scratch" else opts.weights)
+            model = spec.builder(input_shape, len(labels), **hp)
+            if spec.is_transfer:
+                set_phase(model, "transfer" if phase == "transfer" else "finetune")
+                if phase == "scratch":
+                    model.get_layer("base").trainable = True
+        norm = _find_layer(model, "input_norm")
+        if norm is not None and parent is None:
+            norm.adapt(load_arrays(data, train_rows, kind))
+        _compile(model, opts, lr, jit)
+
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
+                                               restore_best_weights=True),
+                 keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+                 _BestFullModel.make(model, run_dir / "checkpoint.keras")]
+    t0 = time.perf_counter()
+    cached = phase == "transfer" and opts.cache_base and opts.strategy == "default"
+    if cached:
+        extractor, head = split_at_base(model)
+        ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+        ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+        _log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} images")
+        f_tr = extractor.predict(ds_tr.map(lambda x, y: x), verbose=0)
+        f_va = extractor.predict(ds_va.map(lambda x, y: x), verbose=0)
+        t_base = time.perf_counter() - t0
+        _compile(head, opts, lr, jit)
+        head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
+                 shuffle=True, callbacks=callbacks, verbose=opts.verbose)
+    else:
+        t_base = 0.0
+        ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
+        ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+        model.fit(ds_tr, validation_data=ds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
+                  shuffle=False)  # the dataset shuffles itself
+    seconds = time.perf_counter() - t0
+
+    _save_model(model, run_dir / MODEL)
+    write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
+    fc.save(run_dir)
+    config = {
+        "arch": spec.name, "phase": phase, "feature_kind": kind, "task": "genre",
+        "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
+        "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
+        "patience": opts.patience, "seed": opts.seed,
+        "weights": (opts.weights if spec.is_transfer and phase != "scratch" and parent is None
+                    else (parent.config.get("weights") if parent else None)),
+        "hparams": {k: v for k, v in opts.hparams.items()},
+        "cached_base": cached, "mixed_precision": opts.mixed_precision and bool(gpus), "xla": bool(jit),
+        "strategy": opts.strategy, "input_shape": list(input_shape), "parameters": int(model.count_params()),
+        "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
+        "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
+                 "train_tracks": sorted({r["track_id"] for r in train_rows}),
+                 "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
+                 "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
+        "train_seconds": round(seconds, 2), "base_feature_seconds": round(t_base, 2),
+        "versions": library_versions(), "genrekit_command": " ".join(sys.argv[1:]) or None,
+    }
+    from genrekit.runs import write_config
+
+    write_config(run_dir, config)
+    _plot_curves(run_dir, f"{spec.name} {phase}")
+    results = evaluate_splits(model, data, rows, labels, kind, opts.batch_size)
+    write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
+    return {"run": str(run_dir), "phase": phase, "metrics": results, "seconds": seconds,
+            "epochs_run": _epochs_run(run_dir)}
+
+
+def _find_layer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def _epochs_run(run_dir: Path) -> int:
+    from data_tools.fsio import read_csv
+
+    p = run_dir / HISTORY
+    return len(read_csv(p)) if p.is_file() else 0
+
+
+def _plot_curves(run_dir: Path, title: str) -> None:
+    from data_tools.fsio import read_csv
+    from evaluation.plots import plot_history
+
+    p = run_dir / HISTORY
+    if p.is_file():
+        rows = read_csv(p)
+        if rows:
+            plot_history(rows, run_dir / "curves.png", title=title)
+
+
+def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 32) -> np.ndarray:
+    y0 = np.zeros(len(rows), dtype=np.int32)
+    ds = make_dataset(folder, rows, y0, kind, batch_size, shuffle=False, seed=0, cache=False)
+    return model.predict(ds.map(lambda x, y: x), verbose=0)
+
+
+def evaluate_splits(model, data, rows, labels, kind, batch_size) -> dict:
+    """Top-1/top-2 at clip and track level on the valid and test splits (originals only)."""
+    from evaluation.metrics import evaluate_predictions
+
+    out = {}
+    for split in ("valid", "test"):
+        sr = [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]
+        if not sr:
+            continue
+        proba = predict_rows(model, data, sr, kind, batch_size)
+        res = evaluate_predictions([r["track_id"] for r in sr], label_ids(sr, labels), proba, labels)
+        out[split] = {lvl: {k: res[lvl][k] for k in ("n", "top1", "top2", "loss", "f1_macro")}
+                      for lvl in ("clip", "track")}
+    return out
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"run: {result['run']} ({result['phase']}, {result['epochs_run']} epochs, "
+             f"{result['seconds']:.1f} s)"]
+    for split, lv in result["metrics"].items():
+        c, t = lv["clip"], lv["track"]
+        lines.append(f"{split:5s}  clip top-1 {c['top1']:.3f}  top-2 {c['top2']:.3f}  (n={c['n']})   "
+                     f"track top-1 {t['top1']:.3f}  top-2 {t['top2']:.3f}  (n={t['n']})")
+    return "\n".join(lines)
+
+
+def parse_hparams(items: list[str] | None) -> dict:
+    """``--hparam key=value`` (value parsed as JSON when it can be: 0.5, [32,64], true)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"bad --hparam {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
+
+
+__all__ = ["TrainOptions", "train", "format_summary", "parse_hparams"]

@@ -1,0 +1,59 @@
+"""Convolutional and dense models trained from scratch."""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def build_fcnn(input_shape, num_classes: int, units=(512, 256), dropout: float = 0.0,
+               name: str = "fcnn") -> keras.Model:
+    """Flatten -> Dense 512 -> Dense 256 -> classes (ReLU), the GTZAN MFCC baseline."""
+    inp = keras.Input(shape=tuple(input_shape), name="features")
+    x = layers.Normalization(axis=-1, name="input_norm")(inp)
+    x = layers.Flatten(name="flatten")(x)
+    for i, u in enumerate(units):
+        x = layers.Dense(u, activation="relu", name=f"dense_{i + 1}")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
+    out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def build_cnn(input_shape, num_classes: int, filters=(32, 64), dense_units: int = 64,
+              dropout: float = 0.35, name: str = "cnn") -> keras.Model:
+    """The custom CNN of the mel-spectrogram/MobileNet study: Conv32 3x3 -> MaxPool 2 ->
+    Dropout .35 -> Conv64 3x3 -> MaxPool 2 -> Dropout .35 -> Flatten -> Dense 64 ->
+    Dropout .35 -> classes. 15,764,554 parameters at 256x256x1 with 10 classes."""
+    inp = keras.Input(shape=tuple(input_shape), name="image")
+    x = inp
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, activation="relu", name=f"conv_{i + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool_{i + 1}")(x)
+        x = layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout_dense")(x)
+    out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def build_cnn_bn(input_shape, num_classes: int, filters=(32, 64, 128, 256), dense_units: int = 256,
+                 pooling: str = "gap", name: str = "cnn_bn") -> keras.Model:
+    """Four 3x3 convs with BatchNorm before ReLU, max-pool after the 2nd and 4th, Dense 256
+    with BatchNorm, classes. ``pooling="gap"`` (default) averages the last feature map
+    before the dense layer; ``"flatten"`` flattens it (268 M parameters at 256x256)."""
+    inp = keras.Input(shape=tuple(input_shape), name="image")
+    x = inp
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv_{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"bn_{i + 1}")(x)
+        x = layers.Activation("relu", name=f"relu_{i + 1}")(x)
+        if i % 2 == 1:
+            x = layers.MaxPooling2D(2, name=f"pool_{i + 1}")(x)
+    x = (layers.GlobalAveragePooling2D(name="gap")(x) if pooling == "gap"
+         else layers.Flatten(name="flatten")(x))
+    x = layers.Dense(dense_units, use_bias=False, name="dense")(x)
+    x = layers.BatchNormalization(name="bn_dense")(x)
+    x = layers.Activation("relu", name="relu_dense")(x)
+    out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    return keras.Model(inp, out, name=name)
