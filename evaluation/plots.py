@@ -39,7 +39,7 @@ def plot_history(rows: list[dict], path, title: str = "training curves") -> Path
             if "val_top2" in rows[0]:
                 ax.plot(epochs, [float(r["val_top2"]) for r in rows], "-.", label="validation top-2")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel("loss" if key == "loss" else "accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)

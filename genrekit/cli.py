@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from genrekit import __version__
 from genrekit.errors import UserError
@@ -148,6 +149,69 @@ def cmd_export(a) -> int:
     return 0
 
 
+# -- evaluate / compare / cv -----------------------------------------------------------------
+
+def cmd_evaluate(a) -> int:
+    from genrekit.evaluate import evaluate, format_metrics
+
+    res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size)
+    print(format_metrics(res))
+    print(f"report: {Path(a.out or a.model) / 'report.md'}")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from genrekit.evaluate import compare
+
+    print(compare(a.runs, csv_path=a.csv, level=a.level), end="")
+    if a.csv:
+        print(f"\nCSV: {a.csv}")
+    return 0
+
+
+def cmd_cv(a) -> int:
+    from genrekit.cv import cross_validate, format_cv
+    from genrekit.train import parse_hparams
+
+    kw = {"epochs": a.epochs, "batch_size": a.batch_size, "patience": a.patience, "weights": a.weights,
+          "hparams": parse_hparams(a.hparam)}
+    if a.phase:
+        kw["phase"] = a.phase
+    out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
+    res = cross_validate(a.data, a.arch, a.folds, out, seed=a.seed, keep_augmented=not a.no_augmented,
+                         train_kwargs=kw, log=lambda m: print(m, flush=True))
+    print(format_cv(res), end="")
+    print(f"results: {Path(out) / 'cv.json'}, {Path(out) / 'cv.md'}")
+    return 0
+
+
+# -- spotify -----------------------------------------------------------------------------------
+
+def cmd_fetch_spotify(a) -> int:
+    from data_tools.spotify import FetchOptions, fetch_spotify, format_fetch_report
+
+    opts = FetchOptions(out=a.out, genres=list(a.genres), per_genre=a.per_genre,
+                        playlists_per_genre=a.playlists, preview_sources=a.preview_source, market=a.market)
+    rep = fetch_spotify(opts)
+    print(format_fetch_report(rep, opts), end="")
+    print(f"set: {a.out} (folder per genre), manifest: {Path(a.out) / 'spotify_manifest.csv'}")
+    if not sum(rep.after.values()):
+        print("genrekit: error: no track with audio was fetched", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_eval_spotify(a) -> int:
+    from genrekit.evaluate import evaluate_folder, format_metrics
+
+    res = evaluate_folder(a.model, a.data, out=a.out, features_dir=a.features, workers=a.workers,
+                          batch_size=a.batch_size, progress=not a.quiet)
+    print(format_metrics(res))
+    out = Path(a.out) if a.out else Path(a.model) / f"eval-{Path(a.data).resolve().name}"
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 def cmd_demo(a) -> int:
@@ -237,6 +301,59 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keras,saved_model,tflite,onnx (default keras)")
     ex.add_argument("--out", default=None, help="output path (default RUN/export/...)")
     ex.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("evaluate", help="figures, plots and report for a run on a split of a feature folder")
+    ev.add_argument("--model", required=True, help="run folder")
+    ev.add_argument("--data", required=True, help="feature folder made with the run's feature config")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.set_defaults(func=cmd_evaluate)
+
+    co = sub.add_parser("compare", help="one table of several runs' settings and test figures")
+    co.add_argument("runs", nargs="+", help="run folders")
+    co.add_argument("--csv", default=None, help="also write the table as CSV here")
+    co.add_argument("--level", default="track", choices=("track", "clip"), help="figures at this level")
+    co.set_defaults(func=cmd_compare)
+
+    cv = sub.add_parser("cv", help="K-fold cross-validation by track (mean ± std of test figures)")
+    cv.add_argument("--data", required=True, help="feature folder")
+    cv.add_argument("--arch", required=True)
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--out", default=None, help="folder for the folds (default runs/cv-<arch>-<K>fold)")
+    cv.add_argument("--phase", default=None, help="scratch | transfer (default as for train)")
+    cv.add_argument("--epochs", type=int, default=None)
+    cv.add_argument("--batch-size", type=int, default=32)
+    cv.add_argument("--patience", type=int, default=10)
+    cv.add_argument("--weights", default="imagenet")
+    cv.add_argument("--hparam", action="append", metavar="KEY=VALUE")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
+    cv.set_defaults(func=cmd_cv)
+
+    fs = sub.add_parser("fetch-spotify", help="build an out-of-domain test set from Spotify playlists",
+                        description="Search Spotify playlists per genre, download 30 s previews (Spotify's, else "
+                                    "Deezer's or iTunes' by ISRC / artist and title), convert to 22,050 Hz mono "
+                                    "WAV, deduplicate, drop cross-genre tracks. Needs SPOTIPY_CLIENT_ID and "
+                                    "SPOTIPY_CLIENT_SECRET in the environment.")
+    fs.add_argument("--out", required=True, help="folder for the set (resumable)")
+    fs.add_argument("--genres", type=_names, required=True, help="comma-separated genre names to search for")
+    fs.add_argument("--per-genre", type=int, default=50, help="tracks with audio per genre (default 50)")
+    fs.add_argument("--playlists", type=int, default=5, help="playlists per genre (default 5)")
+    fs.add_argument("--preview-source", type=_names, default=("spotify", "deezer", "itunes"),
+                    help="where to look for a preview, in order (default spotify,deezer,itunes)")
+    fs.add_argument("--market", default=None, help="ISO country code for Spotify (optional)")
+    fs.set_defaults(func=cmd_fetch_spotify)
+
+    es = sub.add_parser("eval-spotify", help="score a run on a folder-per-genre audio set (e.g. from fetch-spotify)")
+    es.add_argument("--model", required=True, help="run folder")
+    es.add_argument("--data", required=True, help="folder-per-genre audio (wav/mp3/...)")
+    es.add_argument("--out", default=None, help="output folder (default RUN/eval-<data folder name>)")
+    es.add_argument("--features", default=None, help="where to render the features (default OUT/features)")
+    es.add_argument("--workers", type=int, default=1)
+    es.add_argument("--batch-size", type=int, default=32)
+    es.add_argument("--quiet", action="store_true")
+    es.set_defaults(func=cmd_eval_spotify)
 
     d = sub.add_parser("demo", help="end-to-end run on a small synthetic set (no downloads)")
     d.add_argument("--out", default="genrekit-demo", help="folder for everything (default ./genrekit-demo)")

@@ -53,6 +53,7 @@ class TrainOptions:
     strategy: str = "default"  # default | mirrored | multiworker
     deterministic: bool = False
     verbose: int = 2
+    extra_callbacks: list = field(default_factory=list)  # API only: more keras callbacks
 
 
 def _log(msg: str) -> None:
@@ -205,11 +206,10 @@ def train(opts: TrainOptions) -> dict:
             hp = dict(opts.hparams)
             if spec.is_transfer:
                 hp.setdefault("weights", None if phase == "scratch" else opts.weights)
+                hp.setdefault("bn_inference", phase != "scratch")
             model = spec.builder(input_shape, len(labels), **hp)
-            if spec.is_transfer:
-                set_phase(model, "transfer" if phase == "transfer" else "finetune")
-                if phase == "scratch":
-                    model.get_layer("base").trainable = True
+            if spec.is_transfer and phase == "transfer":
+                set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
         norm = _find_layer(model, "input_norm")
         if norm is not None and parent is None:
             norm.adapt(load_arrays(data, train_rows, kind))
@@ -218,7 +218,7 @@ def train(opts: TrainOptions) -> dict:
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
                                                restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 _BestFullModel.make(model, run_dir / "checkpoint.keras")]
+                 _BestFullModel.make(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
     t0 = time.perf_counter()
     cached = phase == "transfer" and opts.cache_base and opts.strategy == "default"
     if cached:

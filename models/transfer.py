@@ -70,7 +70,11 @@ def _make_base(arch: str, input_shape3, weights, alpha: float):
 
 
 def build_transfer(arch: str, input_shape, num_classes: int, weights="imagenet", dense_units: int = 64,
-                   dropout: float = 0.0, preprocess: str | None = None, alpha: float = 1.0) -> keras.Model:
+                   dropout: float = 0.0, preprocess: str | None = None, alpha: float = 1.0,
+                   bn_inference: bool = True) -> keras.Model:
+    """``bn_inference=True`` (transfer and fine-tuning) runs the base's BatchNorm layers in
+    inference mode with their pretrained statistics; ``False`` lets them learn (training a
+    randomly initialised base from scratch)."""
     h, w, c = (tuple(input_shape) + (1,))[:3] if len(input_shape) == 2 else tuple(input_shape)
     if c not in (1, 3):
         raise ModelError(f"{arch} needs 1- or 3-channel images, got {c} channels")
@@ -83,7 +87,7 @@ def build_transfer(arch: str, input_shape, num_classes: int, weights="imagenet",
     x = layers.Normalization(axis=-1, mean=mean, variance=var, name="preprocess")(x)
     base = _make_base(arch, (h, w, 3), weights, alpha)
     base.name = BASE_NAME
-    x = base(x, training=False)  # BatchNorm in inference mode in every phase
+    x = base(x, training=False) if bn_inference else base(x)
     x = layers.Flatten(name="head_flatten")(x)
     x = layers.Dense(dense_units, activation="relu", name="head_dense")(x)
     if dropout:

@@ -53,3 +53,17 @@ def test_transfer_phases_and_head_split():
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(head(extractor(x))), np.asarray(m(x)), rtol=1e-5, atol=1e-6)
     assert head.get_layer("predictions") is m.get_layer("predictions")
+
+
+def test_scratch_training_of_a_transfer_architecture_trains_batchnorm(tiny_features, tmp_path):
+    from genrekit.runs import load_model
+    from genrekit.train import TrainOptions, train
+
+    r = train(TrainOptions(data=str(tiny_features), arch="mobilenet", phase="scratch", epochs=1, batch_size=8,
+                           verbose=0, out=str(tmp_path / "s")))
+    m = load_model(f"{r['run']}/model.keras")
+    bns = [layer for layer in m.get_layer("base")._flatten_layers(include_self=False)
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(b.trainable for b in bns)
+    # moving statistics moved away from their initial values (mean 0): BN ran in training mode
+    assert any(abs(float(np.asarray(b.moving_mean).mean())) > 0 for b in bns)

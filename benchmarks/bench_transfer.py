@@ -1,0 +1,57 @@
+"""Transfer phase with cached base outputs vs a plain ``model.fit`` with a frozen base.
+
+Both train the same MobileNet head on the same gtzan_mini mel PNGs (train split with time
+stretch and pitch variants) in one process. Prints seconds per epoch: the plain fit's
+epochs (each runs the frozen base over every image), and genrekit's cached path both as
+head-only epochs and amortised with the one-off base pass over the run's epochs.
+Target: >= 5x faster for MobileNet.
+
+    python benchmarks/bench_transfer.py [--epochs 12] [--plain-epochs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from _common import WEIGHTS, epoch_timer, gtzan_features
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", type=Path, default=None, help="feature folder (default: render gtzan_mini)")
+    ap.add_argument("--epochs", type=int, default=12, help="epochs of the cached run (default 12, the study's)")
+    ap.add_argument("--plain-epochs", type=int, default=3, help="epochs of the plain fit to time (default 3)")
+    a = ap.parse_args()
+    from genrekit.train import TrainOptions, train
+
+    weights = str(WEIGHTS) if WEIGHTS.is_file() else "none"
+    with tempfile.TemporaryDirectory() as tmp:
+        feats = a.features or gtzan_features(Path(tmp) / "feats")
+        results = {}
+        for name, cache in (("plain", False), ("cached", True)):
+            timer = epoch_timer()
+            epochs = a.epochs if cache else a.plain_epochs
+            r = train(TrainOptions(data=str(feats), arch="mobilenet", phase="transfer", weights=weights,
+                                   epochs=epochs, patience=epochs, cache_base=cache, verbose=0,
+                                   out=str(Path(tmp) / name), extra_callbacks=[timer]))
+            cfg = json.loads((Path(r["run"]) / "config.json").read_text())
+            results[name] = {"epochs": timer.times, "base_s": cfg["base_feature_seconds"],
+                             "n": cfg["data"]["train_rows"]}
+    plain = statistics.median(results["plain"]["epochs"][1:] or results["plain"]["epochs"])
+    head = statistics.median(results["cached"]["epochs"][1:])
+    n_ep = len(results["cached"]["epochs"])
+    amortised = (results["cached"]["base_s"] + sum(results["cached"]["epochs"])) / n_ep
+    print(f"MobileNet transfer phase, {results['plain']['n']} training images 256x256, weights: {Path(weights).name}")
+    print(f"plain model.fit, frozen base      : {plain:7.2f} s/epoch (median of {len(results['plain']['epochs'])} epochs, first dropped)")
+    print(f"cached base, head-only epochs     : {head:7.2f} s/epoch")
+    print(f"cached base, one-off base pass    : {results['cached']['base_s']:7.2f} s")
+    print(f"cached, amortised over {n_ep:2d} epochs  : {amortised:7.2f} s/epoch")
+    print(f"speed-up per epoch (amortised)    : {plain / amortised:6.1f}x   (target >= 5x)")
+    print(f"speed-up per epoch (head only)    : {plain / head:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Track-level stratified folds and manifest "views" that reassign splits.
+
+A view is a small folder holding a ``manifest.csv`` whose ``path`` column is absolute and a
+copy of the feature config: training code reads it like any feature folder, while the
+feature files stay where they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.errors import DataError
+from data_tools.features import FeatureConfig
+from data_tools.manifest import write_manifest
+
+
+def track_folds(track_genres: dict[str, str], k: int, seed: int = 0) -> list[list[str]]:
+    """Split tracks into k folds, stratified by genre, seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = sorted(track_genres)
+    genres = [track_genres[t] for t in ids]
+    counts = {g: genres.count(g) for g in set(genres)}
+    if k < 2:
+        raise DataError("--folds must be at least 2")
+    if min(counts.values()) < k:
+        small = min(counts, key=counts.get)
+        raise DataError(f"genre {small} has {counts[small]} tracks, fewer than --folds {k}")
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [[ids[i] for i in test] for _, test in skf.split(np.zeros(len(ids)), genres)]
+
+
+def inner_validation(train_tracks: list[str], track_genres: dict[str, str], fraction: float, seed: int) -> set[str]:
+    """A stratified share of the training tracks held out for early stopping."""
+    rng = np.random.default_rng(seed)
+    out = set()
+    by_genre: dict[str, list[str]] = {}
+    for t in sorted(train_tracks):
+        by_genre.setdefault(track_genres[t], []).append(t)
+    for g in sorted(by_genre):
+        ts = by_genre[g]
+        n = min(max(1, int(round(fraction * len(ts)))), len(ts) - 1)  # keep at least one to train on
+        out.update(ts[i] for i in rng.permutation(len(ts))[:n])
+    return out
+
+
+def write_view(view: Path, source: Path, rows: list[dict], split_of: dict[str, str],
+               keep_augmented: bool = True) -> Path:
+    """Write a manifest view: rows re-split by ``split_of[track_id]``; augmented rows kept only
+    for training tracks (and only when ``keep_augmented``)."""
+    view.mkdir(parents=True, exist_ok=True)
+    out = []
+    for r in rows:
+        split = split_of.get(r["track_id"])
+        if split is None:
+            continue
+        if r["augmentation"] != "original" and (split != "train" or not keep_augmented):
+            continue
+        out.append({**r, "split": split, "path": str((source / r["path"]).resolve())})
+    write_manifest(view / "manifest.csv", out)
+    FeatureConfig.load(source).save(view)
+    return view

@@ -1,0 +1,82 @@
+"""``genrekit cv``: K-fold cross-validation by track, reporting mean ± std of the test figures.
+
+Every track of the feature folder (all splits) is assigned to one of K genre-stratified
+folds. For each fold: that fold is the test set, a stratified 1/(K-1) share of the other
+tracks (at most a quarter) is the validation set (early stopping), the rest trains — with
+K = 5 that is 60/20/20 per fold. Augmented variants in the
+folder are used only for the fold's training tracks (``--no-augmented`` drops them all).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.folds import inner_validation, track_folds, write_view
+from data_tools.fsio import write_json_atomic, write_text_atomic
+from data_tools.loaders import select
+from data_tools.manifest import read_manifest
+from genrekit.errors import UserError
+
+CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
+
+
+def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augmented: bool = True,
+                   train_kwargs: dict | None = None, log=print) -> dict:
+    from genrekit.evaluate import evaluate_rows
+    from genrekit.runs import Run
+    from genrekit.train import TrainOptions, train
+    from models import get_arch
+
+    spec = get_arch(arch)
+    data = Path(data)
+    rows = select(read_manifest(data), spec.feature, ("train", "valid", "test"))
+    if not rows:
+        raise UserError(f"{data} has no {spec.feature} features for {arch}")
+    genres = {r["track_id"]: r["genre"] for r in rows}
+    fold_tracks = track_folds(genres, folds, seed)
+    out = Path(out)
+    if (out / "cv.json").exists():
+        raise UserError(f"{out} already holds a cross-validation; choose another --out")
+    per_fold = []
+    for k, test in enumerate(fold_tracks, start=1):
+        test_set = set(test)
+        rest = [t for t in sorted(genres) if t not in test_set]
+        valid = inner_validation(rest, genres, min(0.25, 1.0 / (folds - 1)), seed + k)
+        split_of = {t: "test" if t in test_set else "valid" if t in valid else "train" for t in genres}
+        view = write_view(out / f"fold-{k}" / "view", data, rows, split_of, keep_augmented)
+        kw = dict(train_kwargs or {})
+        res = train(TrainOptions(data=str(view), arch=arch, out=str(out / f"fold-{k}" / "run"), seed=seed,
+                                 verbose=0, **kw))
+        run = Run(res["run"])
+        test_rows = [r for r in read_manifest(view) if r["split"] == "test"]
+        ev = evaluate_rows(run, view, test_rows, out / f"fold-{k}" / "eval", f"{arch} fold {k}",
+                           [f"fold {k} of {folds}"])
+        fig = {lvl: {f: ev[lvl][f] for f in CV_FIGURES} for lvl in ("clip", "track")}
+        per_fold.append(fig)
+        log(f"fold {k}/{folds}: track top-1 {fig['track']['top1']:.3f} top-2 {fig['track']['top2']:.3f} "
+            f"(clip top-1 {fig['clip']['top1']:.3f}; {len(test)} test tracks)")
+    summary = {}
+    for lvl in ("clip", "track"):
+        summary[lvl] = {}
+        for f in CV_FIGURES:
+            vals = [p[lvl][f] for p in per_fold if p[lvl][f] is not None]
+            summary[lvl][f] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+    result = {"arch": arch, "folds": folds, "seed": seed, "data": str(data.resolve()), "per_fold": per_fold,
+              "summary": summary, "train_kwargs": {k: v for k, v in (train_kwargs or {}).items()}}
+    write_json_atomic(out / "cv.json", result, only_if_changed=False)
+    write_text_atomic(out / "cv.md", format_cv(result), only_if_changed=False)
+    return result
+
+
+def format_cv(res: dict) -> str:
+    L = [f"{res['folds']}-fold cross-validation by track: {res['arch']} on {res['data']} (seed {res['seed']})", "",
+         "| figure | clip level | track level |", "| --- | --- | --- |"]
+    names = {"top1": "top-1", "top2": "top-2", "f1_macro": "F1 macro", "f1_micro": "F1 micro", "auc_macro": "AUC macro"}
+    for f in CV_FIGURES:
+        c, t = res["summary"]["clip"][f], res["summary"]["track"][f]
+        L.append(f"| {names[f]} | {c['mean']:.3f} ± {c['std']:.3f} | {t['mean']:.3f} ± {t['std']:.3f} |")
+    return "\n".join(L) + "\n"
+
+
+__all__ = ["cross_validate", "format_cv"]

@@ -1,0 +1,157 @@
+"""``genrekit evaluate`` and ``genrekit compare``: the figures the field reports, honestly.
+
+Evaluation uses the un-augmented rows of one split of a feature folder made with the run's
+own feature config, refuses test tracks that the run trained on, and writes metrics.json,
+report.md and plots (confusion matrix, per-genre top-1/top-2, ROC, training curves).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.features import FeatureConfig
+from data_tools.fsio import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
+from data_tools.loaders import label_ids, select
+from data_tools.manifest import read_manifest
+from genrekit.errors import UserError
+from genrekit.runs import HISTORY, Run
+
+
+def check_leakage(run: Run, track_ids) -> None:
+    trained = set(run.config.get("data", {}).get("train_tracks", []))
+    overlap = sorted(trained & set(track_ids))
+    if overlap:
+        raise UserError(f"refusing to evaluate: {len(overlap)} of these tracks were in the run's training data "
+                        f"(e.g. {overlap[0]}); evaluating on them would inflate the figures")
+
+
+def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: str, context: list[str],
+                  batch_size: int = 32) -> dict:
+    """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``."""
+    from evaluation.metrics import evaluate_predictions
+    from evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
+    from evaluation.report import evaluation_report
+    from genrekit.train import predict_rows
+
+    if not rows:
+        raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
+    check_leakage(run, {r["track_id"] for r in rows})
+    y = label_ids(rows, run.labels)
+    proba = predict_rows(run.model(), folder, rows, run.kind, batch_size)
+    res = evaluate_predictions([r["track_id"] for r in rows], y, proba, run.labels)
+    res["run"] = str(run.path)
+    res["arch"] = run.arch
+    res["context"] = context
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {"confusion matrix (track level)": "confusion.png",
+             "confusion matrix (clip level)": "confusion_clip.png",
+             "per-genre top-1/top-2 (track level)": "per_genre.png", "ROC curves (track level)": "roc.png"}
+    plot_confusion(res["track"]["confusion"], run.labels, out / "confusion.png", f"{title} — tracks")
+    plot_confusion(res["clip"]["confusion"], run.labels, out / "confusion_clip.png", f"{title} — clips")
+    plot_per_genre(res["track"], run.labels, out / "per_genre.png", f"{title} — per genre (tracks)")
+    plot_roc(res["track"], out / "roc.png", f"{title} — ROC (tracks)")
+    hist = run.path / HISTORY
+    if hist.is_file() and read_csv(hist):
+        plot_history(read_csv(hist), out / "curves.png", f"{run.arch} training curves")
+        plots["training curves"] = "curves.png"
+    write_json_atomic(out / "metrics.json", res, only_if_changed=False)
+    write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots), only_if_changed=False)
+    return res
+
+
+def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32) -> dict:
+    run = Run(run_path)
+    run.model()  # a model whose outputs don't match labels.json fails here, first
+    data = Path(data)
+    fc = FeatureConfig.load(data)
+    if fc.fingerprint() != run.feature_config.fingerprint():
+        diff = sorted(k for k, v in fc.to_dict().items() if run.feature_config.to_dict().get(k) != v)
+        raise UserError(f"{data} was made with another feature config than the run's "
+                        f"(differs in: {', '.join(diff)}); render the data with the run's config")
+    rows = [r for r in select(read_manifest(data), run.kind, (split,)) if r["augmentation"] == "original"]
+    if not rows:
+        raise UserError(f"the {split} split of {data} has no {run.kind} rows")
+    out = Path(out) if out else run.path
+    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data}`, split `{split}`",
+               f"feature config fingerprint {fc.fingerprint()}"]
+    return evaluate_rows(run, data, rows, out, f"{run.arch} on {split}", context, batch_size)
+
+
+def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: int = 1,
+                    batch_size: int = 32, progress: bool = True) -> dict:
+    """Score a run on a folder-per-genre audio set (e.g. one built by fetch-spotify): render its
+    features with the run's own feature config (no augmentation, every track in "test"), then
+    evaluate through the same code as ``genrekit evaluate``."""
+    from data_tools.augment import AugmentConfig
+    from data_tools.catalogue import find_tracks
+    from data_tools.pipeline import AugmentSettings, run_augment
+
+    run = Run(run_path)
+    run.model()
+    genres = sorted({t.genre for t in find_tracks(audio_dir)})
+    unknown = [g for g in genres if g not in run.labels]
+    if unknown:
+        raise UserError(f"genre folder(s) {', '.join(unknown)} in {audio_dir} are not among the run's labels "
+                        f"({', '.join(run.labels)}); rename or remove them")
+    out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
+    features_dir = Path(features_dir) if features_dir else out / "features"
+    settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
+                               kinds=(run.kind,), split="all-test", seed=0)
+    s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress)
+    if s["ok"] == 0:
+        raise UserError(f"no decodable audio in {audio_dir}")
+    rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",)) if r["augmentation"] == "original"]
+    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",
+               f"data: `{audio_dir}` ({s['ok']} tracks; {s['skipped_bad']} skipped, see `{features_dir}/report.md`)",
+               "features rendered with the run's own feature config"]
+    return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context, batch_size)
+
+
+def format_metrics(res: dict) -> str:
+    c, t = res["clip"], res["track"]
+    return "\n".join([
+        f"{'':12s} {'clip':>8s} {'track':>8s}",
+        f"{'top-1':12s} {c['top1']:8.3f} {t['top1']:8.3f}",
+        f"{'top-2':12s} {c['top2']:8.3f} {t['top2']:8.3f}",
+        f"{'F1 macro':12s} {c['f1_macro']:8.3f} {t['f1_macro']:8.3f}",
+        f"{'F1 micro':12s} {c['f1_micro']:8.3f} {t['f1_micro']:8.3f}",
+        f"{'AUC macro':12s} {c['auc_macro'] or float('nan'):8.3f} {t['auc_macro'] or float('nan'):8.3f}",
+        f"(n = {c['n']} clips, {t['n']} tracks)"])
+
+
+def compare(runs: list[str], csv_path=None, level: str = "track") -> str:
+    """One table of the runs' settings and test figures; Markdown returned, CSV written."""
+    from evaluation.report import COMPARE_FIELDS, compare_table
+
+    rows = []
+    for rp in runs:
+        run = Run(rp)
+        hist = read_csv(run.path / HISTORY) if (run.path / HISTORY).is_file() else []
+        best = min(hist, key=lambda h: float(h.get("val_loss") or np.inf)) if hist else {}
+        row = {"run": run.path.name, "arch": run.arch, "phase": run.config.get("phase"),
+               "epochs": len(hist), "train_top1": _f(best.get("accuracy")), "val_top1": _f(best.get("val_accuracy")),
+               "level": level}
+        m = run.path / "metrics.json"
+        if m.is_file():
+            met = json.loads(m.read_text())[level]
+            row["evaluated_on"] = "genrekit evaluate"
+        else:
+            tm = run.path / "train_metrics.json"
+            met = json.loads(tm.read_text()).get("test", {}).get(level, {}) if tm.is_file() else {}
+            row["evaluated_on"] = "end of training" if met else "not evaluated"
+        row.update({"test_top1": met.get("top1"), "test_top2": met.get("top2"),
+                    "test_f1_micro": met.get("f1_micro", met.get("top1") if met else None),
+                    "test_f1_macro": met.get("f1_macro")})
+        rows.append(row)
+    if csv_path:
+        write_csv_atomic(csv_path, rows, COMPARE_FIELDS, only_if_changed=False)
+    return compare_table(rows)
+
+
+def _f(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,144 @@
+"""A real HTTP server on loopback that speaks enough of the Spotify Web API, Deezer's and
+iTunes' search APIs, and serves MP3 previews made by the tests. Scripted faults: a 429 with
+Retry-After, a 500, a missing preview, a preview that is not audio, a cross-genre duplicate."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import soundfile as sf
+
+
+def mp3_bytes(freq: float, seconds: float = 2.0, sr: int = 44100) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    y = (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="MP3", subtype="MPEG_LAYER_III")
+    return buf.getvalue()
+
+
+def _track(tid, name, artist, isrc, preview):
+    return {"id": tid, "name": name, "type": "track", "artists": [{"name": artist}],
+            "external_ids": {"isrc": isrc}, "preview_url": preview}
+
+
+class FakeApis:
+    """State and routes. ``base`` is filled in once the server listens."""
+
+    def __init__(self):
+        self.base = ""
+        self.hits: Counter = Counter()
+        self.faults = {"search_429": 1, "items_500": 1, "preview_429": 1}
+        self.accept_secret = "s3cret"
+        self.previews = {f"p{i}": mp3_bytes(220 * (i + 1)) for i in range(8)}
+        self.previews["junk"] = b"<html>this is not audio</html>" * 20
+
+    def playlists(self):
+        b = self.base
+        return {
+            "blues": [{"id": "plB1", "name": "Blues Classics"}, {"id": "plB2", "name": "Blues Mix"}],
+            "jazz": [{"id": "plJ1", "name": "Jazz Vibes"}],
+            "polka": [],
+        }, {
+            # blues: t1 (spotify preview), t2 (no preview -> deezer by ISRC), t3 duplicate of t1 by ISRC,
+            #        t4 (also in jazz: cross-genre, dropped from both), t5 (preview is not audio -> itunes)
+            "plB1": [_track("t1", "Slow Train", "Ann Lee", "USAAA0000001", f"{b}/previews/p0.mp3"),
+                     _track("t2", "Muddy Road", "Bo Diddly", "USAAA0000002", None),
+                     _track("t4", "Crossroads", "Cy Twain", "USAAA0000004", f"{b}/previews/p3.mp3")],
+            "plB2": [_track("t3", "Slow Train (Remaster)", "Ann Lee", "USAAA0000001", f"{b}/previews/p0.mp3"),
+                     _track("t5", "Broken Preview", "Di Vox", "USAAA0000005", f"{b}/previews/junk.mp3"),
+                     _track("t9", "No Audio Anywhere", "Ed Null", "", None)],
+            "plJ1": [_track("t4", "Crossroads", "Cy Twain", "USAAA0000004", f"{b}/previews/p3.mp3"),
+                     _track("t6", "Blue Smoke", "Fay Keys", "USAAA0000006", f"{b}/previews/p4.mp3"),
+                     _track("t7", "Night Walk", "Gus Horn", "USAAA0000007", None)],
+        }
+
+    def route(self, h: BaseHTTPRequestHandler):
+        u = urlparse(h.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        self.hits[u.path] += 1
+        pls, items = self.playlists()
+        if u.path == "/api/token":
+            length = int(h.headers.get("Content-Length") or 0)
+            body = h.rfile.read(length).decode()
+            import base64
+
+            auth = base64.b64decode(h.headers.get("Authorization", "Basic ").split()[-1] or b"").decode()
+            if "grant_type=client_credentials" not in body or not auth.endswith(":" + self.accept_secret):
+                return 400, {"error": "invalid_client", "error_description": "Invalid client"}
+            return 200, {"access_token": "tok", "token_type": "Bearer", "expires_in": 3600}
+        if u.path.startswith("/v1/"):
+            if h.headers.get("Authorization") != "Bearer tok":
+                return 401, {"error": {"status": 401, "message": "No token provided"}}
+        if u.path == "/v1/search":
+            if self.faults["search_429"] > 0:
+                self.faults["search_429"] -= 1
+                return 429, {"error": {"status": 429, "message": "rate limited"}}, {"Retry-After": "1"}
+            found = pls.get(q["q"], [])
+            return 200, {"playlists": {"items": [None, *found] if found else [], "next": None,
+                                       "total": len(found)}}
+        if u.path.startswith("/v1/playlists/") and u.path.endswith(("/items", "/tracks")):
+            pid = u.path.split("/")[3]
+            if self.faults["items_500"] > 0:
+                self.faults["items_500"] -= 1
+                return 500, {"error": {"status": 500, "message": "boom"}}
+            its = items.get(pid, [])
+            offset = int(q.get("offset", 0))
+            page = its[offset:offset + 2]  # two per page: exercises pagination
+            nxt = f"{self.base}{u.path}?offset={offset + 2}&limit=2" if offset + 2 < len(its) else None
+            return 200, {"items": [{"track": t} for t in page], "next": nxt, "offset": offset, "total": len(its)}
+        if u.path.startswith("/deezer/track/isrc:"):
+            isrc = u.path.split(":")[-1]
+            if isrc == "USAAA0000002":
+                return 200, {"id": 2, "title": "Muddy Road", "preview": f"{self.base}/previews/p1.mp3"}
+            return 200, {"error": {"type": "DataException", "message": "no data", "code": 800}}
+        if u.path == "/deezer/search":
+            return 200, {"data": [], "total": 0}
+        if u.path == "/itunes/search":
+            term = q.get("term", "")
+            if "Broken Preview" in term:
+                return 200, {"resultCount": 1, "results": [{"artistName": "Di Vox", "trackName": "Broken Preview",
+                                                             "previewUrl": f"{self.base}/previews/p5.mp3"}]}
+            if "Night Walk" in term:
+                return 200, {"resultCount": 1, "results": [{"artistName": "Gus Horn", "trackName": "Night Walk",
+                                                             "previewUrl": f"{self.base}/previews/p6.mp3"}]}
+            return 200, {"resultCount": 0, "results": []}
+        if u.path.startswith("/previews/"):
+            name = u.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if name == "p4" and self.faults["preview_429"] > 0:
+                self.faults["preview_429"] -= 1
+                return 429, b"slow down", {"Retry-After": "0", "Content-Type": "text/plain"}
+            if name in self.previews:
+                return 200, self.previews[name], {"Content-Type": "audio/mpeg"}
+        return 404, {"error": {"status": 404, "message": f"no route {u.path}"}}
+
+
+def serve(apis: FakeApis):
+    class Handler(BaseHTTPRequestHandler):
+        def _go(self):
+            res = apis.route(self)
+            status, body = res[0], res[1]
+            headers = res[2] if len(res) > 2 else {}
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _go
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    apis.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd

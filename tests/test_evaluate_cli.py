@@ -1,0 +1,129 @@
+"""genrekit evaluate / compare / cv end to end on tiny data, and their refusals."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from data_tools.features import FeatureConfig
+from genrekit.cli import main
+from genrekit.errors import UserError
+from genrekit.evaluate import evaluate
+from genrekit.train import TrainOptions, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_features, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    runs = []
+    for arch in ("cnn", "fcnn"):
+        r = train(TrainOptions(data=str(tiny_features), arch=arch, out=str(base / arch), epochs=2,
+                               batch_size=8, verbose=0))
+        runs.append(r["run"])
+    return runs
+
+
+def test_evaluate_writes_figures_plots_and_report(tiny_features, two_runs, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", two_runs[0], "--data", str(tiny_features), "--out", str(out)]) == 0
+    assert "top-2" in capsys.readouterr().out
+    for name in ("metrics.json", "report.md", "confusion.png", "confusion_clip.png", "per_genre.png", "roc.png",
+                 "curves.png"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for lvl in ("clip", "track"):
+        for key in ("top1", "top2", "loss", "f1_macro", "f1_micro", "auc_macro", "per_genre", "confusion",
+                    "confusion_normalised", "roc"):
+            assert key in m[lvl], (lvl, key)
+    assert m["track"]["n"] == 3  # one test track per genre
+    report = (out / "report.md").read_text()
+    assert "clip / segment level" in report and "track level" in report and "Confusion matrix" in report
+
+
+def test_compare_prints_markdown_and_writes_csv(two_runs, tmp_path, capsys):
+    csv_path = tmp_path / "cmp.csv"
+    assert main(["compare", *two_runs, "--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| run | model |" in out and "cnn" in out and "fcnn" in out
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["arch"] for r in rows] == ["cnn", "fcnn"] and rows[0]["test_top1"] != ""
+
+
+def test_refuses_leaky_and_mismatched_evaluations(tiny_features, two_runs, tmp_path):
+    with pytest.raises(UserError, match="training data"):
+        evaluate(two_runs[0], tiny_features, split="train")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.csv").write_text((tiny_features / "manifest.csv").read_text())
+    fc = FeatureConfig.load(tiny_features).to_dict() | {"n_mels": 16}
+    FeatureConfig.from_dict(fc).save(other)
+    with pytest.raises(UserError, match="another feature config"):
+        evaluate(two_runs[0], other)
+    with pytest.raises(UserError, match="no mel rows"):
+        evaluate(two_runs[0], tiny_features, split="holdout")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="missing"):
+        evaluate(broken, tiny_features)
+    run = Path(two_runs[1])
+    labels = json.loads((run / "labels.json").read_text())
+    bad = tmp_path / "badlabels"
+    import shutil
+
+    shutil.copytree(run, bad)
+    (bad / "labels.json").write_text(json.dumps(labels[:2]))
+    with pytest.raises(UserError, match="classes"):
+        evaluate(bad, tiny_features)
+
+
+def test_cv_reports_mean_and_std(tmp_path, capsys):
+    from data_tools.augment import AugmentConfig
+    from data_tools.pipeline import run_augment
+    from tests.conftest import small_settings, write_tree
+
+    data = write_tree(tmp_path / "d", per_genre=4, seconds=2.5)
+    feats = tmp_path / "f"
+    run_augment(data, feats, small_settings(augment=AugmentConfig(augmentations=()), kinds=("mfcc",)),
+                progress=False)
+    assert main(["cv", "--data", str(feats), "--arch", "fcnn", "--folds", "2", "--epochs", "2",
+                 "--out", str(tmp_path / "cv")]) == 0
+    out = capsys.readouterr().out
+    assert "2-fold cross-validation" in out and "±" in out
+    res = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert len(res["per_fold"]) == 2
+    # each fold's test tracks were never trained on
+    for k in (1, 2):
+        cfg = json.loads((tmp_path / "cv" / f"fold-{k}" / "run" / "config.json").read_text())
+        test = {r["track_id"] for r in csv.DictReader(open(tmp_path / "cv" / f"fold-{k}" / "view" / "manifest.csv"))
+                if r["split"] == "test"}
+        assert test and not test & set(cfg["data"]["train_tracks"])
+
+
+def test_eval_spotify_on_a_local_mp3_set(two_runs, tmp_path, capsys):
+    import soundfile as sf
+
+    from tests.conftest import tone
+
+    data = tmp_path / "ood"
+    for g, f in (("low", 230.0), ("high", 1700.0), ("mid", 640.0)):
+        (data / g).mkdir(parents=True)
+        for i in range(2):
+            sf.write(data / g / f"song{i}.mp3", tone(f * (1 + 0.03 * i), 3.0, 22050), 22050,
+                     format="MP3", subtype="MPEG_LAYER_III")
+    out = tmp_path / "es"
+    assert main(["eval-spotify", "--model", two_runs[0], "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    assert "top-1" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["track"]["n"] == 6
+    for name in ("report.md", "confusion.png", "per_genre.png", "roc.png"):
+        assert (out / name).is_file()
+    # features were rendered with the run's own config (8 kHz, 32x32)
+    fc = FeatureConfig.load(out / "features")
+    assert fc == FeatureConfig.load(Path(two_runs[0]))
+    (data / "polka").mkdir()
+    sf.write(data / "polka" / "x.mp3", tone(300, 2.0, 22050), 22050, format="MP3", subtype="MPEG_LAYER_III")
+    assert main(["eval-spotify", "--model", two_runs[0], "--data", str(data), "--out", str(tmp_path / "e2")]) == 2
+    assert "polka" in capsys.readouterr().err
