@@ -27,6 +27,7 @@ def main() -> None:
     a = ap.parse_args()
     import numpy as np
 
+    from data_tools.errors import DataError
     from data_tools.features import FeatureConfig
     from data_tools.folds import write_view
     from data_tools.loaders import label_ids
@@ -67,10 +68,12 @@ def main() -> None:
                 try:
                     res = train(TrainOptions(data=str(view), arch=a.arch, epochs=a.epochs, seed=seed, verbose=0,
                                              out=str(tmp / f"run-{name}-{seed}")))
-                except UserError as exc:
+                except DataError as exc:
                     if "appears in both" not in str(exc):
                         raise
                     # genrekit refuses to train on a leaky manifest; train on it anyway for the figure
+                    print(f"seed {seed}: genrekit train refuses the segment split ({exc}); "
+                          "training on it anyway for the comparison", flush=True)
                     res = _train_ignoring_leak_check(view, a.arch, a.epochs, seed, tmp / f"run-{name}-{seed}")
                 run = Run(res["run"])
                 test = [r for r in read_manifest(view) if r["split"] == "test"]

@@ -123,7 +123,7 @@ def cmd_train(a) -> int:
                         seed=a.seed, weights=a.weights, patience=a.patience,
                         hparams=parse_hparams(a.hparam), cache_base=not a.no_cache_base,
                         mixed_precision=a.mixed_precision, xla=a.xla, strategy=a.strategy,
-                        deterministic=a.deterministic, verbose=0 if a.quiet else 2)
+                        deterministic=a.deterministic, verbose=0 if a.quiet else 2, synthetic=a.synthetic)
     print(format_summary(train(opts)))
     return 0
 
@@ -212,6 +212,27 @@ def cmd_eval_spotify(a) -> int:
     return 0
 
 
+# -- gan ---------------------------------------------------------------------------------------
+
+def cmd_gan_train(a) -> int:
+    from evaluation.gan_quality import format_quality
+    from genrekit.gan import gan_train
+
+    res = gan_train(a.data, out=a.out, epochs=a.epochs, batch_size=a.batch_size, latent_dim=a.latent_dim,
+                    seed=a.seed, verbose=0 if a.quiet else 2)
+    print(f"GAN run: {res['run']}")
+    print(format_quality(res["quality"]), end="")
+    return 0
+
+
+def cmd_gan_generate(a) -> int:
+    from genrekit.gan import gan_generate
+
+    res = gan_generate(a.model, a.per_genre, a.out, seed=a.seed)
+    print(f"{res['rows']} synthetic MFCC sequences (train split only) in {res['out']}")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 def cmd_demo(a) -> int:
@@ -285,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="XLA compilation (default: on with a GPU)")
     t.add_argument("--strategy", default="default", help="default | mirrored | multiworker (tf.distribute)")
     t.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
+    t.add_argument("--synthetic", default=None,
+                   help="a `genrekit gan generate` folder: its MFCC sequences join the training split only")
     t.add_argument("--quiet", action="store_true", help="no per-epoch log")
     t.set_defaults(func=cmd_train)
 
@@ -354,6 +377,24 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--batch-size", type=int, default=32)
     es.add_argument("--quiet", action="store_true")
     es.set_defaults(func=cmd_eval_spotify)
+
+    gan = sub.add_parser("gan", help="conditional GAN for MFCC sequences (train, generate)")
+    gsub = gan.add_subparsers(dest="gan_command", metavar="ACTION", parser_class=_Parser, required=True)
+    gt = gsub.add_parser("train", help="train a conditional GAN on the training split's MFCC sequences")
+    gt.add_argument("--data", required=True, help="feature folder with MFCC features")
+    gt.add_argument("--out", default=None, help="GAN run folder (default runs/gan-train-<time>)")
+    gt.add_argument("--epochs", type=int, default=100)
+    gt.add_argument("--batch-size", type=int, default=64)
+    gt.add_argument("--latent-dim", type=int, default=100)
+    gt.add_argument("--seed", type=int, default=0)
+    gt.add_argument("--quiet", action="store_true")
+    gt.set_defaults(func=cmd_gan_train)
+    gg = gsub.add_parser("generate", help="write synthetic sequences as a train-only feature folder")
+    gg.add_argument("--model", required=True, help="GAN run folder")
+    gg.add_argument("--per-genre", type=int, required=True)
+    gg.add_argument("--out", required=True)
+    gg.add_argument("--seed", type=int, default=0)
+    gg.set_defaults(func=cmd_gan_generate)
 
     d = sub.add_parser("demo", help="end-to-end run on a small synthetic set (no downloads)")
     d.add_argument("--out", default="genrekit-demo", help="folder for everything (default ./genrekit-demo)")

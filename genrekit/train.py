@@ -54,6 +54,7 @@ class TrainOptions:
     deterministic: bool = False
     verbose: int = 2
     extra_callbacks: list = field(default_factory=list)  # API only: more keras callbacks
+    synthetic: str | None = None  # a `genrekit gan generate` folder mixed into training only
 
 
 def _log(msg: str) -> None:
@@ -166,6 +167,18 @@ def train(opts: TrainOptions) -> dict:
         raise UserError(f"no training rows of {kind} features in {data}")
     if not valid_rows:
         raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
+    n_synthetic = 0
+    if opts.synthetic:
+        if kind != "mfcc":
+            raise UserError(f"--synthetic adds MFCC sequences; {spec.name} trains on {kind} images")
+        from genrekit.gan import synthetic_rows
+
+        synth = synthetic_rows(opts.synthetic, fc)
+        unknown = sorted({r["genre"] for r in synth} - {r["genre"] for r in rows})
+        if unknown:
+            raise UserError(f"--synthetic has genre(s) {', '.join(unknown)} that the data lacks")
+        train_rows = train_rows + synth  # training split only: never validation or test
+        n_synthetic = len(synth)
 
     parent = None
     if phase == "finetune":
@@ -255,9 +268,11 @@ def train(opts: TrainOptions) -> dict:
         "strategy": opts.strategy, "input_shape": list(input_shape), "parameters": int(model.count_params()),
         "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
         "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
-                 "train_tracks": sorted({r["track_id"] for r in train_rows}),
+                 "train_tracks": sorted({r["track_id"] for r in train_rows if r["augmentation"] != "synthetic"}),
                  "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
-                 "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
+                 "train_rows": len(train_rows), "valid_rows": len(valid_rows),
+                 "synthetic": str(Path(opts.synthetic).resolve()) if opts.synthetic else None,
+                 "synthetic_rows": n_synthetic},
         "train_seconds": round(seconds, 2), "base_feature_seconds": round(t_base, 2),
         "versions": library_versions(), "genrekit_command": " ".join(sys.argv[1:]) or None,
     }

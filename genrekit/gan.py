@@ -1,0 +1,178 @@
+"""``genrekit gan train`` / ``gan generate``: synthetic MFCC sequences for data augmentation.
+
+A GAN run folder holds ``generator.keras``, ``discriminator.keras``, ``config.json`` (task
+"gan", labels, feature config, the standardisation statistics), ``history.csv`` (d_loss,
+g_loss), ``real_vs_generated.png`` and ``quality.json``/``quality.md``. ``gan generate``
+writes a feature folder of synthetic sequences whose manifest rows are all
+``split=train, augmentation=synthetic``; ``genrekit train --synthetic DIR`` mixes them into
+the training split only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.features import FeatureConfig
+from data_tools.fsio import read_csv, save_npy_atomic, write_json_atomic, write_text_atomic
+from data_tools.loaders import label_ids, load_arrays, select
+from data_tools.manifest import check_no_leak, read_manifest, write_manifest
+from genrekit.errors import UserError
+from genrekit.runs import new_run_dir
+
+
+def _real_by_genre(x: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
+    return {g: x[y == i] for i, g in enumerate(labels) if np.any(y == i)}
+
+
+def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_dim: int = 100, seed: int = 0,
+              verbose: int = 2) -> dict:
+    import keras
+
+    from evaluation.gan_quality import format_quality, quality_report
+    from models.gan import ConditionalGAN, build_discriminator, build_generator
+
+    data = Path(data)
+    fc = FeatureConfig.load(data)
+    rows = read_manifest(data)
+    check_no_leak(rows)
+    train_rows = [r for r in select(rows, "mfcc", ("train",)) if r["augmentation"] != "synthetic"]
+    if not train_rows:
+        raise UserError(f"{data} has no MFCC rows in the train split (rerun augment with --features mfcc)")
+    labels = sorted({r["genre"] for r in rows})
+    x = load_arrays(data, train_rows, "mfcc")
+    y = label_ids(train_rows, labels)
+    mean, std = x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-6
+    xs = ((x - mean) / std).astype("float32")
+    frames, n_mfcc = fc.feature_shape("mfcc")
+    keras.utils.set_random_seed(seed)
+    gen = build_generator(frames, n_mfcc, len(labels), latent_dim=latent_dim)
+    disc = build_discriminator(frames, n_mfcc, len(labels))
+    gan = ConditionalGAN(gen, disc, latent_dim=latent_dim, seed=seed)
+    gan.compile()
+    run = new_run_dir(out, "gan", "train")
+    if (run / "generator.keras").exists():
+        raise UserError(f"{run} already holds a GAN; choose another --out")
+    gan.fit(xs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
+            callbacks=[keras.callbacks.CSVLogger(str(run / "history.csv"))])
+    gen.save(run / "generator.keras")
+    disc.save(run / "discriminator.keras")
+    fc.save(run)
+    config = {"task": "gan", "labels": labels, "latent_dim": latent_dim, "epochs": epochs,
+              "batch_size": batch_size, "seed": seed, "optimizer": "adam lr 2e-4 beta1 0.5 beta2 0.999",
+              "feature_kind": "mfcc", "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
+              "standardise_mean": mean.tolist(), "standardise_std": std.tolist(),
+              "data": {"folder": str(data.resolve()), "train_tracks": sorted({r["track_id"] for r in train_rows})}}
+    write_json_atomic(run / "config.json", config, only_if_changed=False)
+    write_json_atomic(run / "labels.json", labels, only_if_changed=False)
+    fake = _generate(run, config, {g: max(8, int(np.sum(y == i))) for i, g in enumerate(labels)}, seed + 1)
+    quality = quality_report(_real_by_genre(x, y, labels), fake, seed)
+    write_json_atomic(run / "quality.json", quality, only_if_changed=False)
+    write_text_atomic(run / "quality.md", "# Real vs synthetic MFCC statistics (training split)\n\n"
+                      + format_quality(quality), only_if_changed=False)
+    _plot_real_vs_fake(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
+    _plot_losses(run)
+    return {"run": str(run), "quality": quality}
+
+
+def _load_gan(run) -> tuple[dict, object]:
+    run = Path(run)
+    p = run / "config.json"
+    if not p.is_file() or not (run / "generator.keras").is_file():
+        raise UserError(f"{run} is not a GAN run folder (config.json and generator.keras needed)")
+    config = json.loads(p.read_text())
+    if config.get("task") != "gan":
+        raise UserError(f"{run} is a classifier run, not a GAN run")
+    from genrekit.runs import load_model
+
+    return config, load_model(run / "generator.keras")
+
+
+def _generate(run, config, per_genre: dict[str, int], seed: int, generator=None) -> dict[str, np.ndarray]:
+    if generator is None:
+        config, generator = _load_gan(run)
+    rng = np.random.default_rng(seed)
+    mean, std = np.array(config["standardise_mean"]), np.array(config["standardise_std"])
+    out = {}
+    for i, g in enumerate(config["labels"]):
+        n = per_genre.get(g, 0)
+        if n <= 0:
+            continue
+        z = rng.standard_normal((n, config["latent_dim"])).astype("float32")
+        ys = np.full((n,), i, dtype="int32")
+        xs = np.asarray(generator.predict([z, ys], verbose=0, batch_size=256))
+        out[g] = (xs * std + mean).astype("float32")
+    return out
+
+
+def gan_generate(run, per_genre: int, out, seed: int = 0) -> dict:
+    config, generator = _load_gan(run)
+    if per_genre < 1:
+        raise UserError("--per-genre must be at least 1")
+    out = Path(out)
+    if (out / "manifest.csv").exists():
+        raise UserError(f"{out} already holds generated data; choose another --out")
+    fake = _generate(run, config, {g: per_genre for g in config["labels"]}, seed, generator)
+    rows = []
+    name = Path(run).resolve().name
+    for g, seqs in fake.items():
+        for k, s in enumerate(seqs):
+            rel = f"mfcc/{g}/synthetic-{name}-{k:05d}.npy"
+            save_npy_atomic(out / rel, s)
+            rows.append({"path": rel, "feature": "mfcc", "track_id": f"{g}/synthetic-{name}-{k:05d}", "genre": g,
+                         "split": "train", "augmentation": "synthetic", "segment": 0, "start_s": "0.000",
+                         "padded_s": "0.000", "source": f"gan:{Path(run).resolve()}"})
+    FeatureConfig.from_dict(config["feature_config"]).save(out)
+    write_manifest(out / "manifest.csv", rows)
+    return {"out": str(out), "rows": len(rows)}
+
+
+def synthetic_rows(folder, fc: FeatureConfig) -> list[dict]:
+    """Rows of a ``gan generate`` folder, for the training split only, with absolute paths."""
+    folder = Path(folder)
+    sfc = FeatureConfig.load(folder)
+    if sfc.fingerprint() != fc.fingerprint():
+        raise UserError(f"--synthetic {folder} was made with another feature config than the training data")
+    rows = read_manifest(folder)
+    bad = [r for r in rows if r["augmentation"] != "synthetic" or r["split"] != "train"]
+    if bad or not rows:
+        raise UserError(f"--synthetic {folder} is not a `genrekit gan generate` folder (rows must be synthetic, train)")
+    return [{**r, "path": str((folder / r["path"]).resolve())} for r in rows]
+
+
+def _plot_real_vs_fake(real: dict, fake: dict, path: Path) -> None:
+    from evaluation.plots import _plt, _save
+
+    plt = _plt()
+    genres = [g for g in real if g in fake]
+    fig, axes = plt.subplots(2, len(genres), figsize=(2.2 * len(genres) + 1, 4.5), squeeze=False)
+    for j, g in enumerate(genres):
+        for i, (what, src) in enumerate((("real", real), ("generated", fake))):
+            ax = axes[i][j]
+            ax.imshow(src[g][0].T, aspect="auto", origin="lower", cmap="magma")
+            ax.set_title(f"{g}\n{what}" if i == 0 else what, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_ylabel("MFCC")
+    axes[1][0].set_ylabel("MFCC")
+    fig.suptitle("real vs generated MFCC sequences (time →)")
+    _save(fig, path)
+
+
+def _plot_losses(run: Path) -> None:
+    from evaluation.plots import _plt, _save
+
+    rows = read_csv(run / "history.csv") if (run / "history.csv").is_file() else []
+    if not rows:
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    ax.plot(ep, [float(r["d_loss"]) for r in rows], label="discriminator")
+    ax.plot(ep, [float(r["g_loss"]) for r in rows], label="generator")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("binary cross-entropy")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, run / "losses.png")
