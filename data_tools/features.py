@@ -19,7 +19,10 @@ import numpy as np
 
 from data_tools.errors import DataError
 
-FEATURE_KINDS = ("mel", "mfcc")
+FEATURE_KINDS = ("mel", "mfcc", "musicnn")
+# the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
+# 256-sample hop, 96 mel bands, log10(10000 * mel + 1), 187-frame (3 s) windows
+MUSICNN_FEATURES = {"sr": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 96}
 CONFIG_NAME = "feature_config.json"
 
 
@@ -42,6 +45,8 @@ class FeatureConfig:
     mfcc_hop_seconds: float | None = 1.5  # 50 % overlap
     mfcc_segments: int | None = None
     pad_mode: str = "wrap"  # how a clip shorter than a segment is filled: wrap | constant
+    musicnn_frames: int = 187  # musicnn windows: 187 frames = 3 s at 16 kHz, hop 256
+    musicnn_hop_frames: int | None = None  # None: back-to-back windows
 
     def __post_init__(self):
         problems = []
@@ -109,6 +114,8 @@ class FeatureConfig:
 
     def seconds(self, kind: str) -> float:
         _check_kind(kind)
+        if kind == "musicnn":
+            return self.musicnn_frames * self.hop_length / self.sr
         return self.image_seconds if kind == "mel" else self.mfcc_seconds
 
     def feature_shape(self, kind: str) -> tuple[int, ...]:
@@ -116,6 +123,8 @@ class FeatureConfig:
         _check_kind(kind)
         if kind == "mel":
             return (self.image_height, self.image_width)
+        if kind == "musicnn":
+            return (self.musicnn_frames, self.n_mels)
         frames = 1 + self.segment_samples("mfcc") // self.hop_length
         return (frames, self.n_mfcc)
 
@@ -171,13 +180,19 @@ def segment_audio(y: np.ndarray, cfg: FeatureConfig, kind: str) -> list[Segment]
     return out
 
 
+def mel_power(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Mel power spectrogram (n_mels, frames)."""
+    import librosa
+
+    return librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                          n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+
+
 def mel_db(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """dB-scaled mel power spectrogram (n_mels, frames), floored ``top_db`` below its peak."""
     import librosa
 
-    S = librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                                       n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
-    db = librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=cfg.top_db)
+    db = librosa.power_to_db(mel_power(y, cfg), ref=1.0, amin=1e-10, top_db=cfg.top_db)
     return db.astype(np.float32)
 
 
@@ -216,6 +231,8 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
     _check_kind(kind)
     if rng is None:
         rng = np.random.default_rng(0)
+    if kind == "musicnn":
+        return musicnn_windows(y, cfg, spec_transform, rng)
     out = []
     for seg in segment_audio(y, cfg, kind):
         db = mel_db(seg.audio, cfg)
@@ -223,6 +240,29 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
             db = spec_transform(db, rng)
         feat = db_to_image(db, cfg) if kind == "mel" else db_to_mfcc(db, cfg)
         out.append((seg, feat))
+    return out
+
+
+def musicnn_windows(y: np.ndarray, cfg: FeatureConfig, spec_transform: SpecTransform | None = None,
+                    rng: np.random.Generator | None = None) -> list[tuple[Segment, np.ndarray]]:
+    """musicnn input: log10(10000 * mel + 1) of the whole clip, time first, cut into windows of
+    ``musicnn_frames`` frames (the first at frame 0, an incomplete last one dropped; a clip
+    shorter than one window is filled by ``pad_mode``). ``spec_transform`` sees (n_mels, frames)."""
+    logmel = np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0).T.astype(np.float32)
+    n = cfg.musicnn_frames
+    hop = cfg.musicnn_hop_frames or n
+    padded = 0
+    if logmel.shape[0] < n:
+        padded = n - logmel.shape[0]
+        logmel = np.pad(logmel, ((0, padded), (0, 0)), mode="wrap" if cfg.pad_mode == "wrap" else "constant")
+    out = []
+    for i, start in enumerate(range(0, logmel.shape[0] - n + 1, hop)):
+        w = logmel[start:start + n]
+        if spec_transform is not None:
+            w = np.ascontiguousarray(spec_transform(w.T.copy(), rng).T)
+        seg = Segment(index=i, start_s=start * cfg.hop_length / cfg.sr, padded_s=padded * cfg.hop_length / cfg.sr,
+                      audio=np.zeros(0, dtype=np.float32))
+        out.append((seg, np.ascontiguousarray(w, dtype=np.float32)))
     return out
 
 

@@ -153,7 +153,7 @@ def process_track(args) -> TrackResult:
             for seg, feat in extract(y, fc, kind, spec_transform=spec, rng=rng):
                 rel = _feature_relpath(kind, track.track_id, variant.name, seg.index)
                 if kind == "mel":
-                    save_png_atomic(out / rel, feat)
+                    save_png_atomic(out / rel, feat)  # mfcc and musicnn windows are .npy
                 else:
                     save_npy_atomic(out / rel, feat)
                 res.rows.append({"path": rel, "feature": kind, "track_id": track.track_id,

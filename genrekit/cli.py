@@ -57,10 +57,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("features (saved in feature_config.json)")
-    g.add_argument("--sr", type=int, default=22050, help="sample rate in Hz (default 22050)")
-    g.add_argument("--n-fft", type=int, default=2048, help="FFT size in samples (default 2048)")
-    g.add_argument("--hop-length", type=int, default=512, help="hop in samples (default 512)")
-    g.add_argument("--n-mels", type=int, default=128, help="mel bands (default 128)")
+    g.add_argument("--sr", type=int, default=None, help="sample rate in Hz (default 22050; 16000 with "
+                                                          "--features musicnn)")
+    g.add_argument("--n-fft", type=int, default=None, help="FFT size in samples (default 2048; musicnn 512)")
+    g.add_argument("--hop-length", type=int, default=None, help="hop in samples (default 512; musicnn 256)")
+    g.add_argument("--n-mels", type=int, default=None, help="mel bands (default 128; musicnn 96)")
     g.add_argument("--top-db", type=float, default=80.0, help="dB floor below the peak (default 80)")
     g.add_argument("--image-size", type=_size, default=(256, 256), metavar="HxW",
                    help="PNG size (default 256x256)")
@@ -73,10 +74,14 @@ def _add_feature_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mfcc-segments", type=int, default=None, help="N evenly spaced MFCC sequences per track")
 
 
-def _feature_config(a):
-    from data_tools.features import FeatureConfig
+def _feature_config(a, kinds=("mel", "mfcc")):
+    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
 
-    return FeatureConfig(sr=a.sr, n_fft=a.n_fft, hop_length=a.hop_length, n_mels=a.n_mels,
+    base = dict(MUSICNN_FEATURES) if "musicnn" in kinds else {"sr": 22050, "n_fft": 2048, "hop_length": 512,
+                                                              "n_mels": 128}
+    given = {"sr": a.sr, "n_fft": a.n_fft, "hop_length": a.hop_length, "n_mels": a.n_mels}
+    base.update({k: v for k, v in given.items() if v is not None})
+    return FeatureConfig(sr=base["sr"], n_fft=base["n_fft"], hop_length=base["hop_length"], n_mels=base["n_mels"],
                          top_db=a.top_db, image_height=a.image_size[0], image_width=a.image_size[1],
                          image_seconds=a.image_seconds, image_hop_seconds=a.image_hop,
                          image_segments=a.image_segments, n_mfcc=a.n_mfcc, mfcc_seconds=a.mfcc_seconds,
@@ -89,7 +94,7 @@ def cmd_augment(a) -> int:
 
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
-        features=_feature_config(a),
+        features=_feature_config(a, a.features),
         augment=AugmentConfig(augmentations=augs, stretch_rates=a.stretch_rates,
                               pitch_semitones=a.pitch_semitones, freq_mask_bands=a.freq_mask,
                               time_mask_frames=a.time_mask, masks=a.masks),
@@ -233,6 +238,16 @@ def cmd_gan_generate(a) -> int:
     return 0
 
 
+# -- weights -----------------------------------------------------------------------------------
+
+def cmd_weights_fetch(a) -> int:
+    from genrekit.weights import fetch
+
+    dest = fetch(a.name, source=a.source)
+    print(f"{a.name} weights verified and installed in {dest}")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 def cmd_demo(a) -> int:
@@ -261,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gtzan-filtered, a split CSV (track_id,split) or a folder of train/valid/test lists "
                         "(overrides --ratios)")
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
-    a.add_argument("--features", type=_names, default=("mel", "mfcc"), help="mel,mfcc (default both)")
+    a.add_argument("--features", type=_names, default=("mel", "mfcc"),
+                   help="mel,mfcc (default both), or musicnn (log-mel windows for the musicnn models)")
     a.add_argument("--augment", type=_names, default=("stretch", "pitch", "freqmask", "timemask"),
                    help="stretch,pitch,freqmask,timemask (default all) or none")
     a.add_argument("--stretch-rates", type=_floats, default=(1.25, 0.85), help="default 1.25,0.85")
@@ -294,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="default 1e-3 (1e-4 for finetune)")
     t.add_argument("--optimizer", default="adam", help="adam | rmsprop | sgd")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience on val loss (default 10)")
-    t.add_argument("--weights", default="imagenet",
-                   help="imagenet (downloads, as Keras does) | none | PATH to a .weights.h5 file")
+    t.add_argument("--weights", default=None,
+                   help="ImageNet models: imagenet (default; downloads as Keras does) | none | PATH to a "
+                        ".weights.h5 file. musicnn: msd (default) | mtt | none")
     t.add_argument("--hparam", action="append", metavar="KEY=VALUE",
                    help="builder hyper-parameter, e.g. --hparam dropout=0.5 --hparam dense_units=128")
     t.add_argument("--seed", type=int, default=0)
@@ -348,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--epochs", type=int, default=None)
     cv.add_argument("--batch-size", type=int, default=32)
     cv.add_argument("--patience", type=int, default=10)
-    cv.add_argument("--weights", default="imagenet")
+    cv.add_argument("--weights", default=None, help="as for train")
     cv.add_argument("--hparam", action="append", metavar="KEY=VALUE")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
@@ -395,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     gg.add_argument("--out", required=True)
     gg.add_argument("--seed", type=int, default=0)
     gg.set_defaults(func=cmd_gan_generate)
+
+    w = sub.add_parser("weights", help="install pretrained weights (musicnn)")
+    wsub = w.add_subparsers(dest="weights_command", metavar="ACTION", parser_class=_Parser, required=True)
+    wf = wsub.add_parser("fetch", help="download (pip) or unpack, verify and cache pretrained weights")
+    wf.add_argument("name", help="musicnn")
+    wf.add_argument("--from", dest="source", default=None,
+                    help="offline: a musicnn-0.1.0 wheel file, or a folder holding MSD_musicnn/ etc.")
+    wf.set_defaults(func=cmd_weights_fetch)
 
     d = sub.add_parser("demo", help="end-to-end run on a small synthetic set (no downloads)")
     d.add_argument("--out", default="genrekit-demo", help="folder for everything (default ./genrekit-demo)")

@@ -44,7 +44,7 @@ class TrainOptions:
     lr: float | None = None
     optimizer: str = "adam"
     seed: int = 0
-    weights: str = "imagenet"
+    weights: str | None = None  # None: the architecture's default (imagenet, or msd for musicnn)
     patience: int = 10
     hparams: dict = field(default_factory=dict)
     cache_base: bool = True
@@ -157,6 +157,13 @@ def train(opts: TrainOptions) -> dict:
     rows = read_manifest(data)
     check_no_leak(rows)
     kind = spec.feature
+    if kind == "musicnn":
+        from data_tools.features import MUSICNN_FEATURES
+
+        wrong = {k: v for k, v in MUSICNN_FEATURES.items() if getattr(fc, k) != v}
+        if wrong:
+            raise UserError(f"{spec.name} needs musicnn's input (16 kHz, n_fft 512, hop 256, 96 mels); {data} differs "
+                            f"in {', '.join(wrong)} (render it with `genrekit augment --features musicnn`)")
     train_rows = select(rows, kind, ("train",))
     valid_rows = select(rows, kind, ("valid",))
     if not select(rows, kind, ("train", "valid", "test")):
@@ -218,7 +225,7 @@ def train(opts: TrainOptions) -> dict:
         else:
             hp = dict(opts.hparams)
             if spec.is_transfer:
-                hp.setdefault("weights", None if phase == "scratch" else opts.weights)
+                hp.setdefault("weights", None if phase == "scratch" else (opts.weights or spec.default_weights))
                 hp.setdefault("bn_inference", phase != "scratch")
             model = spec.builder(input_shape, len(labels), **hp)
             if spec.is_transfer and phase == "transfer":
@@ -238,9 +245,9 @@ def train(opts: TrainOptions) -> dict:
         extractor, head = split_at_base(model)
         ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
         ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
-        _log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} images")
-        f_tr = extractor.predict(ds_tr.map(lambda x, y: x), verbose=0)
-        f_va = extractor.predict(ds_va.map(lambda x, y: x), verbose=0)
+        _log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
+        f_tr = extractor.predict(ds_tr.map(_features_only), verbose=0)
+        f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
         t_base = time.perf_counter() - t0
         _compile(head, opts, lr, jit)
         head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
@@ -261,7 +268,7 @@ def train(opts: TrainOptions) -> dict:
         "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
         "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
         "patience": opts.patience, "seed": opts.seed,
-        "weights": (opts.weights if spec.is_transfer and phase != "scratch" and parent is None
+        "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
                     else (parent.config.get("weights") if parent else None)),
         "hparams": {k: v for k, v in opts.hparams.items()},
         "cached_base": cached, "mixed_precision": opts.mixed_precision and bool(gpus), "xla": bool(jit),
@@ -284,6 +291,10 @@ def train(opts: TrainOptions) -> dict:
     write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
     return {"run": str(run_dir), "phase": phase, "metrics": results, "seconds": seconds,
             "epochs_run": _epochs_run(run_dir)}
+
+
+def _features_only(x, y):
+    return x
 
 
 def _find_layer(model, name):
@@ -314,7 +325,7 @@ def _plot_curves(run_dir: Path, title: str) -> None:
 def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 32) -> np.ndarray:
     y0 = np.zeros(len(rows), dtype=np.int32)
     ds = make_dataset(folder, rows, y0, kind, batch_size, shuffle=False, seed=0, cache=False)
-    return model.predict(ds.map(lambda x, y: x), verbose=0)
+    return model.predict(ds.map(_features_only), verbose=0)
 
 
 def evaluate_splits(model, data, rows, labels, kind, batch_size) -> dict:

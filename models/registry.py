@@ -11,9 +11,10 @@ from models.errors import ModelError
 class ArchSpec:
     name: str
     builder: Callable
-    feature: str  # "mel" (grayscale images) or "mfcc" (sequences)
+    feature: str  # "mel" (grayscale images), "mfcc" (sequences) or "musicnn" (log-mel windows)
     phases: tuple[str, ...]  # ("scratch",) or ("transfer", "finetune")
     description: str
+    default_weights: str | None = None  # for transfer architectures: "imagenet" or "msd"
 
     @property
     def is_transfer(self) -> bool:
@@ -38,11 +39,15 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
     ArchSpec("cnn_bn", _lazy("models.cnn", "build_cnn_bn"), "mel", ("scratch",),
              "four 3x3 convs with BatchNorm"),
     ArchSpec("vgg16", _lazy("models.transfer", "build_vgg16"), "mel", ("transfer", "finetune"),
-             "VGG16 ImageNet transfer learning"),
+             "VGG16 ImageNet transfer learning", "imagenet"),
     ArchSpec("mobilenet", _lazy("models.transfer", "build_mobilenet"), "mel", ("transfer", "finetune"),
-             "MobileNet v1 ImageNet transfer learning"),
+             "MobileNet v1 ImageNet transfer learning", "imagenet"),
     ArchSpec("mobilenetv2", _lazy("models.transfer", "build_mobilenetv2"), "mel", ("transfer", "finetune"),
-             "MobileNet v2 ImageNet transfer learning"),
+             "MobileNet v2 ImageNet transfer learning", "imagenet"),
+    ArchSpec("musicnn", _lazy("models.musicnn", "build_musicnn"), "musicnn", ("transfer", "finetune"),
+             "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd"),
+    ArchSpec("musicnn_vgg", _lazy("models.musicnn", "build_musicnn_vgg"), "musicnn", ("transfer", "finetune"),
+             "musicnn's VGG baseline, pretrained on MSD (or MTT)", "msd"),
     ArchSpec("lstm", _lazy("models.rnn", "build_lstm"), "mfcc", ("scratch",),
              "two BiLSTM(128) layers on MFCC sequences"),
     ArchSpec("crnn", _lazy("models.rnn", "build_crnn"), "mfcc", ("scratch",),
