@@ -22,7 +22,9 @@ CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
 
 
 def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augmented: bool = True,
-                   train_kwargs: dict | None = None, log=print) -> dict:
+                   train_kwargs: dict | None = None, log=print, fold_kwargs=None) -> dict:
+    """``fold_kwargs(k)`` may add per-fold training options (e.g. ``from_run`` for fine-tuning
+    each fold from that fold's transfer run)."""
     from genrekit.evaluate import evaluate_rows
     from genrekit.runs import Run
     from genrekit.train import TrainOptions, train
@@ -46,6 +48,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
         split_of = {t: "test" if t in test_set else "valid" if t in valid else "train" for t in genres}
         view = write_view(out / f"fold-{k}" / "view", data, rows, split_of, keep_augmented)
         kw = dict(train_kwargs or {})
+        if fold_kwargs is not None:
+            kw.update(fold_kwargs(k))
         res = train(TrainOptions(data=str(view), arch=arch, out=str(out / f"fold-{k}" / "run"), seed=seed,
                                  verbose=0, **kw))
         run = Run(res["run"])
