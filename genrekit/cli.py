@@ -120,6 +120,12 @@ def cmd_merge_shards(a) -> int:
 
 # -- train -----------------------------------------------------------------------------------
 
+def _add_regularisation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing e (default 0)")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup with Beta(ALPHA, ALPHA) mixing weights, e.g. 0.2 (default 0: off)")
+
+
 def cmd_train(a) -> int:
     from genrekit.train import TrainOptions, format_summary, parse_hparams, train
 
@@ -128,7 +134,8 @@ def cmd_train(a) -> int:
                         seed=a.seed, weights=a.weights, patience=a.patience,
                         hparams=parse_hparams(a.hparam), cache_base=not a.no_cache_base,
                         mixed_precision=a.mixed_precision, xla=a.xla, strategy=a.strategy,
-                        deterministic=a.deterministic, verbose=0 if a.quiet else 2, synthetic=a.synthetic)
+                        deterministic=a.deterministic, verbose=0 if a.quiet else 2, synthetic=a.synthetic,
+                        label_smoothing=a.label_smoothing, mixup=a.mixup)
     print(format_summary(train(opts)))
     return 0
 
@@ -179,7 +186,7 @@ def cmd_cv(a) -> int:
     from genrekit.train import parse_hparams
 
     kw = {"epochs": a.epochs, "batch_size": a.batch_size, "patience": a.patience, "weights": a.weights,
-          "hparams": parse_hparams(a.hparam)}
+          "hparams": parse_hparams(a.hparam), "label_smoothing": a.label_smoothing, "mixup": a.mixup}
     if a.phase:
         kw["phase"] = a.phase
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
@@ -323,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="XLA compilation (default: on with a GPU)")
     t.add_argument("--strategy", default="default", help="default | mirrored | multiworker (tf.distribute)")
     t.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
+    _add_regularisation_args(t)
     t.add_argument("--synthetic", default=None,
                    help="a `genrekit gan generate` folder: its MFCC sequences join the training split only")
     t.add_argument("--quiet", action="store_true", help="no per-epoch log")
@@ -369,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--hparam", action="append", metavar="KEY=VALUE")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
+    _add_regularisation_args(cv)
     cv.set_defaults(func=cmd_cv)
 
     fs = sub.add_parser("fetch-spotify", help="build an out-of-domain test set from Spotify playlists",

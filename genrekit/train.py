@@ -55,6 +55,8 @@ class TrainOptions:
     verbose: int = 2
     extra_callbacks: list = field(default_factory=list)  # API only: more keras callbacks
     synthetic: str | None = None  # a `genrekit gan generate` folder mixed into training only
+    label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / classes
+    mixup: float = 0.0  # mixup alpha (Zhang et al., ICLR 2018): train on convex mixes of pairs; 0 = off
 
 
 def _log(msg: str) -> None:
@@ -102,14 +104,51 @@ def _optimizer(name: str, lr: float):
     raise UserError(f"unknown optimizer {name!r} (adam, rmsprop or sgd)")
 
 
+def _soft_targets(opts: TrainOptions) -> bool:
+    """Label smoothing and mixup need one-hot (soft) targets; otherwise labels stay sparse."""
+    return opts.label_smoothing > 0 or opts.mixup > 0
+
+
 def _compile(model, opts: TrainOptions, lr: float, jit) -> None:
     import keras
 
-    model.compile(optimizer=_optimizer(opts.optimizer, lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                           keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")],
-                  jit_compile=jit)
+    if _soft_targets(opts):
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=opts.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                   keras.metrics.TopKCategoricalAccuracy(k=2, name="top2")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")]
+    model.compile(optimizer=_optimizer(opts.optimizer, lr), loss=loss, metrics=metrics, jit_compile=jit)
+
+
+def _prepare(ds, opts: TrainOptions, n_classes: int, train: bool):
+    """One-hot targets when needed, and mixup on training batches."""
+    import tensorflow as tf
+
+    if not _soft_targets(opts):
+        return ds
+
+    def onehot(x, y):
+        return x, tf.one_hot(tf.cast(y, tf.int32), n_classes)
+
+    ds = ds.map(onehot)
+    if train and opts.mixup > 0:
+        alpha = float(opts.mixup)
+
+        def mix(x, y):
+            n = tf.shape(x)[0]
+            g1 = tf.random.gamma([n], alpha)
+            g2 = tf.random.gamma([n], alpha)
+            lam = g1 / (g1 + g2)
+            order = tf.random.shuffle(tf.range(n))
+            lx = tf.reshape(lam, tf.concat([[n], tf.ones(tf.rank(x) - 1, tf.int32)], 0))
+            return (lx * x + (1 - lx) * tf.gather(x, order),
+                    lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, order))
+
+        ds = ds.map(mix)
+    return ds
 
 
 class _BestFullModel:
@@ -151,6 +190,8 @@ def train(opts: TrainOptions) -> dict:
     lr = opts.lr if opts.lr is not None else lr_default
     if epochs < 1 or opts.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
+    if not 0 <= opts.label_smoothing < 1 or opts.mixup < 0:
+        raise UserError("--label-smoothing must be in [0, 1) and --mixup (alpha) non-negative")
 
     data = Path(opts.data)
     fc = FeatureConfig.load(data)
@@ -250,12 +291,24 @@ def train(opts: TrainOptions) -> dict:
         f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
         t_base = time.perf_counter() - t0
         _compile(head, opts, lr, jit)
-        head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
-                 shuffle=True, callbacks=callbacks, verbose=opts.verbose)
+        if _soft_targets(opts):
+            import tensorflow as tf
+
+            fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(len(y_tr), seed=opts.seed)
+            fds_tr = _prepare(fds_tr.batch(opts.batch_size), opts, len(labels), train=True)
+            fds_va = _prepare(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
+                              len(labels), train=False)
+            head.fit(fds_tr, validation_data=fds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
+                     shuffle=False)
+        else:
+            head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
+                     shuffle=True, callbacks=callbacks, verbose=opts.verbose)
     else:
         t_base = 0.0
-        ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
-        ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+        ds_tr = _prepare(make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed),
+                         opts, len(labels), train=True)
+        ds_va = _prepare(make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed),
+                         opts, len(labels), train=False)
         model.fit(ds_tr, validation_data=ds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
                   shuffle=False)  # the dataset shuffles itself
     seconds = time.perf_counter() - t0
@@ -271,6 +324,7 @@ def train(opts: TrainOptions) -> dict:
         "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
                     else (parent.config.get("weights") if parent else None)),
         "hparams": {k: v for k, v in opts.hparams.items()},
+        "label_smoothing": opts.label_smoothing, "mixup": opts.mixup,
         "cached_base": cached, "mixed_precision": opts.mixed_precision and bool(gpus), "xla": bool(jit),
         "strategy": opts.strategy, "input_shape": list(input_shape), "parameters": int(model.count_params()),
         "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),

@@ -148,3 +148,41 @@ def test_error_paths(tiny_features, tmp_path):
                            out=str(tmp_path / "r6")))
     with pytest.raises(UserError, match="not a complete run"):
         Run(tmp_path)
+
+
+@pytest.mark.parametrize("extra", [{"label_smoothing": 0.1}, {"mixup": 0.4}])
+def test_label_smoothing_and_mixup(tiny_features, tmp_path, extra):
+    import csv
+
+    # the cached transfer path and the plain path both take soft targets
+    for arch, phase in (("mobilenet", "transfer"), ("cnn", None)):
+        kw = {"weights": "none"} if arch == "mobilenet" else {}
+        r = train(TrainOptions(data=str(tiny_features), arch=arch, phase=phase, epochs=2, batch_size=8, verbose=0,
+                               out=str(tmp_path / f"{arch}"), **kw, **extra))
+        cfg = json.loads((Path(r["run"]) / "config.json").read_text())
+        assert cfg[next(iter(extra))] == next(iter(extra.values()))
+        hist = list(csv.DictReader(open(Path(r["run"]) / "history.csv")))
+        assert {"accuracy", "top2", "val_loss"} <= set(hist[0]) and len(hist) == 2
+    with pytest.raises(UserError, match="label-smoothing"):
+        train(TrainOptions(data=str(tiny_features), arch="cnn", label_smoothing=1.5, out=str(tmp_path / "bad")))
+
+
+def test_mixup_makes_convex_mixes_of_pairs():
+    import tensorflow as tf
+
+    from genrekit.train import _prepare
+
+    x = np.stack([np.full((4, 4, 1), float(i), dtype="float32") for i in range(8)])
+    y = np.arange(8) % 4
+    ds = _prepare(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), TrainOptions(data="", arch="cnn", mixup=0.4),
+                  4, train=True)
+    xb, yb = next(iter(ds))
+    xb, yb = xb.numpy(), yb.numpy()
+    np.testing.assert_allclose(yb.sum(axis=1), 1.0, rtol=1e-5)
+    assert (yb.max(axis=1) < 1 - 1e-6).any()  # some targets are soft
+    # each mixed image is constant: lam * i + (1 - lam) * j of two source images
+    assert np.allclose(xb.std(axis=(1, 2, 3)), 0, atol=1e-5) and xb.min() >= 0 and xb.max() <= 7
+    plain = _prepare(tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+                     TrainOptions(data="", arch="cnn", label_smoothing=0.1), 4, train=True)
+    _, yp = next(iter(plain))
+    np.testing.assert_array_equal(yp.numpy(), np.eye(4)[y])  # smoothing lives in the loss, targets stay one-hot
