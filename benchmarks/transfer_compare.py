@@ -7,7 +7,9 @@ printing track-level top-1 and top-2 (mean ± std) and minutes of CPU time for e
 Target: musicnn transfer >= 90 % top-1 and >= 15 points above mobilenet transfer.
 gtzan_mini clips of one genre often share an artist: these figures flatter every model.
 
-    python benchmarks/transfer_compare.py [--folds 5] [--augmented] [--models cnn,mobilenet,musicnn,musicnn_ft]
+    python benchmarks/transfer_compare.py [--folds 5] [--augmented] [--models cnn,mobilenet,musicnn,musicnn_ft,...]
+
+Two more rows show what label smoothing (0.1) and mixup (alpha 0.2) do to musicnn transfer.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--augmented", action="store_true", help="render stretch/pitch variants and train on them")
-    ap.add_argument("--models", default="cnn,mobilenet,musicnn,musicnn_ft")
+    ap.add_argument("--models", default="cnn,mobilenet,musicnn,musicnn_ft,musicnn_ls,musicnn_mixup")
     ap.add_argument("--workdir", type=Path, default=None, help="keep features and runs here")
     a = ap.parse_args()
     from data_tools.augment import AugmentConfig
@@ -48,6 +50,10 @@ def main() -> None:
             "musicnn": ("musicnn transfer (MSD)", mus, "musicnn", {"phase": "transfer"}, None),
             "musicnn_ft": ("musicnn fine-tune", mus, "musicnn", {"phase": "finetune"},
                            lambda k: {"from_run": str(work / "cv-musicnn" / f"fold-{k}" / "run")}),
+            # what the generalisation options do, on the same folds
+            "musicnn_ls": ("musicnn transfer + label smoothing 0.1", mus, "musicnn",
+                           {"phase": "transfer", "label_smoothing": 0.1}, None),
+            "musicnn_mixup": ("musicnn transfer + mixup 0.2", mus, "musicnn", {"phase": "transfer", "mixup": 0.2}, None),
         }
         rows = []
         for key in a.models.split(","):
