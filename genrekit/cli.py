@@ -121,6 +121,8 @@ def cmd_merge_shards(a) -> int:
 # -- train -----------------------------------------------------------------------------------
 
 def _add_regularisation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-aug", type=_names, default=None, metavar="LIST",
+                   help="on-the-fly image augmentation for image models, training only: crop,affine,erase")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing e (default 0)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) mixing weights, e.g. 0.2 (default 0: off)")
@@ -135,7 +137,7 @@ def cmd_train(a) -> int:
                         hparams=parse_hparams(a.hparam), cache_base=not a.no_cache_base,
                         mixed_precision=a.mixed_precision, xla=a.xla, strategy=a.strategy,
                         deterministic=a.deterministic, verbose=0 if a.quiet else 2, synthetic=a.synthetic,
-                        label_smoothing=a.label_smoothing, mixup=a.mixup)
+                        label_smoothing=a.label_smoothing, mixup=a.mixup, image_aug=a.image_aug or ())
     print(format_summary(train(opts)))
     return 0
 
@@ -186,7 +188,8 @@ def cmd_cv(a) -> int:
     from genrekit.train import parse_hparams
 
     kw = {"epochs": a.epochs, "batch_size": a.batch_size, "patience": a.patience, "weights": a.weights,
-          "hparams": parse_hparams(a.hparam), "label_smoothing": a.label_smoothing, "mixup": a.mixup}
+          "hparams": parse_hparams(a.hparam), "label_smoothing": a.label_smoothing, "mixup": a.mixup,
+          "image_aug": a.image_aug or ()}
     if a.phase:
         kw["phase"] = a.phase
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"

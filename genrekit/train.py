@@ -57,6 +57,7 @@ class TrainOptions:
     synthetic: str | None = None  # a `genrekit gan generate` folder mixed into training only
     label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / classes
     mixup: float = 0.0  # mixup alpha (Zhang et al., ICLR 2018): train on convex mixes of pairs; 0 = off
+    image_aug: tuple[str, ...] = ()  # on-the-fly image augmentation: crop, affine, erase (image models)
 
 
 def _log(msg: str) -> None:
@@ -215,6 +216,13 @@ def train(opts: TrainOptions) -> dict:
         raise UserError(f"no training rows of {kind} features in {data}")
     if not valid_rows:
         raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
+    if opts.image_aug and kind != "mel":
+        raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
+    augmenter = None
+    if opts.image_aug:
+        from models.image_aug import image_augmenter
+
+        augmenter = image_augmenter(tuple(opts.image_aug), seed=opts.seed)
     n_synthetic = 0
     if opts.synthetic:
         if kind != "mfcc":
@@ -281,7 +289,8 @@ def train(opts: TrainOptions) -> dict:
                  keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
                  _BestFullModel.make(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
     t0 = time.perf_counter()
-    cached = phase == "transfer" and opts.cache_base and opts.strategy == "default"
+    # the frozen base's outputs can be computed once only when nothing changes the images on the fly
+    cached = phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
     if cached:
         extractor, head = split_at_base(model)
         ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
@@ -305,8 +314,15 @@ def train(opts: TrainOptions) -> dict:
                      shuffle=True, callbacks=callbacks, verbose=opts.verbose)
     else:
         t_base = 0.0
-        ds_tr = _prepare(make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed),
-                         opts, len(labels), train=True)
+        ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
+        if augmenter is not None:
+            import tensorflow as tf
+
+            def augment(x, y):  # decode_png leaves H and W unknown; the feature config knows them
+                return augmenter(tf.ensure_shape(x, (None, *input_shape))), y
+
+            ds_tr = ds_tr.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        ds_tr = _prepare(ds_tr, opts, len(labels), train=True)
         ds_va = _prepare(make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed),
                          opts, len(labels), train=False)
         model.fit(ds_tr, validation_data=ds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
@@ -324,7 +340,7 @@ def train(opts: TrainOptions) -> dict:
         "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
                     else (parent.config.get("weights") if parent else None)),
         "hparams": {k: v for k, v in opts.hparams.items()},
-        "label_smoothing": opts.label_smoothing, "mixup": opts.mixup,
+        "label_smoothing": opts.label_smoothing, "mixup": opts.mixup, "image_aug": list(opts.image_aug),
         "cached_base": cached, "mixed_precision": opts.mixed_precision and bool(gpus), "xla": bool(jit),
         "strategy": opts.strategy, "input_shape": list(input_shape), "parameters": int(model.count_params()),
         "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
