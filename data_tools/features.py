@@ -19,10 +19,12 @@ import numpy as np
 
 from data_tools.errors import DataError
 
-FEATURE_KINDS = ("mel", "mfcc", "musicnn")
+FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec")
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
 # 256-sample hop, 96 mel bands, log10(10000 * mel + 1), 187-frame (3 s) windows
 MUSICNN_FEATURES = {"sr": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 96}
+# the compact CNN of the tempo study: 64 mel bands, 50 ms window, 25 ms hop at 22,050 Hz, 400 frames
+MELSPEC_64X400_FEATURES = {"sr": 22050, "n_fft": 1102, "hop_length": 551, "n_mels": 64}
 CONFIG_NAME = "feature_config.json"
 
 
@@ -47,6 +49,8 @@ class FeatureConfig:
     pad_mode: str = "wrap"  # how a clip shorter than a segment is filled: wrap | constant
     musicnn_frames: int = 187  # musicnn windows: 187 frames = 3 s at 16 kHz, hop 256
     musicnn_hop_frames: int | None = None  # None: back-to-back windows
+    melspec_frames: int = 400  # "melspec": dB mel windows, time first, of this many frames
+    melspec_hop_frames: int | None = None  # None: back-to-back windows
 
     def __post_init__(self):
         problems = []
@@ -109,13 +113,16 @@ class FeatureConfig:
             raise DataError(f"unreadable feature config {p}: {exc}") from None
 
     # -- shapes ------------------------------------------------------------------------
+    def frames(self, kind: str) -> int:
+        return self.musicnn_frames if kind == "musicnn" else self.melspec_frames
+
     def segment_samples(self, kind: str) -> int:
         return int(round(self.seconds(kind) * self.sr))
 
     def seconds(self, kind: str) -> float:
         _check_kind(kind)
-        if kind == "musicnn":
-            return self.musicnn_frames * self.hop_length / self.sr
+        if kind in ("musicnn", "melspec"):
+            return self.frames(kind) * self.hop_length / self.sr
         return self.image_seconds if kind == "mel" else self.mfcc_seconds
 
     def feature_shape(self, kind: str) -> tuple[int, ...]:
@@ -123,8 +130,8 @@ class FeatureConfig:
         _check_kind(kind)
         if kind == "mel":
             return (self.image_height, self.image_width)
-        if kind == "musicnn":
-            return (self.musicnn_frames, self.n_mels)
+        if kind in ("musicnn", "melspec"):
+            return (self.frames(kind), self.n_mels)
         frames = 1 + self.segment_samples("mfcc") // self.hop_length
         return (frames, self.n_mfcc)
 
@@ -232,7 +239,10 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
     if rng is None:
         rng = np.random.default_rng(0)
     if kind == "musicnn":
-        return musicnn_windows(y, cfg, spec_transform, rng)
+        logmel = np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0)
+        return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
+    if kind == "melspec":
+        return frame_windows(mel_db(y, cfg), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
     out = []
     for seg in segment_audio(y, cfg, kind):
         db = mel_db(seg.audio, cfg)
@@ -243,21 +253,24 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
     return out
 
 
-def musicnn_windows(y: np.ndarray, cfg: FeatureConfig, spec_transform: SpecTransform | None = None,
-                    rng: np.random.Generator | None = None) -> list[tuple[Segment, np.ndarray]]:
-    """musicnn input: log10(10000 * mel + 1) of the whole clip, time first, cut into windows of
-    ``musicnn_frames`` frames (the first at frame 0, an incomplete last one dropped; a clip
-    shorter than one window is filled by ``pad_mode``). ``spec_transform`` sees (n_mels, frames)."""
-    logmel = np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0).T.astype(np.float32)
-    n = cfg.musicnn_frames
-    hop = cfg.musicnn_hop_frames or n
+def frame_windows(spec: np.ndarray, cfg: FeatureConfig, n: int, hop: int | None,
+                  spec_transform: SpecTransform | None = None,
+                  rng: np.random.Generator | None = None) -> list[tuple[Segment, np.ndarray]]:
+    """Cut a whole clip's (n_mels, frames) spectrogram into time-first windows of ``n`` frames
+    (the first at frame 0, an incomplete last one dropped; a clip shorter than one window is
+    filled by ``pad_mode``). ``spec_transform`` sees each window as (n_mels, frames).
+
+    Used for musicnn's input — log10(10000 * mel + 1), 187-frame windows, the original
+    framing — and for the 64x400 dB mel windows ("melspec")."""
+    x = np.ascontiguousarray(spec.T, dtype=np.float32)
+    hop = hop or n
     padded = 0
-    if logmel.shape[0] < n:
-        padded = n - logmel.shape[0]
-        logmel = np.pad(logmel, ((0, padded), (0, 0)), mode="wrap" if cfg.pad_mode == "wrap" else "constant")
+    if x.shape[0] < n:
+        padded = n - x.shape[0]
+        x = np.pad(x, ((0, padded), (0, 0)), mode="wrap" if cfg.pad_mode == "wrap" else "constant")
     out = []
-    for i, start in enumerate(range(0, logmel.shape[0] - n + 1, hop)):
-        w = logmel[start:start + n]
+    for i, start in enumerate(range(0, x.shape[0] - n + 1, hop)):
+        w = x[start:start + n]
         if spec_transform is not None:
             w = np.ascontiguousarray(spec_transform(w.T.copy(), rng).T)
         seg = Segment(index=i, start_s=start * cfg.hop_length / cfg.sr, padded_s=padded * cfg.hop_length / cfg.sr,

@@ -75,10 +75,14 @@ def _add_feature_args(p: argparse.ArgumentParser) -> None:
 
 
 def _feature_config(a, kinds=("mel", "mfcc")):
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from data_tools.features import MELSPEC_64X400_FEATURES, MUSICNN_FEATURES, FeatureConfig
 
-    base = dict(MUSICNN_FEATURES) if "musicnn" in kinds else {"sr": 22050, "n_fft": 2048, "hop_length": 512,
-                                                              "n_mels": 128}
+    if "musicnn" in kinds:
+        base = dict(MUSICNN_FEATURES)
+    elif "melspec" in kinds:
+        base = dict(MELSPEC_64X400_FEATURES)
+    else:
+        base = {"sr": 22050, "n_fft": 2048, "hop_length": 512, "n_mels": 128}
     given = {"sr": a.sr, "n_fft": a.n_fft, "hop_length": a.hop_length, "n_mels": a.n_mels}
     base.update({k: v for k, v in given.items() if v is not None})
     return FeatureConfig(sr=base["sr"], n_fft=base["n_fft"], hop_length=base["hop_length"], n_mels=base["n_mels"],
@@ -287,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(overrides --ratios)")
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
     a.add_argument("--features", type=_names, default=("mel", "mfcc"),
-                   help="mel,mfcc (default both), or musicnn (log-mel windows for the musicnn models)")
+                   help="mel,mfcc (default both); musicnn (log-mel windows for the musicnn models); melspec "
+                        "(64-band x 400-frame dB mel windows for cnn64x400)")
     a.add_argument("--augment", type=_names, default=("stretch", "pitch", "freqmask", "timemask"),
                    help="stretch,pitch,freqmask,timemask (default all) or none")
     a.add_argument("--stretch-rates", type=_floats, default=(1.25, 0.85), help="default 1.25,0.85")

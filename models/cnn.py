@@ -57,3 +57,30 @@ def build_cnn_bn(input_shape, num_classes: int, filters=(32, 64, 128, 256), dens
     x = layers.Activation("relu", name="relu_dense")(x)
     out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inp, out, name=name)
+
+
+def build_cnn64x400(input_shape, num_classes: int, filters=(64, 128, 128), dense_units: int = 128,
+                    name: str = "cnn64x400") -> keras.Model:
+    """The compact CNN of the tempo study on 64-band x 400-frame dB mel inputs. Each mel band is
+    standardised with the training split's mean and std (a Normalization layer adapted at
+    training time and saved with the model); then 64 filters 5x5 -> BatchNorm -> ReLU ->
+    MaxPool 4x4; 128 filters 5x5 -> BatchNorm -> ReLU -> MaxPool 4x4; 128 filters 3x3 ->
+    BatchNorm -> ReLU -> MaxPool 2x1 (over bands); Dense 128 ReLU; classes. Kaiming-uniform
+    weights, zero biases."""
+    frames, bands = input_shape
+    init = keras.initializers.HeUniform()
+    inp = keras.Input(shape=(frames, bands), name="melspec")
+    x = layers.Normalization(axis=-1, name="input_norm")(inp)  # per mel band
+    x = layers.Permute((2, 1), name="bands_by_frames")(x)
+    x = layers.Reshape((bands, frames, 1), name="to_image")(x)
+    for i, (f, k, pool) in enumerate(zip(filters, (5, 5, 3), ((4, 4), (4, 4), (2, 1)), strict=True)):
+        x = layers.Conv2D(f, k, padding="same", kernel_initializer=init, bias_initializer="zeros",
+                          name=f"conv_{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"bn_{i + 1}")(x)
+        x = layers.Activation("relu", name=f"relu_{i + 1}")(x)
+        x = layers.MaxPooling2D(pool, name=f"pool_{i + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, activation="relu", kernel_initializer=init, name="dense")(x)
+    out = layers.Dense(num_classes, activation="softmax", kernel_initializer=init, name="predictions",
+                       dtype="float32")(x)
+    return keras.Model(inp, out, name=name)

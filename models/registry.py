@@ -11,7 +11,7 @@ from models.errors import ModelError
 class ArchSpec:
     name: str
     builder: Callable
-    feature: str  # "mel" (grayscale images), "mfcc" (sequences) or "musicnn" (log-mel windows)
+    feature: str  # "mel" (grayscale images), "mfcc" (sequences), "musicnn" / "melspec" (mel windows)
     phases: tuple[str, ...]  # ("scratch",) or ("transfer", "finetune")
     description: str
     default_weights: str | None = None  # for transfer architectures: "imagenet" or "msd"
@@ -38,6 +38,8 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
              "custom CNN of the mel-spectrogram/MobileNet study"),
     ArchSpec("cnn_bn", _lazy("models.cnn", "build_cnn_bn"), "mel", ("scratch",),
              "four 3x3 convs with BatchNorm"),
+    ArchSpec("cnn64x400", _lazy("models.cnn", "build_cnn64x400"), "melspec", ("scratch",),
+             "compact CNN of the tempo study on 64x400 per-band-normalised dB mel windows"),
     ArchSpec("vgg16", _lazy("models.transfer", "build_vgg16"), "mel", ("transfer", "finetune"),
              "VGG16 ImageNet transfer learning", "imagenet"),
     ArchSpec("mobilenet", _lazy("models.transfer", "build_mobilenet"), "mel", ("transfer", "finetune"),
