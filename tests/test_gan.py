@@ -85,3 +85,19 @@ def test_gan_error_paths(tiny_features, tmp_path):
     with pytest.raises(UserError, match="images"):
         train(TrainOptions(data=str(tiny_features), arch="cnn", epochs=1, verbose=0, out=str(tmp_path / "r2"),
                            synthetic=str(tmp_path / "synth")))
+
+
+def test_quality_figures_on_known_distributions():
+    from evaluation.gan_quality import frechet_distance, quality_report
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((200, 10, 3))
+    same = rng.standard_normal((200, 10, 3))
+    shifted = rng.standard_normal((200, 10, 3)) + 2.0
+    q_same = quality_report({"g": real}, {"g": same})["g"]
+    q_far = quality_report({"g": real}, {"g": shifted})["g"]
+    assert q_same["two_sample_accuracy"] < 0.7 and q_far["two_sample_accuracy"] > 0.95
+    assert q_far["frechet_mean_mfcc"] > 10 > q_same["frechet_mean_mfcc"]
+    # ||mu1 - mu2||^2 for a shift of 2 in each of 3 dimensions is 12, covariances equal
+    assert frechet_distance(real.mean(1), shifted.mean(1)) == pytest.approx(12, rel=0.15)
+    assert q_same["frechet_real_halves"] is not None
