@@ -17,7 +17,7 @@ def test_parameter_counts_match_the_studies(name, expected):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_builder_outputs_probabilities(name):
     spec = get_arch(name)
-    shape = {"mel": (32, 32, 1), "mfcc": (20, 13), "musicnn": (187, 96)}[spec.feature]
+    shape = {"mel": (32, 32, 1), "mfcc": (20, 13), "musicnn": (187, 96), "melspec": (40, 64)}[spec.feature]
     kw = {"weights": None} if spec.is_transfer else {}
     m = build_model(name, shape, 4, **kw)
     x = np.random.default_rng(0).random((2, *shape)).astype("float32")
