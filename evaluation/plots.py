@@ -99,3 +99,35 @@ def plot_roc(figs: dict, path, title: str = "one-vs-rest ROC") -> Path:
     ax.set_title(f"{title}" + (f" — macro AUC {macro:.3f}" if macro is not None else ""))
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+def plot_real_vs_generated(real: dict, fake: dict, path) -> Path:
+    """One real and one generated MFCC sequence per genre (time across, coefficients up)."""
+    plt = _plt()
+    genres = [g for g in real if g in fake]
+    fig, axes = plt.subplots(2, len(genres), figsize=(2.2 * len(genres) + 1, 4.5), squeeze=False)
+    for j, g in enumerate(genres):
+        for i, (what, src) in enumerate((("real", real), ("generated", fake))):
+            ax = axes[i][j]
+            ax.imshow(src[g][0].T, aspect="auto", origin="lower", cmap="magma")
+            ax.set_title(f"{g}\n{what}" if i == 0 else what, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_ylabel("MFCC")
+    axes[1][0].set_ylabel("MFCC")
+    fig.suptitle("real vs generated MFCC sequences (time →)")
+    return _save(fig, path)
+
+
+def plot_gan_losses(rows: list[dict], path) -> Path:
+    """Discriminator and generator loss per epoch (from a GAN run's history.csv rows)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    ax.plot(ep, [float(r["d_loss"]) for r in rows], label="discriminator")
+    ax.plot(ep, [float(r["g_loss"]) for r in rows], label="generator")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("binary cross-entropy")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -71,8 +71,11 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     write_json_atomic(run / "quality.json", quality, only_if_changed=False)
     write_text_atomic(run / "quality.md", "# Real vs synthetic MFCC statistics (training split)\n\n"
                       + format_quality(quality), only_if_changed=False)
-    _plot_real_vs_fake(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
-    _plot_losses(run)
+    from evaluation.plots import plot_gan_losses, plot_real_vs_generated
+
+    plot_real_vs_generated(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
+    if (run / "history.csv").is_file() and read_csv(run / "history.csv"):
+        plot_gan_losses(read_csv(run / "history.csv"), run / "losses.png")
     return {"run": str(run), "quality": quality}
 
 
@@ -139,40 +142,3 @@ def synthetic_rows(folder, fc: FeatureConfig) -> list[dict]:
     if bad or not rows:
         raise UserError(f"--synthetic {folder} is not a `genrekit gan generate` folder (rows must be synthetic, train)")
     return [{**r, "path": str((folder / r["path"]).resolve())} for r in rows]
-
-
-def _plot_real_vs_fake(real: dict, fake: dict, path: Path) -> None:
-    from evaluation.plots import _plt, _save
-
-    plt = _plt()
-    genres = [g for g in real if g in fake]
-    fig, axes = plt.subplots(2, len(genres), figsize=(2.2 * len(genres) + 1, 4.5), squeeze=False)
-    for j, g in enumerate(genres):
-        for i, (what, src) in enumerate((("real", real), ("generated", fake))):
-            ax = axes[i][j]
-            ax.imshow(src[g][0].T, aspect="auto", origin="lower", cmap="magma")
-            ax.set_title(f"{g}\n{what}" if i == 0 else what, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0][0].set_ylabel("MFCC")
-    axes[1][0].set_ylabel("MFCC")
-    fig.suptitle("real vs generated MFCC sequences (time →)")
-    _save(fig, path)
-
-
-def _plot_losses(run: Path) -> None:
-    from evaluation.plots import _plt, _save
-
-    rows = read_csv(run / "history.csv") if (run / "history.csv").is_file() else []
-    if not rows:
-        return
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ep = [int(r["epoch"]) + 1 for r in rows]
-    ax.plot(ep, [float(r["d_loss"]) for r in rows], label="discriminator")
-    ax.plot(ep, [float(r["g_loss"]) for r in rows], label="generator")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("binary cross-entropy")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    _save(fig, run / "losses.png")
