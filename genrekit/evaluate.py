@@ -142,7 +142,7 @@ def compare(runs: list[str], csv_path=None, level: str = "track") -> str:
             met = json.loads(tm.read_text()).get("test", {}).get(level, {}) if tm.is_file() else {}
             row["evaluated_on"] = "end of training" if met else "not evaluated"
         row.update({"test_top1": met.get("top1"), "test_top2": met.get("top2"),
-                    "test_f1_micro": met.get("f1_micro", met.get("top1") if met else None),
+                    "test_f1_micro": met.get("f1_micro"),
                     "test_f1_macro": met.get("f1_macro")})
         rows.append(row)
     if csv_path:

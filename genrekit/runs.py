@@ -45,29 +45,26 @@ class Run:
         self.path = Path(path)
         if not self.path.is_dir():
             raise UserError(f"run folder not found: {self.path}")
-        for name in (CONFIG, MODEL, LABELS):
-            if name == MODEL and self._is_gan():
-                continue
-            if not (self.path / name).is_file():
-                raise UserError(f"{self.path} is not a complete run folder: {name} is missing")
+        if not (self.path / CONFIG).is_file():
+            raise UserError(f"{self.path} is not a complete run folder: {CONFIG} is missing")
         try:
             self.config = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
-            self.labels = json.loads((self.path / LABELS).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         if self.config.get("task") == "gan":
             raise UserError(f"{self.path} is a GAN run: use it with `genrekit gan generate`, not as a classifier")
+        for name in (MODEL, LABELS):
+            if not (self.path / name).is_file():
+                raise UserError(f"{self.path} is not a complete run folder: {name} is missing")
+        try:
+            self.labels = json.loads((self.path / LABELS).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         if "arch" not in self.config or "feature_config" not in self.config:
             raise UserError(f"{self.path}/{CONFIG} is not a genrekit classifier config")
         self.feature_config = FeatureConfig.from_dict(self.config["feature_config"])
         self.kind = self.config["feature_kind"]
         self._model = None
-
-    def _is_gan(self) -> bool:
-        try:
-            return json.loads((self.path / CONFIG).read_text(encoding="utf-8")).get("task") == "gan"
-        except (OSError, ValueError):
-            return False
 
     @property
     def arch(self) -> str:

@@ -152,23 +152,21 @@ def _prepare(ds, opts: TrainOptions, n_classes: int, train: bool):
     return ds
 
 
-class _BestFullModel:
-    """Keras callback factory: save the *full* model whenever val_loss improves."""
+def _best_model_checkpoint(full_model, path: Path):
+    """A callback that saves the *full* model whenever val_loss improves (also when only the
+    head is being fitted on cached base outputs)."""
+    import keras
 
-    @staticmethod
-    def make(full_model, path: Path):
-        import keras
+    class BestFullModel(keras.callbacks.Callback):
+        best = np.inf
 
-        class Cb(keras.callbacks.Callback):
-            best = np.inf
+        def on_epoch_end(self, epoch, logs=None):
+            v = (logs or {}).get("val_loss")
+            if v is not None and v < self.best:
+                self.best = v
+                _save_model(full_model, path)
 
-            def on_epoch_end(self, epoch, logs=None):
-                v = (logs or {}).get("val_loss")
-                if v is not None and v < self.best:
-                    self.best = v
-                    _save_model(full_model, path)
-
-        return Cb()
+    return BestFullModel()
 
 
 def _save_model(model, path: Path) -> None:
@@ -287,7 +285,7 @@ def train(opts: TrainOptions) -> dict:
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
                                                restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 _BestFullModel.make(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
+                 _best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
     t0 = time.perf_counter()
     # the frozen base's outputs can be computed once only when nothing changes the images on the fly
     cached = phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
@@ -409,7 +407,7 @@ def evaluate_splits(model, data, rows, labels, kind, batch_size) -> dict:
             continue
         proba = predict_rows(model, data, sr, kind, batch_size)
         res = evaluate_predictions([r["track_id"] for r in sr], label_ids(sr, labels), proba, labels)
-        out[split] = {lvl: {k: res[lvl][k] for k in ("n", "top1", "top2", "loss", "f1_macro")}
+        out[split] = {lvl: {k: res[lvl][k] for k in ("n", "top1", "top2", "loss", "f1_macro", "f1_micro")}
                       for lvl in ("clip", "track")}
     return out
 
