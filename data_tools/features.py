@@ -19,12 +19,17 @@ import numpy as np
 
 from data_tools.errors import DataError
 
-FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec")
+FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec", "tempogram")
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
 # 256-sample hop, 96 mel bands, log10(10000 * mel + 1), 187-frame (3 s) windows
 MUSICNN_FEATURES = {"sr": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 96}
 # the compact CNN of the tempo study: 64 mel bands, 50 ms window, 25 ms hop at 22,050 Hz, 400 frames
 MELSPEC_64X400_FEATURES = {"sr": 22050, "n_fft": 1102, "hop_length": 551, "n_mels": 64}
+# "tempogram": the onset envelope of a 64-band mel spectrogram (n_fft = 4 x tempo_hop_length), its
+# windowed autocorrelation (librosa's tempogram) resampled onto a log-spaced BPM axis, averaged over
+# blocks of tempo_step_frames onset frames. On a log-BPM axis a change of tempo is a shift, which a
+# convolution handles with the same weights at every tempo.
+TEMPO_ONSET_MELS = 64
 CONFIG_NAME = "feature_config.json"
 
 
@@ -51,6 +56,14 @@ class FeatureConfig:
     musicnn_hop_frames: int | None = None  # None: back-to-back windows
     melspec_frames: int = 400  # "melspec": dB mel windows, time first, of this many frames
     melspec_hop_frames: int | None = None  # None: back-to-back windows
+    tempo_hop_length: int = 256  # onset-envelope hop in samples (11.6 ms at 22,050 Hz)
+    tempo_ac_frames: int = 384  # autocorrelation window in onset frames (4.5 s at hop 256)
+    tempo_bins: int = 128  # log-spaced BPM bins ...
+    tempo_bpm_min: float = 30.0  # ... from this tempo ...
+    tempo_bpm_max: float = 480.0  # ... to this one (four octaves: harmonics help with octave errors)
+    tempo_step_frames: int = 8  # onset frames averaged into one tempogram step (93 ms at hop 256)
+    tempo_frames: int = 128  # tempogram window length in steps (11.9 s)
+    tempo_hop_frames: int | None = 64  # steps between windows (None: back to back)
 
     def __post_init__(self):
         problems = []
@@ -74,6 +87,13 @@ class FeatureConfig:
             problems.append("pad_mode must be wrap or constant")
         if self.n_mfcc < 1 or self.n_mfcc > self.n_mels:
             problems.append("n_mfcc must be between 1 and n_mels")
+        if self.tempo_hop_length <= 0 or self.tempo_step_frames <= 0 or self.tempo_frames <= 0 \
+                or self.tempo_bins < 2 or (self.tempo_hop_frames is not None and self.tempo_hop_frames <= 0):
+            problems.append("tempo hop, step, frames and bins must be positive (at least 2 bins)")
+        elif not 0 < self.tempo_bpm_min < self.tempo_bpm_max:
+            problems.append("tempo BPM range must satisfy 0 < min < max")
+        elif 60.0 * self.sr / (self.tempo_hop_length * self.tempo_bpm_min) >= self.tempo_ac_frames - 1:
+            problems.append("tempo_ac_frames is too short for the slowest tempo of the BPM axis")
         if problems:
             raise DataError("bad feature settings: " + "; ".join(problems))
 
@@ -114,7 +134,7 @@ class FeatureConfig:
 
     # -- shapes ------------------------------------------------------------------------
     def frames(self, kind: str) -> int:
-        return self.musicnn_frames if kind == "musicnn" else self.melspec_frames
+        return {"musicnn": self.musicnn_frames, "tempogram": self.tempo_frames}.get(kind, self.melspec_frames)
 
     def segment_samples(self, kind: str) -> int:
         return int(round(self.seconds(kind) * self.sr))
@@ -123,6 +143,8 @@ class FeatureConfig:
         _check_kind(kind)
         if kind in ("musicnn", "melspec"):
             return self.frames(kind) * self.hop_length / self.sr
+        if kind == "tempogram":
+            return self.tempo_frames * self.tempo_step_frames * self.tempo_hop_length / self.sr
         return self.image_seconds if kind == "mel" else self.mfcc_seconds
 
     def feature_shape(self, kind: str) -> tuple[int, ...]:
@@ -132,6 +154,8 @@ class FeatureConfig:
             return (self.image_height, self.image_width)
         if kind in ("musicnn", "melspec"):
             return (self.frames(kind), self.n_mels)
+        if kind == "tempogram":
+            return (self.tempo_frames, self.tempo_bins)
         frames = 1 + self.segment_samples("mfcc") // self.hop_length
         return (frames, self.n_mfcc)
 
@@ -243,6 +267,9 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
         return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
     if kind == "melspec":
         return frame_windows(mel_db(y, cfg), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
+    if kind == "tempogram":
+        return frame_windows(tempogram(y, cfg, spec_transform, rng), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
+                             frame_seconds=cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr)
     out = []
     for seg in segment_audio(y, cfg, kind):
         db = mel_db(seg.audio, cfg)
@@ -254,14 +281,16 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
 
 
 def frame_windows(spec: np.ndarray, cfg: FeatureConfig, n: int, hop: int | None,
-                  spec_transform: SpecTransform | None = None,
-                  rng: np.random.Generator | None = None) -> list[tuple[Segment, np.ndarray]]:
+                  spec_transform: SpecTransform | None = None, rng: np.random.Generator | None = None,
+                  frame_seconds: float | None = None) -> list[tuple[Segment, np.ndarray]]:
     """Cut a whole clip's (n_mels, frames) spectrogram into time-first windows of ``n`` frames
     (the first at frame 0, an incomplete last one dropped; a clip shorter than one window is
     filled by ``pad_mode``). ``spec_transform`` sees each window as (n_mels, frames).
 
     Used for musicnn's input — log10(10000 * mel + 1), 187-frame windows, the original
-    framing — and for the 64x400 dB mel windows ("melspec")."""
+    framing — for the 64x400 dB mel windows ("melspec") and for tempogram windows.
+    ``frame_seconds``: seconds per frame (default ``cfg.hop_length / cfg.sr``)."""
+    step_s = frame_seconds if frame_seconds is not None else cfg.hop_length / cfg.sr
     x = np.ascontiguousarray(spec.T, dtype=np.float32)
     hop = hop or n
     padded = 0
@@ -273,10 +302,44 @@ def frame_windows(spec: np.ndarray, cfg: FeatureConfig, n: int, hop: int | None,
         w = x[start:start + n]
         if spec_transform is not None:
             w = np.ascontiguousarray(spec_transform(w.T.copy(), rng).T)
-        seg = Segment(index=i, start_s=start * cfg.hop_length / cfg.sr, padded_s=padded * cfg.hop_length / cfg.sr,
+        seg = Segment(index=i, start_s=start * step_s, padded_s=padded * step_s,
                       audio=np.zeros(0, dtype=np.float32))
         out.append((seg, np.ascontiguousarray(w, dtype=np.float32)))
     return out
+
+
+def tempo_bpm_axis(cfg: FeatureConfig) -> np.ndarray:
+    """The BPM of each tempogram bin (log-spaced, ``tempo_bpm_min`` to ``tempo_bpm_max``)."""
+    return np.geomspace(cfg.tempo_bpm_min, cfg.tempo_bpm_max, cfg.tempo_bins)
+
+
+def tempogram(y: np.ndarray, cfg: FeatureConfig, spec_transform: SpecTransform | None = None,
+              rng: np.random.Generator | None = None) -> np.ndarray:
+    """Log-BPM autocorrelation tempogram of a clip: (tempo_bins, steps) float32.
+
+    Onset strength (spectral flux of a 64-band dB mel spectrogram, librosa) -> local
+    autocorrelation over ``tempo_ac_frames`` (librosa.feature.tempogram, each frame scaled to
+    its lag-0 value) -> linear interpolation at the lag of each BPM bin (lag = 60 sr / (hop BPM))
+    -> mean over blocks of ``tempo_step_frames`` frames. ``spec_transform`` (a SpecAugment
+    mask) acts on the mel spectrogram before the onsets are taken."""
+    import librosa
+
+    hop = cfg.tempo_hop_length
+    mel = librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=4 * hop, hop_length=hop, n_mels=TEMPO_ONSET_MELS)
+    db = librosa.power_to_db(mel, ref=np.max, top_db=cfg.top_db)
+    if spec_transform is not None:
+        db = spec_transform(db, rng if rng is not None else np.random.default_rng(0))
+    env = librosa.onset.onset_strength(S=db, sr=cfg.sr, hop_length=hop)
+    ac = librosa.feature.tempogram(onset_envelope=env, sr=cfg.sr, hop_length=hop, win_length=cfg.tempo_ac_frames)
+    lag = 60.0 * cfg.sr / (hop * tempo_bpm_axis(cfg))
+    lo = np.floor(lag).astype(int)
+    w = (lag - lo)[:, None]
+    tg = (1.0 - w) * ac[lo] + w * ac[lo + 1]  # (bins, frames)
+    if tg.shape[1] < cfg.tempo_step_frames:
+        return tg.mean(axis=1, keepdims=True).astype(np.float32)
+    steps = tg.shape[1] // cfg.tempo_step_frames
+    tg = tg[:, :steps * cfg.tempo_step_frames].reshape(tg.shape[0], steps, cfg.tempo_step_frames).mean(axis=2)
+    return np.ascontiguousarray(tg, dtype=np.float32)
 
 
 def image_to_input(img: np.ndarray) -> np.ndarray:

@@ -105,3 +105,22 @@ def evaluate_predictions(track_ids, y_true, proba, labels: list[str]) -> dict:
     _, ty, tp = aggregate_tracks(track_ids, y_true, proba)
     track = classification_figures(ty, tp, labels)
     return {"labels": list(labels), "clip": clip, "track": track}
+
+
+OCTAVE_FACTORS = (1.0, 2.0, 3.0, 0.5, 1.0 / 3.0)
+
+
+def tempo_metrics(true_bpm, pred_bpm, tolerance: float = 0.04) -> dict:
+    """Tempo-estimation figures: mean and median absolute error in BPM, "accuracy 1" (within
+    ``tolerance`` of the true tempo) and "accuracy 2" (within ``tolerance`` of the true tempo
+    times 1, 2, 3, 1/2 or 1/3: octave errors allowed) — Gouyon et al. (2006), IEEE TASLP 14(5)."""
+    t, p = np.asarray(true_bpm, dtype=float), np.asarray(pred_bpm, dtype=float)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError("true and predicted tempi must be 1-D arrays of one length")
+    if len(t) == 0:
+        return {"n": 0, "mae": None, "median_ae": None, "accuracy1": None, "accuracy2": None}
+    err = np.abs(p - t)
+    acc1 = err <= tolerance * t
+    acc2 = np.any([np.abs(p - f * t) <= tolerance * f * t for f in OCTAVE_FACTORS], axis=0)
+    return {"n": int(len(t)), "mae": float(err.mean()), "median_ae": float(np.median(err)),
+            "accuracy1": float(acc1.mean()), "accuracy2": float(acc2.mean())}

@@ -25,11 +25,13 @@ def _save(fig, path) -> Path:
 
 
 def plot_history(rows: list[dict], path, title: str = "training curves") -> Path:
-    """Loss and accuracy per epoch for train and validation (from history.csv rows)."""
+    """Loss and accuracy (or, for a tempo regressor, mean absolute error) per epoch for train
+    and validation (from history.csv rows)."""
     plt = _plt()
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "top-1 accuracy")):
+    second = ("accuracy", "top-1 accuracy") if not rows or "accuracy" in rows[0] else ("mae", "MAE (scaled tempo)")
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], *second)):
         for prefix, style in (("", "-"), ("val_", "--")):
             k = prefix + key
             if rows and k in rows[0] and rows[0][k] not in ("", None):
@@ -39,7 +41,7 @@ def plot_history(rows: list[dict], path, title: str = "training curves") -> Path
             if "val_top2" in rows[0]:
                 ax.plot(epochs, [float(r["val_top2"]) for r in rows], "-.", label="validation top-2")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss" if key == "loss" else "accuracy")
+        ax.set_ylabel(label if key != "accuracy" else "accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
@@ -130,4 +132,26 @@ def plot_gan_losses(rows: list[dict], path) -> Path:
     ax.set_ylabel("binary cross-entropy")
     ax.legend()
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_tempo_scatter(true_bpm, pred_bpm, path, title: str = "tempo: true vs predicted") -> Path:
+    """True vs predicted BPM, with the identity line, its 4 % band and the octave lines (x2, x1/2)."""
+    plt = _plt()
+    t, p = np.asarray(true_bpm, float), np.asarray(pred_bpm, float)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    hi = max(260.0, float(np.max(t, initial=0)), float(np.max(p, initial=0))) * 1.05
+    g = np.linspace(0, hi, 100)
+    ax.fill_between(g, 0.96 * g, 1.04 * g, color="tab:green", alpha=0.2, label="within 4 %")
+    ax.plot(g, g, "-", color="tab:green", lw=1)
+    for f, lab in ((2.0, "x2"), (0.5, "x1/2")):
+        ax.plot(g, f * g, "--", color="gray", lw=0.8, label=f"octave {lab}")
+    ax.scatter(t, p, s=14, alpha=0.8)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("true tempo (BPM)")
+    ax.set_ylabel("predicted tempo (BPM)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title)
     return _save(fig, path)

@@ -135,13 +135,16 @@ def _add_regularisation_args(p: argparse.ArgumentParser) -> None:
 def cmd_train(a) -> int:
     from genrekit.train import TrainOptions, format_summary, parse_hparams, train
 
-    opts = TrainOptions(data=a.data, arch=a.arch, phase=a.phase, out=a.out, from_run=a.from_run,
+    if a.arch is None and a.task != "tempo":
+        raise UserError("--arch is required (e.g. --arch mobilenet); see `genrekit train --help`")
+    opts = TrainOptions(data=a.data, arch=a.arch or "tempocnn", phase=a.phase, out=a.out, from_run=a.from_run,
                         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
                         seed=a.seed, weights=a.weights, patience=a.patience,
                         hparams=parse_hparams(a.hparam), cache_base=not a.no_cache_base,
                         mixed_precision=a.mixed_precision, xla=a.xla, strategy=a.strategy,
                         deterministic=a.deterministic, verbose=0 if a.quiet else 2, synthetic=a.synthetic,
-                        label_smoothing=a.label_smoothing, mixup=a.mixup, image_aug=a.image_aug or ())
+                        label_smoothing=a.label_smoothing, mixup=a.mixup, image_aug=a.image_aug or (),
+                        task=a.task, tempo_file=a.tempo_file, genre_run=a.genre_run, tempo_run=a.tempo_run)
     print(format_summary(train(opts)))
     return 0
 
@@ -172,7 +175,7 @@ def cmd_export(a) -> int:
 def cmd_evaluate(a) -> int:
     from genrekit.evaluate import evaluate, format_metrics
 
-    res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size)
+    res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size, tempo_file=a.tempo_file)
     print(format_metrics(res))
     print(f"report: {Path(a.out or a.model) / 'report.md'}")
     return 0
@@ -292,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
     a.add_argument("--features", type=_names, default=("mel", "mfcc"),
                    help="mel,mfcc (default both); musicnn (log-mel windows for the musicnn models); melspec "
-                        "(64-band x 400-frame dB mel windows for cnn64x400)")
+                        "(64-band x 400-frame dB mel windows for cnn64x400); tempogram (log-BPM tempogram windows "
+                        "for --task tempo and --arch fusion), e.g. --features melspec,tempogram")
     a.add_argument("--augment", type=_names, default=("stretch", "pitch", "freqmask", "timemask"),
                    help="stretch,pitch,freqmask,timemask (default all) or none")
     a.add_argument("--stretch-rates", type=_floats, default=(1.25, 0.85), help="default 1.25,0.85")
@@ -314,8 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an architecture on the manifest of a feature folder (train split; "
                                    "the valid split drives early stopping).")
     t.add_argument("--data", required=True, help="feature folder written by `genrekit augment`")
-    t.add_argument("--arch", required=True, help="architecture: fcnn, cnn, cnn_bn, vgg16, mobilenet, "
-                                                 "mobilenetv2, lstm, crnn")
+    t.add_argument("--arch", default=None, help="architecture: fcnn, cnn, cnn_bn, cnn64x400, vgg16, mobilenet, "
+                                                "mobilenetv2, musicnn, musicnn_vgg, lstm, crnn, fusion; "
+                                                "tempocnn for --task tempo (its default)")
+    t.add_argument("--task", default="genre", choices=("genre", "tempo"),
+                   help="genre classification (default) or tempo regression in BPM on tempogram features")
+    t.add_argument("--tempo-file", default=None,
+                   help="--task tempo: CSV track_id,bpm (default: GTZAN's ground-truth tempi, shipped)")
+    t.add_argument("--genre-run", default=None, help="--arch fusion: the genre run whose conv embedding is reused")
+    t.add_argument("--tempo-run", default=None, help="--arch fusion: the tempo run whose predictions are fed in")
     t.add_argument("--phase", default=None, help="scratch | transfer | finetune (default: transfer for "
                                                  "vgg16/mobilenet*, scratch otherwise)")
     t.add_argument("--from", dest="from_run", default=None, help="transfer run to fine-tune (--phase finetune)")
@@ -364,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
     ev.add_argument("--out", default=None, help="output folder (default: the run folder)")
     ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--tempo-file", default=None,
+                    help="tempo runs: CSV track_id,bpm of true tempi (default: the one the run trained with)")
     ev.set_defaults(func=cmd_evaluate)
 
     co = sub.add_parser("compare", help="one table of several runs' settings and test figures")

@@ -33,13 +33,12 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     from evaluation.metrics import evaluate_predictions
     from evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
     from evaluation.report import evaluation_report
-    from genrekit.train import predict_rows
 
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
     check_leakage(run, {r["track_id"] for r in rows})
     y = label_ids(rows, run.labels)
-    proba = predict_rows(run.model(), folder, rows, run.kind, batch_size)
+    proba = run.predict_rows(folder, rows, batch_size)
     res = evaluate_predictions([r["track_id"] for r in rows], y, proba, run.labels)
     res["run"] = str(run.path)
     res["arch"] = run.arch
@@ -61,15 +60,24 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     return res
 
 
-def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32) -> dict:
-    run = Run(run_path)
-    run.model()  # a model whose outputs don't match labels.json fails here, first
-    data = Path(data)
+def check_feature_config(run: Run, data: Path) -> FeatureConfig:
     fc = FeatureConfig.load(data)
     if fc.fingerprint() != run.feature_config.fingerprint():
         diff = sorted(k for k, v in fc.to_dict().items() if run.feature_config.to_dict().get(k) != v)
         raise UserError(f"{data} was made with another feature config than the run's "
                         f"(differs in: {', '.join(diff)}); render the data with the run's config")
+    return fc
+
+
+def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32, tempo_file=None) -> dict:
+    run = Run(run_path)
+    run.model()  # a model whose outputs don't match labels.json fails here, first
+    data = Path(data)
+    if run.task == "tempo":
+        from genrekit.tempo import evaluate_tempo
+
+        return evaluate_tempo(run, data, split, out, tempo_file)
+    fc = check_feature_config(run, data)
     rows = [r for r in select(read_manifest(data), run.kind, (split,)) if r["augmentation"] == "original"]
     if not rows:
         raise UserError(f"the {split} split of {data} has no {run.kind} rows")
@@ -90,6 +98,8 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
 
     run = Run(run_path)
     run.model()
+    if run.task != "genre":
+        raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
     genres = sorted({t.genre for t in find_tracks(audio_dir)})
     unknown = [g for g in genres if g not in run.labels]
     if unknown:
@@ -98,7 +108,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
     features_dir = Path(features_dir) if features_dir else out / "features"
     settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
-                               kinds=(run.kind,), split="all-test", seed=0)
+                               kinds=run.input_kinds, split="all-test", seed=0)
     s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress)
     if s["ok"] == 0:
         raise UserError(f"no decodable audio in {audio_dir}")
@@ -110,6 +120,10 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
 
 
 def format_metrics(res: dict) -> str:
+    if res.get("task") == "tempo":
+        from genrekit.tempo import format_tempo
+
+        return format_tempo(res)
     c, t = res["clip"], res["track"]
     return "\n".join([
         f"{'':12s} {'clip':>8s} {'track':>8s}",
@@ -128,6 +142,8 @@ def compare(runs: list[str], csv_path=None, level: str = "track") -> str:
     rows = []
     for rp in runs:
         run = Run(rp)
+        if run.task != "genre":
+            raise UserError(f"{run.path} is a {run.task} run; compare tabulates genre classifiers")
         hist = read_csv(run.path / HISTORY) if (run.path / HISTORY).is_file() else []
         best = min(hist, key=lambda h: float(h.get("val_loss") or np.inf)) if hist else {}
         row = {"run": run.path.name, "arch": run.arch, "phase": run.config.get("phase"),

@@ -24,9 +24,18 @@ def features_for(y: np.ndarray, run: Run) -> np.ndarray:
 
 
 def predict_file(path, run: Run, batch_size: int = 32) -> np.ndarray:
-    """Mean class probabilities of one file over its segments."""
+    """Mean class probabilities of one file over its segments (a tempo run: the median BPM)."""
     audio = load_audio(path, sr=run.feature_config.sr)
     x = features_for(audio.y, run)
+    if run.task == "tempo":
+        from genrekit.tempo import predict_window_bpm
+
+        lo_hi = tuple(run.config.get("tempo_range"))
+        return np.array([np.median(predict_window_bpm(run.model(), None, [], lo_hi, batch_size, x=x))])
+    if run.arch == "fusion":
+        from genrekit.fusion import fusion_audio_inputs
+
+        x, _ = fusion_audio_inputs(run, audio.y, x)
     proba = run.model().predict(x, batch_size=batch_size, verbose=0)
     return proba.mean(axis=0)
 
@@ -44,10 +53,14 @@ def predict_files(files: list[str], run_path, top_k: int = 3) -> list[dict]:
         else:
             try:
                 p = predict_file(f, run)
-                order = np.argsort(-p)[:k]
-                entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
             except AudioDecodeError as exc:
                 entry["error"] = str(exc)
+            else:
+                if run.task == "tempo":
+                    entry["bpm"] = round(float(p[0]), 1)
+                else:
+                    order = np.argsort(-p)[:k]
+                    entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
         out.append(entry)
     return out
 
@@ -57,6 +70,9 @@ def format_table(results: list[dict]) -> str:
     for r in results:
         if "error" in r:
             lines.append(f"{r['file']}: error: {r['error']}")
+            continue
+        if "bpm" in r:
+            lines.append(f"{r['file']}: {r['bpm']:.1f} BPM")
             continue
         tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
         lines.append(f"{r['file']}: {tops}")

@@ -13,6 +13,7 @@ MODEL = "model.keras"
 LABELS = "labels.json"
 CONFIG = "config.json"
 HISTORY = "history.csv"
+TEMPO_MODEL = "tempo_model.keras"  # a fusion run's copy of its tempo regressor
 
 
 def new_run_dir(out: str | None, arch: str, phase: str, root: str = "runs") -> Path:
@@ -65,10 +66,39 @@ class Run:
         self.feature_config = FeatureConfig.from_dict(self.config["feature_config"])
         self.kind = self.config["feature_kind"]
         self._model = None
+        self._tempo_model = None
 
     @property
     def arch(self) -> str:
         return self.config["arch"]
+
+    @property
+    def task(self) -> str:
+        return self.config.get("task", "genre")
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """The feature kinds the run reads: a fusion run also needs tempogram windows."""
+        return (self.kind, "tempogram") if self.arch == "fusion" else (self.kind,)
+
+    def tempo_model(self):
+        """A fusion run's own copy of its tempo regressor."""
+        if self._tempo_model is None:
+            path = self.path / TEMPO_MODEL
+            if not path.is_file():
+                raise UserError(f"{self.path} is not a complete fusion run: {TEMPO_MODEL} is missing")
+            self._tempo_model = load_model(path)
+        return self._tempo_model
+
+    def predict_rows(self, folder, rows: list[dict], batch_size: int = 32):
+        """Class probabilities for manifest rows of a feature folder made with the run's config."""
+        if self.arch == "fusion":
+            from genrekit.fusion import fusion_inputs
+
+            return self.model().predict(fusion_inputs(self, folder, rows), batch_size=batch_size, verbose=0)
+        from genrekit.train import predict_rows
+
+        return predict_rows(self.model(), folder, rows, self.kind, batch_size)
 
     def model(self):
         if self._model is None:

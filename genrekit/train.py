@@ -58,6 +58,10 @@ class TrainOptions:
     label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / classes
     mixup: float = 0.0  # mixup alpha (Zhang et al., ICLR 2018): train on convex mixes of pairs; 0 = off
     image_aug: tuple[str, ...] = ()  # on-the-fly image augmentation: crop, affine, erase (image models)
+    task: str = "genre"  # genre | tempo (BPM regression on tempogram windows, arch tempocnn)
+    tempo_file: str | None = None  # track_id,bpm CSV for --task tempo (None: GTZAN's tempi, shipped)
+    genre_run: str | None = None  # --arch fusion: the genre classifier whose embedding is reused
+    tempo_run: str | None = None  # --arch fusion: the tempo regressor whose predictions are fed in
 
 
 def _log(msg: str) -> None:
@@ -152,18 +156,20 @@ def _prepare(ds, opts: TrainOptions, n_classes: int, train: bool):
     return ds
 
 
-def _best_model_checkpoint(full_model, path: Path):
-    """A callback that saves the *full* model whenever val_loss improves (also when only the
+def _best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mode: str = "min"):
+    """A callback that saves the *full* model whenever ``monitor`` improves (also when only the
     head is being fitted on cached base outputs)."""
     import keras
+
+    sign = 1.0 if mode == "min" else -1.0
 
     class BestFullModel(keras.callbacks.Callback):
         best = np.inf
 
         def on_epoch_end(self, epoch, logs=None):
-            v = (logs or {}).get("val_loss")
-            if v is not None and v < self.best:
-                self.best = v
+            v = (logs or {}).get(monitor)
+            if v is not None and sign * v < self.best:
+                self.best = sign * v
                 _save_model(full_model, path)
 
     return BestFullModel()
@@ -183,6 +189,20 @@ def train(opts: TrainOptions) -> dict:
     from models.transfer import set_phase, split_at_base
 
     spec = get_arch(opts.arch)
+    if opts.task not in ("genre", "tempo"):
+        raise UserError(f"unknown task {opts.task!r} (genre or tempo)")
+    if opts.task == "tempo" or spec.task == "tempo":
+        if opts.task != "tempo":
+            raise UserError(f"{spec.name} regresses tempo: train it with --task tempo")
+        from genrekit.tempo import train_tempo
+
+        return train_tempo(opts)
+    if spec.name == "fusion":
+        from genrekit.fusion import train_fusion
+
+        return train_fusion(opts)
+    if opts.genre_run or opts.tempo_run:
+        raise UserError("--genre-run and --tempo-run are for --arch fusion")
     phase = _resolve_phase(spec, opts)
     epochs_default, lr_default = PHASE_DEFAULTS[phase]
     epochs = opts.epochs if opts.epochs is not None else epochs_default
@@ -355,7 +375,7 @@ def train(opts: TrainOptions) -> dict:
 
     write_config(run_dir, config)
     _plot_curves(run_dir, f"{spec.name} {phase}")
-    results = evaluate_splits(model, data, rows, labels, kind, opts.batch_size)
+    results = evaluate_splits(lambda rs: predict_rows(model, data, rs, kind, opts.batch_size), rows, labels, kind)
     write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
     return {"run": str(run_dir), "phase": phase, "metrics": results, "seconds": seconds,
             "epochs_run": _epochs_run(run_dir)}
@@ -396,8 +416,9 @@ def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 3
     return model.predict(ds.map(_features_only), verbose=0)
 
 
-def evaluate_splits(model, data, rows, labels, kind, batch_size) -> dict:
-    """Top-1/top-2 at clip and track level on the valid and test splits (originals only)."""
+def evaluate_splits(predict, rows, labels, kind) -> dict:
+    """Top-1/top-2 at clip and track level on the valid and test splits (originals only);
+    ``predict(rows) -> probabilities``."""
     from evaluation.metrics import evaluate_predictions
 
     out = {}
@@ -405,7 +426,7 @@ def evaluate_splits(model, data, rows, labels, kind, batch_size) -> dict:
         sr = [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]
         if not sr:
             continue
-        proba = predict_rows(model, data, sr, kind, batch_size)
+        proba = predict(sr)
         res = evaluate_predictions([r["track_id"] for r in sr], label_ids(sr, labels), proba, labels)
         out[split] = {lvl: {k: res[lvl][k] for k in ("n", "top1", "top2", "loss", "f1_macro", "f1_micro")}
                       for lvl in ("clip", "track")}
@@ -416,6 +437,12 @@ def format_summary(result: dict) -> str:
     lines = [f"run: {result['run']} ({result['phase']}, {result['epochs_run']} epochs, "
              f"{result['seconds']:.1f} s)"]
     for split, lv in result["metrics"].items():
+        if "mae" in lv["track"]:  # tempo regression
+            c, t = lv["clip"], lv["track"]
+            lines.append(f"{split:5s}  window MAE {c['mae']:.1f} BPM (n={c['n']})   track MAE {t['mae']:.1f} BPM  "
+                         f"median {t['median_ae']:.1f}  acc1 {t['accuracy1']:.3f}  acc2 {t['accuracy2']:.3f} "
+                         f"(n={t['n']})")
+            continue
         c, t = lv["clip"], lv["track"]
         lines.append(f"{split:5s}  clip top-1 {c['top1']:.3f}  top-2 {c['top2']:.3f}  (n={c['n']})   "
                      f"track top-1 {t['top1']:.3f}  top-2 {t['top2']:.3f}  (n={t['n']})")

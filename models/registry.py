@@ -11,10 +11,11 @@ from models.errors import ModelError
 class ArchSpec:
     name: str
     builder: Callable
-    feature: str  # "mel" (grayscale images), "mfcc" (sequences), "musicnn" / "melspec" (mel windows)
+    feature: str  # "mel" (grayscale images), "mfcc" (sequences), "musicnn" / "melspec" (mel windows), "tempogram"
     phases: tuple[str, ...]  # ("scratch",) or ("transfer", "finetune")
     description: str
     default_weights: str | None = None  # for transfer architectures: "imagenet" or "msd"
+    task: str = "genre"  # "genre" (classes) or "tempo" (BPM regression)
 
     @property
     def is_transfer(self) -> bool:
@@ -50,6 +51,11 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
              "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd"),
     ArchSpec("musicnn_vgg", _lazy("models.musicnn", "build_musicnn_vgg"), "musicnn", ("transfer", "finetune"),
              "musicnn's VGG baseline, pretrained on MSD (or MTT)", "msd"),
+    ArchSpec("tempocnn", _lazy("models.tempo", "build_tempocnn"), "tempogram", ("scratch",),
+             "tempo regressor (BPM) on log-BPM tempogram windows (genrekit train --task tempo)", task="tempo"),
+    ArchSpec("fusion", _lazy("models.tempo", "build_fusion"), "genre run's", ("scratch",),
+             "a genre run's frozen conv embedding + an MLP of a tempo run's predicted BPM "
+             "(--genre-run RUN --tempo-run RUN)"),
     ArchSpec("lstm", _lazy("models.rnn", "build_lstm"), "mfcc", ("scratch",),
              "two BiLSTM(128) layers on MFCC sequences"),
     ArchSpec("crnn", _lazy("models.rnn", "build_crnn"), "mfcc", ("scratch",),
