@@ -321,7 +321,16 @@ def tempogram(y: np.ndarray, cfg: FeatureConfig, spec_transform: SpecTransform |
     autocorrelation over ``tempo_ac_frames`` (librosa.feature.tempogram, each frame scaled to
     its lag-0 value) -> linear interpolation at the lag of each BPM bin (lag = 60 sr / (hop BPM))
     -> mean over blocks of ``tempo_step_frames`` frames. ``spec_transform`` (a SpecAugment
-    mask) acts on the mel spectrogram before the onsets are taken."""
+    mask) acts on the mel spectrogram before the onsets are taken. BLAS runs on one thread here:
+    its multi-threaded sums differ in the last bit, and the same seed must give the same bytes
+    whatever the worker count."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _tempogram(y, cfg, spec_transform, rng)
+
+
+def _tempogram(y, cfg, spec_transform, rng) -> np.ndarray:
     import librosa
 
     hop = cfg.tempo_hop_length

@@ -31,6 +31,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     from models import get_arch
 
     spec = get_arch(arch)
+    if spec.task != "genre" or spec.name == "fusion":
+        raise UserError(f"cv cross-validates genre classifiers trained from features; {arch} is not one")
     data = Path(data)
     rows = select(read_manifest(data), spec.feature, ("train", "valid", "test"))
     if not rows:

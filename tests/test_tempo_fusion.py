@@ -195,3 +195,5 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "x" / "model.keras").exists()
+    assert main(["cv", "--data", feats, "--arch", "tempocnn", "--folds", "2", "--out", str(tmp_path / "cv")]) == 2
+    assert "genre classifiers" in capsys.readouterr().err
