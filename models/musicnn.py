@@ -151,10 +151,13 @@ def pretrained_backbone(which: str = "msd", weights_dir: str | Path | None = Non
 
 def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None = "msd",
                              weights_dir: str | Path | None = None, dropout: float = 0.5, l2: float = 1e-3,
-                             variant: str = "musicnn", bn_inference: bool = True) -> keras.Model:
-    """Genre classifier on a pretrained backbone: window (187 x 96 log-mel) -> backbone's
-    200-unit penultimate embedding (vgg: its 256-d pool5) -> Dropout -> Dense(classes,
-    softmax, L2). The backbone is the layer named "base", like the ImageNet models', so the
+                             variant: str = "musicnn", bn_inference: bool = True,
+                             embedding: str = "penultimate") -> keras.Model:
+    """Genre classifier on a pretrained backbone: window (187 x 96 log-mel) -> an embedding of
+    the backbone -> Dropout -> Dense(classes, softmax, L2). ``embedding`` chooses the layer that
+    feeds the head: "penultimate" (default: the 200-unit layer; vgg: its 256-d pool5),
+    "pooled" (musicnn: the 1,506-d max+mean pooled mid-end features) or "taggram" (the 50 tag
+    probabilities). The backbone is the layer named "base", like the ImageNet models', so the
     transfer/finetune phases and the cached-embedding path apply unchanged."""
     frames, n_mels = input_shape[:2]
     if (frames, n_mels) != (N_FRAMES, N_MELS):
@@ -168,7 +171,16 @@ def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None 
         which = weights if variant != "vgg" or weights.endswith("vgg") else f"{weights}_vgg"
         wdir = weights_dir or find_weights_dir()
     full = pretrained_backbone(which, wdir)
-    base = keras.Model(full.input, full.output["penultimate"], name="base")
+    if embedding == "penultimate":
+        emb = full.output["penultimate"]
+    elif embedding == "taggram":
+        emb = layers.Activation("sigmoid", name="taggram")(full.output["logits"])
+    elif embedding == "pooled" and variant != "vgg":
+        emb = full.get_layer("pooled").output
+    else:
+        raise ModelError(f"embedding {embedding!r}: choose penultimate, taggram" +
+                         (" or pooled" if variant != "vgg" else " (vgg has no pooled mid-end)"))
+    base = keras.Model(full.input, emb, name="base")
     inp = keras.Input((frames, n_mels), name="logmel")
     x = base(inp, training=False) if bn_inference else base(inp)
     x = layers.Flatten(name="head_flatten")(x)

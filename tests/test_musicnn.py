@@ -125,3 +125,19 @@ def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
                 progress=False)
     with pytest.raises(UserError, match="n_mels"):
         train(TrainOptions(data=str(bad), arch="musicnn", epochs=1, verbose=0, out=str(tmp_path / "x")))
+
+
+@pytest.mark.parametrize("embedding,dim", [("penultimate", 200), ("pooled", 1506), ("taggram", 50)])
+def test_the_head_can_read_another_musicnn_layer(embedding, dim):
+    from models import build_model
+
+    m = build_model("musicnn", (187, 96), 4, weights="none", embedding=embedding)
+    assert m.get_layer("base").output.shape[-1] == dim
+    assert m.output_shape == (None, 4)
+
+
+def test_vgg_has_no_pooled_midend():
+    from models import build_model
+
+    with pytest.raises(ModelError, match="vgg has no pooled"):
+        build_model("musicnn_vgg", (187, 96), 4, weights="none", embedding="pooled")
