@@ -40,9 +40,29 @@ def export(run_path, fmt: str, out: str | None = None) -> Path:
         except ImportError:
             raise UserError("ONNX export needs tf2onnx and onnx: pip install 'genrekit[export]' "
                             "(or pip install tf2onnx onnx)") from None
-        model(np.zeros((1, *model.input_shape[1:]), dtype="float32"))  # ONNX export needs a called model
+        _normalization_reads_variables(model)
+        zeros = [np.zeros((1, *t.shape[1:]), dtype="float32") for t in model.inputs]
+        model(zeros if len(zeros) > 1 else zeros[0])  # ONNX export needs a called model
         model.export(str(target), format="onnx", verbose=False)
     return target
+
+
+def _normalization_reads_variables(model) -> None:
+    """An adapted keras Normalization layer keeps its statistics as eager tensors, which the ONNX
+    converter turns into extra graph *inputs*; point them at the layer's own variables (same
+    values, broadcast the same way) so they become constants. Only the in-memory model changes."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not isinstance(layer, keras.layers.Normalization) or not hasattr(layer, "adapt_mean"):
+            continue
+        am, mean = layer.adapt_mean, getattr(layer, "mean", None)
+        if mean is None or len(am.shape) > len(mean.shape):
+            continue
+        lead, tail = tuple(mean.shape)[:len(mean.shape) - len(am.shape)], tuple(mean.shape)[len(mean.shape) - len(am.shape):]
+        if tail == tuple(am.shape) and all(d == 1 for d in lead):
+            object.__setattr__(layer, "mean", am)
+            object.__setattr__(layer, "variance", layer.adapt_variance)
 
 
 def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:

@@ -50,18 +50,19 @@ def predicted_tempi(tempo_model, folder, rows: list[dict], lo_hi) -> dict[tuple[
     return found
 
 
-def _inputs(x: np.ndarray, bpm: np.ndarray, lo_hi) -> dict:
-    return {"features": x, "tempo": np.clip(scale(bpm, lo_hi), 0.0, 1.0)[:, None]}
+def _inputs(x: np.ndarray, bpm: np.ndarray, lo_hi) -> list:
+    """The fusion model's inputs, in order: genre feature windows, scaled predicted tempo."""
+    return [x, np.clip(scale(bpm, lo_hi), 0.0, 1.0)[:, None].astype(np.float32)]
 
 
-def fusion_inputs(run: Run, folder, rows: list[dict]) -> dict:
+def fusion_inputs(run: Run, folder, rows: list[dict]) -> list:
     lo_hi = _tempo_range(run)
     tempi = predicted_tempi(run.tempo_model(), folder, rows, lo_hi)
     bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rows])
     return _inputs(load_arrays(folder, rows, run.kind), bpm, lo_hi)
 
 
-def fusion_audio_inputs(run: Run, y: np.ndarray, genre_x: np.ndarray) -> tuple[dict, float]:
+def fusion_audio_inputs(run: Run, y: np.ndarray, genre_x: np.ndarray) -> tuple[list, float]:
     """Inputs for one waveform (predict): the genre windows plus the track's predicted tempo."""
     lo_hi = _tempo_range(run)
     tg = np.stack([f for _, f in extract(y, run.feature_config, TEMPO_KIND)])

@@ -53,41 +53,39 @@ def build_tempocnn(input_shape, num_outputs: int = 1, bpm_min: float = 30.0, bpm
     return keras.Model(inp, out, name=name)
 
 
-def genre_embedding(genre_model: keras.Model, layer: str | None = None) -> keras.Model:
-    """The genre model up to its convolutional embedding: the input of its first top-level Dense
+def genre_embedding(genre_model: keras.Model, layer: str | None = None):
+    """The genre model's convolutional embedding tensor: the input of its first top-level Dense
     layer (after the last conv block's pooling/flatten), or the output of ``layer``."""
     if layer:
         try:
-            out = genre_model.get_layer(layer).output
+            return genre_model.get_layer(layer).output
         except ValueError:
             raise ModelError(f"the genre model has no layer {layer!r}") from None
-    else:
-        dense = next((lay for lay in genre_model.layers if isinstance(lay, layers.Dense)), None)
-        if dense is None:
-            raise ModelError("the genre model has no Dense layer: name its embedding layer with "
-                             "--hparam embedding_layer=NAME")
-        out = dense.input
-    emb = keras.Model(genre_model.inputs, out, name="genre_embedding")
-    emb.trainable = False
-    return emb
+    dense = next((lay for lay in genre_model.layers if isinstance(lay, layers.Dense)), None)
+    if dense is None:
+        raise ModelError("the genre model has no Dense layer: name its embedding layer with "
+                         "--hparam embedding_layer=NAME")
+    return dense.input
 
 
 def build_fusion(genre_model: keras.Model, num_classes: int, embedding_layer: str | None = None,
                  tempo_units=(16, 16), dense_units: int = 128, dropout: float = 0.3,
                  name: str = "fusion") -> keras.Model:
-    """Inputs: the genre model's feature window ("features") and the predicted tempo scaled to
-    [0, 1] ("tempo", shape (1,)). The genre embedding is frozen (BatchNorm in inference mode)."""
-    emb_model = genre_embedding(genre_model, embedding_layer)
-    feat = keras.Input(shape=tuple(genre_model.input_shape[1:]), name="features")
-    bpm = keras.Input(shape=(1,), name="tempo")
-    emb = emb_model(feat, training=False)
+    """Inputs: the genre model's feature window and the predicted tempo scaled to [0, 1]
+    (shape (1,), named "tempo"), in that order. The genre model's layers up to its embedding
+    become the first layers of this model (one flat graph, which exports cleanly), frozen:
+    their weights do not change and BatchNorm runs in inference mode."""
+    emb = genre_embedding(genre_model, embedding_layer)
+    for lay in genre_model.layers:
+        lay.trainable = False
     if len(emb.shape) > 2:
         emb = layers.Flatten(name="embedding_flatten")(emb)
+    bpm = keras.Input(shape=(1,), name="tempo")
     t = bpm
     for i, u in enumerate(tempo_units):
         t = layers.Dense(u, activation="relu", name=f"tempo_dense_{i + 1}")(t)
     x = layers.Concatenate(name="fusion_concat")([emb, t])
     x = layers.Dense(dense_units, activation="relu", name="fusion_dense")(x)
     x = layers.Dropout(dropout, name="fusion_dropout")(x)
-    out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
-    return keras.Model([feat, bpm], out, name=name)
+    out = layers.Dense(num_classes, activation="softmax", name="fusion_predictions", dtype="float32")(x)
+    return keras.Model([*genre_model.inputs, bpm], out, name=name)

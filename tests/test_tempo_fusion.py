@@ -158,15 +158,25 @@ def test_fusion_trains_on_a_frozen_embedding_and_the_predicted_tempo(tempo_data,
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["arch"] == "fusion" and cfg["feature_kind"] == "melspec" and (out / "tempo_model.keras").is_file()
     run, genre = Run(out), Run(tempo_runs / "genre")
-    emb = run.model().get_layer("genre_embedding")
-    assert not emb.trainable
-    for w_f, w_g in zip(emb.get_weights(), genre.model().get_weights(), strict=False):
-        np.testing.assert_array_equal(w_f, w_g)  # frozen: identical to the genre run's weights
+    for name in ("input_norm", "conv_1", "bn_1", "conv_3", "bn_3"):
+        lay = run.model().get_layer(name)
+        assert not lay.trainable
+        for w_f, w_g in zip(lay.get_weights(), genre.model().get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(w_f, w_g)  # frozen: identical to the genre run's weights
+    assert not any(n.startswith("dense") or n == "predictions" for n in (lay.name for lay in run.model().layers))
     # the tempo input matters: the same window with another tempo gets other probabilities
     x = np.zeros((1, 64, 32), dtype="float32")
-    p1 = run.model().predict({"features": x, "tempo": np.array([[0.1]])}, verbose=0)
-    p2 = run.model().predict({"features": x, "tempo": np.array([[0.9]])}, verbose=0)
+    p1 = run.model().predict([x, np.array([[0.1]])], verbose=0)
+    p2 = run.model().predict([x, np.array([[0.9]])], verbose=0)
     assert not np.allclose(p1, p2)
+    from genrekit.export import export
+
+    onnx_path = export(out, "onnx")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path))
+    feed = dict(zip([i.name for i in sess.get_inputs()], [x, np.array([[0.1]], dtype="float32")], strict=True))
+    np.testing.assert_allclose(sess.run(None, feed)[0], p1, atol=1e-5)
     ev = tmp_path / "ev"
     assert main(["evaluate", "--model", str(out), "--data", feats, "--out", str(ev)]) == 0
     assert json.loads((ev / "metrics.json").read_text())["arch"] == "fusion"

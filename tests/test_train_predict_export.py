@@ -105,15 +105,17 @@ def test_cli_predict_json_and_bad_file(tiny_features, tmp_path, capsys):
     assert "not a RIFF" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt", ["keras", "saved_model", "tflite", "onnx"])
-def test_export_round_trip(tiny_features, tmp_path, fmt):
+@pytest.mark.parametrize("fmt,arch", [("keras", "cnn"), ("saved_model", "cnn"), ("tflite", "cnn"), ("onnx", "cnn"),
+                                      ("onnx", "fcnn")])  # fcnn: an adapted Normalization layer
+def test_export_round_trip(tiny_features, tmp_path, fmt, arch):
     if fmt == "onnx":
         pytest.importorskip("tf2onnx")
         pytest.importorskip("onnxruntime")
-    res = _train(tiny_features, tmp_path, "cnn", epochs=1)
+    res = _train(tiny_features, tmp_path, arch, epochs=1)
     run = Run(res["run"])
     path = export(res["run"], fmt)
-    x = np.random.default_rng(0).random((3, 32, 32, 1)).astype("float32")
+    shape = run.model().input_shape[1:]
+    x = np.random.default_rng(0).random((3, *shape)).astype("float32")
     np.testing.assert_allclose(run_exported(path, fmt, x), np.asarray(run.model()(x)), rtol=1e-4, atol=1e-5)
 
 
