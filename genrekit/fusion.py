@@ -25,7 +25,16 @@ from data_tools.fsio import write_json_atomic
 from data_tools.loaders import label_ids, load_arrays, select
 from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
-from genrekit.runs import HISTORY, LABELS, MODEL, TEMPO_MODEL, Run, library_versions, new_run_dir, write_config
+from genrekit.runs import (
+    HISTORY,
+    LABELS,
+    MODEL,
+    TEMPO_MODEL,
+    Run,
+    library_versions,
+    new_run_dir,
+    write_config,
+)
 from genrekit.tempo import KIND as TEMPO_KIND
 from genrekit.tempo import TEMPO_RANGE, predict_window_bpm, scale, track_tempi
 
@@ -73,8 +82,15 @@ def fusion_audio_inputs(run: Run, y: np.ndarray, genre_x: np.ndarray) -> tuple[l
 def train_fusion(opts) -> dict:
     import keras
 
-    from genrekit.train import (_best_model_checkpoint, _compile, _epochs_run, _log, _plot_curves, _save_model,
-                                evaluate_splits)
+    from genrekit.train import (
+        _best_model_checkpoint,
+        _compile,
+        _epochs_run,
+        _log,
+        _plot_curves,
+        _save_model,
+        evaluate_splits,
+    )
     from models.tempo import build_fusion
 
     if not opts.genre_run or not opts.tempo_run:

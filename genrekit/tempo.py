@@ -126,8 +126,15 @@ def _targets(rows: list[dict], tempi: dict, what: str, lo_hi) -> tuple[list[dict
 def train_tempo(opts) -> dict:
     import keras
 
-    from genrekit.train import (_best_model_checkpoint, _epochs_run, _find_layer, _log, _optimizer,
-                                _plot_curves, _save_model)
+    from genrekit.train import (
+        _best_model_checkpoint,
+        _epochs_run,
+        _find_layer,
+        _log,
+        _optimizer,
+        _plot_curves,
+        _save_model,
+    )
     from models import get_arch
 
     spec = get_arch(opts.arch)
@@ -244,7 +251,7 @@ def tempo_figures(rows: list[dict], window_bpm, tempi: dict) -> dict:
 
 def evaluate_tempo(run: Run, data, split: str = "test", out=None, tempo_file=None) -> dict:
     from evaluation.plots import plot_history, plot_tempo_scatter
-    from genrekit.evaluate import check_leakage, check_feature_config
+    from genrekit.evaluate import check_feature_config, check_leakage
 
     data = Path(data)
     fc = check_feature_config(run, data)

@@ -1,18 +1,17 @@
 """Tempo features, tempo regression, tempo figures and tempo->genre fusion (tiny click tracks)."""
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import SR, small_features
 from data_tools.features import FeatureConfig, extract, tempo_bpm_axis
 from evaluation.metrics import tempo_metrics
 from genrekit.cli import main
 from genrekit.errors import UserError
 from genrekit.tempo import load_tempi, row_bpm, stretch_rate
+from tests.conftest import SR, small_features
 
 TEMPO_KW = dict(tempo_hop_length=128, tempo_ac_frames=192, tempo_step_frames=4, tempo_frames=32,
                 tempo_hop_frames=16, melspec_frames=64)
@@ -83,6 +82,8 @@ def test_tempocnn_outputs_a_scaled_tempo_inside_the_range():
     m = build_model("tempocnn", (32, 128), 1, bpm_min=30.0, bpm_max=480.0)
     w = m.get_layer("tempo").get_weights()[0][:, 0]
     assert w.min() >= 0 and w.max() <= 1 and np.all(np.diff(w) > 0)  # bins 40..250 BPM, scaled
+    k = m.get_layer("rescore").get_weights()[0]
+    assert np.count_nonzero(k) == len(w) and k.max() == pytest.approx(100.0, rel=0.01)  # prior peak at 120 BPM
     y = np.asarray(m(np.random.default_rng(0).random((3, 32, 128)).astype("float32")))
     assert y.shape == (3, 1) and np.all((y >= 0) & (y <= 1))
 
@@ -207,3 +208,16 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
     assert not (tmp_path / "x" / "model.keras").exists()
     assert main(["cv", "--data", feats, "--arch", "tempocnn", "--folds", "2", "--out", str(tmp_path / "cv")]) == 2
     assert "genre classifiers" in capsys.readouterr().err
+
+
+def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
+    from genrekit.tempo import unscale
+    from models import build_model
+
+    cfg = small_features(**TEMPO_KW)
+    m = build_model("tempocnn", cfg.feature_shape("tempogram"), 1, bpm_min=cfg.tempo_bpm_min,
+                    bpm_max=cfg.tempo_bpm_max)
+    for bpm in (96.0, 132.0):
+        x = np.stack([w for _, w in extract(clicks(bpm, 5.0), cfg, "tempogram")])
+        pred = float(np.median(unscale(np.asarray(m(x))[:, 0])))
+        assert abs(pred - bpm) <= 0.04 * bpm, (bpm, pred)
