@@ -28,8 +28,8 @@ def build_tempocnn(input_shape, num_outputs: int = 1, bpm_min: float = 30.0, bpm
     The window is averaged over time. Each tempo inside ``tempo_range`` gets a score from two
     branches that are added: a dense "re-scoring" of all bins (harmonics outside the range
     included), initialised to the classic estimator — the tempogram weighted by a log-normal
-    tempo prior around ``prior_bpm`` with ``prior_octaves`` std (Ellis 2007; librosa's
-    defaults), times ``sharpness`` — and a CNN of dilated 1-D convolutions along the BPM axis
+    tempo prior centred at ``prior_bpm`` (Ellis 2007) with ``prior_octaves`` std (librosa's
+    default spread), times ``sharpness`` — and a CNN of dilated 1-D convolutions along the BPM axis
     (receptive field about +-60 bins, two octaves either way), whose last layer starts at
     zero. The output is the softmax-weighted mean of the range's tempi, scaled to [0, 1] (a
     "soft argmax"). Training (MSE) thus starts from the prior-weighted tempogram peak and learns
