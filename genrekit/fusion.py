@@ -83,13 +83,13 @@ def train_fusion(opts) -> dict:
     import keras
 
     from genrekit.train import (
-        _best_model_checkpoint,
-        _compile,
-        _epochs_run,
-        _log,
-        _plot_curves,
-        _save_model,
+        best_model_checkpoint,
+        compile_classifier,
+        epochs_run,
         evaluate_splits,
+        log,
+        plot_curves,
+        save_model,
     )
     from models.tempo import build_fusion
 
@@ -125,7 +125,7 @@ def train_fusion(opts) -> dict:
     keras.utils.set_random_seed(opts.seed)
     run_dir = new_run_dir(opts.out, "fusion", "scratch")
     t0 = time.perf_counter()
-    _log(f"predicting tempi with {tempo.path} for {len(train_rows) + len(valid_rows)} {kind} rows")
+    log(f"predicting tempi with {tempo.path} for {len(train_rows) + len(valid_rows)} {kind} rows")
     tempi = predicted_tempi(tempo.model(), data, train_rows + valid_rows, lo_hi)
 
     def xy(rs):
@@ -134,7 +134,7 @@ def train_fusion(opts) -> dict:
 
     (x_tr, y_tr), (x_va, y_va) = xy(train_rows), xy(valid_rows)
     model = build_fusion(genre.model(), len(labels), **dict(opts.hparams))
-    _compile(model, opts, lr, False)
+    compile_classifier(model, opts, lr, False)
     if opts.label_smoothing > 0:
         y_tr_fit = keras.utils.to_categorical(y_tr, len(labels))
         y_va_fit = keras.utils.to_categorical(y_va, len(labels))
@@ -142,12 +142,12 @@ def train_fusion(opts) -> dict:
         y_tr_fit, y_va_fit = y_tr, y_va
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 _best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
+                 best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
     model.fit(x_tr, y_tr_fit, validation_data=(x_va, y_va_fit), epochs=epochs, batch_size=opts.batch_size,
               shuffle=True, callbacks=callbacks, verbose=opts.verbose)
     seconds = time.perf_counter() - t0
-    _save_model(model, run_dir / MODEL)
-    _save_model(tempo.model(), run_dir / TEMPO_MODEL)
+    save_model(model, run_dir / MODEL)
+    save_model(tempo.model(), run_dir / TEMPO_MODEL)
     write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
     fc.save(run_dir)
     write_config(run_dir, {
@@ -167,9 +167,9 @@ def train_fusion(opts) -> dict:
                  "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
         "train_seconds": round(seconds, 2), "versions": library_versions(),
         "genrekit_command": " ".join(sys.argv[1:]) or None})
-    _plot_curves(run_dir, "fusion (genre embedding + predicted tempo)")
+    plot_curves(run_dir, "fusion (genre embedding + predicted tempo)")
     run = Run(run_dir)
     results = evaluate_splits(lambda rs: run.predict_rows(data, rs, opts.batch_size), rows, labels, kind)
     write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
     return {"run": str(run_dir), "phase": "scratch", "metrics": results, "seconds": seconds,
-            "epochs_run": _epochs_run(run_dir)}
+            "epochs_run": epochs_run(run_dir)}

@@ -127,13 +127,13 @@ def train_tempo(opts) -> dict:
     import keras
 
     from genrekit.train import (
-        _best_model_checkpoint,
-        _epochs_run,
-        _find_layer,
-        _log,
-        _optimizer,
-        _plot_curves,
-        _save_model,
+        best_model_checkpoint,
+        epochs_run,
+        find_layer,
+        log,
+        make_optimizer,
+        plot_curves,
+        save_model,
     )
     from models import get_arch
 
@@ -172,23 +172,23 @@ def train_tempo(opts) -> dict:
     hp = {"bpm_min": fc.tempo_bpm_min, "bpm_max": fc.tempo_bpm_max, "tempo_range": TEMPO_RANGE, **opts.hparams}
     model = spec.builder(input_shape, 1, **hp)
     x_tr, x_va = load_arrays(data, train_rows, KIND), load_arrays(data, valid_rows, KIND)
-    norm = _find_layer(model, "input_norm")
+    norm = find_layer(model, "input_norm")
     if norm is not None:
         norm.adapt(x_tr)
-    model.compile(optimizer=_optimizer(opts.optimizer, lr), loss="mse",
+    model.compile(optimizer=make_optimizer(opts.optimizer, lr), loss="mse",
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae"), accuracy1_metric()])
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_accuracy1", mode="max", patience=opts.patience,
                                                restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 _best_model_checkpoint(model, run_dir / "checkpoint.keras", "val_accuracy1", "max"),
+                 best_model_checkpoint(model, run_dir / "checkpoint.keras", "val_accuracy1", "max"),
                  *opts.extra_callbacks]
-    _log(f"training {spec.name} on {len(train_rows)} tempogram windows ({len({r['track_id'] for r in train_rows})} "
+    log(f"training {spec.name} on {len(train_rows)} tempogram windows ({len({r['track_id'] for r in train_rows})} "
          f"tracks), validating on {len(valid_rows)}")
     t0 = time.perf_counter()
     model.fit(x_tr, scale(bpm_tr), validation_data=(x_va, scale(bpm_va)), epochs=epochs,
               batch_size=opts.batch_size, shuffle=True, callbacks=callbacks, verbose=opts.verbose)
     seconds = time.perf_counter() - t0
-    _save_model(model, run_dir / MODEL)
+    save_model(model, run_dir / MODEL)
     write_json_atomic(run_dir / LABELS, ["bpm"], only_if_changed=False)
     fc.save(run_dir)
     write_config(run_dir, {
@@ -205,7 +205,7 @@ def train_tempo(opts) -> dict:
                  "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
         "train_seconds": round(seconds, 2), "versions": library_versions(),
         "genrekit_command": " ".join(sys.argv[1:]) or None})
-    _plot_curves(run_dir, f"{spec.name} tempo regression")
+    plot_curves(run_dir, f"{spec.name} tempo regression")
     results = {}
     for split in ("valid", "test"):
         sr = [r for r in select(rows, KIND, (split,)) if r["augmentation"] == "original"]
@@ -214,7 +214,7 @@ def train_tempo(opts) -> dict:
             results[split] = tempo_figures(sr, predict_window_bpm(model, data, sr), tempi)
     write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
     return {"run": str(run_dir), "phase": "tempo", "metrics": results, "seconds": seconds,
-            "epochs_run": _epochs_run(run_dir)}
+            "epochs_run": epochs_run(run_dir)}
 
 
 # -- prediction and figures ----------------------------------------------------------------------

@@ -64,7 +64,7 @@ class TrainOptions:
     tempo_run: str | None = None  # --arch fusion: the tempo regressor whose predictions are fed in
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -97,7 +97,7 @@ def _strategy(name: str):
     raise UserError(f"unknown strategy {name!r} (default, mirrored or multiworker)")
 
 
-def _optimizer(name: str, lr: float):
+def make_optimizer(name: str, lr: float):
     import keras
 
     if name == "adam":
@@ -114,7 +114,7 @@ def _soft_targets(opts: TrainOptions) -> bool:
     return opts.label_smoothing > 0 or opts.mixup > 0
 
 
-def _compile(model, opts: TrainOptions, lr: float, jit) -> None:
+def compile_classifier(model, opts: TrainOptions, lr: float, jit) -> None:
     import keras
 
     if _soft_targets(opts):
@@ -125,7 +125,7 @@ def _compile(model, opts: TrainOptions, lr: float, jit) -> None:
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                    keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")]
-    model.compile(optimizer=_optimizer(opts.optimizer, lr), loss=loss, metrics=metrics, jit_compile=jit)
+    model.compile(optimizer=make_optimizer(opts.optimizer, lr), loss=loss, metrics=metrics, jit_compile=jit)
 
 
 def _prepare(ds, opts: TrainOptions, n_classes: int, train: bool):
@@ -156,7 +156,7 @@ def _prepare(ds, opts: TrainOptions, n_classes: int, train: bool):
     return ds
 
 
-def _best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mode: str = "min"):
+def best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mode: str = "min"):
     """A callback that saves the *full* model whenever ``monitor`` improves (also when only the
     head is being fitted on cached base outputs)."""
     import keras
@@ -170,12 +170,12 @@ def _best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mo
             v = (logs or {}).get(monitor)
             if v is not None and sign * v < self.best:
                 self.best = sign * v
-                _save_model(full_model, path)
+                save_model(full_model, path)
 
     return BestFullModel()
 
 
-def _save_model(model, path: Path) -> None:
+def save_model(model, path: Path) -> None:
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     model.save(tmp)
     os.replace(tmp, path)
@@ -278,7 +278,7 @@ def train(opts: TrainOptions) -> dict:
         if gpus:
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
-            _log("note: --mixed-precision ignored: no GPU")
+            log("note: --mixed-precision ignored: no GPU")
     jit = opts.xla if opts.xla is not None else bool(gpus)
 
     run_dir = new_run_dir(opts.out, spec.name, phase)
@@ -297,15 +297,15 @@ def train(opts: TrainOptions) -> dict:
             model = spec.builder(input_shape, len(labels), **hp)
             if spec.is_transfer and phase == "transfer":
                 set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
-        norm = _find_layer(model, "input_norm")
+        norm = find_layer(model, "input_norm")
         if norm is not None and parent is None:
             norm.adapt(load_arrays(data, train_rows, kind))
-        _compile(model, opts, lr, jit)
+        compile_classifier(model, opts, lr, jit)
 
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
                                                restore_best_weights=True),
                  keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 _best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
+                 best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
     t0 = time.perf_counter()
     # the frozen base's outputs can be computed once only when nothing changes the images on the fly
     cached = phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
@@ -313,11 +313,11 @@ def train(opts: TrainOptions) -> dict:
         extractor, head = split_at_base(model)
         ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
         ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
-        _log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
+        log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
         f_tr = extractor.predict(ds_tr.map(_features_only), verbose=0)
         f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
         t_base = time.perf_counter() - t0
-        _compile(head, opts, lr, jit)
+        compile_classifier(head, opts, lr, jit)
         if _soft_targets(opts):
             import tensorflow as tf
 
@@ -347,7 +347,7 @@ def train(opts: TrainOptions) -> dict:
                   shuffle=False)  # the dataset shuffles itself
     seconds = time.perf_counter() - t0
 
-    _save_model(model, run_dir / MODEL)
+    save_model(model, run_dir / MODEL)
     write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
     fc.save(run_dir)
     config = {
@@ -374,32 +374,32 @@ def train(opts: TrainOptions) -> dict:
     from genrekit.runs import write_config
 
     write_config(run_dir, config)
-    _plot_curves(run_dir, f"{spec.name} {phase}")
+    plot_curves(run_dir, f"{spec.name} {phase}")
     results = evaluate_splits(lambda rs: predict_rows(model, data, rs, kind, opts.batch_size), rows, labels, kind)
     write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
     return {"run": str(run_dir), "phase": phase, "metrics": results, "seconds": seconds,
-            "epochs_run": _epochs_run(run_dir)}
+            "epochs_run": epochs_run(run_dir)}
 
 
 def _features_only(x, y):
     return x
 
 
-def _find_layer(model, name):
+def find_layer(model, name):
     try:
         return model.get_layer(name)
     except ValueError:
         return None
 
 
-def _epochs_run(run_dir: Path) -> int:
+def epochs_run(run_dir: Path) -> int:
     from data_tools.fsio import read_csv
 
     p = run_dir / HISTORY
     return len(read_csv(p)) if p.is_file() else 0
 
 
-def _plot_curves(run_dir: Path, title: str) -> None:
+def plot_curves(run_dir: Path, title: str) -> None:
     from data_tools.fsio import read_csv
     from evaluation.plots import plot_history
 
