@@ -6,7 +6,9 @@ One split by track (--ratios, default 60/20/20, seeded), features rendered once 
      accuracy 1 and 2 (track level), next to two references on the same tracks:
      the training tracks' median tempo for every track, and librosa.feature.tempo;
   2. cnn64x400 genre classifier -> test top-1/top-2 (track level);
-  3. fusion of (2)'s frozen conv embedding with (1)'s predicted tempo -> same figures, same split.
+  3. fusion of (2)'s frozen conv embedding with (1)'s predicted tempo -> same figures, same split;
+  4. control: the same fusion model with its tempo branch silenced (new layers, no tempo), to
+     tell what the tempo adds from what the extra trained layers add.
 gtzan_mini clips of one genre often share an artist: the genre figures flatter every model.
 
     python benchmarks/tempo_fusion.py [--ratios 60/20/20] [--genre-epochs 12] [--workdir DIR]
@@ -92,6 +94,11 @@ def main() -> None:
         fusion = stage("fusion", TrainOptions(data=str(feats), arch="fusion", genre_run=genre["run"],
                                               tempo_run=tempo["run"], out=str(work / "fusion"), epochs=a.fusion_epochs,
                                               seed=a.seed, verbose=0))
+        control = stage("fusion_notempo", TrainOptions(
+            data=str(feats), arch="fusion", genre_run=genre["run"], tempo_run=tempo["run"],
+            out=str(work / "fusion_notempo"), epochs=a.fusion_epochs, seed=a.seed, verbose=0,
+            hparams={"use_tempo": False}))
+        c_res = evaluate(control["run"], feats, out=work / "fusion_notempo-eval")["track"]
         g_res = evaluate(genre["run"], feats, out=work / "genre-eval")["track"]
         f_res = evaluate(fusion["run"], feats, out=work / "fusion-eval")["track"]
 
@@ -110,7 +117,8 @@ def main() -> None:
               f"{100 * m['accuracy2']:.1f} % | {minutes} |")
     print("\nGenre (test tracks, track level, same split)")
     print("| model | top-1 | top-2 | F1 macro | CPU minutes |\n| --- | --- | --- | --- | --- |")
-    for name, m, key in (("cnn64x400", g_res, "genre"), ("cnn64x400 + tempo fusion", f_res, "fusion")):
+    for name, m, key in (("cnn64x400", g_res, "genre"), ("cnn64x400 + tempo fusion", f_res, "fusion"),
+                         ("control: the fusion model with its tempo input silenced", c_res, "fusion_notempo")):
         print(f"| {name} | {100 * m['top1']:.1f} | {100 * m['top2']:.1f} | {100 * m['f1_macro']:.1f} | {cpu(key)} |")
 
 

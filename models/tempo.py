@@ -84,12 +84,14 @@ def genre_embedding(genre_model: keras.Model, layer: str | None = None):
 
 
 def build_fusion(genre_model: keras.Model, num_classes: int, embedding_layer: str | None = None,
-                 tempo_units=(16, 16), dense_units: int = 128, dropout: float = 0.3,
+                 tempo_units=(16, 16), dense_units: int = 128, dropout: float = 0.3, use_tempo: bool = True,
                  name: str = "fusion") -> keras.Model:
     """Inputs: the genre model's feature window and the predicted tempo scaled to [0, 1]
     (shape (1,), named "tempo"), in that order. The genre model's layers up to its embedding
     become the first layers of this model (one flat graph, which exports cleanly), frozen:
-    their weights do not change and BatchNorm runs in inference mode."""
+    their weights do not change and BatchNorm runs in inference mode. ``use_tempo=False`` is the
+    control experiment: the same model with the tempo branch's first layer frozen at zero, so
+    the new layers learn from the embedding alone."""
     emb = genre_embedding(genre_model, embedding_layer)
     for lay in genre_model.layers:
         lay.trainable = False
@@ -97,10 +99,16 @@ def build_fusion(genre_model: keras.Model, num_classes: int, embedding_layer: st
         emb = layers.Flatten(name="embedding_flatten")(emb)
     bpm = keras.Input(shape=(1,), name="tempo")
     t = bpm
-    for i, u in enumerate(tempo_units):
-        t = layers.Dense(u, activation="relu", name=f"tempo_dense_{i + 1}")(t)
+    tempo_layers = [layers.Dense(u, activation="relu", name=f"tempo_dense_{i + 1}") for i, u in enumerate(tempo_units)]
+    for lay in tempo_layers:
+        t = lay(t)
     x = layers.Concatenate(name="fusion_concat")([emb, t])
     x = layers.Dense(dense_units, activation="relu", name="fusion_dense")(x)
     x = layers.Dropout(dropout, name="fusion_dropout")(x)
     out = layers.Dense(num_classes, activation="softmax", name="fusion_predictions", dtype="float32")(x)
-    return keras.Model([*genre_model.inputs, bpm], out, name=name)
+    model = keras.Model([*genre_model.inputs, bpm], out, name=name)
+    if not use_tempo and tempo_layers:
+        first = tempo_layers[0]
+        first.set_weights([w * 0 for w in first.get_weights()])
+        first.trainable = False
+    return model

@@ -221,3 +221,14 @@ def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
         x = np.stack([w for _, w in extract(clicks(bpm, 5.0), cfg, "tempogram")])
         pred = float(np.median(unscale(np.asarray(m(x))[:, 0])))
         assert abs(pred - bpm) <= 0.04 * bpm, (bpm, pred)
+
+
+def test_fusion_control_ignores_the_tempo():
+    from models import build_model
+    from models.tempo import build_fusion
+
+    genre = build_model("cnn64x400", (64, 32), 3)
+    m = build_fusion(genre, 3, use_tempo=False)
+    x = np.random.default_rng(0).random((2, 64, 32)).astype("float32")
+    np.testing.assert_allclose(np.asarray(m([x, np.full((2, 1), 0.1)])), np.asarray(m([x, np.full((2, 1), 0.9)])))
+    assert not m.get_layer("tempo_dense_1").trainable
