@@ -23,8 +23,9 @@ def features_for(y: np.ndarray, run: Run) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
-def predict_file(path, run: Run, batch_size: int = 32) -> np.ndarray:
-    """Mean class probabilities of one file over its segments (a tempo run: the median BPM)."""
+def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None) -> np.ndarray:
+    """Mean class probabilities of one file over its segments (a tempo run: the median BPM).
+    A fusion run puts the tempo it fed in into ``info["tempo_bpm"]``."""
     audio = load_audio(path, sr=run.feature_config.sr)
     x = features_for(audio.y, run)
     if run.task == "tempo":
@@ -35,7 +36,9 @@ def predict_file(path, run: Run, batch_size: int = 32) -> np.ndarray:
     if run.arch == "fusion":
         from genrekit.fusion import fusion_audio_inputs
 
-        x, _ = fusion_audio_inputs(run, audio.y, x)
+        x, bpm = fusion_audio_inputs(run, audio.y, x)
+        if info is not None:
+            info["tempo_bpm"] = round(bpm, 1)
     proba = run.model().predict(x, batch_size=batch_size, verbose=0)
     return proba.mean(axis=0)
 
@@ -52,7 +55,7 @@ def predict_files(files: list[str], run_path, top_k: int = 3) -> list[dict]:
             entry["error"] = "file not found"
         else:
             try:
-                p = predict_file(f, run)
+                p = predict_file(f, run, info=entry)
             except AudioDecodeError as exc:
                 entry["error"] = str(exc)
             else:
@@ -75,5 +78,6 @@ def format_table(results: list[dict]) -> str:
             lines.append(f"{r['file']}: {r['bpm']:.1f} BPM")
             continue
         tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
-        lines.append(f"{r['file']}: {tops}")
+        tempo = f"  (tempo {r['tempo_bpm']:.1f} BPM)" if "tempo_bpm" in r else ""
+        lines.append(f"{r['file']}: {tops}{tempo}")
     return "\n".join(lines)
