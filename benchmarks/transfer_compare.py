@@ -62,7 +62,8 @@ def main() -> None:
         for key in a.models.split(","):
             label, feats, arch, kw, per_fold = plan[key]
             t0 = time.process_time()
-            res = cross_validate(feats, arch, a.folds, work / f"cv-{key}", seed=0, keep_augmented=a.augmented,
+            out = work / (f"cv-{key}-{a.finetune_epochs}ep" if key == "musicnn_ft" else f"cv-{key}")
+            res = cross_validate(feats, arch, a.folds, out, seed=0, keep_augmented=a.augmented,
                                  train_kwargs=kw, fold_kwargs=per_fold, log=lambda m: print(m, flush=True))
             cpu_min = (time.process_time() - t0) / 60
             s = res["summary"]["track"]
