@@ -123,10 +123,10 @@ def train_fusion(opts) -> dict:
     lo_hi = _tempo_range(tempo)
 
     keras.utils.set_random_seed(opts.seed)
-    run_dir = new_run_dir(opts.out, "fusion", "scratch")
     t0 = time.perf_counter()
     log(f"predicting tempi with {tempo.path} for {len(train_rows) + len(valid_rows)} {kind} rows")
     tempi = predicted_tempi(tempo.model(), data, train_rows + valid_rows, lo_hi)
+    run_dir = new_run_dir(opts.out, "fusion", "scratch")  # only once the inputs are known to be complete
 
     def xy(rs):
         bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rs])

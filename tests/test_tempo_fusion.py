@@ -206,6 +206,18 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "x" / "model.keras").exists()
+    # a folder without the tempogram windows: one line, and no run folder left behind
+    import shutil
+
+    from data_tools.manifest import read_manifest, write_manifest
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tempo_data / "feats", bare)
+    write_manifest(bare / "manifest.csv", [r for r in read_manifest(bare) if r["feature"] != "tempogram"])
+    assert main(["train", "--arch", "fusion", "--data", str(bare), "--genre-run", str(tempo_runs / "genre"),
+                 "--tempo-run", str(tempo_runs / "tempo"), "--out", str(tmp_path / "y")]) == 2
+    assert "--features <genre kind>,tempogram" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
     assert main(["cv", "--data", feats, "--arch", "tempocnn", "--folds", "2", "--out", str(tmp_path / "cv")]) == 2
     assert "genre classifiers" in capsys.readouterr().err
 
