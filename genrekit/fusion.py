@@ -36,11 +36,7 @@ from genrekit.runs import (
     write_config,
 )
 from genrekit.tempo import KIND as TEMPO_KIND
-from genrekit.tempo import TEMPO_RANGE, predict_window_bpm, scale, track_tempi
-
-
-def _tempo_range(run: Run) -> tuple[float, float]:
-    return tuple(run.config.get("tempo_range") or run.config.get("tempo", {}).get("range") or TEMPO_RANGE)
+from genrekit.tempo import audio_bpm, predict_window_bpm, run_tempo_range, scale, track_tempi
 
 
 def predicted_tempi(tempo_model, folder, rows: list[dict], lo_hi) -> dict[tuple[str, str], float]:
@@ -65,7 +61,7 @@ def _inputs(x: np.ndarray, bpm: np.ndarray, lo_hi) -> list:
 
 
 def fusion_inputs(run: Run, folder, rows: list[dict]) -> list:
-    lo_hi = _tempo_range(run)
+    lo_hi = run_tempo_range(run)
     tempi = predicted_tempi(run.tempo_model(), folder, rows, lo_hi)
     bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rows])
     return _inputs(load_arrays(folder, rows, run.kind), bpm, lo_hi)
@@ -73,9 +69,9 @@ def fusion_inputs(run: Run, folder, rows: list[dict]) -> list:
 
 def fusion_audio_inputs(run: Run, y: np.ndarray, genre_x: np.ndarray) -> tuple[list, float]:
     """Inputs for one waveform (predict): the genre windows plus the track's predicted tempo."""
-    lo_hi = _tempo_range(run)
+    lo_hi = run_tempo_range(run)
     tg = np.stack([f for _, f in extract(y, run.feature_config, TEMPO_KIND)])
-    bpm = float(np.median(predict_window_bpm(run.tempo_model(), None, [], lo_hi, x=tg)))
+    bpm = audio_bpm(run.tempo_model(), tg, lo_hi)
     return _inputs(genre_x, np.full(len(genre_x), bpm), lo_hi), bpm
 
 
@@ -120,7 +116,7 @@ def train_fusion(opts) -> dict:
         raise UserError(f"{data} needs train and valid rows of {kind} features (the genre run's input)")
     epochs = opts.epochs if opts.epochs is not None else 30
     lr = opts.lr if opts.lr is not None else 1e-3
-    lo_hi = _tempo_range(tempo)
+    lo_hi = run_tempo_range(tempo)
 
     keras.utils.set_random_seed(opts.seed)
     t0 = time.perf_counter()

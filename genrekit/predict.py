@@ -29,10 +29,9 @@ def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None)
     audio = load_audio(path, sr=run.feature_config.sr)
     x = features_for(audio.y, run)
     if run.task == "tempo":
-        from genrekit.tempo import predict_window_bpm
+        from genrekit.tempo import audio_bpm, run_tempo_range
 
-        lo_hi = tuple(run.config.get("tempo_range"))
-        return np.array([np.median(predict_window_bpm(run.model(), None, [], lo_hi, batch_size, x=x))])
+        return np.array([audio_bpm(run.model(), x, run_tempo_range(run), batch_size)])
     if run.arch == "fusion":
         from genrekit.fusion import fusion_audio_inputs
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.features import FeatureConfig
-from data_tools.fsio import write_json_atomic, write_text_atomic
+from data_tools.fsio import read_csv, write_json_atomic, write_text_atomic
 from data_tools.loaders import load_arrays, select
 from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
@@ -219,6 +219,16 @@ def train_tempo(opts) -> dict:
 
 # -- prediction and figures ----------------------------------------------------------------------
 
+def run_tempo_range(run: Run) -> tuple[float, float]:
+    """The BPM range a tempo (or fusion) run scales tempi over."""
+    return tuple(run.config.get("tempo_range", TEMPO_RANGE))
+
+
+def audio_bpm(model, windows: np.ndarray, lo_hi, batch_size: int = 64) -> float:
+    """One waveform's tempo: the median of its tempogram windows' predictions."""
+    return float(np.median(predict_window_bpm(model, None, [], lo_hi, batch_size, x=windows)))
+
+
 def predict_window_bpm(model, folder, rows: list[dict], lo_hi=TEMPO_RANGE, batch_size: int = 64,
                        x: np.ndarray | None = None) -> np.ndarray:
     """Predicted BPM of tempogram windows: the rows' files under ``folder``, or the arrays ``x``."""
@@ -263,7 +273,7 @@ def evaluate_tempo(run: Run, data, split: str = "test", out=None, tempo_file=Non
     if not rows:
         raise UserError(f"no {split} track of {data} has a tempo annotation")
     check_leakage(run, {r["track_id"] for r in rows})
-    lo_hi = tuple(run.config.get("tempo_range", TEMPO_RANGE))
+    lo_hi = run_tempo_range(run)
     res = tempo_figures(rows, predict_window_bpm(run.model(), data, rows, lo_hi), tempi)
     res.update({"task": "tempo", "run": str(run.path), "arch": run.arch, "split": split, "data": str(data),
                 "feature_fingerprint": fc.fingerprint()})
@@ -272,10 +282,9 @@ def evaluate_tempo(run: Run, data, split: str = "test", out=None, tempo_file=Non
     plot_tempo_scatter([t["true_bpm"] for t in res["tracks"]], [t["predicted_bpm"] for t in res["tracks"]],
                        out / "tempo_scatter.png", f"{run.arch} on {split} ({len(res['tracks'])} tracks)")
     hist = run.path / HISTORY
-    from data_tools.fsio import read_csv
-
-    if hist.is_file() and read_csv(hist):
-        plot_history(read_csv(hist), out / "curves.png", f"{run.arch} training curves")
+    history = read_csv(hist) if hist.is_file() else []
+    if history:
+        plot_history(history, out / "curves.png", f"{run.arch} training curves")
     write_json_atomic(out / "metrics.json", res, only_if_changed=False)
     write_text_atomic(out / "report.md", tempo_report(res), only_if_changed=False)
     return res
