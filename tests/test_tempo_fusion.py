@@ -147,15 +147,22 @@ def test_tempo_run_trains_evaluates_and_predicts(tempo_data, tempo_runs, capsys,
     assert "tempo run" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def fusion_run(tempo_data, tempo_runs):
+    out = tempo_runs / "fusion"
+    assert main(["train", "--arch", "fusion", "--data", str(tempo_data / "feats"), "--genre-run",
+                 str(tempo_runs / "genre"), "--tempo-run", str(tempo_runs / "tempo"), "--out", str(out),
+                 "--epochs", "2", "--batch-size", "8", "--quiet"]) == 0
+    return out
+
+
 @pytest.mark.slow
-def test_fusion_trains_on_a_frozen_embedding_and_the_predicted_tempo(tempo_data, tempo_runs, capsys, tmp_path):
+def test_fusion_trains_on_a_frozen_embedding_and_the_predicted_tempo(tempo_data, tempo_runs, fusion_run, capsys,
+                                                                     tmp_path):
     from genrekit.runs import Run
 
     feats = str(tempo_data / "feats")
-    out = tempo_runs / "fusion"
-    assert main(["train", "--arch", "fusion", "--data", feats, "--genre-run", str(tempo_runs / "genre"),
-                 "--tempo-run", str(tempo_runs / "tempo"), "--out", str(out), "--epochs", "2", "--batch-size", "8",
-                 "--quiet"]) == 0
+    out = fusion_run
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["arch"] == "fusion" and cfg["feature_kind"] == "melspec" and (out / "tempo_model.keras").is_file()
     run, genre = Run(out), Run(tempo_runs / "genre")
@@ -170,14 +177,6 @@ def test_fusion_trains_on_a_frozen_embedding_and_the_predicted_tempo(tempo_data,
     p1 = run.model().predict([x, np.array([[0.1]])], verbose=0)
     p2 = run.model().predict([x, np.array([[0.9]])], verbose=0)
     assert not np.allclose(p1, p2)
-    from genrekit.export import export
-
-    onnx_path = export(out, "onnx")
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path))
-    feed = dict(zip([i.name for i in sess.get_inputs()], [x, np.array([[0.1]], dtype="float32")], strict=True))
-    np.testing.assert_allclose(sess.run(None, feed)[0], p1, atol=1e-5)
     ev = tmp_path / "ev"
     assert main(["evaluate", "--model", str(out), "--data", feats, "--out", str(ev)]) == 0
     assert json.loads((ev / "metrics.json").read_text())["arch"] == "fusion"
@@ -185,6 +184,22 @@ def test_fusion_trains_on_a_frozen_embedding_and_the_predicted_tempo(tempo_data,
     assert main(["predict", str(tempo_data / "audio" / "fast" / "fast0.wav"), "--model", str(out), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)[0]
     assert {t["genre"] for t in res["top"]} == {"fast", "slow"} and 40 <= res["tempo_bpm"] <= 250
+
+
+@pytest.mark.slow
+def test_fusion_exports_to_onnx(fusion_run):
+    pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from genrekit.export import export
+    from genrekit.runs import Run
+
+    out = fusion_run
+    x = np.zeros((1, 64, 32), dtype="float32")
+    p1 = Run(out).model().predict([x, np.array([[0.1]])], verbose=0)
+    onnx_path = export(out, "onnx")
+    sess = ort.InferenceSession(str(onnx_path))
+    feed = dict(zip([i.name for i in sess.get_inputs()], [x, np.array([[0.1]], dtype="float32")], strict=True))
+    np.testing.assert_allclose(sess.run(None, feed)[0], p1, atol=1e-5)
 
 
 @pytest.mark.slow

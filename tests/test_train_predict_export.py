@@ -45,7 +45,12 @@ def test_short_fit_writes_a_self_describing_run(tiny_features, tmp_path, arch):
 
 
 def test_transfer_then_finetune(tiny_features, tmp_path):
-    weights = str(MOBILENET_WEIGHTS) if MOBILENET_WEIGHTS.is_file() else "none"
+    if MOBILENET_WEIGHTS.is_file():
+        weights = str(MOBILENET_WEIGHTS)
+    else:  # no ImageNet weights here: pretrain a base from scratch (a random frozen base passes no gradient)
+        s = _train(tiny_features, tmp_path, "mobilenet", phase="scratch", name="s")
+        weights = str(tmp_path / "base.weights.h5")
+        load_model(Path(s["run"]) / "model.keras").get_layer("base").save_weights(weights)
     t = _train(tiny_features, tmp_path, "mobilenet", phase="transfer", weights=weights, name="t")
     cfg = json.loads((Path(t["run"]) / "config.json").read_text())
     assert cfg["phase"] == "transfer" and cfg["cached_base"] is True
