@@ -2,20 +2,27 @@
 
 Container headers are checked before decoding so that a truncated WAV or AU file (whose
 header promises more audio than the file holds) is reported instead of silently decoded
-short, as libsndfile would.
+short, as libsndfile would; the duration in the header is checked against ``max_seconds``
+before anything is decoded, and at most ``max_seconds`` of audio is ever read, so one file
+cannot cost more memory than that (a header that lies about its length included).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import AudioDecodeError
+from data_tools.errors import AudioDecodeError, AudioTooLongError
 
 AUDIO_EXTENSIONS = (".wav", ".au", ".mp3", ".flac", ".ogg")
+MIN_SAMPLE_RATE = 1000  # Hz: a header claiming less is not audio (1 Hz would resample 22,050-fold)
+MAX_SAMPLE_RATE = 768000
 
 
 @dataclass(frozen=True)
@@ -90,26 +97,86 @@ def check_container(path: str | os.PathLike) -> None:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C libraries (mpg123 prints "Note: Illegal Audio-MPEG-Header ..." on fd 2)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _decode_message(exc: BaseException) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    msg = re.sub(r"^Error opening .*?: ", "", msg)
+    if "possibly a pipe" in msg or "Format not recognised" in msg or "unknown format" in msg.lower():
+        return "not a recognised audio format (unknown or corrupt data)"
+    return f"cannot decode: {msg}"
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(native sample rate, channels, frames) from a file's header, without decoding it."""
+    import soundfile as sf
+
+    check_container(path)
+    try:
+        with _quiet_stderr(), sf.SoundFile(str(path)) as fh:
+            return int(fh.samplerate), int(fh.channels), int(fh.frames)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioDecodeError(_decode_message(exc)) from None
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+
+
 def load_audio(path: str | os.PathLike, sr: int, offset_s: float = 0.0,
-               duration_s: float | None = None) -> DecodedAudio:
+               duration_s: float | None = None, max_seconds: float | None = None) -> DecodedAudio:
     """Decode ``path`` to mono float32 resampled to ``sr`` Hz (soxr high quality).
 
+    ``max_seconds``: refuse (:class:`AudioTooLongError`) a file whose header says it is longer,
+    before decoding it, and never read more than that (a lying header included).
     Raises :class:`AudioDecodeError` with a short reason when the file is not decodable.
     """
     import soundfile as sf
 
     check_container(path)
     try:
-        with sf.SoundFile(str(path)) as fh:
+        with _quiet_stderr(), sf.SoundFile(str(path)) as fh:
             native_sr = int(fh.samplerate)
             channels = int(fh.channels)
+            if not MIN_SAMPLE_RATE <= native_sr <= MAX_SAMPLE_RATE:
+                raise AudioDecodeError(f"header says {native_sr} Hz, not an audio sample rate "
+                                       f"({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
+            if channels < 1 or channels > 64:
+                raise AudioDecodeError(f"header says {channels} channels")
+            total_s = max(0, int(fh.frames) - int(offset_s * native_sr)) / native_sr
+            if duration_s is not None:
+                total_s = min(total_s, duration_s)
+            if max_seconds is not None and total_s > max_seconds:
+                raise AudioTooLongError(f"{total_s:.0f} s long, more than --max-seconds {max_seconds:g}")
             if offset_s:
                 fh.seek(int(offset_s * native_sr))
             frames = -1 if duration_s is None else int(round(duration_s * native_sr))
+            if max_seconds is not None:
+                cap = int(max_seconds * native_sr) + 1
+                frames = cap if frames < 0 else min(frames, cap)
             data = fh.read(frames=frames, dtype="float32", always_2d=True)
+            if max_seconds is not None and data.shape[0] > max_seconds * native_sr:
+                raise AudioTooLongError(f"longer than --max-seconds {max_seconds:g}")
+    except AudioDecodeError:
+        raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioDecodeError(f"cannot decode: {msg}") from None
+        raise AudioDecodeError(_decode_message(exc)) from None
+    except MemoryError:
+        raise AudioDecodeError("too large to decode in memory") from None
     except OSError as exc:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
     if data.shape[0] == 0:
@@ -128,3 +195,69 @@ def load_audio(path: str | os.PathLike, sr: int, offset_s: float = 0.0,
 def peak_dbfs(y: np.ndarray) -> float:
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     return -np.inf if peak <= 0 else 20.0 * np.log10(peak)
+
+
+def stream_audio(path: str | os.PathLike, sr: int, block_samples: int, advance_samples: int,
+                 read_seconds: float = 10.0):
+    """Yield ``path`` as mono float32 blocks at ``sr`` Hz without decoding it whole: block ``i``
+    holds samples ``[i * advance_samples, i * advance_samples + block_samples)`` of the waveform
+    (blocks overlap when ``advance_samples < block_samples``; the last one may be shorter).
+    Memory stays at about one block whatever the file's length. The file is read
+    ``read_seconds`` at a time and resampled with a streaming soxr resampler (high quality).
+    Raises :class:`AudioDecodeError` like :func:`load_audio`."""
+    import soundfile as sf
+
+    if block_samples < 1 or advance_samples < 1:
+        raise ValueError("block_samples and advance_samples must be positive")
+    check_container(path)
+    try:
+        with _quiet_stderr():
+            fh = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioDecodeError(_decode_message(exc)) from None
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        native_sr, channels = int(fh.samplerate), int(fh.channels)
+        if not MIN_SAMPLE_RATE <= native_sr <= MAX_SAMPLE_RATE:
+            raise AudioDecodeError(f"header says {native_sr} Hz, not an audio sample rate "
+                                   f"({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
+        resampler = None
+        if native_sr != sr:
+            import soxr
+
+            resampler = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality="HQ")
+        step = max(1, int(read_seconds * native_sr))
+        buf = np.zeros(0, dtype=np.float32)
+        start = 0  # index in the whole waveform of buf[0]
+        nxt = 0  # start of the next block
+        total = 0
+        while True:
+            try:
+                with _quiet_stderr():
+                    data = fh.read(frames=step, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+                raise AudioDecodeError(_decode_message(exc)) from None
+            last = data.shape[0] < step
+            y = data.mean(axis=1) if channels > 1 else data[:, 0]
+            if not np.all(np.isfinite(y)):
+                raise AudioDecodeError("audio contains NaN or infinite samples")
+            if resampler is not None:
+                y = resampler.resample_chunk(np.ascontiguousarray(y), last=last)
+            total += len(y)
+            buf = np.concatenate([buf, y.astype(np.float32, copy=False)])
+            while nxt + block_samples <= start + len(buf):
+                yield np.ascontiguousarray(buf[nxt - start:nxt - start + block_samples])
+                nxt += advance_samples
+            drop = min(nxt - start, len(buf))
+            buf, start = buf[drop:], start + drop
+            if last:
+                break
+        if total == 0:
+            raise AudioDecodeError("no audio frames in file")
+        if nxt < start + len(buf):
+            yield np.ascontiguousarray(buf[nxt - start:])
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        fh.close()

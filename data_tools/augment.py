@@ -38,10 +38,24 @@ class AugmentConfig:
         if unknown:
             raise DataError(f"unknown augmentation(s) {', '.join(unknown)} "
                             f"(known: {', '.join(AUGMENTATIONS)}, or none)")
-        if any(r <= 0 for r in self.stretch_rates):
-            raise DataError("time-stretch rates must be positive")
+        # the ranges audiomentations accepts, checked here so that a bad value is refused before
+        # any work starts (not by the first training track, after --out was filled)
+        bad = [r for r in self.stretch_rates if not 0.1 <= r <= 10]  # NaN too
+        if bad:
+            raise DataError(f"time-stretch rate(s) {', '.join(f'{r:g}' for r in bad)} out of range "
+                            "(0.1 to 10)")
+        bad = [s for s in self.pitch_semitones if not -24 <= s <= 24]
+        if bad:
+            raise DataError(f"pitch shift(s) {', '.join(f'{s:g}' for s in bad)} out of range "
+                            "(-24 to 24 semitones)")
+        if "stretch" in self.augmentations and not self.stretch_rates:
+            raise DataError("stretch augmentation needs at least one --stretch-rates value")
+        if "pitch" in self.augmentations and not self.pitch_semitones:
+            raise DataError("pitch augmentation needs at least one --pitch-semitones value")
         if self.freq_mask_bands < 0 or self.time_mask_frames < 0 or self.masks < 0:
             raise DataError("mask sizes and counts must be non-negative")
+        if self.masks > 100:
+            raise DataError(f"--masks {self.masks} is above 100")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -7,3 +7,11 @@ class DataError(Exception):
 
 class AudioDecodeError(DataError):
     """An audio file that cannot be decoded (not audio, truncated, empty)."""
+
+
+class AudioTooLongError(AudioDecodeError):
+    """An audio file longer than the caller's ``max_seconds`` (refused before decoding)."""
+
+
+class FeatureError(AudioDecodeError):
+    """Audio that decodes but gives unusable features (non-finite or constant)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import DataError
+from data_tools.errors import DataError, FeatureError
 
 FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec", "tempogram")
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
@@ -31,6 +31,15 @@ MELSPEC_64X400_FEATURES = {"sr": 22050, "n_fft": 1102, "hop_length": 551, "n_mel
 # convolution handles with the same weights at every tempo.
 TEMPO_ONSET_MELS = 64
 CONFIG_NAME = "feature_config.json"
+# what one segment may cost: settings past these are refused up front, with one line, instead of
+# asking for gigabytes per segment (--hop-length 1: 5 GiB per 30 s image; mfcc_seconds=1e7: 821 GiB)
+MAX_SEGMENT_SECONDS = 600.0
+MAX_SEGMENT_BYTES = 1 << 30  # working memory of one segment's spectrogram
+MAX_SR = 192000
+MAX_N_FFT = 1 << 16
+MAX_N_MELS = 1024
+MAX_IMAGE_SIDE = 4096
+MAX_WINDOW_FRAMES = 100000
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,64 @@ class FeatureConfig:
             problems.append("tempo BPM range must satisfy 0 < min < max")
         elif 60.0 * self.sr / (self.tempo_hop_length * self.tempo_bpm_min) >= self.tempo_ac_frames - 1:
             problems.append("tempo_ac_frames is too short for the slowest tempo of the BPM axis")
+        if not problems:
+            problems += self._cost_problems()
         if problems:
             raise DataError("bad feature settings: " + "; ".join(problems))
+
+    def _cost_problems(self) -> list[str]:
+        p = []
+        if self.sr > MAX_SR:
+            p.append(f"sr {self.sr} Hz is above {MAX_SR}")
+        if self.n_fft > MAX_N_FFT:
+            p.append(f"n_fft {self.n_fft} is above {MAX_N_FFT}")
+        if self.n_mels > MAX_N_MELS:
+            p.append(f"n_mels {self.n_mels} is above {MAX_N_MELS}")
+        if max(self.image_height, self.image_width) > MAX_IMAGE_SIDE:
+            p.append(f"image size {self.image_height}x{self.image_width} is above {MAX_IMAGE_SIDE} a side")
+        for name in ("image_seconds", "mfcc_seconds", "image_hop_seconds", "mfcc_hop_seconds"):
+            v = getattr(self, name)
+            if v is not None and not v <= MAX_SEGMENT_SECONDS:  # NaN too
+                p.append(f"{name} {v:g} is above {MAX_SEGMENT_SECONDS:g} s")
+        for name in ("image_segments", "mfcc_segments"):
+            v = getattr(self, name)
+            if v is not None and v > 10000:
+                p.append(f"{name} {v} is above 10000")
+        for name in ("musicnn_frames", "melspec_frames", "tempo_frames", "tempo_ac_frames"):
+            if not 1 <= getattr(self, name) <= MAX_WINDOW_FRAMES:
+                p.append(f"{name} must be between 1 and {MAX_WINDOW_FRAMES}")
+        if p:
+            return p
+        for kind in ("mel", "mfcc"):
+            need = self.segment_bytes(kind)
+            if need > MAX_SEGMENT_BYTES:
+                p.append(f"one {kind} segment would need {need / 2**30:.1f} GiB of memory "
+                         f"(limit {MAX_SEGMENT_BYTES / 2**30:g} GiB): raise hop_length "
+                         f"({self.hop_length}) or shorten the segment")
+        return p
+
+    def stft_bytes(self, seconds: float, n_fft: int | None = None, hop_length: int | None = None) -> int:
+        """Working memory of the spectrogram of ``seconds`` of audio: complex STFT + power + mel."""
+        n_fft = n_fft or self.n_fft
+        hop = hop_length or self.hop_length
+        frames = 1 + int(seconds * self.sr) // hop
+        return frames * ((n_fft // 2 + 1) * 12 + self.n_mels * 8)
+
+    def segment_bytes(self, kind: str) -> int:
+        """Working memory of one mel or MFCC segment (the segment is padded to full length)."""
+        return self.stft_bytes(self.seconds(kind)) + self.image_height * self.image_width * 8
+
+    def clip_bytes(self, kind: str, clip_seconds: float) -> int:
+        """Working memory of a whole clip's spectrogram, for the kinds cut into frame windows
+        (musicnn, melspec, tempogram); a mel/MFCC kind costs :meth:`segment_bytes`."""
+        if kind in ("mel", "mfcc"):
+            return self.segment_bytes(kind)
+        secs = max(clip_seconds, self.seconds(kind))
+        if kind == "tempogram":
+            h = self.tempo_hop_length
+            frames = 1 + int(secs * self.sr) // h
+            return self.stft_bytes(secs, n_fft=4 * h, hop_length=h) + frames * self.tempo_ac_frames * 16
+        return self.stft_bytes(secs)
 
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -263,21 +328,40 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
     if rng is None:
         rng = np.random.default_rng(0)
     if kind == "musicnn":
-        logmel = np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0)
+        logmel = _finite(np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0))
         return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
     if kind == "melspec":
-        return frame_windows(mel_db(y, cfg), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
+        return frame_windows(_finite(mel_db(y, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
     if kind == "tempogram":
-        return frame_windows(tempogram(y, cfg, spec_transform, rng), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
+        return frame_windows(_finite(tempogram(y, cfg, spec_transform, rng)), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
                              frame_seconds=cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr)
     out = []
     for seg in segment_audio(y, cfg, kind):
-        db = mel_db(seg.audio, cfg)
+        db = _finite(mel_db(seg.audio, cfg))
         if spec_transform is not None:
             db = spec_transform(db, rng)
         feat = db_to_image(db, cfg) if kind == "mel" else db_to_mfcc(db, cfg)
         out.append((seg, feat))
     return out
+
+
+def _finite(spec: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(spec)):
+        raise FeatureError("the spectrogram has NaN or infinite values (samples far outside -1..1?)")
+    return spec
+
+
+def check_features(kind: str, feats: list[np.ndarray]) -> None:
+    """Raise :class:`FeatureError` when a track's features are unusable: a non-finite value, or
+    every segment constant (a flat image or flat MFCCs carry no information; training on them
+    teaches nothing and evaluating them gives a confident answer about nothing)."""
+    if not feats:
+        raise FeatureError(f"no {kind} segment")
+    for f in feats:
+        if not np.all(np.isfinite(f)):
+            raise FeatureError(f"{kind} features have NaN or infinite values")
+    if all(float(np.ptp(f)) == 0.0 for f in feats):
+        raise FeatureError(f"{kind} features are constant (no signal)")
 
 
 def frame_windows(spec: np.ndarray, cfg: FeatureConfig, n: int, hop: int | None,

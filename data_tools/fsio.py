@@ -3,7 +3,9 @@
 A killed process therefore leaves either the old file or the new one, never half of one.
 (No fsync: the rename is atomic against a killed process, which is what resume needs;
 syncing every one of thousands of small feature files costs more than it protects.)
-Temporary names end in ``.tmp-<pid>``; :func:`remove_stale_temporaries` clears them.
+Temporary names are ``.<name>.<pid>.genrekit-tmp`` (hidden, in the target's own folder, a
+pattern no user file is likely to match); :func:`remove_stale_temporaries` clears only files of
+that exact pattern, only in the folders it is given (never recursively).
 """
 from __future__ import annotations
 
@@ -11,15 +13,22 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-TMP_MARK = ".tmp-"
+TMP_SUFFIX = ".genrekit-tmp"
+_TMP_RE = re.compile(r"^\..+\.\d+\.genrekit-tmp$")
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def is_temporary(name: str) -> bool:
+    """True for a file name genrekit's atomic writes use as a temporary (``.<name>.<pid>.genrekit-tmp``)."""
+    return bool(_TMP_RE.match(name))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bool = False) -> bool:
@@ -83,13 +92,23 @@ def save_png_atomic(path, image: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def remove_stale_temporaries(folder) -> int:
-    """Delete temporaries left by a killed run. Returns how many were removed."""
+def remove_stale_temporaries(folder, recursive: bool = False) -> int:
+    """Delete temporaries a killed run left in ``folder`` (and below it if ``recursive``: pass
+    only folders genrekit itself writes): only files named by :func:`_tmp_name`, never a
+    user's file, never through a link. Returns how many were removed."""
     n = 0
-    for p in Path(folder).rglob(f"*{TMP_MARK}*"):
-        if p.is_file():
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if e.is_symlink():
+            continue
+        if recursive and e.is_dir(follow_symlinks=False):
+            n += remove_stale_temporaries(e.path, recursive=True)
+        elif is_temporary(e.name) and e.is_file(follow_symlinks=False):
             try:
-                p.unlink()
+                os.unlink(e.path)
                 n += 1
             except OSError:
                 pass
@@ -97,14 +116,25 @@ def remove_stale_temporaries(folder) -> int:
 
 
 def check_writable(folder) -> None:
-    """Create ``folder`` if needed and prove a file can be written there."""
+    """Create ``folder`` if needed and prove a file can be written there. On failure, folders
+    this call created are removed again (nothing is left behind)."""
     from data_tools.errors import DataError
 
     folder = Path(folder)
+    created = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe{TMP_MARK}{os.getpid()}"
+        probe = _tmp_name(folder / "write-probe")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
         raise DataError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None

@@ -3,16 +3,25 @@
 catalogue -> splits.csv (first) -> per-track job: decode, validate, augment (train only),
 render features, write files atomically -> manifest.csv + report.md.
 
-Resume: each finished track leaves ``.state/<track_id>.json`` (written last, atomically);
-a rerun skips those tracks and rebuilds the manifest. Determinism: every random choice
-draws from a generator seeded by (seed, track, variant), so the same seed gives
-byte-identical files whatever the number of workers or shards.
+Resume: each finished track leaves ``.state/<track_id>.json`` (written last, atomically),
+recording the audio file's size and modification time; a rerun skips those tracks unless
+their audio changed, and rebuilds the manifest. Determinism: every random choice draws from
+a generator seeded by (seed, track, variant), and BLAS runs on one thread in every process,
+so the same seed gives byte-identical files whatever the number of workers or shards.
+
+Bounded cost: settings whose segments would need gigabytes are refused up front; a file
+whose header says it is longer than ``max_seconds`` is skipped before it is decoded; any
+failure inside one track (undecodable, unusable features, out of memory) skips that track
+and is reported, and a worker process killed by the system stops the run with one line.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +34,9 @@ from data_tools.augment import (
     spec_transform_for,
     variant_rng,
 )
-from data_tools.catalogue import Track, find_tracks, resolve_root
-from data_tools.errors import AudioDecodeError, DataError
-from data_tools.features import FEATURE_KINDS, FeatureConfig, extract
+from data_tools.catalogue import Catalogue, Track, scan_tracks
+from data_tools.errors import AudioDecodeError, AudioTooLongError, DataError
+from data_tools.features import FEATURE_KINDS, FeatureConfig, check_features, extract
 from data_tools.fsio import (
     check_writable,
     remove_stale_temporaries,
@@ -49,6 +58,8 @@ from data_tools.splits import (
 STATE_DIR = ".state"
 SETTINGS_NAME = "augment_config.json"
 PAD_REPORT_TOLERANCE_S = 0.25  # GTZAN clips are 29.98-30.37 s: don't report 0.02 s of padding
+DEFAULT_MAX_SECONDS = 900.0  # 15 minutes: longer files are skipped (and reported) before decoding
+MAX_CLIP_BYTES = 4 << 30  # working memory of one whole clip's spectrogram (musicnn/melspec/tempogram)
 
 
 @dataclass(frozen=True)
@@ -63,19 +74,34 @@ class AugmentSettings:
     genres: tuple[str, ...] | None = None
     min_seconds: float = 1.0  # shorter clips are skipped as too short
     silence_dbfs: float = -60.0  # clips whose peak is below this are skipped as silent
+    max_seconds: float = DEFAULT_MAX_SECONDS  # longer files are skipped before decoding
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in FEATURE_KINDS]
         if bad or not self.kinds:
             raise DataError(f"unknown feature kind(s) {', '.join(bad) or '(none)'} "
                             f"(known: {', '.join(FEATURE_KINDS)})")
+        if not 0 < self.max_seconds <= 24 * 3600:  # NaN too
+            raise DataError(f"--max-seconds must be between 0 and 86400, got {self.max_seconds:g}")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise DataError(f"--min-seconds must be between 0 and --max-seconds ({self.max_seconds:g}), "
+                            f"got {self.min_seconds:g}")
+        # a time stretch below 1 lengthens the clip the features are computed on
+        slowest = min([1.0, *self.augment.stretch_rates]) if "stretch" in self.augment.augmentations else 1.0
+        for kind in self.kinds:
+            need = self.features.clip_bytes(kind, self.max_seconds / slowest)
+            if need > MAX_CLIP_BYTES:
+                raise DataError(f"with --max-seconds {self.max_seconds:g}, one clip's {kind} features would "
+                                f"need {need / 2**30:.1f} GiB of memory (limit {MAX_CLIP_BYTES / 2**30:g} GiB): "
+                                "lower --max-seconds or raise --hop-length")
 
     def to_dict(self) -> dict:
         return {"feature_config": self.features.to_dict(),
                 "feature_fingerprint": self.features.fingerprint(),
                 "augment": self.augment.to_dict(), "kinds": list(self.kinds), "seed": self.seed,
                 "split": self.split, "genres": list(self.genres) if self.genres else None,
-                "min_seconds": self.min_seconds, "silence_dbfs": self.silence_dbfs}
+                "min_seconds": self.min_seconds, "silence_dbfs": self.silence_dbfs,
+                "max_seconds": self.max_seconds}
 
 
 @dataclass
@@ -83,11 +109,13 @@ class TrackResult:
     track_id: str
     genre: str
     split: str
-    status: str  # ok | bad | silent | short
+    status: str  # ok | bad | silent | short | long
     message: str = ""
     duration_s: float = 0.0
     native_sr: int = 0
     rows: list[dict] = field(default_factory=list)
+    source_size: int = -1  # the audio file's size and mtime when its features were made:
+    source_mtime_ns: int = -1  # a rerun redoes a track whose audio was replaced
     skipped: bool = False  # finished in an earlier run
 
     def to_json(self) -> dict:
@@ -107,61 +135,122 @@ def _feature_relpath(kind: str, track_id: str, variant: str, seg: int) -> str:
     return f"{kind}/{track_id}.{variant}.{seg:03d}.{ext}"
 
 
-def _load_finished(out: Path, track_id: str) -> TrackResult | None:
+def _source_stat(path: Path) -> tuple[int, int]:
+    st = path.stat()  # follows links: the audio's own size and mtime
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_state(out: Path, track_id: str) -> TrackResult | None:
     p = _state_path(out, track_id)
     if not p.is_file():
         return None
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-        res = TrackResult(**d)
+        return TrackResult(**json.loads(p.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if res.status != "ok" or not all((out / r["path"]).is_file() for r in res.rows):
-        return None
-    res.skipped = True
-    return res
 
 
-def process_track(args) -> TrackResult:
-    """Decode, validate, augment and render one track; write its files and state."""
-    track, split, root, out, settings = args
-    res = TrackResult(track_id=track.track_id, genre=track.genre, split=split, status="ok")
-    done = _load_finished(out, track.track_id)
-    if done is not None:
-        return done
+def _is_finished(res: TrackResult | None, out: Path, stat: tuple[int, int] | None) -> bool:
+    return (res is not None and res.status == "ok" and stat is not None
+            and (res.source_size, res.source_mtime_ns) == stat
+            and all((out / r["path"]).is_file() for r in res.rows))
+
+
+def _remove_old_outputs(out: Path, old: TrackResult, keep: set[str]) -> None:
+    """Delete the feature files an earlier run made for a track that were not made again now
+    (its audio changed and gives fewer segments, or now fails). Only paths of genrekit's own
+    naming scheme in its own feature folders are touched."""
+    for r in old.rows:
+        rel = r.get("path", "")
+        parts = rel.split("/")
+        if rel in keep or len(parts) < 2 or parts[0] not in FEATURE_KINDS or ".." in parts:
+            continue
+        try:
+            (out / rel).unlink()
+        except OSError:
+            pass
+
+
+def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res: TrackResult) -> list[tuple[str, object]]:
+    """Decode, validate and render one track in memory: [(relative path, feature)]; fills ``res``."""
     fc, ac = settings.features, settings.augment
-    try:
-        audio = load_audio(track.path, sr=fc.sr)
-    except AudioDecodeError as exc:
-        res.status, res.message = "bad", str(exc)
-        return res
+    audio = load_audio(track.path, sr=fc.sr, max_seconds=settings.max_seconds)
     res.duration_s, res.native_sr = round(audio.duration_s, 3), audio.native_sr
     if audio.duration_s < settings.min_seconds:
         res.status = "short"
         res.message = f"{audio.duration_s:.2f} s < {settings.min_seconds:g} s"
-        return res
+        return []
     if peak_dbfs(audio.y) < settings.silence_dbfs:
         res.status, res.message = "silent", f"peak below {settings.silence_dbfs:g} dBFS"
-        return res
+        return []
     variants = ac.variants() if split == "train" else [Variant("original", "original")]
-    source = track.path.relative_to(root).as_posix()
+    source = track.path.relative_to(root).as_posix()  # as seen under the data folder
+    files = []
     for variant in variants:
         rng = variant_rng(settings.seed, track.track_id, variant.name)
         y = apply_waveform(audio.y, fc.sr, variant)
         spec = spec_transform_for(variant, ac)
         for kind in settings.kinds:
-            for seg, feat in extract(y, fc, kind, spec_transform=spec, rng=rng):
+            segs = extract(y, fc, kind, spec_transform=spec, rng=rng)
+            check_features(kind, [f for _, f in segs])
+            for seg, feat in segs:
                 rel = _feature_relpath(kind, track.track_id, variant.name, seg.index)
-                if kind == "mel":
-                    save_png_atomic(out / rel, feat)  # mfcc and musicnn windows are .npy
-                else:
-                    save_npy_atomic(out / rel, feat)
+                files.append((rel, feat))
                 res.rows.append({"path": rel, "feature": kind, "track_id": track.track_id,
                                  "genre": track.genre, "split": split,
                                  "augmentation": variant.name, "segment": seg.index,
                                  "start_s": f"{seg.start_s:.3f}", "padded_s": f"{seg.padded_s:.3f}",
                                  "source": source})
-    write_json_atomic(_state_path(out, track.track_id), res.to_json(), only_if_changed=False)
+    return files
+
+
+def process_track(args) -> TrackResult:
+    """Decode, validate, augment and render one track; write its files and state.
+
+    Every failure inside the track (undecodable, too long, unusable features, out of memory,
+    a library error) makes it a reported skip; only failing to write the output aborts."""
+    track, split, root, out, settings = args
+    res = TrackResult(track_id=track.track_id, genre=track.genre, split=split, status="ok")
+    old = _read_state(out, track.track_id)
+    try:
+        res.source_size, res.source_mtime_ns = stat = _source_stat(track.path)
+    except OSError as exc:
+        res.status, res.message = "bad", f"cannot read file: {exc.strerror or exc}"
+        return res
+    if _is_finished(old, out, stat):
+        old.skipped = True
+        return old
+    try:
+        files = _render(track, split, root, settings, res)
+    except AudioTooLongError as exc:
+        res.status, res.message, files = "long", str(exc), []
+    except AudioDecodeError as exc:
+        res.status, res.message, files = "bad", str(exc), []
+    except MemoryError:
+        res.status, res.message, files = "bad", "out of memory while processing this file", []
+    except Exception as exc:  # noqa: BLE001 - one file's failure must not abort the others
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        res.status, res.message, files = "bad", f"failed: {type(exc).__name__}: {msg}"[:300], []
+    if res.status != "ok":
+        res.rows = []
+        if old is not None:  # features of an earlier version of this file are no longer valid
+            _remove_old_outputs(out, old, set())
+            try:
+                _state_path(out, track.track_id).unlink()
+            except OSError:
+                pass
+        return res
+    try:
+        for rel, feat in files:
+            if rel.endswith(".png"):
+                save_png_atomic(out / rel, feat)  # mfcc and the window kinds are .npy
+            else:
+                save_npy_atomic(out / rel, feat)
+        if old is not None:
+            _remove_old_outputs(out, old, {rel for rel, _ in files})
+        write_json_atomic(_state_path(out, track.track_id), res.to_json(), only_if_changed=False)
+    except OSError as exc:
+        raise DataError(f"cannot write features of {track.track_id} in {out}: {exc.strerror or exc}") from None
     return res
 
 
@@ -193,7 +282,7 @@ def _decide_split(tracks: list[Track], all_genres: list[str], settings: AugmentS
     src = settings.split
     if src == "all-test":  # an evaluation-only set (eval-spotify): every track is test
         return SplitResult(assignment={t.track_id: "test" for t in tracks}, source="all tracks in test")
-    looks_like_ratios = all(c.isdigit() or c in "./,: " for c in src) and any(c.isdigit() for c in src)
+    looks_like_ratios = all(c.isdigit() or c in "./,: +-eE" for c in src) and any(c.isdigit() for c in src)
     if looks_like_ratios and not Path(src).exists():
         return stratified_split(tracks, parse_ratios(src), settings.seed)
     return split_from_source(tracks, src, all_genres)
@@ -209,41 +298,66 @@ def _check_settings(out: Path, settings: AugmentSettings) -> None:
         raise DataError(f"{p} is unreadable; choose a new --out") from None
     new = settings.to_dict()
     old.pop("data_root", None)
+    old.setdefault("max_seconds", DEFAULT_MAX_SECONDS)  # folders made before the limit existed
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
         raise DataError(f"{out} already holds features made with other settings "
                         f"(differs in: {', '.join(diff)}); choose a new --out")
 
 
+def catalogue_for(data, genres=None) -> tuple[Catalogue, list[str]]:
+    """The catalogue of ``data`` (restricted to ``genres``) and every genre the tree has."""
+    cat = scan_tracks(data)
+    all_genres = sorted({t.genre for t in cat.tracks})
+    if genres:
+        unknown = [g for g in genres if g not in all_genres]
+        if unknown:
+            raise DataError(f"unknown genre(s) {', '.join(unknown)}; the data has: {', '.join(all_genres)}")
+        cat = Catalogue(root=cat.root, tracks=[t for t in cat.tracks if t.genre in genres],
+                        skipped=[s for s in cat.skipped if s[0].split("/", 1)[0] in genres])
+    return cat, all_genres
+
+
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,
                 shard: str | None = None, progress: bool = True, log=None) -> dict:
-    """Run the augmentation stage. Returns a summary dict (counts, paths)."""
+    """Run the augmentation stage. Returns a summary dict (counts, paths).
+
+    Everything that can be refused (options, the data folder, the split, an --out made with
+    other settings) is checked before --out is created or anything is written in it."""
     settings = settings or AugmentSettings()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if workers < 1:
         raise DataError("--workers must be at least 1")
     shard_kn = parse_shard(shard)
-    root = resolve_root(data)
-    all_genres = sorted({t.genre for t in find_tracks(root)})
-    tracks = find_tracks(root, list(settings.genres) if settings.genres else None)
+    cat, all_genres = catalogue_for(data, list(settings.genres) if settings.genres else None)
+    root, tracks = cat.root, cat.tracks
     out = Path(out).expanduser()
-    check_writable(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
     _check_settings(out, settings)
-    remove_stale_temporaries(out)
 
     # 1. the split, before anything else
     split = _decide_split(tracks, all_genres, settings)
     splits_path = out / "splits.csv"
     if splits_path.is_file():
-        old = read_splits_csv(splits_path)
+        try:
+            old = read_splits_csv(splits_path)
+        except (OSError, UnicodeDecodeError, KeyError):
+            raise DataError(f"{splits_path} is unreadable; choose a new --out") from None
         if old != split.assignment:
             raise DataError(f"{splits_path} differs from the split these settings give now "
                             "(did the data change?); choose a new --out")
-    else:
+    check_writable(out)  # the inputs are valid: only now is --out created
+    remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
+    for sub in (STATE_DIR, *FEATURE_KINDS):
+        remove_stale_temporaries(out / sub, recursive=True)
+    if not splits_path.is_file():
         write_splits_csv(splits_path, tracks, split)
     settings_doc = settings.to_dict() | {"data_root": str(root)}
     write_json_atomic(out / SETTINGS_NAME, settings_doc)
     settings.features.save(out)
+    for path, why in cat.skipped:
+        log(f"skipped {path}: {why}")
 
     # 2. per-track jobs
     todo = [t for t in tracks if t.track_id in split.assignment]
@@ -255,15 +369,15 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     bar = _progress(len(jobs), progress)
     try:
         if workers == 1 or len(jobs) <= 1:
-            for j in jobs:
-                results.append(process_track(j))
-                bar.update(1)
-        else:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
-                for r in pool.imap_unordered(process_track, jobs, chunksize=1):
-                    results.append(r)
+            from threadpoolctl import threadpool_limits
+
+            # one BLAS thread, as in the workers: multi-threaded sums differ in the last bit
+            with threadpool_limits(limits=1):
+                for j in jobs:
+                    results.append(process_track(j))
                     bar.update(1)
+        else:
+            results = _run_pool(jobs, workers, bar)
     finally:
         bar.close()
 
@@ -273,7 +387,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
     manifest_path = out / (f"manifest{suffix}.csv" if suffix else MANIFEST_NAME)
     write_manifest(manifest_path, rows)
-    report = build_report(root, settings, split, results, rows, shard_kn)
+    report = build_report(root, settings, split, results, rows, shard_kn, cat.skipped)
     write_text_atomic(out / f"report{suffix}.md", report)
     for r in results:
         if r.status != "ok":
@@ -284,8 +398,37 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
         "skipped_bad": sum(r.status != "ok" for r in results),
         "resumed": sum(r.skipped for r in results), "files": len(rows),
         "missing_on_disk": len(split.missing_on_disk), "unassigned": len(split.unassigned),
+        "skipped_paths": len(cat.skipped),
     }
     return summary
+
+
+def _run_pool(jobs: list, workers: int, bar) -> list[TrackResult]:
+    """Run jobs in worker processes. A worker that dies (killed by the out-of-memory killer,
+    a crash in a C library) breaks the pool: that is reported with one line, never waited on
+    forever; the tracks finished so far are kept and a rerun resumes."""
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    results: list[TrackResult] = []
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker)
+    try:
+        pending = {pool.submit(process_track, j): j[0].track_id for j in jobs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                tid = pending.pop(fut)
+                try:
+                    results.append(fut.result())
+                except BrokenProcessPool:
+                    running = sorted([tid, *pending.values()])[:3]
+                    raise DataError(
+                        f"an augment worker process died (killed by the system, out of memory?) while "
+                        f"processing one of {', '.join(running)}{' …' if len(pending) > 2 else ''}; "
+                        f"{len(results)} tracks finished are kept: rerun to resume, with fewer --workers "
+                        "or a lower --max-seconds") from None
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def _progress(total: int, enabled: bool):
@@ -296,11 +439,13 @@ def _progress(total: int, enabled: bool):
 
 
 def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
-                 results: list[TrackResult], rows: list[dict], shard_kn=None) -> str:
+                 results: list[TrackResult], rows: list[dict], shard_kn=None,
+                 catalogue_skipped: list[tuple[str, str]] = ()) -> str:
     L = ["# genrekit augment report", ""]
     L.append(f"- data: `{root}`")
     L.append(f"- split: {split.source}")
     L.append(f"- seed: {settings.seed}")
+    L.append(f"- longest file accepted: {settings.max_seconds:g} s")
     if shard_kn:
         L.append(f"- shard {shard_kn[0]} of {shard_kn[1]}")
     fc = settings.features
@@ -310,8 +455,8 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
              f"(config fingerprint {fc.fingerprint()})")
     L.append(f"- train-split variants: {', '.join(v.name for v in settings.augment.variants())}")
     L += ["", "## Catalogue", "",
-          "| genre | tracks | ok | bad | silent | too short | duration min-max (s) | train | valid | test |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "| genre | tracks | ok | bad | silent | too short | too long | duration min-max (s) | train | valid | test |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by_genre = defaultdict(list)
     for r in results:
         by_genre[r.genre].append(r)
@@ -321,12 +466,15 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
         durs = [r.duration_s for r in rs if r.duration_s > 0]
         rng = f"{min(durs):.2f}-{max(durs):.2f}" if durs else "-"
         sp = Counter(r.split for r in rs if r.status == "ok")
-        L.append(f"| {g} | {len(rs)} | {st['ok']} | {st['bad']} | {st['silent']} | {st['short']} | {rng} "
+        L.append(f"| {g} | {len(rs)} | {st['ok']} | {st['bad']} | {st['silent']} | {st['short']} | {st['long']} | {rng} "
                  f"| {sp['train']} | {sp['valid']} | {sp['test']} |")
     problems = [r for r in results if r.status != "ok"]
     if problems:
         L += ["", "## Skipped files", ""]
         L += [f"- `{r.track_id}`: {r.status}: {r.message}" for r in problems]
+    if catalogue_skipped:
+        L += ["", "## Left out of the catalogue (links)", ""]
+        L += [f"- `{p}`: {why}" for p, why in catalogue_skipped]
     padded = sorted({(r["track_id"], r["feature"], float(r["padded_s"])) for r in rows
                      if float(r["padded_s"]) > PAD_REPORT_TOLERANCE_S and r["augmentation"] == "original"})
     if padded:

@@ -88,6 +88,16 @@ def _normalise_id(text: str) -> str:
     return text
 
 
+def _name(named: dict[str, str], tid: str, split: str, where: str) -> None:
+    """Record ``tid -> split``; a track named for two different splits is refused (the last line
+    silently winning would put a track where its user did not mean it)."""
+    old = named.get(tid)
+    if old is not None and old != split:
+        raise DataError(f"{where}: track {tid} is listed twice, for {old} and for {split}; "
+                        "keep one line per track")
+    named[tid] = split
+
+
 def _read_list_folder(folder: Path) -> dict[str, str]:
     named: dict[str, str] = {}
     found = False
@@ -97,9 +107,13 @@ def _read_list_folder(folder: Path) -> dict[str, str]:
         if split is None:
             continue
         found = True
-        for line in f.read_text(encoding="utf-8").splitlines():
+        try:
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read split list {f}: {exc}") from None
+        for i, line in enumerate(lines, start=1):
             if line.strip() and not line.startswith("#"):
-                named[_normalise_id(line)] = split
+                _name(named, _normalise_id(line), split, f"{f}:{i}")
     if not found:
         raise DataError(f"split folder {folder} has no train*.txt / valid*.txt / test*.txt lists")
     return named
@@ -118,7 +132,7 @@ def _read_split_csv(path: Path) -> dict[str, str]:
         if split is None:
             raise DataError(f"{path}:{i}: unknown split {row.get('split')!r} "
                             "(use train, valid or test)")
-        named[_normalise_id(row.get("track_id") or row["path"])] = split
+        _name(named, _normalise_id(row.get("track_id") or row.get("path") or ""), split, f"{path}:{i}")
     return named
 
 

@@ -32,6 +32,16 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
@@ -103,7 +113,7 @@ def cmd_augment(a) -> int:
                               pitch_semitones=a.pitch_semitones, freq_mask_bands=a.freq_mask,
                               time_mask_frames=a.time_mask, masks=a.masks),
         kinds=a.features, seed=a.seed, split=a.split or a.ratios,
-        genres=a.genres or None, min_seconds=a.min_seconds)
+        genres=a.genres or None, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
     s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
                     progress=not a.quiet)
     print(f"{s['ok']} tracks -> {s['files']} feature files in {s['out']} "
@@ -163,10 +173,15 @@ def cmd_predict(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from genrekit.export import export
+    from genrekit.export import FORMATS, export
 
+    unknown = [f for f in a.format if f not in FORMATS]
+    if unknown or not a.format:
+        raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
+    if a.out and len(a.format) != 1:
+        raise UserError("--out takes exactly one --format (several formats go to RUN/export/)")
     for fmt in a.format:
-        print(f"{fmt}: {export(a.model, fmt, a.out if len(a.format) == 1 else None)}")
+        print(f"{fmt}: {export(a.model, fmt, a.out)}")
     return 0
 
 
@@ -196,7 +211,7 @@ def cmd_cv(a) -> int:
 
     kw = {"epochs": a.epochs, "batch_size": a.batch_size, "patience": a.patience, "weights": a.weights,
           "hparams": parse_hparams(a.hparam), "label_smoothing": a.label_smoothing, "mixup": a.mixup,
-          "image_aug": a.image_aug or ()}
+          "image_aug": a.image_aug or (), "deterministic": a.deterministic}
     if a.phase:
         kw["phase"] = a.phase
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
@@ -213,7 +228,9 @@ def cmd_fetch_spotify(a) -> int:
     from data_tools.spotify import FetchOptions, fetch_spotify, format_fetch_report
 
     opts = FetchOptions(out=a.out, genres=list(a.genres), per_genre=a.per_genre,
-                        playlists_per_genre=a.playlists, preview_sources=a.preview_source, market=a.market)
+                        playlists_per_genre=a.playlists, preview_sources=a.preview_source, market=a.market,
+                        max_preview_bytes=int(a.max_preview_mb * 1_000_000),
+                        preview_deadline_s=a.preview_deadline_seconds)
     rep = fetch_spotify(opts)
     print(format_fetch_report(rep, opts), end="")
     print(f"set: {a.out} (folder per genre), manifest: {Path(a.out) / 'spotify_manifest.csv'}")
@@ -305,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--time-mask", type=int, default=40, help="max frames per time mask (T, default 40)")
     a.add_argument("--masks", type=int, default=1, help="masks of each kind per variant (default 1)")
     a.add_argument("--min-seconds", type=float, default=1.0, help="skip clips shorter than this (default 1)")
+    a.add_argument("--max-seconds", type=float, default=900.0,
+                   help="skip files longer than this, checked from the header before decoding (default 900 = "
+                        "15 minutes; bounds the memory one file may take)")
     a.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_feature_args(a)
@@ -398,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--hparam", action="append", metavar="KEY=VALUE")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
+    cv.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
     _add_regularisation_args(cv)
     cv.set_defaults(func=cmd_cv)
 
@@ -413,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--preview-source", type=_names, default=("spotify", "deezer", "itunes"),
                     help="where to look for a preview, in order (default spotify,deezer,itunes)")
     fs.add_argument("--market", default=None, help="ISO country code for Spotify (optional)")
+    fs.add_argument("--max-preview-mb", type=_positive_float, default=20.0,
+                    help="refuse a preview larger than this many megabytes (default 20)")
+    fs.add_argument("--preview-deadline-seconds", type=_positive_float, default=60.0,
+                    help="wall-clock limit for one preview download, redirects and retries included "
+                         "(default 60); a slower preview is skipped and reported")
     fs.set_defaults(func=cmd_fetch_spotify)
 
     es = sub.add_parser("eval-spotify", help="score a run on a folder-per-genre audio set (e.g. from fetch-spotify)")

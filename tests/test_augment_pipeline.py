@@ -68,11 +68,15 @@ def test_rerun_is_a_no_op_and_resume_completes(audio_tree, tmp_path):
     victim = rows[0]
     (out / victim["path"]).unlink()
     (out / ".state" / f"{rows[-1]['track_id']}.json").unlink()
-    (out / "mel" / "stale.png.tmp-123").write_bytes(b"half")
+    stale = [out / "mel" / "low" / ".low.00001.original.000.png.123.genrekit-tmp",
+             out / ".state" / "low" / ".low.00001.json.9.genrekit-tmp", out / ".manifest.csv.77.genrekit-tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
     s = run_augment(audio_tree, out, small_settings(), workers=1, progress=False)
     assert s["resumed"] == 13
     assert (out / victim["path"]).is_file()
-    assert not list(out.rglob("*.tmp-*"))
+    assert not any(p.exists() for p in stale)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".genrekit-tmp")]
     assert read_manifest(out) == rows
 
 
