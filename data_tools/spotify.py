@@ -1,26 +1,32 @@
-"""An out-of-domain test set from Spotify playlists (``genrekit fetch-spotify``).
+"""An out-of-domain test set from Spotify playlists (``genrekit fetch-spotify``): the set builder.
 
 For each genre: search playlists for the genre's name (Spotify's relevance order), collect
 their tracks, get a 30 s preview — Spotify's ``preview_url`` where it still exists, else a
-public preview source looked up by ISRC or by artist and title (Deezer, iTunes) — convert
-it to 22,050 Hz mono WAV, and write ``spotify_manifest.csv``. Then clean the set:
-duplicates by track id / ISRC / audio content are dropped, and tracks found under two
-genres are dropped from both (as the MobileNet study did).
+public preview source looked up by ISRC or by artist and title (Deezer, iTunes; see
+:mod:`data_tools.previews`) — convert it to 22,050 Hz mono WAV, and write
+``spotify_manifest.csv``. Then clean the set: duplicates by track id / ISRC / audio content are
+dropped, and tracks found under two genres are dropped from both (as the MobileNet study did).
 
-Network use: spotipy talks to the Web API with client-credentials auth (ids from
-``SPOTIPY_CLIENT_ID`` / ``SPOTIPY_CLIENT_SECRET``; the token lives in memory only);
-preview downloads honour HTTP 429 ``Retry-After``, retry transient errors with exponential
-back-off, time out, and write atomically; a rerun skips what is already on disk.
+Everything from the network is untrusted (:mod:`data_tools.spotify_client`): a track or playlist
+id that is not a Spotify id (22 base62 characters) is refused with a report line and never
+reaches a file name; every output path is checked to lie under ``--out``; a preview that is
+refused (bad scheme or redirect, over the size cap, past the deadline, cut short) or is not
+audio is one skipped track, reported, and the fetch goes on with the rest.
+
+Files: downloads and every other temporary live only in ``OUT/.genrekit-tmp/`` under names
+``<stem>.<pid>.genrekit-part[.ext]`` and are renamed into place when complete; a rerun removes
+such files left by a killed fetch (only those: nothing else there is touched) and skips what is
+already on disk. ``fetch_report.md`` describes the whole set on disk, every run so far.
 """
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import io
 import os
 import re
 import sys
-import time
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,134 +34,120 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import AudioDecodeError, DataError
-from data_tools.fsio import read_csv, write_bytes_atomic, write_csv_atomic, write_text_atomic
+from data_tools.errors import DataError
+from data_tools.fsio import read_csv
+from data_tools.previews import (DEFAULT_MAX_PREVIEW_BYTES, DEFAULT_PREVIEW_DEADLINE_S, RESOLVERS,
+                                 download_preview)
+from data_tools.spotify_client import (ENDPOINTS, Http, NetworkError, Refused, SpotifyApi, endpoint,
+                                       is_spotify_id, printable, spotify_api)
+
+__all__ = ["FetchOptions", "FetchReport", "fetch_spotify", "format_fetch_report", "safe_name", "Http",
+           "NetworkError", "Refused", "SpotifyApi", "ENDPOINTS", "endpoint", "MANIFEST", "REPORT", "TMP_DIR"]
 
 MANIFEST = "spotify_manifest.csv"
+REPORT = "fetch_report.md"
 FIELDS = ["track_id", "isrc", "artist", "title", "playlist", "genre", "preview_source", "file", "sha256",
           "status"]
 PREVIEW_SOURCES = ("spotify", "deezer", "itunes")
 SR = 22050
+MAX_PREVIEW_S = 120.0  # previews are 30 s; decode no more than this of whatever arrives
 DROPPED = ".dropped"
-
-# endpoints; the environment can point them elsewhere (a proxy, a mirror, or a test server)
-ENDPOINTS = {
-    "GENREKIT_SPOTIFY_API": "https://api.spotify.com/v1/",
-    "GENREKIT_SPOTIFY_TOKEN_URL": "https://accounts.spotify.com/api/token",
-    "GENREKIT_DEEZER_API": "https://api.deezer.com/",
-    "GENREKIT_ITUNES_API": "https://itunes.apple.com/",
-}
+TMP_DIR = ".genrekit-tmp"
+TMP_MARK = ".genrekit-part"
+_TMP_NAME = re.compile(r"[0-9A-Za-z_]+\.(\d+)" + re.escape(TMP_MARK) + r"(\.[a-z0-9]{1,4})?")
+_ISRC = re.compile(r"[A-Za-z0-9]{12}")
+MAX_LISTED = 200  # report lines per list
 
 
-def endpoint(name: str) -> str:
-    return os.environ.get(name) or ENDPOINTS[name]
-
-
-# -- HTTP with retries -----------------------------------------------------------------------
-
-class Http:
-    """GET with a timeout, Retry-After on 429, exponential back-off on 5xx and connection errors."""
-
-    def __init__(self, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 15.0, max_wait_s: float = 60.0,
-                 sleep=time.sleep):
-        import requests
-
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "genrekit (music genre research toolkit)"
-        self.retries, self.backoff_s, self.timeout_s, self.max_wait_s = retries, backoff_s, timeout_s, max_wait_s
-        self.sleep = sleep
-
-    def get(self, url: str, params: dict | None = None):
-        import requests
-
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                r = self.session.get(url, params=params, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"{type(exc).__name__}"
-                self.sleep(self.backoff_s * 2 ** attempt)
-                continue
-            if r.status_code == 429:
-                wait = _retry_after(r.headers.get("Retry-After"), self.backoff_s * 2 ** attempt)
-                last = "HTTP 429"
-                self.sleep(min(wait, self.max_wait_s))
-                continue
-            if r.status_code >= 500:
-                last = f"HTTP {r.status_code}"
-                self.sleep(self.backoff_s * 2 ** attempt)
-                continue
-            return r
-        raise NetworkError(f"{url.split('?')[0]}: gave up after {self.retries + 1} tries ({last})")
-
-    def json(self, url: str, params: dict | None = None) -> dict | None:
-        r = self.get(url, params)
-        if r.status_code != 200:
-            return None
-        try:
-            return r.json()
-        except ValueError:
-            return None
-
-
-class NetworkError(DataError):
-    pass
-
-
-def _retry_after(value, default: float) -> float:
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        return default
-
-
-# -- preview resolvers -----------------------------------------------------------------------
-
-def _norm(s: str) -> str:
-    s = unicodedata.normalize("NFKD", s or "").encode("ascii", "ignore").decode().lower()
-    s = re.sub(r"\(.*?\)|\[.*?\]| - .*$", "", s)  # (feat. x), [remastered], " - 2011 remaster"
-    return re.sub(r"[^a-z0-9]+", " ", s).strip()
-
-
-def _same_song(a_artist, a_title, b_artist, b_title) -> bool:
-    return _norm(a_artist) == _norm(b_artist) and _norm(a_title) == _norm(b_title)
-
-
-def deezer_preview(http: Http, isrc: str, artist: str, title: str) -> str | None:
-    if isrc:
-        d = http.json(f"{endpoint('GENREKIT_DEEZER_API')}track/isrc:{isrc}")
-        if d and not d.get("error") and d.get("preview"):
-            return d["preview"]
-    d = http.json(f"{endpoint('GENREKIT_DEEZER_API')}search", {"q": f'artist:"{artist}" track:"{title}"'})
-    for item in (d or {}).get("data", []) or []:
-        if item.get("preview") and _same_song(artist, title, (item.get("artist") or {}).get("name", ""),
-                                              item.get("title", "")):
-            return item["preview"]
-    return None
-
-
-def itunes_preview(http: Http, isrc: str, artist: str, title: str) -> str | None:
-    d = http.json(f"{endpoint('GENREKIT_ITUNES_API')}search", {"term": f"{artist} {title}", "entity": "song", "limit": 10})
-    for item in (d or {}).get("results", []) or []:
-        if item.get("previewUrl") and _same_song(artist, title, item.get("artistName", ""), item.get("trackName", "")):
-            return item["previewUrl"]
-    return None
-
-
-RESOLVERS = {"deezer": deezer_preview, "itunes": itunes_preview}
-
-
-# -- file names ------------------------------------------------------------------------------
+# -- file names and paths --------------------------------------------------------------------
 
 def safe_name(text: str, max_len: int = 80) -> str:
     """A file-name fragment with no path separators, no '..', no control characters."""
-    s = unicodedata.normalize("NFKC", text or "")
+    s = unicodedata.normalize("NFKC", text if isinstance(text, str) else "")
     s = re.sub(r"[\x00-\x1f\x7f/\\:*?\"<>|]+", "_", s)
     s = re.sub(r"\.{2,}", ".", s).strip(" ._")
     return (s[:max_len].rstrip(" ._") or "untitled")
 
 
-# -- the fetch -------------------------------------------------------------------------------
+def _inside(out: Path, path: Path) -> bool:
+    """True when ``path`` (symlinks resolved) lies strictly under ``out``."""
+    root = os.path.realpath(out)
+    return os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _safe_rel(out: Path, rel) -> bool:
+    """A manifest ``file`` value: relative, no '..', and under ``out`` (and its .dropped/)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    p = Path(rel)
+    if p.is_absolute() or any(part in ("..", ".", "") for part in rel.split("/")) or p.parts[0] in (DROPPED, TMP_DIR):
+        return False
+    return _inside(out, out / p) and _inside(out, out / DROPPED / p)
+
+
+def _tmp_path(out: Path, stem: str) -> Path:
+    folder = out / TMP_DIR
+    folder.mkdir(exist_ok=True)
+    return folder / f"{stem}.{os.getpid()}{TMP_MARK}"
+
+
+def write_atomic(out: Path, rel: str, data: bytes) -> None:
+    """Write ``out/rel`` complete-or-absent: into OUT/.genrekit-tmp/, then rename into place."""
+    dest = out / rel
+    if not _inside(out, dest):
+        raise DataError(f"refusing to write outside {out}: {printable(rel)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(out, re.sub(r"[^0-9A-Za-z_]", "_", Path(rel).stem)[:40] or "file")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(p: Path) -> None:
+    try:
+        p.unlink()
+    except OSError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return False  # ours from an earlier process with the same pid, or no safe check
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete the temporaries a killed fetch left in OUT/.genrekit-tmp/ (genrekit's own name
+    pattern, from processes no longer running). Anything else there is left alone."""
+    folder, n = out / TMP_DIR, 0
+    if not folder.is_dir() or folder.is_symlink():
+        return 0
+    for p in folder.iterdir():
+        m = _TMP_NAME.fullmatch(p.name)
+        if m and not p.is_symlink() and p.is_file() and not _pid_alive(int(m.group(1))):
+            _unlink(p)
+            n += 1
+    return n
+
+
+def _drop_tmp_dir(out: Path) -> None:
+    try:
+        (out / TMP_DIR).rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+# -- options and report ----------------------------------------------------------------------
 
 @dataclass
 class FetchOptions:
@@ -166,116 +158,68 @@ class FetchOptions:
     preview_sources: tuple[str, ...] = PREVIEW_SOURCES
     market: str | None = None
     log: object = None
+    max_preview_bytes: int = DEFAULT_MAX_PREVIEW_BYTES
+    preview_deadline_s: float = DEFAULT_PREVIEW_DEADLINE_S
 
 
 @dataclass
 class FetchReport:
+    """The whole set on disk (cumulative over runs), plus what this run refused."""
+    genres: list[str] = field(default_factory=list)
+    preview_sources: tuple[str, ...] = ()
     before: Counter = field(default_factory=Counter)
     after: Counter = field(default_factory=Counter)
     no_audio: Counter = field(default_factory=Counter)
-    sources: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    sources: Counter = field(default_factory=Counter)  # kept previews by source
     duplicates: int = 0
     cross_genre: int = 0
+    skipped_tracks: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # this run: ids, links and manifest rows refused
     no_playlists: list[str] = field(default_factory=list)
+    fetched_now: int = 0
 
 
-def spotify_client():
-    """A spotipy client from SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET (token kept in memory)."""
-    import spotipy
-    from spotipy.cache_handler import MemoryCacheHandler
-    from spotipy.oauth2 import SpotifyClientCredentials
+# -- the fetch -------------------------------------------------------------------------------
 
-    cid, secret = os.environ.get("SPOTIPY_CLIENT_ID"), os.environ.get("SPOTIPY_CLIENT_SECRET")
-    if not cid or not secret:
-        raise DataError("Spotify credentials missing: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET "
-                        "(from a Spotify developer app) in the environment")
-    auth = SpotifyClientCredentials(client_id=cid, client_secret=secret, cache_handler=MemoryCacheHandler(),
-                                    requests_timeout=15)
-    auth.OAUTH_TOKEN_URL = endpoint("GENREKIT_SPOTIFY_TOKEN_URL")
-    sp = spotipy.Spotify(auth_manager=auth, requests_timeout=15, retries=5, status_retries=5, backoff_factor=0.5)
-    sp.prefix = endpoint("GENREKIT_SPOTIFY_API")
-    return sp
-
-
-def _spotify_call(fn, *args, **kw):
-    import requests
-    from spotipy.exceptions import SpotifyException
-    from spotipy.oauth2 import SpotifyOauthError
-
-    try:
-        return fn(*args, **kw)
-    except SpotifyOauthError as exc:
-        raise DataError(f"Spotify rejected the credentials ({getattr(exc, 'error', None) or 'token request failed'}); "
-                        "check SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET") from None
-    except SpotifyException as exc:
-        raise NetworkError(f"Spotify API error {exc.http_status}: {str(exc.msg).splitlines()[-1].strip()}") from None
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as exc:
-        raise NetworkError(f"cannot reach the Spotify API: {type(exc).__name__}") from None
-
-
-def _genre_tracks(sp, genre: str, opts: FetchOptions) -> list[dict]:
-    """Tracks of the first playlists Spotify finds for the genre's name (deduplicated by id)."""
-    res = _spotify_call(sp.search, q=genre, type="playlist", limit=min(50, opts.playlists_per_genre),
-                        market=opts.market)
-    playlists = [p for p in ((res or {}).get("playlists") or {}).get("items", []) or [] if p]
-    seen, out = set(), []
-    for pl in playlists[: opts.playlists_per_genre]:
-        page = _spotify_call(sp.playlist_items, pl["id"], additional_types=("track",), market=opts.market)
-        while page:
-            for item in page.get("items", []) or []:
-                t = (item or {}).get("track")
-                if not t or not t.get("id") or t.get("type", "track") != "track" or t["id"] in seen:
-                    continue
-                seen.add(t["id"])
-                out.append({"track_id": t["id"], "isrc": (t.get("external_ids") or {}).get("isrc", ""),
-                            "artist": ", ".join(a.get("name", "") for a in t.get("artists", []) if a),
-                            "first_artist": (t.get("artists") or [{}])[0].get("name", ""),
-                            "title": t.get("name", ""), "playlist": pl.get("name", ""),
-                            "preview_url": t.get("preview_url"), "genre": genre})
-            page = _spotify_call(sp.next, page) if page.get("next") else None
-    if not playlists:
-        return []
-    return out
-
-
-def _to_wav_bytes(audio_bytes: bytes, suffix: str) -> bytes:
-    """Decode a preview (mp3/m4a/...) and re-encode it as 22,050 Hz mono PCM16 WAV bytes."""
-    import tempfile
-
-    import soundfile as sf
-
-    from data_tools.audio import load_audio
-
-    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-        tmp.write(audio_bytes)
-        tmp.flush()
-        y = load_audio(tmp.name, sr=SR).y
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(y, -1, 1), SR, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def fetch_spotify(opts: FetchOptions, sp=None, http: Http | None = None) -> FetchReport:
-    log = opts.log or (lambda m: print(m, file=sys.stderr, flush=True))
+def _check_options(opts: FetchOptions) -> None:
     bad = [s for s in opts.preview_sources if s not in PREVIEW_SOURCES]
     if bad or not opts.preview_sources:
-        raise DataError(f"unknown preview source(s) {', '.join(bad) or '(none)'} (known: {', '.join(PREVIEW_SOURCES)})")
+        raise DataError(f"unknown preview source(s) {', '.join(printable(b, 20) for b in bad) or '(none)'} "
+                        f"(known: {', '.join(PREVIEW_SOURCES)})")
     if not opts.genres:
         raise DataError("no genres given (--genres blues,classical,...)")
+    if opts.per_genre < 1 or opts.playlists_per_genre < 1:
+        raise DataError("--per-genre and --playlists must be at least 1")
+    if not (opts.max_preview_bytes >= 1):
+        raise DataError("the preview size cap must be positive")
+    if not (0 < opts.preview_deadline_s < float("inf")):
+        raise DataError("the preview deadline must be a positive number of seconds")
     out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
+
+
+def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None, http: Http | None = None) -> FetchReport:
+    log = opts.log or (lambda m: print(m, file=sys.stderr, flush=True))
+    _check_options(opts)
+    out = Path(opts.out)
+    http = http or Http()
+    api = api or spotify_api(http)
+    api._bearer()  # credentials are checked before anything is created
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {out}: {exc.strerror or exc}") from None
-    sp = sp or spotify_client()
-    http = http or Http()
-    manifest_path = out / MANIFEST
-    done = {(r["genre"], r["track_id"]): r for r in read_csv(manifest_path)} if manifest_path.is_file() else {}
-    rows = list(done.values())
-    report = FetchReport()
+    report = FetchReport(genres=list(opts.genres), preview_sources=tuple(opts.preview_sources))
+    stale = remove_stale_temporaries(out)
+    if stale:
+        log(f"removed {stale} temporary file(s) left by an interrupted fetch")
+    rows = _load_manifest(out, report, log)
+    done = {(r["genre"], r["track_id"]): r for r in rows}
     try:
         for genre in opts.genres:
-            tracks = _genre_tracks(sp, genre, opts)
+            tracks = _genre_tracks(api, genre, opts, report, log)
             if not tracks:
                 report.no_playlists.append(genre)
                 log(f"genre {genre}: Spotify found no playlists (or no tracks) for it; skipped")
@@ -286,53 +230,159 @@ def fetch_spotify(opts: FetchOptions, sp=None, http: Http | None = None) -> Fetc
                     break
                 key = (genre, t["track_id"])
                 prev = done.get(key)
-                if prev and (not prev["file"] or (out / prev["file"]).is_file() or
-                             (out / DROPPED / prev["file"]).is_file()):
-                    continue  # fetched (or found to have no audio) in an earlier run
+                if prev and not prev["status"].startswith("failed") and (
+                        not prev["file"] or (out / prev["file"]).is_file() or (out / DROPPED / prev["file"]).is_file()):
+                    continue  # fetched, found to have no audio, or skipped, in an earlier run
                 row = _fetch_one(t, out, http, opts, log)
                 rows = [r for r in rows if (r["genre"], r["track_id"]) != key] + [row]
                 done[key] = row
                 if row["file"]:
                     have += 1
-                    report.sources[row["preview_source"]] += 1
-                write_csv_atomic(manifest_path, rows, FIELDS)  # resumable after every track
+                    report.fetched_now += 1
+                _write_manifest(out, rows)  # resumable after every track
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DataError(f"disk full while writing to {out}; what was fetched so far is kept "
                             "(free space and rerun to resume)") from None
         raise
     _clean(out, rows, report, log)
-    write_csv_atomic(manifest_path, rows, FIELDS)
-    write_text_atomic(out / "fetch_report.md", format_fetch_report(report, opts))
+    _write_manifest(out, rows)
+    write_atomic(out, REPORT, format_fetch_report(report, opts).encode("utf-8"))
+    _drop_tmp_dir(out)
     return report
+
+
+def _load_manifest(out: Path, report: FetchReport, log) -> list[dict]:
+    path = out / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        raw = read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}; move it away to start the set afresh") from None
+    rows: dict = {}
+    for r in raw:
+        r = {k: (r.get(k) or "") if isinstance(r.get(k), str) else "" for k in FIELDS}
+        if not is_spotify_id(r["track_id"]) or not r["genre"] or (r["file"] and not _safe_rel(out, r["file"])):
+            msg = (f"{MANIFEST}: row for track {printable(r['track_id'], 40)} ignored (not a Spotify id, "
+                   "or a file outside the set)")
+            report.refused.append(msg)
+            log(msg)
+            continue
+        rows[(r["genre"], r["track_id"])] = r
+    return list(rows.values())
+
+
+def _write_manifest(out: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(out, MANIFEST, buf.getvalue().encode("utf-8"))
+
+
+def _str(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _refuse(report: FetchReport, log, msg: str) -> None:
+    report.refused.append(msg)
+    log(msg)
+
+
+def _genre_tracks(api: SpotifyApi, genre: str, opts: FetchOptions, report: FetchReport, log) -> list[dict]:
+    """Tracks of the first playlists Spotify finds for the genre's name (deduplicated by id)."""
+    playlists = api.search_playlists(genre, opts.playlists_per_genre, opts.market)
+    seen, out = set(), []
+    for pl in playlists[: opts.playlists_per_genre]:
+        pid = pl.get("id")
+        if not is_spotify_id(pid):
+            _refuse(report, log, f"genre {genre}: playlist id {printable(pid, 40)} is not a Spotify id; skipped")
+            continue
+        refused: list[str] = []
+        for page in api.playlist_pages(pid, opts.market, refused=refused):
+            items = page.get("items")
+            for item in items if isinstance(items, list) else []:
+                t = item.get("track") if isinstance(item, dict) else None
+                if not isinstance(t, dict) or t.get("type", "track") != "track" or t.get("id") is None:
+                    continue  # an episode, a local file, a removed track
+                tid = t.get("id")
+                if not is_spotify_id(tid):
+                    _refuse(report, log, f"genre {genre}: track id {printable(tid, 40)} is not a Spotify id "
+                                         "(22 letters and digits); skipped")
+                    continue
+                if tid in seen:
+                    continue
+                seen.add(tid)
+                artists = [a for a in t.get("artists") or [] if isinstance(a, dict)] \
+                    if isinstance(t.get("artists"), list) else []
+                ext = t.get("external_ids") if isinstance(t.get("external_ids"), dict) else {}
+                isrc = _str(ext.get("isrc"))
+                out.append({"track_id": tid, "isrc": isrc if _ISRC.fullmatch(isrc) else "",
+                            "artist": ", ".join(_str(a.get("name")) for a in artists),
+                            "first_artist": _str(artists[0].get("name")) if artists else "",
+                            "title": _str(t.get("name")), "playlist": _str(pl.get("name")),
+                            "preview_url": t.get("preview_url"), "genre": genre})
+        for msg in refused:
+            _refuse(report, log, f"genre {genre}: {msg}")
+    return out
+
+
+def _decode_to_wav(path: Path) -> bytes:
+    """Decode a downloaded preview (mp3/m4a/...) to 22,050 Hz mono PCM16 WAV bytes."""
+    import soundfile as sf
+
+    from data_tools.audio import load_audio
+
+    y = load_audio(path, sr=SR, duration_s=MAX_PREVIEW_S).y
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(y, -1, 1), SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
 
 
 def _fetch_one(t: dict, out: Path, http: Http, opts: FetchOptions, log) -> dict:
     row = {k: t.get(k, "") for k in FIELDS}
     row.update(preview_source="", file="", sha256="", status="no audio")
+    label = f"{printable(t['artist'])} - {printable(t['title'])} [{t['track_id']}]"
+    problems: list[tuple[str, bool]] = []  # (reason, transient)
     for source in opts.preview_sources:
-        url = t.get("preview_url") if source == "spotify" else \
-            RESOLVERS[source](http, t["isrc"], t["first_artist"], t["title"])
+        try:
+            url = t.get("preview_url") if source == "spotify" else \
+                RESOLVERS[source](http, t["isrc"], t["first_artist"], t["title"])
+        except NetworkError as exc:
+            problems.append((f"{source} lookup: {exc}", not isinstance(exc, Refused)))
+            log(f"{label}: {source} lookup: {exc}")
+            continue
         if not url:
             continue
+        tmp = _tmp_path(out, t["track_id"])
+        audio = tmp
         try:
-            r = http.get(url)
-        except NetworkError as exc:
-            log(f"{t['artist']} - {t['title']}: {source} preview: {exc}")
-            continue
-        if r.status_code != 200 or not r.content:
-            continue
-        suffix = ".m4a" if ".m4a" in url or "aac" in r.headers.get("Content-Type", "") else ".mp3"
-        try:
-            wav = _to_wav_bytes(r.content, suffix)
-        except AudioDecodeError as exc:
-            log(f"{t['artist']} - {t['title']}: {source} preview is not audio ({exc}); skipped")
-            row["status"] = "preview not audio"
-            continue
-        rel = f"{safe_name(t['genre'], 40)}/{safe_name(t['first_artist'], 40)} - {safe_name(t['title'], 60)} [{t['track_id']}].wav"
-        write_bytes_atomic(out / rel, wav)
+            try:
+                with open(tmp, "wb") as fh:
+                    suffix = download_preview(http, url, fh, opts.max_preview_bytes, opts.preview_deadline_s)
+                audio = tmp.with_name(tmp.name + suffix)
+                os.replace(tmp, audio)
+                wav = _decode_to_wav(audio)
+            except NetworkError as exc:
+                problems.append((f"{source} preview: {exc}", not isinstance(exc, Refused)))
+                log(f"{label}: {source} preview skipped: {exc}")
+                continue
+            except DataError as exc:  # not audio, too long, ...
+                problems.append((f"{source} preview is not audio ({printable(str(exc), 80)})", False))
+                log(f"{label}: {source} preview is not audio ({exc}); skipped")
+                continue
+        finally:
+            _unlink(tmp)
+            _unlink(audio)
+        rel = (f"{safe_name(t['genre'], 40)}/{safe_name(t['first_artist'], 40)} - "
+               f"{safe_name(t['title'], 60)} [{t['track_id']}].wav")
+        write_atomic(out, rel, wav)
         row.update(preview_source=source, file=rel, sha256=hashlib.sha256(wav).hexdigest(), status="ok")
         return row
+    if problems:
+        transient = any(tr for _, tr in problems)
+        row["status"] = ("failed: " if transient else "skipped: ") + "; ".join(p for p, _ in problems)[:300]
     return row
 
 
@@ -358,7 +408,14 @@ def _clean(out: Path, rows: list[dict], report: FetchReport, log) -> None:
             kept_keys |= keys
         _place(out, r)
     report.after = Counter(r["genre"] for r in have if r["status"] == "ok")
-    report.no_audio = Counter(r["genre"] for r in rows if not r["file"])
+    report.sources = Counter(r["preview_source"] for r in have if r["status"] == "ok")
+    report.no_audio = Counter(r["genre"] for r in rows if not r["file"] and r["status"] == "no audio")
+    report.skipped = Counter(r["genre"] for r in rows if not r["file"] and r["status"] != "no audio")
+    report.skipped_tracks = [f"{r['genre']}: {printable(r['artist'])} - {printable(r['title'])} "
+                             f"[{r['track_id']}]: {printable(r['status'], 300)}"
+                             for r in rows if not r["file"] and r["status"] != "no audio"]
+    for g in sorted({r["genre"] for r in rows} - set(report.genres)):
+        report.genres.append(g)
 
 
 def _keys(r: dict) -> set:
@@ -371,20 +428,36 @@ def _keys(r: dict) -> set:
 def _place(out: Path, r: dict) -> None:
     """Kept files live in the genre folders; dropped ones under .dropped/ (ignored by augment)."""
     live, dead = out / r["file"], out / DROPPED / r["file"]
+    if not (_inside(out, live) and _inside(out, dead)):
+        return
     src, dst = (dead, live) if r["status"] == "ok" else (live, dead)
-    if src.is_file():
+    if src.is_file() and not src.is_symlink():
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
 
 
-def format_fetch_report(rep: FetchReport, opts: FetchOptions) -> str:
+def _listed(lines: list[str]) -> list[str]:
+    shown = [f"- {s}" for s in lines[:MAX_LISTED]]
+    if len(lines) > MAX_LISTED:
+        shown.append(f"- ... and {len(lines) - MAX_LISTED} more")
+    return shown
+
+
+def format_fetch_report(rep: FetchReport, opts: FetchOptions | None = None) -> str:
+    sources = rep.preview_sources or (opts.preview_sources if opts else ())
     L = ["# genrekit fetch-spotify report", "",
-         f"- preview sources, in order: {', '.join(opts.preview_sources)}",
-         f"- previews by source: {', '.join(f'{k} {v}' for k, v in sorted(rep.sources.items())) or 'none this run'}",
+         "The whole set on disk (every run so far); refusals are this run's.", "",
+         f"- preview sources, in order: {', '.join(sources)}",
+         f"- kept previews by source: {', '.join(f'{k} {v}' for k, v in sorted(rep.sources.items())) or 'none'}",
          f"- duplicates dropped: {rep.duplicates}; tracks in several genres dropped (from all of them): {rep.cross_genre}",
-         "", "| genre | with audio, before cleaning | after cleaning | tracks with no audio |", "| --- | --- | --- | --- |"]
-    for g in opts.genres:
-        L.append(f"| {g} | {rep.before[g]} | {rep.after[g]} | {rep.no_audio[g]} |")
+         "", "| genre | with audio, before cleaning | after cleaning | tracks with no audio | skipped or failed |",
+         "| --- | --- | --- | --- | --- |"]
+    for g in rep.genres:
+        L.append(f"| {printable(g, 40)} | {rep.before[g]} | {rep.after[g]} | {rep.no_audio[g]} | {rep.skipped[g]} |")
     if rep.no_playlists:
-        L += ["", f"No playlists found for: {', '.join(rep.no_playlists)}"]
+        L += ["", f"No playlists found for: {', '.join(printable(g, 40) for g in rep.no_playlists)}"]
+    if rep.skipped_tracks:
+        L += ["", "## Skipped or failed tracks (failed ones are retried by a rerun)", "", *_listed(rep.skipped_tracks)]
+    if rep.refused:
+        L += ["", "## Refused this run", "", *_listed(list(dict.fromkeys(rep.refused)))]
     return "\n".join(L) + "\n"

@@ -9,7 +9,7 @@ from data_tools.errors import DataError
 from data_tools.fsio import read_csv
 from data_tools.spotify import FetchOptions, fetch_spotify, safe_name
 from genrekit.cli import main
-from tests.spotify_server import FakeApis, serve
+from tests.spotify_server import FakeApis, serve, sid
 
 
 @pytest.fixture
@@ -34,13 +34,13 @@ def test_fetch_builds_a_clean_set(apis, tmp_path, capsys):
     assert "polka" in err and "no playlists" in err
     rows = {(r["genre"], r["track_id"]): r for r in read_csv(out / "spotify_manifest.csv")}
     st = {k: (r["status"], r["preview_source"]) for k, r in rows.items()}
-    assert st[("blues", "t1")] == ("ok", "spotify")
-    assert st[("blues", "t2")] == ("ok", "deezer")  # missing preview resolved by ISRC
-    assert st[("blues", "t3")][0] == "dropped: duplicate"  # same ISRC and audio as t1
-    assert st[("blues", "t4")][0] == st[("jazz", "t4")][0] == "dropped: in several genres"
-    assert st[("blues", "t5")] == ("ok", "itunes")  # Spotify's preview was not audio
-    assert st[("blues", "t9")] == ("no audio", "")
-    assert st[("jazz", "t6")] == ("ok", "spotify") and st[("jazz", "t7")] == ("ok", "itunes")
+    assert st[("blues", sid("t1"))] == ("ok", "spotify")
+    assert st[("blues", sid("t2"))] == ("ok", "deezer")  # missing preview resolved by ISRC
+    assert st[("blues", sid("t3"))][0] == "dropped: duplicate"  # same ISRC and audio as t1
+    assert st[("blues", sid("t4"))][0] == st[("jazz", sid("t4"))][0] == "dropped: in several genres"
+    assert st[("blues", sid("t5"))] == ("ok", "itunes")  # Spotify's preview was not audio
+    assert st[("blues", sid("t9"))] == ("no audio", "")
+    assert st[("jazz", sid("t6"))] == ("ok", "spotify") and st[("jazz", sid("t7"))] == ("ok", "itunes")
     # the clean set is a folder-per-genre tree of 22,050 Hz mono WAVs; dropped files are aside
     kept = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*.wav"))
     assert len(kept) == 5 and all(p.startswith(("blues/", "jazz/")) for p in kept)
@@ -50,7 +50,7 @@ def test_fetch_builds_a_clean_set(apis, tmp_path, capsys):
     # the faults were met and retried over HTTP
     assert apis.hits["/v1/search"] >= 4 and apis.faults == {"search_429": 0, "items_500": 0, "preview_429": 0}
     report = (out / "fetch_report.md").read_text()
-    assert "| blues | 5 | 3 | 1 |" in report and "| jazz | 3 | 2 | 0 |" in report
+    assert "| blues | 5 | 3 | 1 | 0 |" in report and "| jazz | 3 | 2 | 0 | 0 |" in report
     # credentials never written
     for p in out.rglob("*"):
         if p.is_file() and p.suffix in (".csv", ".md", ".json"):
@@ -76,21 +76,21 @@ def test_missing_and_rejected_credentials(apis, tmp_path, monkeypatch, capsys):
 def test_full_disk_keeps_what_was_fetched(apis, tmp_path, monkeypatch):
     import data_tools.spotify as spotify
 
-    real = spotify.write_bytes_atomic
+    real = spotify.write_atomic
     calls = {"n": 0}
 
-    def flaky(path, data, only_if_changed=False):
-        calls["n"] += 1
+    def flaky(out, rel, data):
+        calls["n"] += rel.endswith(".wav")
         if calls["n"] > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data, only_if_changed)
+        return real(out, rel, data)
 
-    monkeypatch.setattr(spotify, "write_bytes_atomic", flaky)
+    monkeypatch.setattr(spotify, "write_atomic", flaky)
     out = tmp_path / "full"
     with pytest.raises(DataError, match="disk full"):
         fetch_spotify(FetchOptions(out=str(out), genres=["blues"], per_genre=10, log=lambda m: None))
     rows = read_csv(out / "spotify_manifest.csv")
-    assert [r["track_id"] for r in rows if r["file"]] == ["t1"]
+    assert [r["track_id"] for r in rows if r["file"]] == [sid("t1")]
     assert (out / rows[0]["file"]).is_file()
 
 

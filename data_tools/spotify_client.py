@@ -1,0 +1,413 @@
+"""HTTP for ``genrekit fetch-spotify`` and a small Spotify Web API client.
+
+Everything that comes from the network is untrusted. :class:`Http` therefore
+
+- only speaks ``http`` and ``https``, and follows redirects itself, one hop at a time, checking
+  every hop's scheme and host, up to ``max_redirects`` (requests that carry the bearer token
+  follow none);
+- enforces a **whole-request deadline** (wall clock over connecting, headers, every redirect,
+  every retry and the whole body), not only a per-read timeout, so a server that trickles one
+  byte every few seconds or lies about ``Content-Length`` costs at most the deadline;
+- caps the body size: a declared ``Content-Length`` over the cap is refused before reading, and
+  the stream is cut as soon as it passes the cap; bodies are streamed in chunks (to a file when a
+  ``sink`` is given), never read whole;
+- honours ``Retry-After`` on 429 and retries 5xx and connection errors with exponential back-off,
+  but never beyond the deadline; a body that stops short or stalls is not retried.
+
+:class:`SpotifyApi` does the client-credentials flow (ids from ``SPOTIPY_CLIENT_ID`` /
+``SPOTIPY_CLIENT_SECRET``; the token lives in memory only) and sends the token only to the
+origin (scheme, host, port) of the configured API base: a ``next`` link that points anywhere
+else is refused, never requested.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from data_tools.errors import DataError
+
+# endpoints; the environment can point them elsewhere (a proxy, a mirror, or a test server)
+ENDPOINTS = {
+    "GENREKIT_SPOTIFY_API": "https://api.spotify.com/v1/",
+    "GENREKIT_SPOTIFY_TOKEN_URL": "https://accounts.spotify.com/api/token",
+    "GENREKIT_DEEZER_API": "https://api.deezer.com/",
+    "GENREKIT_ITUNES_API": "https://itunes.apple.com/",
+}
+API_MAX_BYTES = 10_000_000  # one JSON page of the Web API, Deezer or iTunes is far smaller
+CHUNK_BYTES = 65536
+SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")  # Spotify ids are 22 base62 characters
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def endpoint(name: str) -> str:
+    return os.environ.get(name) or ENDPOINTS[name]
+
+
+def is_spotify_id(value) -> bool:
+    return isinstance(value, str) and SPOTIFY_ID.fullmatch(value) is not None
+
+
+def printable(value, max_len: int = 60) -> str:
+    """Untrusted text made safe for one line of a log or a Markdown report."""
+    s = ascii(value if isinstance(value, str) else str(value))[1:-1]
+    s = s.replace("|", "/").replace("`", "'")
+    return s if len(s) <= max_len else s[: max_len - 3] + "..."
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, or None for anything else."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return None
+    scheme = (u.scheme or "").lower()
+    if scheme not in ("http", "https") or not u.hostname:
+        return None
+    return scheme, u.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+class NetworkError(DataError):
+    """A request that failed (after retries) or that was refused as unsafe."""
+
+
+class Refused(NetworkError):
+    """The server sent something genrekit will not take: a bad scheme or redirect, a body over the
+    size cap, a body that stopped short, a deadline passed. Not retried."""
+
+
+class _Transient(Exception):
+    pass
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    url: str
+    body: bytes = b""  # empty when the body went to a sink
+    n_bytes: int = 0
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+
+def _retry_after(value, default: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if v == v and v >= 0 else default  # NaN or negative: use the default
+
+
+class Http:
+    """GET/POST with a whole-request deadline, a size cap, checked redirects and retries."""
+
+    def __init__(self, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 15.0,
+                 deadline_s: float = 120.0, max_wait_s: float = 60.0, max_redirects: int = 5, sleep=time.sleep):
+        import requests
+
+        self.session = requests.Session()
+        self.session.trust_env = True
+        self.session.headers["User-Agent"] = "genrekit (music genre research toolkit)"
+        self.session.headers["Accept-Encoding"] = "identity"  # no compression: sizes are what they say
+        self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
+        self.deadline_s, self.max_wait_s, self.max_redirects = deadline_s, max_wait_s, max_redirects
+        self.sleep = sleep
+
+    # -- public --------------------------------------------------------------------------------
+
+    def fetch(self, url: str, *, params: dict | None = None, method: str = "GET", data: dict | None = None,
+              headers: dict | None = None, max_bytes: int = API_MAX_BYTES, sink=None,
+              deadline_s: float | None = None, follow_redirects: bool = True) -> Response:
+        """One request, retried within the deadline. ``sink`` (a binary file) receives a 2xx body;
+        other bodies are kept in memory (at most 64 kB). Raises :class:`NetworkError`."""
+        deadline = time.monotonic() + (self.deadline_s if deadline_s is None else deadline_s)
+        where = _where(url)
+        last = ""
+        for attempt in range(self.retries + 1):
+            wait = self.backoff_s * 2 ** attempt
+            try:
+                r = self._once(url, params=params, method=method, data=data, headers=headers or {},
+                               max_bytes=max_bytes, sink=sink, deadline=deadline,
+                               follow_redirects=follow_redirects)
+            except _Transient as exc:
+                last = str(exc)
+            else:
+                if r.status == 429:
+                    last, wait = "HTTP 429", _retry_after(r.headers.get("Retry-After"), wait)
+                elif r.status >= 500:
+                    last = f"HTTP {r.status}"
+                else:
+                    return r
+            if attempt == self.retries:
+                break
+            wait = min(wait, self.max_wait_s)
+            if time.monotonic() + wait >= deadline:
+                raise NetworkError(f"{where}: gave up, the {self._deadline_text(deadline_s)} deadline "
+                                   f"would pass ({last})")
+            self.sleep(wait)
+        raise NetworkError(f"{where}: gave up after {self.retries + 1} tries ({last})")
+
+    def json(self, url: str, params: dict | None = None) -> dict | None:
+        """A public JSON API (Deezer, iTunes): the parsed object on HTTP 200, else None."""
+        r = self.fetch(url, params=params)
+        if r.status != 200:
+            return None
+        d = r.json()
+        return d if isinstance(d, dict) else None
+
+    # -- one try -------------------------------------------------------------------------------
+
+    def _deadline_text(self, deadline_s) -> str:
+        return f"{self.deadline_s if deadline_s is None else deadline_s:g} s"
+
+    def _once(self, url, *, params, method, data, headers, max_bytes, sink, deadline, follow_redirects) -> Response:
+        cur = url
+        for hop in range(self.max_redirects + 1):
+            if origin(cur) is None:
+                what = "redirect" if hop else "URL"
+                raise Refused(f"{what} to a {_scheme(cur)} URL refused (only http and https)")
+            r = self._open(method, cur, deadline, params=params if hop == 0 else None, data=data,
+                           headers=headers)
+            if r.status_code in REDIRECTS:
+                loc = r.headers.get("Location")
+                r.close()
+                if not follow_redirects:
+                    raise Refused(f"{_where(cur)}: unexpected redirect refused")
+                if not loc:
+                    raise Refused(f"{_where(cur)}: redirect without a Location")
+                cur = urljoin(r.url, loc)
+                if r.status_code == 303:
+                    method, data = "GET", None
+                continue
+            try:
+                return self._read(r, deadline, max_bytes, sink if 200 <= r.status_code < 300 else None)
+            finally:
+                r.close()
+        raise Refused(f"{_where(url)}: more than {self.max_redirects} redirects")
+
+    def _open(self, method, url, deadline, **kw):
+        """Send the request and wait for the status line and headers, within the deadline (in a
+        helper thread, so that headers trickled byte by byte cannot hold the fetch)."""
+        import requests
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Refused(f"{_where(url)}: deadline passed")
+        t = min(self.timeout_s, remaining)
+        state: dict = {}
+        lock, done = threading.Lock(), threading.Event()
+
+        def work():
+            try:
+                r = self.session.request(method, url, stream=True, allow_redirects=False, timeout=(t, t), **kw)
+            except requests.RequestException as exc:
+                r, state["exc"] = None, exc
+            except Exception as exc:  # noqa: BLE001 - reported below, in the caller's thread
+                r, state["exc"] = None, exc
+            with lock:
+                if state.get("abandoned") and r is not None:
+                    r.close()
+                else:
+                    state["r"] = r
+            done.set()
+
+        threading.Thread(target=work, daemon=True, name="genrekit-http").start()
+        if not done.wait(remaining):
+            with lock:
+                state["abandoned"] = True
+                r = state.pop("r", None)
+            if r is not None:
+                r.close()
+            raise Refused(f"{_where(url)}: deadline passed waiting for the response")
+        exc = state.get("exc")
+        if exc is not None:
+            if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+                raise _Transient(type(exc).__name__)
+            if isinstance(exc, requests.RequestException):  # invalid URL, too many headers, ...
+                raise Refused(f"{_where(url)}: {type(exc).__name__}")
+            raise exc
+        return state["r"]
+
+    def _read(self, r, deadline, max_bytes, sink) -> Response:
+        import urllib3
+
+        where = _where(r.url)
+        declared = r.headers.get("Content-Length")
+        try:
+            declared = int(declared) if declared is not None else None
+        except ValueError:
+            raise Refused(f"{where}: invalid Content-Length") from None
+        if declared is not None and declared > max_bytes and r.status_code < 300:
+            raise Refused(f"{where}: body of {declared} bytes is over the {max_bytes}-byte cap")
+        small = sink is None and r.status_code >= 300  # an error body: its start is enough
+        cap = min(max_bytes, 65536) if small else max_bytes
+        raw = r.raw
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        read = getattr(raw, "read1", None) or raw.read
+        chunks, n = [], 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Refused(f"{where}: deadline passed after {n} bytes")
+            try:
+                if sock is not None:
+                    sock.settimeout(min(self.timeout_s, remaining))
+                chunk = read(CHUNK_BYTES, decode_content=False)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as _:
+                why = "deadline passed" if time.monotonic() >= deadline else "read timed out"
+                raise Refused(f"{where}: {why} after {n} bytes") from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise Refused(f"{where}: body ended early after {n} bytes ({type(exc).__name__})") from None
+            if not chunk:
+                break
+            n += len(chunk)
+            if n > cap:
+                if small:
+                    break
+                raise Refused(f"{where}: body passed the {max_bytes}-byte cap")
+            if sink is not None:
+                sink.write(chunk)
+            else:
+                chunks.append(chunk)
+        if declared is not None and n < declared and r.status_code < 300:
+            raise Refused(f"{where}: body ended after {n} of {declared} bytes")
+        return Response(r.status_code, r.headers, r.url, b"".join(chunks), n)
+
+
+def _scheme(url: str) -> str:
+    s = urlsplit(url).scheme if isinstance(url, str) else ""
+    return printable(s or "scheme-less", 20) + ":"
+
+
+def _where(url: str) -> str:
+    """Scheme, host and path of a URL for messages: no query string (it may hold a signature)."""
+    try:
+        u = urlsplit(url)
+        return printable(f"{u.scheme}://{u.netloc.rpartition('@')[2]}{u.path}", 120)
+    except ValueError:
+        return "(invalid URL)"
+
+
+# -- the Spotify Web API ------------------------------------------------------------------------
+
+class SpotifyApi:
+    """Client-credentials access to the few Web API calls fetch-spotify needs."""
+
+    def __init__(self, client_id: str, client_secret: str, http: Http | None = None,
+                 api_base: str | None = None, token_url: str | None = None):
+        self.http = http or Http()
+        self.api_base = api_base or endpoint("GENREKIT_SPOTIFY_API")
+        if not self.api_base.endswith("/"):
+            self.api_base += "/"
+        self.token_url = token_url or endpoint("GENREKIT_SPOTIFY_TOKEN_URL")
+        self.origin = origin(self.api_base)
+        if self.origin is None:
+            raise DataError(f"the Spotify API base {printable(self.api_base)} is not an http(s) URL")
+        if origin(self.token_url) is None:
+            raise DataError(f"the Spotify token URL {printable(self.token_url)} is not an http(s) URL")
+        self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def __repr__(self) -> str:  # never show the credentials
+        return f"SpotifyApi({self.api_base!r})"
+
+    def _bearer(self) -> str:
+        if self._token and time.monotonic() < self._expires:
+            return self._token
+        try:
+            r = self.http.fetch(self.token_url, method="POST", data={"grant_type": "client_credentials"},
+                                headers={"Authorization": f"Basic {self._basic}"}, follow_redirects=False,
+                                max_bytes=1_000_000)
+        except Refused as exc:
+            raise NetworkError(f"Spotify token request refused: {exc}") from None
+        except NetworkError as exc:
+            raise NetworkError(f"cannot reach the Spotify accounts service: {exc}") from None
+        d = r.json() if r.status in (200, 400, 401, 403) else None
+        if r.status in (400, 401, 403):
+            why = d.get("error") if isinstance(d, dict) and isinstance(d.get("error"), str) else f"HTTP {r.status}"
+            raise DataError(f"Spotify rejected the credentials ({printable(why, 40)}); "
+                            "check SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET")
+        tok = d.get("access_token") if isinstance(d, dict) else None
+        if r.status != 200 or not isinstance(tok, str) or not tok or not tok.isprintable():
+            raise NetworkError(f"Spotify token request failed (HTTP {r.status})")
+        life = _retry_after(d.get("expires_in"), 3600.0)
+        self._token, self._expires = tok, time.monotonic() + max(0.0, min(life, 86400.0) - 60.0)
+        return tok
+
+    def is_api_url(self, url) -> bool:
+        return isinstance(url, str) and origin(url) == self.origin
+
+    def get(self, url: str, params: dict | None = None) -> dict:
+        """GET a Web API path (relative to the base) or an absolute URL on the API's own origin."""
+        if not url.startswith(("http:", "https:")):
+            url = self.api_base + url
+        if not self.is_api_url(url):
+            raise Refused(f"{_where(url)} is not on the Spotify API host; the token is not sent there")
+        for attempt in range(2):
+            r = self.http.fetch(url, params=params, headers={"Authorization": f"Bearer {self._bearer()}"},
+                                follow_redirects=False)
+            if r.status == 401 and attempt == 0:
+                self._token = None  # expired early: one fresh token
+                continue
+            break
+        d = r.json()
+        if r.status != 200:
+            msg = ""
+            if isinstance(d, dict) and isinstance(d.get("error"), dict):
+                msg = d["error"].get("message") or ""
+            raise NetworkError(f"Spotify API error {r.status}: {printable(msg, 80) or _where(url)}")
+        if not isinstance(d, dict):
+            raise NetworkError(f"Spotify API: {_where(url)} did not return a JSON object")
+        return d
+
+    def search_playlists(self, query: str, limit: int, market: str | None = None) -> list[dict]:
+        params = {"q": query, "type": "playlist", "limit": max(1, min(50, limit))}
+        if market:
+            params["market"] = market
+        d = self.get("search", params)
+        items = (d.get("playlists") or {}).get("items") if isinstance(d.get("playlists"), dict) else None
+        return [p for p in (items or []) if isinstance(p, dict)] if isinstance(items, list) else []
+
+    def playlist_pages(self, playlist_id: str, market: str | None = None, max_pages: int = 200, refused=None):
+        """The pages of a playlist's items, following ``next`` only on the API's own origin."""
+        params = {"limit": 100, "offset": 0, "additional_types": "track"}
+        if market:
+            params["market"] = market
+        page = self.get(f"playlists/{playlist_id}/items", params)
+        seen = set()
+        for _ in range(max_pages):
+            yield page
+            nxt = page.get("next")
+            if not nxt:
+                return
+            if not self.is_api_url(nxt):
+                if refused is not None:
+                    refused.append(f"playlist {playlist_id}: a `next` link to another host "
+                                   f"({_where(nxt) if isinstance(nxt, str) else 'not a URL'}) was refused; "
+                                   "the rest of the playlist is skipped")
+                return
+            if nxt in seen:
+                return  # a loop of next links
+            seen.add(nxt)
+            page = self.get(nxt)
+
+
+def spotify_api(http: Http | None = None) -> SpotifyApi:
+    """A :class:`SpotifyApi` from SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET (token kept in memory)."""
+    cid, secret = os.environ.get("SPOTIPY_CLIENT_ID"), os.environ.get("SPOTIPY_CLIENT_SECRET")
+    if not cid or not secret:
+        raise DataError("Spotify credentials missing: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET "
+                        "(from a Spotify developer app) in the environment")
+    return SpotifyApi(cid, secret, http=http)
