@@ -6,9 +6,13 @@ heavy libraries (TensorFlow) are imported only by the commands that need them.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.util
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from genrekit import __version__
@@ -23,6 +27,66 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         if mod in sys.modules:
             errs.append(getattr(sys.modules[mod], name))
     return tuple(errs)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import TensorFlow with file descriptor 2 pointed away: while its C++ libraries load they
+    write about six lines of start-up log (oneDNN, CUDA, absl) straight to fd 2, before any
+    setting such as ``TF_CPP_MIN_LOG_LEVEL`` is read. What they wrote is shown only if the
+    import fails."""
+
+    def __init__(self):
+        self._loader = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self._loader is not None:
+            return None
+        sys.meta_path.remove(self)  # once: the real finders locate the package
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        import tempfile
+
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            self._loader.exec_module(module)
+            return
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                self._loader.exec_module(module)
+            except BaseException:
+                os.dup2(saved, 2)
+                log.seek(0)
+                sys.stderr.write(log.read().decode("utf-8", "replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter off stderr, so that a failing command prints exactly one line: the
+    C++ log of TensorFlow (``TF_CPP_MIN_LOG_LEVEL=3``, and its start-up lines while it is
+    imported), its and absl's Python loggers, and Python warnings. ``GENREKIT_DEBUG=1`` keeps
+    them all."""
+    if os.environ.get("GENREKIT_DEBUG"):
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for name in ("tensorflow", "absl", "keras", "h5py", "numba"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -485,13 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -501,15 +569,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - every user-facing failure becomes one line
         if isinstance(exc, _user_errors()):
-            print(f"genrekit: error: {exc}", file=sys.stderr)
+            print(f"genrekit: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            print(f"genrekit: error: {exc.strerror or exc}{where}", file=sys.stderr)
+            print(f"genrekit: error: {_one_line(exc.strerror or exc)}{where}", file=sys.stderr)
+            return 2
+        if isinstance(exc, MemoryError):
+            print("genrekit: error: out of memory (the input is too large for this machine)", file=sys.stderr)
             return 2
         if os.environ.get("GENREKIT_DEBUG"):
             raise
-        print(f"genrekit: internal error: {type(exc).__name__}: {exc} "
+        print(f"genrekit: internal error: {type(exc).__name__}: {_one_line(exc)} "
               "(set GENREKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
 

@@ -15,7 +15,7 @@ import numpy as np
 from data_tools.folds import inner_validation, track_folds, write_view
 from data_tools.fsio import write_json_atomic, write_text_atomic
 from data_tools.loaders import select
-from data_tools.manifest import read_manifest
+from data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
 
 CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
@@ -24,15 +24,27 @@ CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
 def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augmented: bool = True,
                    train_kwargs: dict | None = None, log=print, fold_kwargs=None) -> dict:
     """``fold_kwargs(k)`` may add per-fold training options (e.g. ``from_run`` for fine-tuning
-    each fold from that fold's transfer run)."""
+    each fold from that fold's transfer run).
+
+    Resumable: ``OUT/cv_settings.json`` records the settings; a rerun with the same settings
+    keeps every finished fold (its run folder and evaluation are complete-or-absent) and does
+    only the rest; a finished cross-validation is reported again. Other settings are refused."""
+    import json
+
     from genrekit.evaluate import evaluate_rows
-    from genrekit.runs import Run
-    from genrekit.train import TrainOptions, train
+    from genrekit.runs import Run, atomic_output
+    from genrekit.train import TrainOptions, check_options, train
     from models import get_arch
+    from models.registry import check_hparams
 
     spec = get_arch(arch)
     if spec.task != "genre" or spec.name == "fusion":
         raise UserError(f"cv cross-validates genre classifiers trained from features; {arch} is not one")
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise UserError(f"--folds must be a whole number of at least 2, got {folds!r}")
+    kw0 = dict(train_kwargs or {})
+    check_options(TrainOptions(data=str(data), arch=arch, seed=seed, **kw0))
+    check_hparams(spec.name, kw0.get("hparams") or {})
     data = Path(data)
     rows = select(read_manifest(data), spec.feature, ("train", "valid", "test"))
     if not rows:
@@ -40,8 +52,33 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     genres = {r["track_id"]: r["genre"] for r in rows}
     fold_tracks = track_folds(genres, folds, seed)
     out = Path(out)
-    if (out / "cv.json").exists():
+    settings = json.loads(json.dumps({
+        "arch": arch, "folds": folds, "seed": seed, "data": str(data.resolve()), "keep_augmented": keep_augmented,
+        "manifest_sha256": manifest_checksum(data), "train_kwargs": kw0}, default=str))
+    settings_path = out / "cv_settings.json"
+    if out.is_file() or out.is_symlink():
+        raise UserError(f"--out {out} exists and is not a folder; choose another --out")
+    if settings_path.is_file():
+        try:
+            before = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            before = None
+        if before != settings:
+            raise UserError(f"{out} holds a cross-validation with other settings (or other data); "
+                            "choose another --out")
+        if (out / "cv.json").is_file():
+            try:
+                done = json.loads((out / "cv.json").read_text(encoding="utf-8"))
+                log(f"{out}: this cross-validation is already complete")
+                return done
+            except (OSError, ValueError):
+                pass
+    elif (out / "cv.json").exists():
         raise UserError(f"{out} already holds a cross-validation; choose another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out} is a folder that is not empty and holds no genrekit cross-validation; "
+                        "choose another --out")
+    write_json_atomic(settings_path, settings, only_if_changed=True)
     per_fold = []
     for k, test in enumerate(fold_tracks, start=1):
         test_set = set(test)
@@ -49,19 +86,28 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
         valid = inner_validation(rest, genres, min(0.25, 1.0 / (folds - 1)), seed + k)
         split_of = {t: "test" if t in test_set else "valid" if t in valid else "train" for t in genres}
         view = write_view(out / f"fold-{k}" / "view", data, rows, split_of, keep_augmented)
-        kw = dict(train_kwargs or {})
-        if fold_kwargs is not None:
-            kw.update(fold_kwargs(k))
-        res = train(TrainOptions(data=str(view), arch=arch, out=str(out / f"fold-{k}" / "run"), seed=seed,
-                                 verbose=0, **kw))
-        run = Run(res["run"])
-        test_rows = [r for r in read_manifest(view) if r["split"] == "test"]
-        ev = evaluate_rows(run, view, test_rows, out / f"fold-{k}" / "eval", f"{arch} fold {k}",
-                           [f"fold {k} of {folds}"])
+        run_path, eval_path = out / f"fold-{k}" / "run", out / f"fold-{k}" / "eval"
+        resumed = False
+        if (eval_path / "metrics.json").is_file() and (run_path / "config.json").is_file():
+            try:
+                ev = json.loads((eval_path / "metrics.json").read_text(encoding="utf-8"))
+                resumed = all(f in ev[lvl] for lvl in ("clip", "track") for f in CV_FIGURES)
+            except (OSError, ValueError, KeyError, TypeError):
+                resumed = False
+        if not resumed:
+            if not (run_path / "config.json").is_file():  # a run folder is complete-or-absent
+                kw = dict(kw0)
+                if fold_kwargs is not None:
+                    kw.update(fold_kwargs(k))
+                train(TrainOptions(data=str(view), arch=arch, out=str(run_path), seed=seed, verbose=0, **kw))
+            run = Run(run_path)
+            test_rows = [r for r in read_manifest(view) if r["split"] == "test"]
+            with atomic_output(eval_path, folder=True) as work:
+                ev = evaluate_rows(run, view, test_rows, work, f"{arch} fold {k}", [f"fold {k} of {folds}"])
         fig = {lvl: {f: ev[lvl][f] for f in CV_FIGURES} for lvl in ("clip", "track")}
         per_fold.append(fig)
         log(f"fold {k}/{folds}: track top-1 {fig['track']['top1']:.3f} top-2 {fig['track']['top2']:.3f} "
-            f"(clip top-1 {fig['clip']['top1']:.3f}; {len(test)} test tracks)")
+            f"(clip top-1 {fig['clip']['top1']:.3f}; {len(test)} test tracks)" + (" [finished before]" if resumed else ""))
     summary = {}
     for lvl in ("clip", "track"):
         summary[lvl] = {}
@@ -70,8 +116,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
             summary[lvl][f] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
     result = {"arch": arch, "folds": folds, "seed": seed, "data": str(data.resolve()), "per_fold": per_fold,
               "summary": summary, "train_kwargs": {k: v for k, v in (train_kwargs or {}).items()}}
-    write_json_atomic(out / "cv.json", result, only_if_changed=False)
     write_text_atomic(out / "cv.md", format_cv(result), only_if_changed=False)
+    write_json_atomic(out / "cv.json", result, only_if_changed=False)  # last: its presence means complete
     return result
 
 

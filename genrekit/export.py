@@ -1,50 +1,108 @@
 """``genrekit export``: a run's model as .keras, SavedModel, TFLite or ONNX."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from genrekit.errors import UserError
-from genrekit.runs import Run
+from data_tools.fsio import write_json_atomic
+from genrekit.runs import EXPORT_MARKER, Run, atomic_output
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")
 
 
 def export(run_path, fmt: str, out: str | None = None) -> Path:
-    run = Run(run_path)
+    """Write the run's model in ``fmt`` to ``out`` (default ``RUN/export/...``), complete-or-absent:
+    it is built under a temporary name and renamed into place when complete, so a failed
+    re-export leaves the previous export as it was. An existing ``out`` is replaced only when it
+    is a genrekit export of the same format; anything else is refused, never deleted."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-    model = run.model()
+    run = Run(run_path)
     stem = run.path / "export"
     target = Path(out) if out else {
         "keras": stem / "model.keras", "saved_model": stem / "saved_model",
         "tflite": stem / "model.tflite", "onnx": stem / "model.onnx"}[fmt]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "keras":
-        model.save(target)
-    elif fmt == "saved_model":
-        if target.exists():
-            shutil.rmtree(target)
-        model.export(str(target), format="tf_saved_model", verbose=False)
-    elif fmt == "tflite":
-        import tensorflow as tf
-
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-        target.write_bytes(conv.convert())
-    else:
+    replace = _check_target(target, fmt)
+    if fmt == "onnx":
         try:
             import tf2onnx  # noqa: F401
         except ImportError:
             raise UserError("ONNX export needs tf2onnx and onnx: pip install 'genrekit[export]' "
                             "(or pip install tf2onnx onnx)") from None
+    model = run.model()
+    with atomic_output(target, folder=fmt == "saved_model", replace=replace) as work:
+        _write(model, fmt, work)
+        if fmt == "saved_model":
+            write_json_atomic(work / EXPORT_MARKER, {"format": fmt, "run": str(run.path.resolve()),
+                                                     "arch": run.arch, "labels": run.labels},
+                              only_if_changed=False)
+    return target
+
+
+def _write(model, fmt: str, path: Path) -> None:
+    if fmt == "keras":
+        model.save(path)
+    elif fmt == "saved_model":
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    elif fmt == "tflite":
+        import tensorflow as tf
+
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        path.write_bytes(conv.convert())
+    else:
         _normalization_reads_variables(model)
         zeros = [np.zeros((1, *t.shape[1:]), dtype="float32") for t in model.inputs]
         model(zeros if len(zeros) > 1 else zeros[0])  # ONNX export needs a called model
-        model.export(str(target), format="onnx", verbose=False)
-    return target
+        model.export(str(path), format="onnx", verbose=False)
+
+
+def _check_target(target: Path, fmt: str) -> bool:
+    """Refuse a target genrekit may not write; True when it holds a genrekit export of ``fmt``
+    that may be replaced."""
+    if fmt == "keras" and target.suffix != ".keras":
+        raise UserError(f"--out {target}: a Keras export is a file ending in .keras (e.g. {target / 'model.keras'})")
+    if target.is_symlink():
+        raise UserError(f"--out {target} is a symbolic link; give a new path")
+    if not target.exists():
+        return False
+    if fmt == "saved_model":
+        if target.is_dir() and (target / EXPORT_MARKER).is_file():
+            return True
+        if target.is_dir() and not any(target.iterdir()):
+            return False
+        raise UserError(f"--out {target} exists and is not a genrekit SavedModel export; genrekit does not "
+                        "replace what it did not write: choose a new --out")
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder; --format {fmt} writes one file: give a file path "
+                        f"(e.g. {target / ('model.' + fmt)})")
+    if not is_export_file(target, fmt):
+        raise UserError(f"--out {target} exists and is not a {fmt} model file; genrekit does not replace "
+                        "what it did not write: choose a new --out")
+    return True
+
+
+def is_export_file(path: Path, fmt: str) -> bool:
+    """Whether ``path`` is a model file of ``fmt`` (what an earlier export wrote)."""
+    try:
+        if fmt == "keras":
+            import zipfile
+
+            with zipfile.ZipFile(path) as z:
+                return {"config.json", "metadata.json"} <= set(z.namelist())
+        if fmt == "tflite":
+            with open(path, "rb") as fh:
+                return fh.read(8)[4:8] == b"TFL3"
+        if fmt == "onnx":
+            import onnx
+
+            m = onnx.load(str(path), load_external_data=False)
+            return m.ir_version > 0 and len(m.graph.node) > 0
+    except Exception:  # noqa: BLE001 - anything unreadable is not an export
+        return False
+    return False
 
 
 def _normalization_reads_variables(model) -> None:

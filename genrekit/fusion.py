@@ -32,7 +32,7 @@ from genrekit.runs import (
     TEMPO_MODEL,
     Run,
     library_versions,
-    new_run_dir,
+    run_folder,
     write_config,
 )
 from genrekit.tempo import KIND as TEMPO_KIND
@@ -86,7 +86,9 @@ def train_fusion(opts) -> dict:
         log,
         plot_curves,
         save_model,
+        stop_on_non_finite_loss,
     )
+    from models.registry import check_hparams
     from models.tempo import build_fusion
 
     if not opts.genre_run or not opts.tempo_run:
@@ -97,6 +99,7 @@ def train_fusion(opts) -> dict:
     for flag, on in (("--mixup", opts.mixup), ("--image-aug", opts.image_aug), ("--synthetic", opts.synthetic)):
         if on:
             raise UserError(f"{flag} is not available with --arch fusion")
+    check_hparams("fusion", dict(opts.hparams))
     genre, tempo = Run(opts.genre_run), Run(opts.tempo_run)
     if genre.task != "genre" or genre.arch == "fusion":
         raise UserError(f"--genre-run {opts.genre_run} is a {genre.arch} {genre.task} run, not a genre classifier")
@@ -122,50 +125,57 @@ def train_fusion(opts) -> dict:
     t0 = time.perf_counter()
     log(f"predicting tempi with {tempo.path} for {len(train_rows) + len(valid_rows)} {kind} rows")
     tempi = predicted_tempi(tempo.model(), data, train_rows + valid_rows, lo_hi)
-    run_dir = new_run_dir(opts.out, "fusion", "scratch")  # only once the inputs are known to be complete
+    # only once the inputs are known to be complete; complete-or-absent
+    with run_folder(opts.out, "fusion", "scratch") as (run_dir, final_dir):
 
-    def xy(rs):
-        bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rs])
-        return _inputs(load_arrays(data, rs, kind), bpm, lo_hi), label_ids(rs, labels)
+        def xy(rs):
+            bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rs])
+            return _inputs(load_arrays(data, rs, kind), bpm, lo_hi), label_ids(rs, labels)
 
-    (x_tr, y_tr), (x_va, y_va) = xy(train_rows), xy(valid_rows)
-    model = build_fusion(genre.model(), len(labels), **dict(opts.hparams))
-    compile_classifier(model, opts, lr, False)
-    if opts.label_smoothing > 0:
-        y_tr_fit = keras.utils.to_categorical(y_tr, len(labels))
-        y_va_fit = keras.utils.to_categorical(y_va, len(labels))
-    else:
-        y_tr_fit, y_va_fit = y_tr, y_va
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True),
-                 keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
-    model.fit(x_tr, y_tr_fit, validation_data=(x_va, y_va_fit), epochs=epochs, batch_size=opts.batch_size,
-              shuffle=True, callbacks=callbacks, verbose=opts.verbose)
-    seconds = time.perf_counter() - t0
-    save_model(model, run_dir / MODEL)
-    save_model(tempo.model(), run_dir / TEMPO_MODEL)
-    write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
-    fc.save(run_dir)
-    write_config(run_dir, {
-        "arch": "fusion", "phase": "scratch", "feature_kind": kind, "task": "genre",
-        "genre_run": str(genre.path.resolve()), "genre_arch": genre.arch, "tempo_run": str(tempo.path.resolve()),
-        "tempo_range": list(lo_hi), "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr,
-        "optimizer": opts.optimizer, "patience": opts.patience, "seed": opts.seed, "hparams": dict(opts.hparams),
-        "label_smoothing": opts.label_smoothing, "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
-        "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
-                 # the genre and tempo runs' training tracks count as seen: evaluate refuses them
-                 "train_tracks": sorted({r["track_id"] for r in train_rows}
-                                        | set(genre.config.get("data", {}).get("train_tracks", []))
-                                        | set(tempo.config.get("data", {}).get("train_tracks", []))),
-                 "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
-                 "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
-        "train_seconds": round(seconds, 2), "versions": library_versions(),
-        "genrekit_command": " ".join(sys.argv[1:]) or None})
-    plot_curves(run_dir, "fusion (genre embedding + predicted tempo)")
-    run = Run(run_dir)
-    results = evaluate_splits(lambda rs: run.predict_rows(data, rs, opts.batch_size), rows, labels, kind)
-    write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
-    return {"run": str(run_dir), "phase": "scratch", "metrics": results, "seconds": seconds,
-            "epochs_run": epochs_run(run_dir)}
+        (x_tr, y_tr), (x_va, y_va) = xy(train_rows), xy(valid_rows)
+        try:
+            model = build_fusion(genre.model(), len(labels), **dict(opts.hparams))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"fusion: cannot build with --hparam {dict(opts.hparams)}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        compile_classifier(model, opts, lr, False)
+        if opts.label_smoothing > 0:
+            y_tr_fit = keras.utils.to_categorical(y_tr, len(labels))
+            y_va_fit = keras.utils.to_categorical(y_va, len(labels))
+        else:
+            y_tr_fit, y_va_fit = y_tr, y_va
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True),
+                     keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+                     best_model_checkpoint(model, run_dir / "checkpoint.keras"), stop_on_non_finite_loss(),
+                     *opts.extra_callbacks]
+        model.fit(x_tr, y_tr_fit, validation_data=(x_va, y_va_fit), epochs=epochs, batch_size=opts.batch_size,
+                  shuffle=True, callbacks=callbacks, verbose=opts.verbose)
+        seconds = time.perf_counter() - t0
+        save_model(model, run_dir / MODEL)
+        save_model(tempo.model(), run_dir / TEMPO_MODEL)
+        write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
+        fc.save(run_dir)
+        write_config(run_dir, {
+            "arch": "fusion", "phase": "scratch", "feature_kind": kind, "task": "genre",
+            "genre_run": str(genre.path.resolve()), "genre_arch": genre.arch, "tempo_run": str(tempo.path.resolve()),
+            "tempo_range": list(lo_hi), "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr,
+            "optimizer": opts.optimizer, "patience": opts.patience, "seed": opts.seed, "hparams": dict(opts.hparams),
+            "label_smoothing": opts.label_smoothing, "parameters": int(model.count_params()),
+            "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
+            "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
+                     # the genre and tempo runs' training tracks count as seen: evaluate refuses them
+                     "train_tracks": sorted({r["track_id"] for r in train_rows}
+                                            | set(genre.config.get("data", {}).get("train_tracks", []))
+                                            | set(tempo.config.get("data", {}).get("train_tracks", []))),
+                     "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
+                     "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
+            "train_seconds": round(seconds, 2), "versions": library_versions(),
+            "genrekit_command": " ".join(sys.argv[1:]) or None})
+        plot_curves(run_dir, "fusion (genre embedding + predicted tempo)")
+        run = Run(run_dir)
+        results = evaluate_splits(lambda rs: run.predict_rows(data, rs, opts.batch_size), rows, labels, kind)
+        write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
+        n_epochs = epochs_run(run_dir)
+    return {"run": str(final_dir), "phase": "scratch", "metrics": results, "seconds": seconds,
+            "epochs_run": n_epochs}

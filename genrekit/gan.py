@@ -19,7 +19,7 @@ from data_tools.fsio import read_csv, save_npy_atomic, write_json_atomic, write_
 from data_tools.loaders import label_ids, load_arrays, select
 from data_tools.manifest import check_no_leak, read_manifest, write_manifest
 from genrekit.errors import UserError
-from genrekit.runs import new_run_dir
+from genrekit.runs import atomic_output, check_new_run_path, run_folder
 
 
 def _real_by_genre(x: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
@@ -31,8 +31,14 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     import keras
 
     from evaluation.gan_quality import format_quality, quality_report
+    from genrekit.train import save_model, stop_on_non_finite_loss
     from models.gan import ConditionalGAN, build_discriminator, build_generator
 
+    for flag, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise UserError(f"{flag} must be a whole number of at least 1, got {v!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
     data = Path(data)
     fc = FeatureConfig.load(data)
     rows = read_manifest(data)
@@ -51,32 +57,30 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     disc = build_discriminator(frames, n_mfcc, len(labels))
     gan = ConditionalGAN(gen, disc, latent_dim=latent_dim, seed=seed)
     gan.compile()
-    run = new_run_dir(out, "gan", "train")
-    if (run / "generator.keras").exists():
-        raise UserError(f"{run} already holds a GAN; choose another --out")
-    gan.fit(xs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
-            callbacks=[keras.callbacks.CSVLogger(str(run / "history.csv"))])
-    gen.save(run / "generator.keras")
-    disc.save(run / "discriminator.keras")
-    fc.save(run)
-    config = {"task": "gan", "labels": labels, "latent_dim": latent_dim, "epochs": epochs,
-              "batch_size": batch_size, "seed": seed, "optimizer": "adam lr 2e-4 beta1 0.5 beta2 0.999",
-              "feature_kind": "mfcc", "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
-              "standardise_mean": mean.tolist(), "standardise_std": std.tolist(),
-              "data": {"folder": str(data.resolve()), "train_tracks": sorted({r["track_id"] for r in train_rows})}}
-    write_json_atomic(run / "config.json", config, only_if_changed=False)
-    write_json_atomic(run / "labels.json", labels, only_if_changed=False)
-    fake = _generate(run, config, {g: max(8, int(np.sum(y == i))) for i, g in enumerate(labels)}, seed + 1)
-    quality = quality_report(_real_by_genre(x, y, labels), fake, seed)
-    write_json_atomic(run / "quality.json", quality, only_if_changed=False)
-    write_text_atomic(run / "quality.md", "# Real vs synthetic MFCC statistics (training split)\n\n"
-                      + format_quality(quality), only_if_changed=False)
-    from evaluation.plots import plot_gan_losses, plot_real_vs_generated
+    with run_folder(out, "gan", "train") as (run, final):  # complete-or-absent
+        gan.fit(xs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
+                callbacks=[keras.callbacks.CSVLogger(str(run / "history.csv")), stop_on_non_finite_loss()])
+        save_model(gen, run / "generator.keras")
+        save_model(disc, run / "discriminator.keras")
+        fc.save(run)
+        config = {"task": "gan", "labels": labels, "latent_dim": latent_dim, "epochs": epochs,
+                  "batch_size": batch_size, "seed": seed, "optimizer": "adam lr 2e-4 beta1 0.5 beta2 0.999",
+                  "feature_kind": "mfcc", "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
+                  "standardise_mean": mean.tolist(), "standardise_std": std.tolist(),
+                  "data": {"folder": str(data.resolve()), "train_tracks": sorted({r["track_id"] for r in train_rows})}}
+        write_json_atomic(run / "config.json", config, only_if_changed=False)
+        write_json_atomic(run / "labels.json", labels, only_if_changed=False)
+        fake = _generate(run, config, {g: max(8, int(np.sum(y == i))) for i, g in enumerate(labels)}, seed + 1)
+        quality = quality_report(_real_by_genre(x, y, labels), fake, seed)
+        write_json_atomic(run / "quality.json", quality, only_if_changed=False)
+        write_text_atomic(run / "quality.md", "# Real vs synthetic MFCC statistics (training split)\n\n"
+                          + format_quality(quality), only_if_changed=False)
+        from evaluation.plots import plot_gan_losses, plot_real_vs_generated
 
-    plot_real_vs_generated(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
-    if (run / "history.csv").is_file() and read_csv(run / "history.csv"):
-        plot_gan_losses(read_csv(run / "history.csv"), run / "losses.png")
-    return {"run": str(run), "quality": quality}
+        plot_real_vs_generated(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
+        if (run / "history.csv").is_file() and read_csv(run / "history.csv"):
+            plot_gan_losses(read_csv(run / "history.csv"), run / "losses.png")
+    return {"run": str(final), "quality": quality}
 
 
 def _load_gan(run) -> tuple[dict, object]:
@@ -84,9 +88,20 @@ def _load_gan(run) -> tuple[dict, object]:
     p = run / "config.json"
     if not p.is_file() or not (run / "generator.keras").is_file():
         raise UserError(f"{run} is not a GAN run folder (config.json and generator.keras needed)")
-    config = json.loads(p.read_text())
-    if config.get("task") != "gan":
+    try:
+        config = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable GAN run folder {run}: {exc}") from None
+    if not isinstance(config, dict) or config.get("task") != "gan":
         raise UserError(f"{run} is a classifier run, not a GAN run")
+    labels, dim = config.get("labels"), config.get("latent_dim")
+    n_mfcc = len(config.get("standardise_mean") or [])
+    if (not isinstance(labels, list) or not labels or not all(isinstance(g, str) and g for g in labels)
+            or not isinstance(dim, int) or isinstance(dim, bool) or dim < 1 or n_mfcc < 1
+            or len(config.get("standardise_std") or []) != n_mfcc
+            or not all(isinstance(v, (int, float)) for v in config["standardise_mean"] + config["standardise_std"])
+            or not isinstance(config.get("feature_config"), dict)):
+        raise UserError(f"{p} is not a valid GAN config (labels, latent_dim, standardisation, feature_config)")
     from genrekit.runs import load_model
 
     return config, load_model(run / "generator.keras")
@@ -113,21 +128,25 @@ def gan_generate(run, per_genre: int, out, seed: int = 0) -> dict:
     config, generator = _load_gan(run)
     if per_genre < 1:
         raise UserError("--per-genre must be at least 1")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
     out = Path(out)
     if (out / "manifest.csv").exists():
         raise UserError(f"{out} already holds generated data; choose another --out")
+    check_new_run_path(out)
     fake = _generate(run, config, {g: per_genre for g in config["labels"]}, seed, generator)
     rows = []
     name = Path(run).resolve().name
-    for g, seqs in fake.items():
-        for k, s in enumerate(seqs):
-            rel = f"mfcc/{g}/synthetic-{name}-{k:05d}.npy"
-            save_npy_atomic(out / rel, s)
-            rows.append({"path": rel, "feature": "mfcc", "track_id": f"{g}/synthetic-{name}-{k:05d}", "genre": g,
-                         "split": "train", "augmentation": "synthetic", "segment": 0, "start_s": "0.000",
-                         "padded_s": "0.000", "source": f"gan:{Path(run).resolve()}"})
-    FeatureConfig.from_dict(config["feature_config"]).save(out)
-    write_manifest(out / "manifest.csv", rows)
+    with atomic_output(out, folder=True) as work:  # complete-or-absent
+        for g, seqs in fake.items():
+            for k, s in enumerate(seqs):
+                rel = f"mfcc/{g}/synthetic-{name}-{k:05d}.npy"
+                save_npy_atomic(work / rel, s)
+                rows.append({"path": rel, "feature": "mfcc", "track_id": f"{g}/synthetic-{name}-{k:05d}", "genre": g,
+                             "split": "train", "augmentation": "synthetic", "segment": 0, "start_s": "0.000",
+                             "padded_s": "0.000", "source": f"gan:{Path(run).resolve()}"})
+        FeatureConfig.from_dict(config["feature_config"]).save(work)
+        write_manifest(work / "manifest.csv", rows)
     return {"out": str(out), "rows": len(rows)}
 
 

@@ -1,11 +1,25 @@
-"""Run folders: self-describing (model.keras, labels.json, config.json, history.csv)."""
+"""Run folders: self-describing (model.keras, labels.json, config.json, history.csv).
+
+Every output is complete-or-absent: it is built under a genrekit-own temporary name next to
+its final place (``.genrekit-tmp-<pid>-<name>``, a folder holding genrekit's marker file) and
+renamed into place only when complete. While it is built, the process's temporary folder
+(Python's ``tempfile`` and ``TMPDIR``, used by TensorFlow, Keras and the converters) points
+inside it, so a killed command leaves nothing in the system temporary folder either; the next
+genrekit command writing next to it removes what a dead process left (and only that).
+"""
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
+import socket
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from data_tools.features import FeatureConfig
+from data_tools.features import FEATURE_KINDS, FeatureConfig
 from data_tools.fsio import write_json_atomic
 from genrekit.errors import UserError
 
@@ -15,16 +29,192 @@ CONFIG = "config.json"
 HISTORY = "history.csv"
 TEMPO_MODEL = "tempo_model.keras"  # a fusion run's copy of its tempo regressor
 
+TMP_PREFIX = ".genrekit-tmp-"  # .genrekit-tmp-<pid>-<final name>: something being built
+OLD_PREFIX = ".genrekit-old-"  # .genrekit-old-<pid>-<final name>: a replaced output, removed after the swap
+TMP_MARKER = "genrekit-temporary.json"  # inside every temporary folder genrekit makes
+EXPORT_MARKER = "genrekit_export.json"  # inside every SavedModel folder genrekit exports
 
-def new_run_dir(out: str | None, arch: str, phase: str, root: str = "runs") -> Path:
-    path = Path(out) if out else Path(root) / f"{arch}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (path / MODEL).exists():
-        raise UserError(f"run folder {path} already holds a model; choose another --out")
+
+def _own_pid(name: str, prefix: str) -> int | None:
+    """The pid in a genrekit temporary name, or None when the name is not one of genrekit's."""
+    if not name.startswith(prefix):
+        return None
+    pid, sep, rest = name[len(prefix):].partition("-")
+    return int(pid) if sep and rest and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _ours(path: Path) -> bool:
+    """A temporary folder genrekit made on this machine (its marker names this host)."""
+    try:
+        marker = json.loads((path / TMP_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("host") == socket.gethostname()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def remove_stale_temporaries(parent) -> int:
+    """Remove what killed genrekit processes left in ``parent`` (not below it): entries named
+    ``.genrekit-tmp-<pid>-*`` whose process is gone (folders only when they hold genrekit's
+    marker). A replaced output parked as ``.genrekit-old-<pid>-NAME`` by a killed swap is put
+    back as NAME when NAME is missing, else removed. Returns how many entries were handled."""
+    parent = Path(parent)
+    n = 0
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        pid = _own_pid(p.name, TMP_PREFIX)
+        if pid is not None and not _alive(pid) and (p.is_file() or _ours(p)):
+            _remove(p)
+            n += 1
+            continue
+        pid = _own_pid(p.name, OLD_PREFIX)
+        if pid is not None and not _alive(pid) and (p.is_file() or _ours(p) or (p / EXPORT_MARKER).is_file()):
+            final = parent / p.name[len(OLD_PREFIX) + len(str(pid)) + 1:]
+            if not final.exists() and not final.is_symlink():
+                os.rename(p, final)
+            else:
+                _remove(p)
+            n += 1
+    return n
+
+
+@contextmanager
+def private_tempdir(folder: Path):
+    """Point Python's ``tempfile`` and ``TMPDIR`` at ``folder`` while the block runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    old_dir, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(folder), str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = old_dir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, outermost first."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
-    return path
+        raise UserError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
+    return list(reversed(missing))
+
+
+def _swap_in(work: Path, final: Path, replace: bool) -> None:
+    if not final.exists() and not final.is_symlink():
+        os.rename(work, final)
+        return
+    if final.is_dir() and not final.is_symlink() and work.is_dir() and not any(final.iterdir()):
+        os.rename(work, final)  # an empty folder is replaced atomically
+        return
+    if not replace:
+        raise UserError(f"{final} already exists; choose another --out")
+    if work.is_file() and final.is_file():
+        os.replace(work, final)
+        return
+    old = final.with_name(f"{OLD_PREFIX}{os.getpid()}-{final.name}")
+    os.rename(final, old)
+    try:
+        os.rename(work, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    _remove(old)
+
+
+@contextmanager
+def atomic_output(final, folder: bool, replace: bool = False):
+    """Yield a path to write instead of ``final`` (a file path with the same name, or an empty
+    folder); once the block completes it is renamed to ``final``. On any failure (or kill) the
+    previous ``final``, if any, is untouched and nothing is left behind: the work happens in
+    ``<parent>/.genrekit-tmp-<pid>-<name>/``, which also serves as the process's temporary folder
+    meanwhile. ``replace``: an existing ``final`` (the caller checked it is genrekit's) may be
+    replaced; otherwise only a missing ``final`` or an empty folder is."""
+    final = Path(final)
+    created = _make_parents(final.parent)
+    remove_stale_temporaries(final.parent)
+    holder = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{final.name}")
+    if holder.exists() and _ours(holder):
+        shutil.rmtree(holder)
+    ok = False
+    try:
+        holder.mkdir()
+        (holder / TMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                     "final": final.name}) + "\n", encoding="utf-8")
+        work = holder / final.name
+        if folder:
+            work.mkdir()
+        with private_tempdir(holder / ".tmp"):
+            yield work
+        _swap_in(work, final, replace)
+        ok = True
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+        if not ok:
+            for d in reversed(created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+
+def default_run_path(arch: str, phase: str, root: str = "runs") -> Path:
+    return Path(root) / f"{arch}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_new_run_path(path: Path) -> None:
+    """Refuse a --out that already holds something: a run folder is only ever made new."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UserError(f"--out {path} exists and is not a folder; choose another --out")
+    if path.is_dir():
+        if (path / MODEL).exists() or (path / CONFIG).exists() or (path / "generator.keras").exists():
+            raise UserError(f"run folder {path} already holds a run; choose another --out")
+        if any(path.iterdir()):
+            raise UserError(f"--out {path} is a folder that is not empty; a run folder is made new: "
+                            "choose another --out")
+
+
+@contextmanager
+def run_folder(out, arch: str, phase: str, root: str = "runs"):
+    """A new run folder, complete-or-absent: yields ``(work, final)``; write everything into
+    ``work`` (a temporary folder next to ``final``); it becomes ``final`` when the block
+    completes, and vanishes if it fails or the process is killed."""
+    final = Path(out) if out else default_run_path(arch, phase, root)
+    check_new_run_path(final)
+    with atomic_output(final, folder=True) as work:
+        yield work, final
 
 
 def library_versions() -> dict:
@@ -52,6 +242,8 @@ class Run:
             self.config = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
+        if not isinstance(self.config, dict):
+            raise UserError(f"{self.path}/{CONFIG} is not a genrekit run config")
         if self.config.get("task") == "gan":
             raise UserError(f"{self.path} is a GAN run: use it with `genrekit gan generate`, not as a classifier")
         for name in (MODEL, LABELS):
@@ -61,12 +253,42 @@ class Run:
             self.labels = json.loads((self.path / LABELS).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
-        if "arch" not in self.config or "feature_config" not in self.config:
-            raise UserError(f"{self.path}/{CONFIG} is not a genrekit classifier config")
-        self.feature_config = FeatureConfig.from_dict(self.config["feature_config"])
-        self.kind = self.config["feature_kind"]
+        self._check_config()
         self._model = None
         self._tempo_model = None
+
+    def _check_config(self) -> None:
+        """A run's config.json and labels.json are read back, not trusted: an edited one is
+        refused with one line."""
+        from models import REGISTRY
+
+        where = f"{self.path}/{CONFIG}"
+        c = self.config
+        if "arch" not in c or "feature_config" not in c:
+            raise UserError(f"{where} is not a genrekit classifier config")
+        if not isinstance(c["arch"], str) or c["arch"] not in REGISTRY:
+            raise UserError(f"{where}: unknown architecture {c['arch']!r}")
+        if c.get("task", "genre") not in ("genre", "tempo"):
+            raise UserError(f"{where}: unknown task {c.get('task')!r}")
+        if c.get("feature_kind") not in FEATURE_KINDS:
+            raise UserError(f"{where}: unknown feature kind {c.get('feature_kind')!r}")
+        labels = self.labels
+        if (not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels)
+                or len(set(labels)) != len(labels)):
+            raise UserError(f"{self.path}/{LABELS} is not a list of distinct class names")
+        if not isinstance(c["feature_config"], dict):
+            raise UserError(f"{where}: feature_config is not a mapping")
+        try:
+            self.feature_config = FeatureConfig.from_dict(c["feature_config"])
+        except Exception as exc:  # noqa: BLE001 - any bad value in an edited file is the file's fault
+            raise UserError(f"{where}: bad feature_config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        for key in ("tempo_range",):
+            v = c.get(key)
+            if v is not None and not (isinstance(v, list) and len(v) == 2
+                                      and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+                                      and v[0] < v[1]):
+                raise UserError(f"{where}: bad {key} {v!r}")
+        self.kind = c["feature_kind"]
 
     @property
     def arch(self) -> str:
@@ -116,8 +338,11 @@ def load_model(path):
 
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
-    except ValueError as exc:
-        raise UserError(f"cannot load model {path} safely: {str(exc).splitlines()[0]}") from None
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a tampered or truncated file: one line, never a traceback
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise UserError(f"cannot load model {path} safely: {first}") from None
 
 
 def write_config(path: Path, config: dict) -> None:

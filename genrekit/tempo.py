@@ -22,7 +22,7 @@ from data_tools.fsio import read_csv, write_json_atomic, write_text_atomic
 from data_tools.loaders import load_arrays, select
 from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
-from genrekit.runs import HISTORY, LABELS, MODEL, Run, library_versions, new_run_dir, write_config
+from genrekit.runs import HISTORY, LABELS, MODEL, Run, library_versions, run_folder, write_config
 
 TEMPO_RANGE = (40.0, 250.0)  # BPM mapped to [0, 1]
 KIND = "tempogram"
@@ -134,8 +134,9 @@ def train_tempo(opts) -> dict:
         make_optimizer,
         plot_curves,
         save_model,
+        stop_on_non_finite_loss,
     )
-    from models import get_arch
+    from models import build_model, get_arch
 
     spec = get_arch(opts.arch)
     if spec.task != "tempo":
@@ -148,8 +149,6 @@ def train_tempo(opts) -> dict:
             raise UserError(f"{flag} is for genre classifiers, not for --task tempo")
     epochs = opts.epochs if opts.epochs is not None else 60
     lr = opts.lr if opts.lr is not None else 1e-3
-    if epochs < 1 or opts.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be at least 1")
     data = Path(opts.data)
     fc = FeatureConfig.load(data)
     rows = read_manifest(data)
@@ -167,54 +166,56 @@ def train_tempo(opts) -> dict:
         raise UserError(f"no annotated validation windows in {data}: early stopping needs a valid split")
 
     keras.utils.set_random_seed(opts.seed)
-    run_dir = new_run_dir(opts.out, spec.name, "tempo")
-    input_shape = fc.feature_shape(KIND)
-    hp = {"bpm_min": fc.tempo_bpm_min, "bpm_max": fc.tempo_bpm_max, "tempo_range": TEMPO_RANGE, **opts.hparams}
-    model = spec.builder(input_shape, 1, **hp)
-    x_tr, x_va = load_arrays(data, train_rows, KIND), load_arrays(data, valid_rows, KIND)
-    norm = find_layer(model, "input_norm")
-    if norm is not None:
-        norm.adapt(x_tr)
-    model.compile(optimizer=make_optimizer(opts.optimizer, lr), loss="mse",
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae"), accuracy1_metric()])
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_accuracy1", mode="max", patience=opts.patience,
-                                               restore_best_weights=True),
-                 keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 best_model_checkpoint(model, run_dir / "checkpoint.keras", "val_accuracy1", "max"),
-                 *opts.extra_callbacks]
-    log(f"training {spec.name} on {len(train_rows)} tempogram windows ({len({r['track_id'] for r in train_rows})} "
-         f"tracks), validating on {len(valid_rows)}")
-    t0 = time.perf_counter()
-    model.fit(x_tr, scale(bpm_tr), validation_data=(x_va, scale(bpm_va)), epochs=epochs,
-              batch_size=opts.batch_size, shuffle=True, callbacks=callbacks, verbose=opts.verbose)
-    seconds = time.perf_counter() - t0
-    save_model(model, run_dir / MODEL)
-    write_json_atomic(run_dir / LABELS, ["bpm"], only_if_changed=False)
-    fc.save(run_dir)
-    write_config(run_dir, {
-        "arch": spec.name, "phase": "scratch", "feature_kind": KIND, "task": "tempo",
-        "tempo_range": list(TEMPO_RANGE),
-        "tempo_file": str(Path(opts.tempo_file).resolve()) if opts.tempo_file else None,
-        "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
-        "patience": opts.patience, "early_stopping": "val_accuracy1 (max)", "seed": opts.seed,
-        "hparams": dict(opts.hparams), "input_shape": list(input_shape), "parameters": int(model.count_params()),
-        "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
-        "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
-                 "train_tracks": sorted({r["track_id"] for r in train_rows}),
-                 "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
-                 "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
-        "train_seconds": round(seconds, 2), "versions": library_versions(),
-        "genrekit_command": " ".join(sys.argv[1:]) or None})
-    plot_curves(run_dir, f"{spec.name} tempo regression")
-    results = {}
-    for split in ("valid", "test"):
-        sr = [r for r in select(rows, KIND, (split,)) if r["augmentation"] == "original"]
-        sr, _ = _targets(sr, tempi, split, (0.0, np.inf))
-        if sr:
-            results[split] = tempo_figures(sr, predict_window_bpm(model, data, sr), tempi)
-    write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
-    return {"run": str(run_dir), "phase": "tempo", "metrics": results, "seconds": seconds,
-            "epochs_run": epochs_run(run_dir)}
+    with run_folder(opts.out, spec.name, "tempo") as (run_dir, final_dir):  # complete-or-absent
+        input_shape = fc.feature_shape(KIND)
+        hp = {"bpm_min": fc.tempo_bpm_min, "bpm_max": fc.tempo_bpm_max, "tempo_range": TEMPO_RANGE, **opts.hparams}
+        model = build_model(spec.name, input_shape, 1, **hp)
+        x_tr, x_va = load_arrays(data, train_rows, KIND), load_arrays(data, valid_rows, KIND)
+        norm = find_layer(model, "input_norm")
+        if norm is not None:
+            norm.adapt(x_tr)
+        model.compile(optimizer=make_optimizer(opts.optimizer, lr), loss="mse",
+                      metrics=[keras.metrics.MeanAbsoluteError(name="mae"), accuracy1_metric()])
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_accuracy1", mode="max", patience=opts.patience,
+                                                   restore_best_weights=True),
+                     keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+                     best_model_checkpoint(model, run_dir / "checkpoint.keras", "val_accuracy1", "max"),
+                     stop_on_non_finite_loss(),
+                     *opts.extra_callbacks]
+        log(f"training {spec.name} on {len(train_rows)} tempogram windows ({len({r['track_id'] for r in train_rows})} "
+             f"tracks), validating on {len(valid_rows)}")
+        t0 = time.perf_counter()
+        model.fit(x_tr, scale(bpm_tr), validation_data=(x_va, scale(bpm_va)), epochs=epochs,
+                  batch_size=opts.batch_size, shuffle=True, callbacks=callbacks, verbose=opts.verbose)
+        seconds = time.perf_counter() - t0
+        save_model(model, run_dir / MODEL)
+        write_json_atomic(run_dir / LABELS, ["bpm"], only_if_changed=False)
+        fc.save(run_dir)
+        write_config(run_dir, {
+            "arch": spec.name, "phase": "scratch", "feature_kind": KIND, "task": "tempo",
+            "tempo_range": list(TEMPO_RANGE),
+            "tempo_file": str(Path(opts.tempo_file).resolve()) if opts.tempo_file else None,
+            "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
+            "patience": opts.patience, "early_stopping": "val_accuracy1 (max)", "seed": opts.seed,
+            "hparams": dict(opts.hparams), "input_shape": list(input_shape), "parameters": int(model.count_params()),
+            "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
+            "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
+                     "train_tracks": sorted({r["track_id"] for r in train_rows}),
+                     "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
+                     "train_rows": len(train_rows), "valid_rows": len(valid_rows)},
+            "train_seconds": round(seconds, 2), "versions": library_versions(),
+            "genrekit_command": " ".join(sys.argv[1:]) or None})
+        plot_curves(run_dir, f"{spec.name} tempo regression")
+        results = {}
+        for split in ("valid", "test"):
+            sr = [r for r in select(rows, KIND, (split,)) if r["augmentation"] == "original"]
+            sr, _ = _targets(sr, tempi, split, (0.0, np.inf))
+            if sr:
+                results[split] = tempo_figures(sr, predict_window_bpm(model, data, sr), tempi)
+        write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
+        n_epochs = epochs_run(run_dir)
+    return {"run": str(final_dir), "phase": "tempo", "metrics": results, "seconds": seconds,
+            "epochs_run": n_epochs}
 
 
 # -- prediction and figures ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ on them; the head's layers are the full model's own, so the full model is then s
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from data_tools.fsio import write_json_atomic
 from data_tools.loaders import label_ids, load_arrays, make_dataset, select
 from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
-from genrekit.runs import HISTORY, LABELS, MODEL, Run, library_versions, new_run_dir
+from genrekit.runs import HISTORY, LABELS, MODEL, TMP_PREFIX, Run, library_versions, run_folder
 
 PHASE_DEFAULTS = {  # epochs, learning rate
     "scratch": (30, 1e-3),
@@ -176,19 +177,102 @@ def best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mod
 
 
 def save_model(model, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Save a .keras file atomically (a temporary name, renamed when complete)."""
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def stop_on_non_finite_loss():
+    """A callback that stops training with a one-line error as soon as a loss (training batch,
+    or validation at an epoch's end) is NaN or infinite: a NaN model is never saved."""
+    import keras
+
+    def check(where, logs):
+        for k, v in (logs or {}).items():
+            if "loss" not in k:
+                continue
+            try:
+                x = float(np.asarray(v))
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(x):
+                raise UserError(f"training diverged: {k} became {x} {where} (non-finite features in the data, "
+                                "or too high a --lr?); no run folder was written")
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            check(f"at epoch {self._epoch + 1}, batch {batch + 1}", logs)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            check(f"at the end of epoch {epoch + 1}", logs)
+
+        _epoch = 0
+
+    return StopOnNonFiniteLoss()
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_options(opts: TrainOptions) -> None:
+    """Refuse bad numeric options before anything is read or created."""
+    for flag, v in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise UserError(f"{flag} must be a whole number of at least 1, got {v!r}")
+    if not isinstance(opts.patience, int) or isinstance(opts.patience, bool) or opts.patience < 0:
+        raise UserError(f"--patience must be a whole number of at least 0, got {opts.patience!r}")
+    if not isinstance(opts.seed, int) or isinstance(opts.seed, bool) or not 0 <= opts.seed < 2 ** 32:
+        raise UserError(f"--seed must be a whole number in [0, 2**32), got {opts.seed!r}")
+    if opts.lr is not None and not (_finite_number(opts.lr) and opts.lr > 0):
+        raise UserError(f"--lr must be a finite number above 0, got {opts.lr!r}")
+    if not (_finite_number(opts.label_smoothing) and 0 <= opts.label_smoothing < 1):
+        raise UserError(f"--label-smoothing must be in [0, 1), got {opts.label_smoothing!r}")
+    if not (_finite_number(opts.mixup) and opts.mixup >= 0):
+        raise UserError(f"--mixup (alpha) must be a finite number of at least 0, got {opts.mixup!r}")
+    check_hparam_values(opts.hparams)
+
+
+def check_hparam_values(hparams: dict) -> None:
+    """Every number in --hparam values must be finite (JSON accepts NaN and Infinity)."""
+    def bad(v):
+        if isinstance(v, float):
+            return not math.isfinite(v)
+        if isinstance(v, (list, tuple)):
+            return any(bad(x) for x in v)
+        if isinstance(v, dict):
+            return any(bad(x) for x in v.values())
+        return False
+
+    if not isinstance(hparams, dict):
+        raise UserError("hyper-parameters must be key=value pairs")
+    for k, v in hparams.items():
+        if bad(v):
+            raise UserError(f"bad --hparam {k}={v!r}: numbers must be finite")
 
 
 def train(opts: TrainOptions) -> dict:
     import keras
     import tensorflow as tf
 
-    from models import get_arch
+    from models import build_model, get_arch
+    from models.registry import check_hparams
     from models.transfer import set_phase, split_at_base
 
+    check_options(opts)
     spec = get_arch(opts.arch)
+    check_hparams(spec.name, opts.hparams)
     if opts.task not in ("genre", "tempo"):
         raise UserError(f"unknown task {opts.task!r} (genre or tempo)")
     if opts.task == "tempo" or spec.task == "tempo":
@@ -207,10 +291,6 @@ def train(opts: TrainOptions) -> dict:
     epochs_default, lr_default = PHASE_DEFAULTS[phase]
     epochs = opts.epochs if opts.epochs is not None else epochs_default
     lr = opts.lr if opts.lr is not None else lr_default
-    if epochs < 1 or opts.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be at least 1")
-    if not 0 <= opts.label_smoothing < 1 or opts.mixup < 0:
-        raise UserError("--label-smoothing must be in [0, 1) and --mixup (alpha) non-negative")
 
     data = Path(opts.data)
     fc = FeatureConfig.load(data)
@@ -281,104 +361,106 @@ def train(opts: TrainOptions) -> dict:
             log("note: --mixed-precision ignored: no GPU")
     jit = opts.xla if opts.xla is not None else bool(gpus)
 
-    run_dir = new_run_dir(opts.out, spec.name, phase)
-    y_tr, y_va = label_ids(train_rows, labels), label_ids(valid_rows, labels)
-    input_shape = fc.feature_shape(kind) + ((1,) if kind == "mel" else ())
-    strategy = _strategy(opts.strategy)
-    with strategy.scope():
-        if parent is not None:
-            model = parent.model()
-            set_phase(model, "finetune")
+    with run_folder(opts.out, spec.name, phase) as (run_dir, final_dir):  # complete-or-absent
+        y_tr, y_va = label_ids(train_rows, labels), label_ids(valid_rows, labels)
+        input_shape = fc.feature_shape(kind) + ((1,) if kind == "mel" else ())
+        strategy = _strategy(opts.strategy)
+        with strategy.scope():
+            if parent is not None:
+                model = parent.model()
+                set_phase(model, "finetune")
+            else:
+                hp = dict(opts.hparams)
+                if spec.is_transfer:
+                    hp.setdefault("weights", None if phase == "scratch" else (opts.weights or spec.default_weights))
+                    hp.setdefault("bn_inference", phase != "scratch")
+                model = build_model(spec.name, input_shape, len(labels), **hp)
+                if spec.is_transfer and phase == "transfer":
+                    set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
+            norm = find_layer(model, "input_norm")
+            if norm is not None and parent is None:
+                norm.adapt(load_arrays(data, train_rows, kind))
+            compile_classifier(model, opts, lr, jit)
+
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
+                                                   restore_best_weights=True),
+                     keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+                     best_model_checkpoint(model, run_dir / "checkpoint.keras"), stop_on_non_finite_loss(),
+                     *opts.extra_callbacks]
+        t0 = time.perf_counter()
+        # the frozen base's outputs can be computed once only when nothing changes the images on the fly
+        cached = phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
+        if cached:
+            extractor, head = split_at_base(model)
+            ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+            ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+            log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
+            f_tr = extractor.predict(ds_tr.map(_features_only), verbose=0)
+            f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
+            t_base = time.perf_counter() - t0
+            compile_classifier(head, opts, lr, jit)
+            if _soft_targets(opts):
+                import tensorflow as tf
+
+                fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(len(y_tr), seed=opts.seed)
+                fds_tr = _prepare(fds_tr.batch(opts.batch_size), opts, len(labels), train=True)
+                fds_va = _prepare(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
+                                  len(labels), train=False)
+                head.fit(fds_tr, validation_data=fds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
+                         shuffle=False)
+            else:
+                head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
+                         shuffle=True, callbacks=callbacks, verbose=opts.verbose)
         else:
-            hp = dict(opts.hparams)
-            if spec.is_transfer:
-                hp.setdefault("weights", None if phase == "scratch" else (opts.weights or spec.default_weights))
-                hp.setdefault("bn_inference", phase != "scratch")
-            model = spec.builder(input_shape, len(labels), **hp)
-            if spec.is_transfer and phase == "transfer":
-                set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
-        norm = find_layer(model, "input_norm")
-        if norm is not None and parent is None:
-            norm.adapt(load_arrays(data, train_rows, kind))
-        compile_classifier(model, opts, lr, jit)
+            t_base = 0.0
+            ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
+            if augmenter is not None:
+                import tensorflow as tf
 
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
-                                               restore_best_weights=True),
-                 keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                 best_model_checkpoint(model, run_dir / "checkpoint.keras"), *opts.extra_callbacks]
-    t0 = time.perf_counter()
-    # the frozen base's outputs can be computed once only when nothing changes the images on the fly
-    cached = phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
-    if cached:
-        extractor, head = split_at_base(model)
-        ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
-        ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
-        log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
-        f_tr = extractor.predict(ds_tr.map(_features_only), verbose=0)
-        f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
-        t_base = time.perf_counter() - t0
-        compile_classifier(head, opts, lr, jit)
-        if _soft_targets(opts):
-            import tensorflow as tf
+                def augment(x, y):  # decode_png leaves H and W unknown; the feature config knows them
+                    return augmenter(tf.ensure_shape(x, (None, *input_shape))), y
 
-            fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(len(y_tr), seed=opts.seed)
-            fds_tr = _prepare(fds_tr.batch(opts.batch_size), opts, len(labels), train=True)
-            fds_va = _prepare(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
-                              len(labels), train=False)
-            head.fit(fds_tr, validation_data=fds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
-                     shuffle=False)
-        else:
-            head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
-                     shuffle=True, callbacks=callbacks, verbose=opts.verbose)
-    else:
-        t_base = 0.0
-        ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
-        if augmenter is not None:
-            import tensorflow as tf
+                ds_tr = ds_tr.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+            ds_tr = _prepare(ds_tr, opts, len(labels), train=True)
+            ds_va = _prepare(make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed),
+                             opts, len(labels), train=False)
+            model.fit(ds_tr, validation_data=ds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
+                      shuffle=False)  # the dataset shuffles itself
+        seconds = time.perf_counter() - t0
 
-            def augment(x, y):  # decode_png leaves H and W unknown; the feature config knows them
-                return augmenter(tf.ensure_shape(x, (None, *input_shape))), y
+        save_model(model, run_dir / MODEL)
+        write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
+        fc.save(run_dir)
+        config = {
+            "arch": spec.name, "phase": phase, "feature_kind": kind, "task": "genre",
+            "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
+            "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
+            "patience": opts.patience, "seed": opts.seed,
+            "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
+                        else (parent.config.get("weights") if parent else None)),
+            "hparams": {k: v for k, v in opts.hparams.items()},
+            "label_smoothing": opts.label_smoothing, "mixup": opts.mixup, "image_aug": list(opts.image_aug),
+            "cached_base": cached, "mixed_precision": opts.mixed_precision and bool(gpus), "xla": bool(jit),
+            "strategy": opts.strategy, "input_shape": list(input_shape), "parameters": int(model.count_params()),
+            "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
+            "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
+                     "train_tracks": sorted({r["track_id"] for r in train_rows if r["augmentation"] != "synthetic"}),
+                     "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
+                     "train_rows": len(train_rows), "valid_rows": len(valid_rows),
+                     "synthetic": str(Path(opts.synthetic).resolve()) if opts.synthetic else None,
+                     "synthetic_rows": n_synthetic},
+            "train_seconds": round(seconds, 2), "base_feature_seconds": round(t_base, 2),
+            "versions": library_versions(), "genrekit_command": " ".join(sys.argv[1:]) or None,
+        }
+        from genrekit.runs import write_config
 
-            ds_tr = ds_tr.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        ds_tr = _prepare(ds_tr, opts, len(labels), train=True)
-        ds_va = _prepare(make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed),
-                         opts, len(labels), train=False)
-        model.fit(ds_tr, validation_data=ds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
-                  shuffle=False)  # the dataset shuffles itself
-    seconds = time.perf_counter() - t0
-
-    save_model(model, run_dir / MODEL)
-    write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
-    fc.save(run_dir)
-    config = {
-        "arch": spec.name, "phase": phase, "feature_kind": kind, "task": "genre",
-        "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
-        "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
-        "patience": opts.patience, "seed": opts.seed,
-        "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
-                    else (parent.config.get("weights") if parent else None)),
-        "hparams": {k: v for k, v in opts.hparams.items()},
-        "label_smoothing": opts.label_smoothing, "mixup": opts.mixup, "image_aug": list(opts.image_aug),
-        "cached_base": cached, "mixed_precision": opts.mixed_precision and bool(gpus), "xla": bool(jit),
-        "strategy": opts.strategy, "input_shape": list(input_shape), "parameters": int(model.count_params()),
-        "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
-        "data": {"folder": str(data.resolve()), "manifest_sha256": manifest_checksum(data),
-                 "train_tracks": sorted({r["track_id"] for r in train_rows if r["augmentation"] != "synthetic"}),
-                 "valid_tracks": sorted({r["track_id"] for r in valid_rows}),
-                 "train_rows": len(train_rows), "valid_rows": len(valid_rows),
-                 "synthetic": str(Path(opts.synthetic).resolve()) if opts.synthetic else None,
-                 "synthetic_rows": n_synthetic},
-        "train_seconds": round(seconds, 2), "base_feature_seconds": round(t_base, 2),
-        "versions": library_versions(), "genrekit_command": " ".join(sys.argv[1:]) or None,
-    }
-    from genrekit.runs import write_config
-
-    write_config(run_dir, config)
-    plot_curves(run_dir, f"{spec.name} {phase}")
-    results = evaluate_splits(lambda rs: predict_rows(model, data, rs, kind, opts.batch_size), rows, labels, kind)
-    write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
-    return {"run": str(run_dir), "phase": phase, "metrics": results, "seconds": seconds,
-            "epochs_run": epochs_run(run_dir)}
+        write_config(run_dir, config)
+        plot_curves(run_dir, f"{spec.name} {phase}")
+        results = evaluate_splits(lambda rs: predict_rows(model, data, rs, kind, opts.batch_size), rows, labels, kind)
+        write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
+        n_epochs = epochs_run(run_dir)
+    return {"run": str(final_dir), "phase": phase, "metrics": results, "seconds": seconds,
+            "epochs_run": n_epochs}
 
 
 def _features_only(x, y):
