@@ -351,7 +351,7 @@ class SpotifyApi:
 
     def get(self, url: str, params: dict | None = None) -> dict:
         """GET a Web API path (relative to the base) or an absolute URL on the API's own origin."""
-        if not url.startswith(("http:", "https:")):
+        if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url):  # no scheme: a path under the API base
             url = self.api_base + url
         if not self.is_api_url(url):
             raise Refused(f"{_where(url)} is not on the Spotify API host; the token is not sent there")
