@@ -253,8 +253,8 @@ class Http:
         small = sink is None and r.status_code >= 300  # an error body: its start is enough
         cap = min(max_bytes, 65536) if small else max_bytes
         raw = r.raw
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        read = getattr(raw, "read1", None) or raw.read
+        sock = _socket(raw)
+        read = _reader(raw)
         chunks, n = [], 0
         while True:
             remaining = deadline - time.monotonic()
@@ -262,8 +262,11 @@ class Http:
                 raise Refused(f"{where}: deadline passed after {n} bytes")
             try:
                 if sock is not None:
-                    sock.settimeout(min(self.timeout_s, remaining))
-                chunk = read(CHUNK_BYTES, decode_content=False)
+                    try:
+                        sock.settimeout(min(self.timeout_s, remaining))
+                    except OSError:
+                        sock = None
+                chunk = read(CHUNK_BYTES)
             except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as _:
                 why = "deadline passed" if time.monotonic() >= deadline else "read timed out"
                 raise Refused(f"{where}: {why} after {n} bytes") from None
@@ -283,6 +286,29 @@ class Http:
         if declared is not None and n < declared and r.status_code < 300:
             raise Refused(f"{where}: body ended after {n} of {declared} bytes")
         return Response(r.status_code, r.headers, r.url, b"".join(chunks), n)
+
+
+def _socket(raw):
+    """The socket under a streamed response (so each read can wait no longer than the time left),
+    or None where the library's internals do not show it (reads then wait at most ``timeout_s``)."""
+    try:
+        sock = raw._fp.fp.raw._sock
+        sock.gettimeout()
+        return sock
+    except (AttributeError, OSError):
+        return None
+
+
+def _reader(raw):
+    """A function reading at most n bytes with at most one socket read (so that the deadline is
+    checked between reads however slowly the bytes come): urllib3's ``read1`` (urllib3 >= 2.3),
+    else http.client's. Bodies are taken as sent (no decoding: Accept-Encoding is identity)."""
+    if hasattr(raw, "read1"):
+        return lambda n: raw.read1(n, decode_content=False)
+    fp = getattr(raw, "_fp", None)
+    if fp is not None and hasattr(fp, "read1"):
+        return fp.read1
+    return lambda n: raw.read(n, decode_content=False)
 
 
 def _scheme(url: str) -> str:
