@@ -327,6 +327,11 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
     _check_kind(kind)
     if rng is None:
         rng = np.random.default_rng(0)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as a FeatureError instead
+        return _extract(y, cfg, kind, spec_transform, rng)
+
+
+def _extract(y, cfg, kind, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
     if kind == "musicnn":
         logmel = _finite(np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0))
         return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
