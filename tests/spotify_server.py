@@ -52,6 +52,7 @@ class FakeApis:
         self.gate = threading.Event()  # held previews wait for it (at most 30 s)
         self.held = set()  # preview names sent half, then held until the gate opens
         self.half_sent = threading.Event()
+        self.broken = set()  # preview names answering 503
         self.foreign_base = ""  # another loopback server, for redirects off this host
 
     def playlists(self):
@@ -133,6 +134,8 @@ class FakeApis:
             return self.hostile(u.path.rsplit("/", 1)[-1], q)
         if u.path.startswith("/previews/"):
             name = u.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if name in self.broken:
+                return 503, b"unavailable", {"Content-Type": "text/plain"}
             if name in self.held:
                 return 200, self._held(self.previews[name]), {"Content-Type": "audio/mpeg",
                                                               "Content-Length": str(len(self.previews[name]))}

@@ -1,5 +1,5 @@
-"""fetch-spotify against a real HTTP server on loopback: spotipy and the preview resolvers talk
-to it over HTTP; nothing of spotipy is mocked."""
+"""fetch-spotify against a real HTTP server on loopback: the Web API client and the preview
+resolvers talk to it over HTTP; nothing is mocked."""
 import errno
 
 import pytest
@@ -68,9 +68,11 @@ def test_missing_and_rejected_credentials(apis, tmp_path, monkeypatch, capsys):
     assert main(["fetch-spotify", "--out", str(tmp_path / "a"), "--genres", "blues"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("genrekit: error:") and "rejected" in err and "\n" not in err
+    assert not (tmp_path / "a").exists()  # refused before anything was created
     monkeypatch.delenv("SPOTIPY_CLIENT_ID")
     assert main(["fetch-spotify", "--out", str(tmp_path / "b"), "--genres", "blues"]) == 2
     assert "SPOTIPY_CLIENT_ID" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_full_disk_keeps_what_was_fetched(apis, tmp_path, monkeypatch):

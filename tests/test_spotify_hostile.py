@@ -132,6 +132,22 @@ def test_token_never_sent_off_the_api_origin(apis):
     assert foreign.requests == []
 
 
+def test_a_transient_failure_is_retried_by_the_next_run(apis, tmp_path):
+    a, _ = apis
+    a.extra_items[sid("plR1")] = a.extra_items[sid("plR1")][-1:]  # tJ, preview p7
+    a.extra_playlists["rock"] = a.extra_playlists["rock"][:1]
+    a.broken = {"p7"}
+    opts = FetchOptions(out=str(tmp_path / "o"), genres=["rock"], preview_sources=("spotify",), log=lambda m: None)
+    fetch_spotify(opts, http=Http(retries=1, backoff_s=0.01))
+    (row,) = read_csv(tmp_path / "o" / "spotify_manifest.csv")
+    assert row["status"].startswith("failed:") and "HTTP 503" in row["status"] and not row["file"]
+    assert "failed ones are retried" in (tmp_path / "o" / "fetch_report.md").read_text()
+    a.broken = set()
+    rep = fetch_spotify(opts, http=Http(retries=1, backoff_s=0.01))
+    (row,) = read_csv(tmp_path / "o" / "spotify_manifest.csv")
+    assert row["status"] == "ok" and (tmp_path / "o" / row["file"]).is_file() and rep.fetched_now == 1
+
+
 def test_tampered_manifest_cannot_move_files_outside(apis, tmp_path):
     a, _ = apis
     a.extra_items[sid("plR1")] = a.extra_items[sid("plR1")][-1:]
