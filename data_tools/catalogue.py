@@ -13,6 +13,7 @@ A track id is ``<genre>/<path below the genre folder, without extension>``, e.g.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def _walk_audio(folder: Path, chain: tuple[str, ...], skipped: list, root: Path) -> list[Path]:
+def _walk_audio(folder: Path, chain: tuple[str, ...], skipped: list, root: Path) -> Iterator[Path]:
     """Audio files below ``folder`` as seen through it (links followed, paths not resolved).
 
     ``chain``: real paths of the folders walked to get here (the data root first). A folder
@@ -60,8 +61,7 @@ def _walk_audio(folder: Path, chain: tuple[str, ...], skipped: list, root: Path)
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         skipped.append((_rel(folder, root), f"cannot list folder: {exc.strerror or exc}"))
-        return []
-    files: list[Path] = []
+        return
     for e in entries:
         if e.name.startswith("."):
             continue
@@ -79,13 +79,12 @@ def _walk_audio(folder: Path, chain: tuple[str, ...], skipped: list, root: Path)
                 skipped.append((_rel(p, root), f"link loop: points back to {real}, an enclosing "
                                                "folder (not followed)"))
                 continue
-            files += _walk_audio(p, chain + (real,), skipped, root)
+            yield from _walk_audio(p, chain + (real,), skipped, root)
         elif is_file:
             if p.suffix.lower() in AUDIO_EXTENSIONS:
-                files.append(p)
-        elif is_link and p.suffix.lower() in AUDIO_EXTENSIONS or (is_link and not p.exists()):
+                yield p
+        elif is_link and not p.exists():
             skipped.append((_rel(p, root), "broken link (its target does not exist)"))
-    return files
 
 
 def _rel(p: Path, root: Path) -> str:
@@ -98,11 +97,12 @@ def _rel(p: Path, root: Path) -> str:
 def _audio_files(folder: Path, skipped: list | None = None, root: Path | None = None,
                  chain: tuple[str, ...] = ()) -> list[Path]:
     skipped = [] if skipped is None else skipped
-    return _walk_audio(folder, chain + (_real(folder),), skipped, root or folder)
+    return list(_walk_audio(folder, chain + (_real(folder),), skipped, root or folder))
 
 
 def _has_audio(folder: Path, chain: tuple[str, ...]) -> bool:
-    return bool(_audio_files(folder, [], folder, chain))
+    """True when ``folder`` holds an audio file (the walk stops at the first one)."""
+    return next(_walk_audio(folder, chain + (_real(folder),), [], folder), None) is not None
 
 
 def _genre_folders(root: Path) -> list[Path]:
@@ -135,7 +135,7 @@ def resolve_root(root: str | Path) -> Path:
                 return cand
         if _genre_folders(root):
             return root
-        if _audio_files(root):
+        if _has_audio(root, ()):
             raise DataError(f"no genre sub-folders in {root}: put each genre's audio in its own "
                             "folder (ROOT/<genre>/<file>)")
     except OSError as exc:

@@ -90,7 +90,7 @@ class FeatureConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 problems.append(f"{name} must be at least 1")
-        if self.top_db <= 0:
+        if not 0 < self.top_db < float("inf"):  # NaN too
             problems.append("top_db must be positive")
         if self.pad_mode not in ("wrap", "constant"):
             problems.append("pad_mode must be wrap or constant")

@@ -64,3 +64,35 @@ def test_garbage_mp3(tmp_path):
     (tmp_path / "g.mp3").write_bytes(bytes(range(256)) * 8)
     with pytest.raises(AudioDecodeError):
         load_audio(tmp_path / "g.mp3", 22050)
+
+
+def test_max_seconds_is_checked_from_the_header_and_bounds_the_read(tmp_path):
+    from data_tools.errors import AudioTooLongError
+
+    sf.write(tmp_path / "six.wav", tone(440, 6.0, 8000), 8000)
+    with pytest.raises(AudioTooLongError, match="6 s long, more than --max-seconds 5"):
+        load_audio(tmp_path / "six.wav", 8000, max_seconds=5)
+    assert len(load_audio(tmp_path / "six.wav", 8000, max_seconds=6).y) == 48000
+    # a header that says it holds less than the file: libsndfile reads what the header says,
+    # and the read is capped at max_seconds anyway
+    a = load_audio(tmp_path / "six.wav", 8000, duration_s=2.0, max_seconds=5)
+    assert len(a.y) == 16000
+
+
+def test_impossible_sample_rates_are_refused(tmp_path):
+    fmt = struct.pack("<HHIIHH", 1, 1, 1, 2, 2, 16)  # PCM, mono, 1 Hz
+    n = 4000
+    head = (b"RIFF" + struct.pack("<I", 36 + n) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", n))
+    (tmp_path / "one_hz.wav").write_bytes(head + bytes(n))
+    with pytest.raises(AudioDecodeError, match="header says 1 Hz, not an audio sample rate"):
+        load_audio(tmp_path / "one_hz.wav", 22050)
+
+
+def test_random_bytes_are_not_a_recognised_format(tmp_path, capfd):
+    for ext in (".mp3", ".flac", ".ogg"):
+        p = tmp_path / f"noise{ext}"
+        p.write_bytes(np.random.default_rng(1).bytes(8000))
+        with pytest.raises(AudioDecodeError, match="not a recognised audio format"):
+            load_audio(p, 22050)
+    assert capfd.readouterr().err == ""  # mpg123's "Note: Illegal Audio-MPEG-Header" is silenced

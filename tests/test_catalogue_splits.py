@@ -108,3 +108,22 @@ def test_split_folder_of_lists(tmp_path):
     (lists / "test_x.txt").write_text("low/low.00001.wav\n")
     r = split_from_source(tracks, str(lists))
     assert Counter(r.assignment.values()) == {"train": 3, "test": 1}
+
+
+def test_a_track_in_two_split_lists_is_refused(tmp_path):
+    tracks = find_tracks(write_tree(tmp_path / "d", per_genre=2, seconds=0.2))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("low/low.00000.wav\nmid/mid.00000.wav\n")
+    (lists / "test.txt").write_text("low/low.00001.wav\nlow/low.00000\n")
+    with pytest.raises(DataError, match="train.txt:1: track low/low.00000 is listed twice, for test and for train"):
+        split_from_source(tracks, str(lists))
+
+
+def test_negative_ratios_are_called_ratios(tmp_path):
+    from data_tools.pipeline import AugmentSettings, _decide_split
+
+    tracks = find_tracks(write_tree(tmp_path / "d", per_genre=2, seconds=0.2))
+    for text in ("-1/2/3", "70/-20/50"):
+        with pytest.raises(DataError, match="bad --ratios"):
+            _decide_split(tracks, ["high", "low", "mid"], AugmentSettings(split=text))

@@ -96,3 +96,46 @@ def test_stretch_changes_duration():
 def test_unknown_augmentation():
     with pytest.raises(DataError, match="unknown augmentation"):
         AugmentConfig(augmentations=("reverse",))
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(hop_length=1), "one mel segment would need 8.2 GiB"),
+    (dict(mfcc_seconds=1e7), "mfcc_seconds 1e+07 is above 600 s"),
+    (dict(image_seconds=float("nan")), "image_seconds nan"),
+    (dict(image_height=100000), "image size 100000x256"),
+    (dict(n_fft=1 << 20), "n_fft 1048576 is above"),
+    (dict(musicnn_frames=10**9), "musicnn_frames must be between"),
+    (dict(top_db=float("nan")), "top_db must be positive"),
+])
+def test_feature_settings_that_would_cost_gigabytes_are_refused(kw, words):
+    with pytest.raises(DataError, match="bad feature settings") as e:
+        FeatureConfig(**kw)
+    assert words in str(e.value)
+
+
+def test_feature_config_file_with_absurd_segment_is_refused(tmp_path):
+    import json
+
+    d = FeatureConfig().to_dict() | {"mfcc_seconds": 1e7}
+    (tmp_path / "feature_config.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="mfcc_seconds"):
+        FeatureConfig.load(tmp_path)
+
+
+def test_extract_refuses_non_finite_spectrograms():
+    from data_tools.errors import FeatureError
+
+    cfg = small_features()
+    y = np.full(8000, 1e30, dtype=np.float32)
+    for kind in ("mel", "mfcc", "melspec"):
+        with pytest.raises(FeatureError, match="NaN or infinite"):
+            extract(y, cfg, kind)
+
+
+def test_augment_config_ranges_are_checked_up_front():
+    with pytest.raises(DataError, match="pitch shift"):
+        AugmentConfig(pitch_semitones=(1000.0,))
+    with pytest.raises(DataError, match="time-stretch"):
+        AugmentConfig(stretch_rates=(float("nan"),))
+    with pytest.raises(DataError, match="at least one"):
+        AugmentConfig(augmentations=("pitch",), pitch_semitones=())
