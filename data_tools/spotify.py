@@ -87,6 +87,8 @@ def _safe_rel(out: Path, rel) -> bool:
 
 def _tmp_path(out: Path, stem: str) -> Path:
     folder = out / TMP_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise DataError(f"{folder} is not a folder genrekit made (a link or a file); move it away")
     folder.mkdir(exist_ok=True)
     return folder / f"{stem}.{os.getpid()}{TMP_MARK}"
 
@@ -215,6 +217,13 @@ def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None, http: Http 
     stale = remove_stale_temporaries(out)
     if stale:
         log(f"removed {stale} temporary file(s) left by an interrupted fetch")
+    try:
+        return _fetch_into(out, opts, api, http, report, log)
+    finally:
+        _drop_tmp_dir(out)
+
+
+def _fetch_into(out: Path, opts: FetchOptions, api: SpotifyApi, http: Http, report: FetchReport, log) -> FetchReport:
     rows = _load_manifest(out, report, log)
     done = {(r["genre"], r["track_id"]): r for r in rows}
     try:
@@ -248,7 +257,6 @@ def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None, http: Http 
     _clean(out, rows, report, log)
     _write_manifest(out, rows)
     write_atomic(out, REPORT, format_fetch_report(report, opts).encode("utf-8"))
-    _drop_tmp_dir(out)
     return report
 
 

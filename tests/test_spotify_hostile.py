@@ -116,6 +116,24 @@ def test_bad_options_refused_before_anything_is_created(apis, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("genrekit: error:") and "\n" not in err
     assert not (tmp_path / "o").exists()
+    (tmp_path / "f").write_text("a user's file")
+    for bad in (["--out", str(tmp_path / "f")], ["--out", str(tmp_path / "o"), "--per-genre", "0"]):
+        assert main(["fetch-spotify", "--genres", "rock", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("genrekit: error:") and "\n" not in err
+    assert (tmp_path / "f").read_text() == "a user's file" and not (tmp_path / "o").exists()
+
+
+def test_a_linked_temporary_folder_is_refused(apis, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / TMP_DIR).symlink_to(elsewhere)
+    assert main(["fetch-spotify", "--out", str(out), *ARGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("genrekit: error:") and "not a folder genrekit made" in err[-1]
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_token_never_sent_off_the_api_origin(apis):
