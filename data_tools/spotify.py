@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
+from data_tools.audio import load_audio
 from data_tools.errors import DataError
 from data_tools.fsio import read_csv
 from data_tools.previews import (DEFAULT_MAX_PREVIEW_BYTES, DEFAULT_PREVIEW_DEADLINE_S, RESOLVERS,
@@ -338,10 +340,6 @@ def _genre_tracks(api: SpotifyApi, genre: str, opts: FetchOptions, report: Fetch
 
 def _decode_to_wav(path: Path) -> bytes:
     """Decode a downloaded preview (mp3/m4a/...) to 22,050 Hz mono PCM16 WAV bytes."""
-    import soundfile as sf
-
-    from data_tools.audio import load_audio
-
     y = load_audio(path, sr=SR, duration_s=MAX_PREVIEW_S).y
     buf = io.BytesIO()
     sf.write(buf, np.clip(y, -1, 1), SR, format="WAV", subtype="PCM_16")

@@ -30,6 +30,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+import requests
+import urllib3
+
 from data_tools.errors import DataError
 
 # endpoints; the environment can point them elsewhere (a proxy, a mirror, or a test server)
@@ -114,8 +117,6 @@ class Http:
 
     def __init__(self, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 15.0,
                  deadline_s: float = 120.0, max_wait_s: float = 60.0, max_redirects: int = 5, sleep=time.sleep):
-        import requests
-
         self.session = requests.Session()
         self.session.trust_env = True
         self.session.headers["User-Agent"] = "genrekit (music genre research toolkit)"
@@ -199,8 +200,6 @@ class Http:
     def _open(self, method, url, deadline, **kw):
         """Send the request and wait for the status line and headers, within the deadline (in a
         helper thread, so that headers trickled byte by byte cannot hold the fetch)."""
-        import requests
-
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise Refused(f"{_where(url)}: deadline passed")
@@ -240,8 +239,6 @@ class Http:
         return state["r"]
 
     def _read(self, r, deadline, max_bytes, sink) -> Response:
-        import urllib3
-
         where = _where(r.url)
         declared = r.headers.get("Content-Length")
         try:

@@ -32,6 +32,10 @@ def test_fetch_builds_a_clean_set(apis, tmp_path, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "polka" in err and "no playlists" in err
+    import base64
+
+    basic = base64.b64encode(f"my-client-id:{apis.accept_secret}".encode()).decode()
+    assert apis.accept_secret not in err and "my-client-id" not in err and basic not in err and "Bearer" not in err
     rows = {(r["genre"], r["track_id"]): r for r in read_csv(out / "spotify_manifest.csv")}
     st = {k: (r["status"], r["preview_source"]) for k, r in rows.items()}
     assert st[("blues", sid("t1"))] == ("ok", "spotify")
