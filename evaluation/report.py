@@ -20,7 +20,10 @@ def evaluation_report(res: dict, title: str, context: list[str], plots: dict[str
     """report.md: clip- and track-level figures side by side, per genre, confusion matrices."""
     labels = res["labels"]
     c, t = res["clip"], res["track"]
-    L = [f"# {title}", ""] + [f"- {line}" for line in context] + [""]
+    L = [f"# {title}", ""]
+    if res.get("split"):
+        L += [f"- split: **{res['split']}**"]
+    L += [f"- {line}" for line in context] + [""]
     L += ["## Summary (percent, except loss and AUC)", ""]
     L += _md_table(["figure", "clip / segment level", "track level"], [
         ["samples", c["n"], t["n"]],
@@ -52,14 +55,15 @@ def evaluation_report(res: dict, title: str, context: list[str], plots: dict[str
     return "\n".join(L) + "\n"
 
 
-COMPARE_FIELDS = ["run", "arch", "phase", "epochs", "train_top1", "val_top1", "test_top1", "test_top2",
-                  "test_f1_micro", "test_f1_macro", "level", "evaluated_on"]
+COMPARE_FIELDS = ["run", "arch", "phase", "epochs", "train_top1", "val_top1", "split", "top1", "top2",
+                  "f1_micro", "f1_macro", "level", "evaluated_on"]
 
 
 def compare_table(rows: list[dict]) -> str:
-    header = ["run", "model", "phase", "epochs", "train acc", "val acc", "test top-1", "test top-2",
-              "F1 micro", "F1 macro", "level"]
+    """Markdown table of runs; the figures are on the split each row names."""
+    header = ["run", "model", "phase", "epochs", "train acc", "val acc", "split", "top-1", "top-2",
+              "F1 micro", "F1 macro", "level", "from"]
     body = [[r["run"], r["arch"], r["phase"], r["epochs"], _pct(r["train_top1"]), _pct(r["val_top1"]),
-             _pct(r["test_top1"]), _pct(r["test_top2"]), _pct(r["test_f1_micro"]), _pct(r["test_f1_macro"]),
-             r["level"]] for r in rows]
+             r["split"], _pct(r["top1"]), _pct(r["top2"]), _pct(r["f1_micro"]), _pct(r["f1_macro"]),
+             r["level"], r["evaluated_on"]] for r in rows]
     return "\n".join(_md_table(header, body)) + "\n"

@@ -252,18 +252,18 @@ def cmd_export(a) -> int:
 # -- evaluate / compare / cv -----------------------------------------------------------------
 
 def cmd_evaluate(a) -> int:
-    from genrekit.evaluate import evaluate, format_metrics
+    from genrekit.evaluate import eval_dir, evaluate, format_metrics
 
     res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size, tempo_file=a.tempo_file)
     print(format_metrics(res))
-    print(f"report: {Path(a.out or a.model) / 'report.md'}")
+    print(f"report ({a.split} split): {Path(a.out) if a.out else eval_dir(a.model, a.split)}/report.md")
     return 0
 
 
 def cmd_compare(a) -> int:
     from genrekit.evaluate import compare
 
-    print(compare(a.runs, csv_path=a.csv, level=a.level), end="")
+    print(compare(a.runs, csv_path=a.csv, level=a.level, split=a.split), end="")
     if a.csv:
         print(f"\nCSV: {a.csv}")
     return 0
@@ -457,14 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="run folder")
     ev.add_argument("--data", required=True, help="feature folder made with the run's feature config")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
-    ev.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    ev.add_argument("--out", default=None, help="output folder (default: RUN/eval/<split>/)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--tempo-file", default=None,
                     help="tempo runs: CSV track_id,bpm of true tempi (default: the one the run trained with)")
     ev.set_defaults(func=cmd_evaluate)
 
-    co = sub.add_parser("compare", help="one table of several runs' settings and test figures")
+    co = sub.add_parser("compare", help="one table of several runs' settings and figures on one split")
     co.add_argument("runs", nargs="+", help="run folders")
+    co.add_argument("--split", default="test",
+                    help="the split whose figures to show (default test): from `genrekit evaluate --split` "
+                         "(RUN/eval/<split>/), else from the end of training")
     co.add_argument("--csv", default=None, help="also write the table as CSV here")
     co.add_argument("--level", default="track", choices=("track", "clip"), help="figures at this level")
     co.set_defaults(func=cmd_compare)

@@ -2,11 +2,17 @@
 
 Evaluation uses the un-augmented rows of one split of a feature folder made with the run's
 own feature config, refuses test tracks that the run trained on, and writes metrics.json,
-report.md and plots (confusion matrix, per-genre top-1/top-2, ROC, training curves).
+report.md and plots (confusion matrix, per-genre top-1/top-2, ROC, training curves) into
+one folder per evaluated split, ``RUN/eval/<split>/``, labelled with the split; ``compare``
+reads the split it is asked for (runs evaluated before this layout kept their results in the
+run folder itself: they are still read, by the split recorded in them).
 """
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,45 @@ from genrekit.errors import UserError
 from genrekit.runs import HISTORY, Run
 
 
+EVAL_DIR = "eval"
+METRICS = "metrics.json"
+
+
+def eval_dir(run_path, split: str) -> Path:
+    """Where ``genrekit evaluate`` writes a run's results on ``split``: ``RUN/eval/<split>/``."""
+    return Path(run_path) / EVAL_DIR / check_split_name(split)
+
+
+def check_split_name(split: str) -> str:
+    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", split):
+        raise UserError(f"bad split name {split!r}: letters, digits, '.', '_' and '-' only (e.g. test, valid)")
+    return split
+
+
+@contextmanager
+def created_or_absent(folder: Path):
+    """Run the block; if it fails and ``folder`` did not exist before, remove what it created
+    (parents included), so a refused command leaves nothing behind. An interrupted block
+    (Ctrl-C) keeps what it made, for the rerun to resume."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        yield folder
+    except Exception:
+        if missing:
+            shutil.rmtree(missing[0], ignore_errors=True)
+            for d in missing[1:]:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        raise
+
+
 def check_leakage(run: Run, track_ids) -> None:
     trained = set(run.config.get("data", {}).get("train_tracks", []))
     overlap = sorted(trained & set(track_ids))
@@ -28,11 +73,10 @@ def check_leakage(run: Run, track_ids) -> None:
 
 
 def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: str, context: list[str],
-                  batch_size: int = 32) -> dict:
-    """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``."""
+                  batch_size: int = 32, split: str = "test") -> dict:
+    """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``;
+    the results are labelled with ``split``."""
     from evaluation.metrics import evaluate_predictions
-    from evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
-    from evaluation.report import evaluation_report
 
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
@@ -42,7 +86,17 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     res = evaluate_predictions([r["track_id"] for r in rows], y, proba, run.labels)
     res["run"] = str(run.path)
     res["arch"] = run.arch
+    res["split"] = split
     res["context"] = context
+    with created_or_absent(out):
+        _write_results(run, res, out, title, context)
+    return res
+
+
+def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str]) -> None:
+    from evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
+    from evaluation.report import evaluation_report
+
     out.mkdir(parents=True, exist_ok=True)
     plots = {"confusion matrix (track level)": "confusion.png",
              "confusion matrix (clip level)": "confusion_clip.png",
@@ -55,9 +109,8 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     if hist.is_file() and read_csv(hist):
         plot_history(read_csv(hist), out / "curves.png", f"{run.arch} training curves")
         plots["training curves"] = "curves.png"
-    write_json_atomic(out / "metrics.json", res, only_if_changed=False)
+    write_json_atomic(out / METRICS, res, only_if_changed=False)
     write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots), only_if_changed=False)
-    return res
 
 
 def check_feature_config(run: Run, data: Path) -> FeatureConfig:
@@ -70,21 +123,27 @@ def check_feature_config(run: Run, data: Path) -> FeatureConfig:
 
 
 def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32, tempo_file=None) -> dict:
+    """Evaluate a run on ``split`` of a feature folder; results go to ``out`` (default
+    ``RUN/eval/<split>/``), labelled with the split."""
+    check_split_name(split)
     run = Run(run_path)
-    run.model()  # a model whose outputs don't match labels.json fails here, first
     data = Path(data)
+    if not data.is_dir():
+        raise UserError(f"feature folder not found: {data}" if not data.exists() else f"{data} is not a folder")
+    run.model()  # a model whose outputs don't match labels.json fails here, first
+    out = Path(out) if out else eval_dir(run.path, split)
     if run.task == "tempo":
         from genrekit.tempo import evaluate_tempo
 
-        return evaluate_tempo(run, data, split, out, tempo_file)
+        with created_or_absent(out):
+            return evaluate_tempo(run, data, split, out, tempo_file)
     fc = check_feature_config(run, data)
     rows = [r for r in select(read_manifest(data), run.kind, (split,)) if r["augmentation"] == "original"]
     if not rows:
         raise UserError(f"the {split} split of {data} has no {run.kind} rows")
-    out = Path(out) if out else run.path
     context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data}`, split `{split}`",
                f"feature config fingerprint {fc.fingerprint()}"]
-    return evaluate_rows(run, data, rows, out, f"{run.arch} on {split}", context, batch_size)
+    return evaluate_rows(run, data, rows, out, f"{run.arch} on the {split} split", context, batch_size, split)
 
 
 def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: int = 1,
@@ -97,7 +156,6 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     from data_tools.pipeline import AugmentSettings, run_augment
 
     run = Run(run_path)
-    run.model()
     if run.task != "genre":
         raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
     genres = sorted({t.genre for t in find_tracks(audio_dir)})
@@ -105,18 +163,22 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     if unknown:
         raise UserError(f"genre folder(s) {', '.join(unknown)} in {audio_dir} are not among the run's labels "
                         f"({', '.join(run.labels)}); rename or remove them")
+    run.model()
     out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
     features_dir = Path(features_dir) if features_dir else out / "features"
     settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
                                kinds=run.input_kinds, split="all-test", seed=0)
-    s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress)
-    if s["ok"] == 0:
-        raise UserError(f"no decodable audio in {audio_dir}")
-    rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",)) if r["augmentation"] == "original"]
-    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",
-               f"data: `{audio_dir}` ({s['ok']} tracks; {s['skipped_bad']} skipped, see `{features_dir}/report.md`)",
-               "features rendered with the run's own feature config"]
-    return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context, batch_size)
+    with created_or_absent(out), created_or_absent(features_dir):
+        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress)
+        if s["ok"] == 0:
+            raise UserError(f"no decodable audio in {audio_dir}")
+        rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",))
+                if r["augmentation"] == "original"]
+        context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",
+                   f"data: `{audio_dir}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
+                   f"see `{features_dir}/report.md`)", "features rendered with the run's own feature config"]
+        return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context,
+                             batch_size, split="test")
 
 
 def format_metrics(res: dict) -> str:
@@ -126,7 +188,7 @@ def format_metrics(res: dict) -> str:
         return format_tempo(res)
     c, t = res["clip"], res["track"]
     return "\n".join([
-        f"{'':12s} {'clip':>8s} {'track':>8s}",
+        f"{res.get('split', '') + ' split' if res.get('split') else '':12s} {'clip':>8s} {'track':>8s}",
         f"{'top-1':12s} {c['top1']:8.3f} {t['top1']:8.3f}",
         f"{'top-2':12s} {c['top2']:8.3f} {t['top2']:8.3f}",
         f"{'F1 macro':12s} {c['f1_macro']:8.3f} {t['f1_macro']:8.3f}",
@@ -135,31 +197,82 @@ def format_metrics(res: dict) -> str:
         f"(n = {c['n']} clips, {t['n']} tracks)"])
 
 
-def compare(runs: list[str], csv_path=None, level: str = "track") -> str:
-    """One table of the runs' settings and test figures; Markdown returned, CSV written."""
+def read_metrics(path: Path) -> dict:
+    """A metrics.json written by ``genrekit evaluate``; a corrupt one is refused with one line."""
+    try:
+        met = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"unreadable results file {path} ({_reason(exc)}); rerun `genrekit evaluate` "
+                        "to rewrite it") from None
+    if not isinstance(met, dict) or not all(isinstance(met.get(lv), dict) for lv in ("clip", "track")):
+        raise UserError(f"{path} is not a genrekit metrics file (no clip/track figures); rerun `genrekit evaluate`")
+    return met
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def metrics_split(met: dict) -> str | None:
+    """The split a metrics.json was computed on: its ``split`` label, or for results written
+    before the label existed, the split named in its context lines."""
+    if isinstance(met.get("split"), str):
+        return met["split"]
+    for line in met.get("context") or []:
+        m = re.search(r"split `([^`]+)`", str(line))
+        if m:
+            return m.group(1)
+    return None
+
+
+def split_results(run: Run, split: str) -> tuple[dict, str, Path | None]:
+    """A run's figures on ``split``: ``(metrics, source, file)``. From ``RUN/eval/<split>/``,
+    else from an older evaluation in the run folder itself when it is labelled with that split,
+    else from the figures computed at the end of training; ``({}, "not evaluated", None)``."""
+    new = eval_dir(run.path, split) / METRICS
+    if new.is_file():
+        return read_metrics(new), "genrekit evaluate", new
+    legacy = run.path / METRICS
+    if legacy.is_file():
+        met = read_metrics(legacy)
+        if metrics_split(met) == split:
+            return met, "genrekit evaluate", legacy
+    tm = run.path / "train_metrics.json"
+    if tm.is_file():
+        try:
+            figs = json.loads(tm.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"unreadable results file {tm} ({_reason(exc)})") from None
+        figs = figs.get(split) if isinstance(figs, dict) else None
+        if isinstance(figs, dict) and figs:
+            return figs, "end of training", tm
+    return {}, "not evaluated", None
+
+
+def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "test") -> str:
+    """One table of the runs' settings and their figures on ``split`` (each row names the split
+    and where its figures come from); Markdown returned, CSV written."""
     from evaluation.report import COMPARE_FIELDS, compare_table
 
+    check_split_name(split)
     rows = []
     for rp in runs:
         run = Run(rp)
         if run.task != "genre":
             raise UserError(f"{run.path} is a {run.task} run; compare tabulates genre classifiers")
         hist = read_csv(run.path / HISTORY) if (run.path / HISTORY).is_file() else []
-        best = min(hist, key=lambda h: float(h.get("val_loss") or np.inf)) if hist else {}
+        best = min(hist, key=lambda h: _f(h.get("val_loss")) if _f(h.get("val_loss")) is not None else np.inf) \
+            if hist else {}
         row = {"run": run.path.name, "arch": run.arch, "phase": run.config.get("phase"),
                "epochs": len(hist), "train_top1": _f(best.get("accuracy")), "val_top1": _f(best.get("val_accuracy")),
-               "level": level}
-        m = run.path / "metrics.json"
-        if m.is_file():
-            met = json.loads(m.read_text())[level]
-            row["evaluated_on"] = "genrekit evaluate"
-        else:
-            tm = run.path / "train_metrics.json"
-            met = json.loads(tm.read_text()).get("test", {}).get(level, {}) if tm.is_file() else {}
-            row["evaluated_on"] = "end of training" if met else "not evaluated"
-        row.update({"test_top1": met.get("top1"), "test_top2": met.get("top2"),
-                    "test_f1_micro": met.get("f1_micro"),
-                    "test_f1_macro": met.get("f1_macro")})
+               "level": level, "split": split}
+        figs, source, where = split_results(run, split)
+        met = figs.get(level, {}) if figs else {}
+        if figs and not isinstance(met, dict):
+            raise UserError(f"{where} has no {level}-level figures; rerun `genrekit evaluate`")
+        row["evaluated_on"] = source
+        row.update({"top1": _f(met.get("top1")), "top2": _f(met.get("top2")), "f1_micro": _f(met.get("f1_micro")),
+                    "f1_macro": _f(met.get("f1_macro"))})
         rows.append(row)
     if csv_path:
         write_csv_atomic(csv_path, rows, COMPARE_FIELDS, only_if_changed=False)

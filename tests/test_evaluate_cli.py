@@ -48,7 +48,63 @@ def test_compare_prints_markdown_and_writes_csv(two_runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| run | model |" in out and "cnn" in out and "fcnn" in out
     rows = list(csv.DictReader(open(csv_path)))
-    assert [r["arch"] for r in rows] == ["cnn", "fcnn"] and rows[0]["test_top1"] != ""
+    assert [r["arch"] for r in rows] == ["cnn", "fcnn"] and rows[0]["top1"] != ""
+    assert {r["split"] for r in rows} == {"test"}
+
+
+def test_each_split_has_its_own_labelled_results(tiny_features, two_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[1], run)
+    assert main(["evaluate", "--model", str(run), "--data", str(tiny_features)]) == 0
+    assert "test split" in capsys.readouterr().out
+    test_dir = run / "eval" / "test"
+    before = {p.name: p.read_bytes() for p in test_dir.iterdir()}
+    assert main(["evaluate", "--model", str(run), "--data", str(tiny_features), "--split", "valid"]) == 0
+    assert "eval/valid/report.md" in capsys.readouterr().out
+    # the valid evaluation wrote its own folder and left the test results as they were
+    assert {p.name: p.read_bytes() for p in test_dir.iterdir()} == before
+    valid = json.loads((run / "eval" / "valid" / "metrics.json").read_text())
+    test = json.loads((test_dir / "metrics.json").read_text())
+    assert valid["split"] == "valid" and test["split"] == "test"
+    assert "split: **valid**" in (run / "eval" / "valid" / "report.md").read_text()
+    assert not (run / "metrics.json").exists()
+    # compare shows the split it was asked for, with that split's figures
+    for split, met in (("test", test), ("valid", valid)):
+        csv_path = tmp_path / f"{split}.csv"
+        assert main(["compare", str(run), "--split", split, "--csv", str(csv_path)]) == 0
+        out = capsys.readouterr().out
+        assert f"| {split} |" in out and "genrekit evaluate" in out
+        row = next(csv.DictReader(open(csv_path)))
+        assert row["split"] == split and float(row["top1"]) == pytest.approx(met["track"]["top1"])
+        assert row["evaluated_on"] == "genrekit evaluate"
+
+
+def test_compare_reads_results_written_before_the_per_split_folders(tiny_features, two_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(two_runs[0], run)
+    evaluate(run, tiny_features, split="valid", out=tmp_path / "ev")
+    legacy = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    del legacy["split"]  # the old layout: no label, the split named only in the context lines
+    (run / "metrics.json").write_text(json.dumps(legacy))
+    csv_path = tmp_path / "c.csv"
+    assert main(["compare", str(run), "--split", "valid", "--csv", str(csv_path)]) == 0
+    row = next(csv.DictReader(open(csv_path)))
+    assert row["evaluated_on"] == "genrekit evaluate" and float(row["top1"]) == pytest.approx(legacy["track"]["top1"])
+    # asked for test, the valid figures in the run folder are not shown as test ones
+    assert main(["compare", str(run), "--csv", str(csv_path)]) == 0
+    row = next(csv.DictReader(open(csv_path)))
+    assert row["split"] == "test" and row["evaluated_on"] == "end of training"
+    train_test = json.loads((run / "train_metrics.json").read_text())["test"]["track"]["top1"]
+    assert float(row["top1"]) == pytest.approx(train_test)
+    capsys.readouterr()
+    (run / "metrics.json").write_text('{"clip": {"top1": 0.5')
+    assert main(["compare", str(run), "--split", "valid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genrekit: error:") and "metrics.json" in err and "\n" not in err
 
 
 def test_refuses_leaky_and_mismatched_evaluations(tiny_features, two_runs, tmp_path):
