@@ -57,7 +57,7 @@ def apis(monkeypatch):
 
 
 ARGS = ["--genres", "rock", "--per-genre", "20", "--preview-source", "spotify",
-        "--max-preview-mb", "0.2", "--preview-deadline-seconds", "1"]
+        "--max-preview-mb", "0.2", "--preview-deadline-seconds", "2"]
 
 
 def test_hostile_previews_and_ids_are_skipped_and_reported(apis, tmp_path, capsys):
@@ -180,7 +180,7 @@ def test_tampered_manifest_cannot_move_files_outside(apis, tmp_path):
         f"../../evil,,a,b,p,rock,spotify,rock/x.wav,abc,ok\n")
     logs = []
     fetch_spotify(FetchOptions(out=str(out), genres=["rock"], preview_sources=("spotify",), log=logs.append,
-                               max_preview_bytes=200_000, preview_deadline_s=1))
+                               max_preview_bytes=200_000, preview_deadline_s=5))
     assert victim.read_bytes() == b"mine" and not (out / ".dropped" / ".." / "victim.wav").exists()
     rows = read_csv(out / "spotify_manifest.csv")
     assert all(r["track_id"] != sid("zz") and ".." not in r["track_id"] for r in rows)
