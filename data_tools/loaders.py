@@ -41,6 +41,30 @@ def load_feature(path: Path, kind: str) -> np.ndarray:
         raise DataError(f"unreadable feature file {path}: {exc}") from None
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
+def check_png(path) -> None:
+    """Raise :class:`DataError` naming ``path`` when it is not a complete PNG file (a truncated
+    or overwritten feature file): its signature and its final IEND chunk are checked, cheaply,
+    before TensorFlow decodes it inside a pipeline where the error could not name the file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - len(PNG_END)))
+            tail = fh.read()
+    except OSError as exc:
+        raise DataError(f"unreadable feature file {path}: {exc.strerror or exc}") from None
+    if head != PNG_SIGNATURE:
+        raise DataError(f"feature file {path} is not a PNG image (rerun `genrekit augment` to rewrite it)")
+    if tail != PNG_END:
+        raise DataError(f"feature file {path} is truncated (no PNG end chunk); rerun `genrekit augment` "
+                        "to rewrite it")
+
+
 def load_arrays(folder, rows: list[dict], kind: str) -> np.ndarray:
     folder = Path(folder)
     if not rows:
@@ -59,6 +83,8 @@ def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size:
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise DataError(f"{len(missing)} feature file(s) missing, e.g. {missing[0]}")
+        for p in paths:
+            check_png(p)
         ds = tf.data.Dataset.from_tensor_slices((paths, y))
 
         def decode(p, label):
