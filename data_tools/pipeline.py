@@ -160,10 +160,10 @@ def _remove_old_outputs(out: Path, old: TrackResult, keep: set[str]) -> None:
     """Delete the feature files an earlier run made for a track that were not made again now
     (its audio changed and gives fewer segments, or now fails). Only paths of genrekit's own
     naming scheme in its own feature folders are touched."""
+    own = tuple(f"{kind}/{old.track_id}." for kind in FEATURE_KINDS)
     for r in old.rows:
-        rel = r.get("path", "")
-        parts = rel.split("/")
-        if rel in keep or len(parts) < 2 or parts[0] not in FEATURE_KINDS or ".." in parts:
+        rel = str(r.get("path", ""))
+        if rel in keep or not rel.startswith(own) or ".." in rel.split("/") or "/" in rel[len(rel.split("/")[0]) + len(old.track_id) + 2:]:
             continue
         try:
             (out / rel).unlink()
