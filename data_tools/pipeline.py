@@ -160,10 +160,13 @@ def _remove_old_outputs(out: Path, old: TrackResult, keep: set[str]) -> None:
     """Delete the feature files an earlier run made for a track that were not made again now
     (its audio changed and gives fewer segments, or now fails). Only paths of genrekit's own
     naming scheme in its own feature folders are touched."""
-    own = tuple(f"{kind}/{old.track_id}." for kind in FEATURE_KINDS)
     for r in old.rows:
         rel = str(r.get("path", ""))
-        if rel in keep or not rel.startswith(own) or ".." in rel.split("/") or "/" in rel[len(rel.split("/")[0]) + len(old.track_id) + 2:]:
+        kind, _, rest = rel.partition("/")
+        name = rest[len(old.track_id) + 1:]  # "<variant>.<segment>.<ext>"
+        ours = (kind in FEATURE_KINDS and rest.startswith(old.track_id + ".") and "/" not in name
+                and ".." not in rel.split("/"))
+        if rel in keep or not ours:
             continue
         try:
             (out / rel).unlink()
