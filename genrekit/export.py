@@ -62,8 +62,11 @@ def _write(model, fmt: str, path: Path) -> None:
 def _check_target(target: Path, fmt: str) -> bool:
     """Refuse a target genrekit may not write; True when it holds a genrekit export of ``fmt``
     that may be replaced."""
+    if target.is_dir() and not target.is_symlink() and fmt != "saved_model":
+        raise UserError(f"--out {target} is a folder; --format {fmt} writes one file: give a file path "
+                        f"(e.g. {target / ('model.' + fmt)})")
     if fmt == "keras" and target.suffix != ".keras":
-        raise UserError(f"--out {target}: a Keras export is a file ending in .keras (e.g. {target / 'model.keras'})")
+        raise UserError(f"--out {target}: a Keras export is a file ending in .keras (e.g. {target}.keras)")
     if target.is_symlink():
         raise UserError(f"--out {target} is a symbolic link; give a new path")
     if not target.exists():
@@ -75,9 +78,6 @@ def _check_target(target: Path, fmt: str) -> bool:
             return False
         raise UserError(f"--out {target} exists and is not a genrekit SavedModel export; genrekit does not "
                         "replace what it did not write: choose a new --out")
-    if target.is_dir():
-        raise UserError(f"--out {target} is a folder; --format {fmt} writes one file: give a file path "
-                        f"(e.g. {target / ('model.' + fmt)})")
     if not is_export_file(target, fmt):
         raise UserError(f"--out {target} exists and is not a {fmt} model file; genrekit does not replace "
                         "what it did not write: choose a new --out")

@@ -80,6 +80,8 @@ def train_fusion(opts) -> dict:
 
     from genrekit.train import (
         best_model_checkpoint,
+        check_finite_features,
+        check_finite_model,
         compile_classifier,
         epochs_run,
         evaluate_splits,
@@ -130,7 +132,8 @@ def train_fusion(opts) -> dict:
 
         def xy(rs):
             bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rs])
-            return _inputs(load_arrays(data, rs, kind), bpm, lo_hi), label_ids(rs, labels)
+            x = check_finite_features(load_arrays(data, rs, kind), rs, data)
+            return _inputs(x, bpm, lo_hi), label_ids(rs, labels)
 
         (x_tr, y_tr), (x_va, y_va) = xy(train_rows), xy(valid_rows)
         try:
@@ -151,6 +154,7 @@ def train_fusion(opts) -> dict:
         model.fit(x_tr, y_tr_fit, validation_data=(x_va, y_va_fit), epochs=epochs, batch_size=opts.batch_size,
                   shuffle=True, callbacks=callbacks, verbose=opts.verbose)
         seconds = time.perf_counter() - t0
+        check_finite_model(model)
         save_model(model, run_dir / MODEL)
         save_model(tempo.model(), run_dir / TEMPO_MODEL)
         write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)

@@ -31,7 +31,7 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     import keras
 
     from evaluation.gan_quality import format_quality, quality_report
-    from genrekit.train import save_model, stop_on_non_finite_loss
+    from genrekit.train import check_finite_features, check_finite_model, save_model, stop_on_non_finite_loss
     from models.gan import ConditionalGAN, build_discriminator, build_generator
 
     for flag, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):
@@ -47,7 +47,7 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     if not train_rows:
         raise UserError(f"{data} has no MFCC rows in the train split (rerun augment with --features mfcc)")
     labels = sorted({r["genre"] for r in rows})
-    x = load_arrays(data, train_rows, "mfcc")
+    x = check_finite_features(load_arrays(data, train_rows, "mfcc"), train_rows, data)
     y = label_ids(train_rows, labels)
     mean, std = x.mean(axis=(0, 1)), x.std(axis=(0, 1)) + 1e-6
     xs = ((x - mean) / std).astype("float32")
@@ -60,6 +60,8 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     with run_folder(out, "gan", "train") as (run, final):  # complete-or-absent
         gan.fit(xs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
                 callbacks=[keras.callbacks.CSVLogger(str(run / "history.csv")), stop_on_non_finite_loss()])
+        check_finite_model(gen)
+        check_finite_model(disc)
         save_model(gen, run / "generator.keras")
         save_model(disc, run / "discriminator.keras")
         fc.save(run)

@@ -128,6 +128,8 @@ def train_tempo(opts) -> dict:
 
     from genrekit.train import (
         best_model_checkpoint,
+        check_finite_features,
+        check_finite_model,
         epochs_run,
         find_layer,
         log,
@@ -170,7 +172,8 @@ def train_tempo(opts) -> dict:
         input_shape = fc.feature_shape(KIND)
         hp = {"bpm_min": fc.tempo_bpm_min, "bpm_max": fc.tempo_bpm_max, "tempo_range": TEMPO_RANGE, **opts.hparams}
         model = build_model(spec.name, input_shape, 1, **hp)
-        x_tr, x_va = load_arrays(data, train_rows, KIND), load_arrays(data, valid_rows, KIND)
+        x_tr = check_finite_features(load_arrays(data, train_rows, KIND), train_rows, data)
+        x_va = check_finite_features(load_arrays(data, valid_rows, KIND), valid_rows, data)
         norm = find_layer(model, "input_norm")
         if norm is not None:
             norm.adapt(x_tr)
@@ -188,6 +191,7 @@ def train_tempo(opts) -> dict:
         model.fit(x_tr, scale(bpm_tr), validation_data=(x_va, scale(bpm_va)), epochs=epochs,
                   batch_size=opts.batch_size, shuffle=True, callbacks=callbacks, verbose=opts.verbose)
         seconds = time.perf_counter() - t0
+        check_finite_model(model)
         save_model(model, run_dir / MODEL)
         write_json_atomic(run_dir / LABELS, ["bpm"], only_if_changed=False)
         fc.save(run_dir)

@@ -222,6 +222,26 @@ def stop_on_non_finite_loss():
     return StopOnNonFiniteLoss()
 
 
+def check_finite_features(x: np.ndarray, rows: list[dict], folder) -> np.ndarray:
+    """Refuse feature arrays holding NaN or infinite values, naming the first bad file."""
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        first = rows[int(bad[0])]["path"] if len(rows) == len(x) else "?"
+        raise UserError(f"{len(bad)} feature file(s) of {folder} hold NaN or infinite values (first: {first}); "
+                        "re-render them with `genrekit augment`")
+    return x
+
+
+def check_finite_model(model) -> None:
+    """A model with a NaN or infinite weight (or normalisation statistic) is never saved."""
+    for w in model.weights:
+        v = np.asarray(w)
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise UserError(f"training produced non-finite values in {w.path} (non-finite features in the data, "
+                            "or too high a --lr?); no run folder was written")
+
+
 def _finite_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -379,7 +399,7 @@ def train(opts: TrainOptions) -> dict:
                     set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
             norm = find_layer(model, "input_norm")
             if norm is not None and parent is None:
-                norm.adapt(load_arrays(data, train_rows, kind))
+                norm.adapt(check_finite_features(load_arrays(data, train_rows, kind), train_rows, data))
             compile_classifier(model, opts, lr, jit)
 
         callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
@@ -427,7 +447,7 @@ def train(opts: TrainOptions) -> dict:
             model.fit(ds_tr, validation_data=ds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
                       shuffle=False)  # the dataset shuffles itself
         seconds = time.perf_counter() - t0
-
+        check_finite_model(model)
         save_model(model, run_dir / MODEL)
         write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
         fc.save(run_dir)

@@ -1,0 +1,272 @@
+"""Run folders, exports and training refuse what would lose or fake a user's work: exports never
+replace what genrekit did not write, a failed re-export keeps the previous one, a failed train
+leaves no folder, bad numbers and hyper-parameters are one-line errors before anything is made,
+NaN training stops, edited run folders are refused in one line."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from genrekit.cli import main
+from genrekit.runs import EXPORT_MARKER, TMP_MARKER, remove_stale_temporaries
+from genrekit.train import TrainOptions, train
+
+pytestmark = pytest.mark.slow
+TMP_MARKS = (".genrekit-tmp-", ".genrekit-old-", ".tmp-")
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if any(m in p.name for m in TMP_MARKS)]
+
+
+def _one_error(capsys, rc) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def fcnn_run(tiny_features, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("safety") / "run"
+    train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=1, batch_size=8, verbose=0, out=str(out)))
+    return out
+
+
+@pytest.fixture
+def run_copy(fcnn_run, tmp_path) -> Path:
+    return Path(shutil.copytree(fcnn_run, tmp_path / "runs" / "r"))
+
+
+# -- export ------------------------------------------------------------------------------------
+
+def test_export_never_deletes_or_replaces_what_it_did_not_write(run_copy, tmp_path, capsys):
+    user = tmp_path / "feats"
+    (user / "mfcc").mkdir(parents=True)
+    (user / "notes.txt").write_text("mine")
+    (user / "mfcc" / "a.npy").write_bytes(b"\x93NUMPY")
+    (tmp_path / "model.tflite").write_bytes(b"my own file")
+    (tmp_path / "other.keras").write_bytes(b"not a keras zip")
+    before = _tree(tmp_path)
+    for fmt, out, says in [("saved_model", user, "not a genrekit SavedModel export"),
+                           ("saved_model", run_copy.parent, "not a genrekit SavedModel export"),  # the run's parent
+                           ("saved_model", run_copy, "not a genrekit SavedModel export"),
+                           ("keras", user, "is a folder"),
+                           ("keras", tmp_path / "exports", "ending in .keras"),
+                           ("tflite", user, "is a folder"),
+                           ("tflite", tmp_path / "model.tflite", "not a tflite model file"),
+                           ("keras", tmp_path / "other.keras", "not a keras model file")]:
+        line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
+        assert says in line, line
+        assert _tree(tmp_path) == before, (fmt, out)
+    _one_error(capsys, main(["export", "--model", str(run_copy), "--format", "keras,tflite", "--out", str(user)]))
+    _one_error(capsys, main(["export", "--model", str(run_copy), "--format", "pickle"]))
+    assert _tree(tmp_path) == before
+
+
+def test_export_replaces_its_own_previous_export(run_copy, tmp_path, capsys):
+    for fmt, out in (("saved_model", tmp_path / "sm"), ("keras", tmp_path / "m.keras"), ("tflite", None)):
+        args = ["export", "--model", str(run_copy), "--format", fmt] + (["--out", str(out)] if out else [])
+        assert main(args) == 0 and main(args) == 0, capsys.readouterr().err
+    assert (tmp_path / "sm" / EXPORT_MARKER).is_file() and (tmp_path / "sm" / "saved_model.pb").is_file()
+    assert zipfile.is_zipfile(tmp_path / "m.keras")
+    assert (run_copy / "export" / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["keras", "saved_model"])
+def test_a_failed_reexport_keeps_the_previous_export(run_copy, capsys, monkeypatch, fmt):
+    assert main(["export", "--model", str(run_copy), "--format", fmt]) == 0
+    export_dir = run_copy / "export"
+    before = _tree(export_dir)
+
+    def disk_full(self, path, *a, **k):  # the writer starts, then the disk is full
+        p = Path(path)
+        if fmt == "saved_model":
+            p.mkdir(exist_ok=True)
+            (p / "saved_model.pb").write_bytes(b"half")
+        else:
+            p.write_bytes(b"PK\x03\x04half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "export" if fmt == "saved_model" else "save", disk_full)
+    line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt]))
+    assert "No space left on device" in line
+    assert _tree(export_dir) == before and _leftovers(run_copy) == []
+
+
+# -- train: refused before anything is made ------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [
+    ["--lr", "nan"], ["--lr", "inf"], ["--lr", "0"], ["--lr", "-0.1"], ["--epochs", "0"], ["--batch-size", "-2"],
+    ["--patience", "-1"], ["--seed", "-3"], ["--label-smoothing", "nan"], ["--mixup", "inf"],
+    ["--hparam", "dropout=NaN"], ["--hparam", "units=[Infinity]"],
+    # the six bad --hparam values of issue 13, and more
+    ["--hparam", "units=abc"], ["--hparam", "units=[0]"], ["--hparam", "dropout=2"], ["--hparam", "nonsense=1"],
+    ["--hparam", "name=a b"], ["--hparam", "units=[true]"], ["--hparam", "dropout=[1]"],
+    ["--arch", "lstm", "--hparam", "units=0"], ["--arch", "lstm", "--hparam", "units=1.5"],
+    ["--arch", "cnn", "--hparam", "filters=[8,8,8,8,8,8]"],  # too deep for 32x32 images: the builder refuses
+])
+def test_bad_numbers_and_hparams_are_one_line_and_create_nothing(tiny_features, tmp_path, capsys, extra):
+    arch = [] if "--arch" in extra else ["--arch", "fcnn"]
+    rc = main(["train", "--data", str(tiny_features), *arch, "--epochs", "1", "--out", str(tmp_path / "runs" / "x"),
+               "--quiet", *extra])
+    _one_error(capsys, rc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_features_stop_training_without_a_run_folder(tiny_features, tmp_path, capsys):
+    from data_tools.manifest import read_manifest
+
+    feats = Path(shutil.copytree(tiny_features, tmp_path / "feats"))
+    for r in read_manifest(feats):
+        if r["feature"] == "mfcc":
+            x = np.load(feats / r["path"])
+            np.save(feats / r["path"], np.full_like(x, np.nan))
+    line = _one_error(capsys, main(["train", "--data", str(feats), "--arch", "fcnn", "--epochs", "2",
+                                    "--out", str(tmp_path / "runs" / "nan"), "--quiet"]))
+    assert "NaN or infinite" in line and "mfcc/" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_finite_losses_and_weights_are_refused():
+    from genrekit.errors import UserError
+    from genrekit.train import check_finite_model, stop_on_non_finite_loss
+
+    cb = stop_on_non_finite_loss()
+    cb.on_epoch_begin(0)
+    cb.on_train_batch_end(0, {"loss": np.float32(1.5), "accuracy": float("nan")})  # only losses are watched
+    with pytest.raises(UserError, match="diverged: loss became nan at epoch 1, batch 3"):
+        cb.on_train_batch_end(2, {"loss": np.float32("nan")})
+    with pytest.raises(UserError, match="val_loss became inf"):
+        cb.on_epoch_end(0, {"loss": 1.0, "val_loss": float("inf")})
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2, name="d")(inp))
+    check_finite_model(model)
+    w, b = model.get_layer("d").get_weights()
+    w[0, 0] = np.nan
+    model.get_layer("d").set_weights([w, b])
+    with pytest.raises(UserError, match="non-finite values in d/kernel"):
+        check_finite_model(model)
+
+
+def test_a_failing_train_leaves_nothing_and_an_existing_folder_is_not_reused(tiny_features, tmp_path, capsys):
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=2, batch_size=8, verbose=0,
+                           out=str(tmp_path / "new" / "run"), extra_callbacks=[Boom()]))
+    assert list(tmp_path.iterdir()) == []  # no run folder, no temporary, not even the parent it made
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tmp-v2.docx").write_text("draft")
+    before = _tree(tmp_path)
+    line = _one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",
+                                    "--out", str(mine), "--quiet"]))
+    assert "not empty" in line and _tree(tmp_path) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=1, batch_size=8, verbose=0, out=str(empty)))
+    assert r["run"] == str(empty) and (empty / "config.json").is_file() and _leftovers(empty) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine"]
+    line = _one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",
+                                    "--out", str(empty), "--quiet"]))
+    assert "already holds a run" in line
+
+
+def test_only_dead_genrekit_temporaries_are_removed(tmp_path):
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead, me = p.pid, os.getpid()
+
+    def tmp_dir(name, marker=True):
+        d = tmp_path / name
+        d.mkdir()
+        if marker:
+            import socket
+
+            (d / TMP_MARKER).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+        (d / "model.keras").write_bytes(b"x")
+        return d
+
+    tmp_dir(f".genrekit-tmp-{dead}-run")
+    tmp_dir(f".genrekit-tmp-{dead}-users-own", marker=False)
+    tmp_dir(f".genrekit-tmp-{me}-alive")
+    (tmp_path / f".genrekit-tmp-{dead}-model.keras").write_bytes(b"half")
+    (tmp_path / ".genrekit-tmp-notes.txt").write_text("mine")
+    (tmp_path / "thesis.tmp-v2.docx").write_text("mine")
+    old = tmp_path / f".genrekit-old-{dead}-saved_model"
+    old.mkdir()
+    (old / EXPORT_MARKER).write_text("{}")
+    assert remove_stale_temporaries(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        f".genrekit-tmp-{dead}-users-own", f".genrekit-tmp-{me}-alive", ".genrekit-tmp-notes.txt",
+        "thesis.tmp-v2.docx", "saved_model"])  # the export parked by a killed swap is put back
+
+
+# -- edited run folders ------------------------------------------------------------------------------
+
+def _edit_config(key, value):
+    def edit(run):
+        cfg = json.loads((run / "config.json").read_text())
+        cfg[key] = value
+        (run / "config.json").write_text(json.dumps(cfg))
+    return edit
+
+
+def _edit_model_config(old, new):
+    def edit(run):
+        src = run / "model.keras"
+        with zipfile.ZipFile(src) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        members["config.json"] = members["config.json"].replace(old, new)
+        with zipfile.ZipFile(src, "w") as z:
+            for n, b in members.items():
+                z.writestr(n, b)
+    return edit
+
+
+@pytest.mark.parametrize("tamper", [
+    _edit_config("arch", "alexnet"), _edit_config("feature_kind", "wave"), _edit_config("feature_config", "x"),
+    _edit_config("feature_config", {"bogus": 1}), _edit_config("tempo_range", [250, "a"]),
+    lambda run: (run / "config.json").write_text("[1, 2]"),
+    lambda run: (run / "labels.json").write_text('{"a": 1}'),
+    lambda run: (run / "labels.json").write_text('["high", "high", "low"]'),
+    _edit_model_config(b'"class_name": "Dense"', b'"class_name": "NoSuchLayer"'),
+    _edit_model_config(b'"class_name": "Dense"', b'"class_name": "Lambda"'),
+    lambda run: (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:500]),  # truncated
+], ids=["arch", "kind", "fc-str", "fc-key", "tempo-range", "list", "labels-dict", "labels-dup", "layer", "lambda",
+        "truncated"])
+def test_an_edited_run_folder_is_refused_in_one_line(run_copy, capsys, tamper):
+    tamper(run_copy)
+    before = _tree(run_copy)
+    _one_error(capsys, main(["export", "--model", str(run_copy), "--format", "keras"]))
+    assert _tree(run_copy) == before
+
+
+def test_cv_refuses_a_folder_of_other_settings(tiny_features, tmp_path, capsys):
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / "cv_settings.json").write_text(json.dumps({"arch": "lstm"}))
+    before = _tree(tmp_path)
+    line = _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
+                                    "--out", str(cv)]))
+    assert "other settings" in line and _tree(tmp_path) == before
+    for extra in (["--folds", "1"], ["--folds", "2", "--hparam", "dropout=NaN"], ["--folds", "2", "--epochs", "0"]):
+        _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--out", str(tmp_path / "x"),
+                                 *extra]))
+    assert not (tmp_path / "x").exists()
