@@ -92,10 +92,29 @@ def save_png_atomic(path, image: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def _tmp_pid(name: str) -> int:
+    return int(name.rsplit(".", 2)[1])
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (its temporaries may be in flight: another shard writing
+    into the same folder). A pid reused by an unrelated process only delays a cleanup."""
+    if pid == os.getpid():
+        return False  # this process has no write in flight when it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 def remove_stale_temporaries(folder, recursive: bool = False) -> int:
     """Delete temporaries a killed run left in ``folder`` (and below it if ``recursive``: pass
-    only folders genrekit itself writes): only files named by :func:`_tmp_name`, never a
-    user's file, never through a link. Returns how many were removed."""
+    only folders genrekit itself writes): only files named by :func:`_tmp_name` whose process
+    is gone (a concurrent shard's writes in flight are left alone), never a user's file,
+    never through a link. Returns how many were removed."""
     n = 0
     try:
         entries = list(os.scandir(folder))
@@ -106,7 +125,7 @@ def remove_stale_temporaries(folder, recursive: bool = False) -> int:
             continue
         if recursive and e.is_dir(follow_symlinks=False):
             n += remove_stale_temporaries(e.path, recursive=True)
-        elif is_temporary(e.name) and e.is_file(follow_symlinks=False):
+        elif is_temporary(e.name) and e.is_file(follow_symlinks=False) and not _alive(_tmp_pid(e.name)):
             try:
                 os.unlink(e.path)
                 n += 1

@@ -68,8 +68,13 @@ def test_rerun_is_a_no_op_and_resume_completes(audio_tree, tmp_path):
     victim = rows[0]
     (out / victim["path"]).unlink()
     (out / ".state" / f"{rows[-1]['track_id']}.json").unlink()
-    stale = [out / "mel" / "low" / ".low.00001.original.000.png.123.genrekit-tmp",
-             out / ".state" / "low" / ".low.00001.json.9.genrekit-tmp", out / ".manifest.csv.77.genrekit-tmp"]
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that has exited: its temporaries are stale
+    stale = [out / "mel" / "low" / f".low.00001.original.000.png.{dead}.genrekit-tmp",
+             out / ".state" / "low" / f".low.00001.json.{dead}.genrekit-tmp", out / f".manifest.csv.{dead}.genrekit-tmp"]
     for p in stale:
         p.write_bytes(b"half")
     s = run_augment(audio_tree, out, small_settings(), workers=1, progress=False)

@@ -43,9 +43,20 @@ def test_only_genrekits_own_temporaries_are_cleaned(audio_tree, tmp_path):
     for p in users:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"precious")
-    ours = out / "mfcc" / "low" / ".low.00000.original.000.npy.4242.genrekit-tmp"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    ours = out / "mfcc" / "low" / f".low.00000.original.000.npy.{dead}.genrekit-tmp"
     ours.write_bytes(b"half")
-    run_augment(audio_tree, out, small_settings(), progress=False)
+    # a concurrent shard's write in flight (its process is alive) is left alone
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        in_flight = out / "mel" / "low" / f".low.00003.original.000.png.{sleeper.pid}.genrekit-tmp"
+        in_flight.write_bytes(b"being written")
+        run_augment(audio_tree, out, small_settings(), progress=False)
+        assert in_flight.read_bytes() == b"being written"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     assert all(p.read_bytes() == b"precious" for p in users)
     assert not ours.exists()
 
