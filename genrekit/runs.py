@@ -199,8 +199,11 @@ def check_new_run_path(path: Path) -> None:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UserError(f"--out {path} exists and is not a folder; choose another --out")
     if path.is_dir():
-        if (path / MODEL).exists() or (path / CONFIG).exists() or (path / "generator.keras").exists():
+        if (path / CONFIG).exists():
             raise UserError(f"run folder {path} already holds a run; choose another --out")
+        if (path / MODEL).exists() or (path / "generator.keras").exists():
+            raise UserError(f"{path} holds an incomplete run (no {CONFIG}: an older genrekit was stopped while "
+                            "writing it); delete it yourself or choose another --out")
         if any(path.iterdir()):
             raise UserError(f"--out {path} is a folder that is not empty; a run folder is made new: "
                             "choose another --out")
