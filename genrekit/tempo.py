@@ -55,8 +55,8 @@ def load_tempi(path=None) -> dict[str, float]:
             bpm = float(row["bpm"])
         except (TypeError, ValueError):
             raise UserError(f"{where} line {line}: bad bpm {row['bpm']!r}") from None
-        if not bpm > 0:
-            raise UserError(f"{where} line {line}: bpm must be positive, got {bpm:g}")
+        if not 0 < bpm < float("inf"):
+            raise UserError(f"{where} line {line}: bpm must be a finite positive number, got {bpm:g}")
         out[row["track_id"].strip()] = bpm
     if not out:
         raise UserError(f"{where} has no tempo rows")

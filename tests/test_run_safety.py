@@ -270,3 +270,13 @@ def test_cv_refuses_a_folder_of_other_settings(tiny_features, tmp_path, capsys):
         _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--out", str(tmp_path / "x"),
                                  *extra]))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("bpm", ["inf", "nan", "0", "-90"])
+def test_tempo_annotations_must_be_finite_and_positive(tmp_path, bpm):
+    from genrekit.errors import UserError
+    from genrekit.tempo import load_tempi
+
+    (tmp_path / "t.csv").write_text(f"track_id,bpm\na/a.00000,120\nb/b.00000,{bpm}\n")
+    with pytest.raises(UserError, match="line 3: bpm must be a finite positive number"):
+        load_tempi(tmp_path / "t.csv")
