@@ -8,6 +8,7 @@ folder are used only for the fold's training tracks (``--no-augmented`` drops th
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     only the rest; a finished cross-validation is reported again. Other settings are refused."""
     import json
 
-    from genrekit.evaluate import evaluate_rows
-    from genrekit.runs import Run, atomic_output
-    from genrekit.train import TrainOptions, check_options, train
+    from genrekit.runs import make_folders
+    from genrekit.train import TrainOptions, check_options
     from models import get_arch
     from models.registry import check_hparams
 
@@ -78,7 +78,43 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     elif out.is_dir() and any(out.iterdir()):
         raise UserError(f"--out {out} is a folder that is not empty and holds no genrekit cross-validation; "
                         "choose another --out")
-    write_json_atomic(settings_path, settings, only_if_changed=True)
+    created = make_folders(out)
+    try:
+        write_json_atomic(settings_path, settings, only_if_changed=True)
+        per_fold = _run_folds(out, data, arch, folds, seed, rows, genres, fold_tracks, keep_augmented, kw0,
+                              fold_kwargs, log)
+    except BaseException:
+        if created and not any(out.glob("fold-*/eval/metrics.json")):  # nothing finished: leave nothing
+            shutil.rmtree(out, ignore_errors=True)
+            for d in reversed(created[:-1]):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        raise
+    summary = {}
+    for lvl in ("clip", "track"):
+        summary[lvl] = {}
+        for f in CV_FIGURES:
+            vals = [p[lvl][f] for p in per_fold if p[lvl][f] is not None]
+            summary[lvl][f] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+    result = {"arch": arch, "folds": folds, "seed": seed, "data": str(data.resolve()), "per_fold": per_fold,
+              "summary": summary, "train_kwargs": {k: v for k, v in (train_kwargs or {}).items()}}
+    write_text_atomic(out / "cv.md", format_cv(result), only_if_changed=False)
+    write_json_atomic(out / "cv.json", result, only_if_changed=False)  # last: its presence means complete
+    return result
+
+
+def _run_folds(out: Path, data: Path, arch: str, folds: int, seed: int, rows, genres, fold_tracks,
+               keep_augmented: bool, kw0: dict, fold_kwargs, log) -> list[dict]:
+    """Each fold: its view, its run (complete-or-absent), its test evaluation (complete-or-absent);
+    a fold whose evaluation is complete is taken as it is."""
+    import json
+
+    from genrekit.evaluate import evaluate_rows
+    from genrekit.runs import Run, atomic_output
+    from genrekit.train import TrainOptions, train
+
     per_fold = []
     for k, test in enumerate(fold_tracks, start=1):
         test_set = set(test)
@@ -108,17 +144,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
         per_fold.append(fig)
         log(f"fold {k}/{folds}: track top-1 {fig['track']['top1']:.3f} top-2 {fig['track']['top2']:.3f} "
             f"(clip top-1 {fig['clip']['top1']:.3f}; {len(test)} test tracks)" + (" [finished before]" if resumed else ""))
-    summary = {}
-    for lvl in ("clip", "track"):
-        summary[lvl] = {}
-        for f in CV_FIGURES:
-            vals = [p[lvl][f] for p in per_fold if p[lvl][f] is not None]
-            summary[lvl][f] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
-    result = {"arch": arch, "folds": folds, "seed": seed, "data": str(data.resolve()), "per_fold": per_fold,
-              "summary": summary, "train_kwargs": {k: v for k, v in (train_kwargs or {}).items()}}
-    write_text_atomic(out / "cv.md", format_cv(result), only_if_changed=False)
-    write_json_atomic(out / "cv.json", result, only_if_changed=False)  # last: its presence means complete
-    return result
+    return per_fold
 
 
 def format_cv(res: dict) -> str:

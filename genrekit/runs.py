@@ -118,7 +118,7 @@ def private_tempdir(folder: Path):
             os.environ["TMPDIR"] = old_env
 
 
-def _make_parents(folder: Path) -> list[Path]:
+def make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; the ones created, outermost first."""
     missing = []
     p = folder
@@ -162,8 +162,10 @@ def atomic_output(final, folder: bool, replace: bool = False):
     ``<parent>/.genrekit-tmp-<pid>-<name>/``, which also serves as the process's temporary folder
     meanwhile. ``replace``: an existing ``final`` (the caller checked it is genrekit's) may be
     replaced; otherwise only a missing ``final`` or an empty folder is."""
-    final = Path(final)
-    created = _make_parents(final.parent)
+    final = Path(os.path.abspath(final))
+    if not final.name or final.parent == final:
+        raise UserError(f"--out {final} names no file or folder to create")
+    created = make_folders(final.parent)
     remove_stale_temporaries(final.parent)
     holder = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{final.name}")
     if holder.exists() and _ours(holder):
@@ -337,8 +339,12 @@ class Run:
 
 def load_model(path):
     """Load a .keras file in Keras' safe mode (nothing in the file is executed)."""
+    import zipfile
+
     import keras
 
+    if str(path).endswith(".keras") and Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise UserError(f"model file {path} is unreadable: truncated or corrupt (not a complete .keras archive)")
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except (MemoryError, RecursionError):

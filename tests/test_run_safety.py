@@ -280,3 +280,16 @@ def test_tempo_annotations_must_be_finite_and_positive(tmp_path, bpm):
     (tmp_path / "t.csv").write_text(f"track_id,bpm\na/a.00000,120\nb/b.00000,{bpm}\n")
     with pytest.raises(UserError, match="line 3: bpm must be a finite positive number"):
         load_tempi(tmp_path / "t.csv")
+
+
+def test_a_cv_that_fails_before_any_fold_finishes_leaves_nothing(tiny_features, tmp_path, capsys, monkeypatch):
+    import genrekit.train
+    from genrekit.errors import UserError
+
+    def fails(opts):
+        raise UserError("simulated failure in fold 1")
+
+    monkeypatch.setattr(genrekit.train, "train", fails)
+    line = _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
+                                    "--out", str(tmp_path / "new" / "cv")]))
+    assert "simulated failure" in line and list(tmp_path.iterdir()) == []
