@@ -209,9 +209,10 @@ def _add_regularisation_args(p: argparse.ArgumentParser) -> None:
 def cmd_train(a) -> int:
     from genrekit.train import TrainOptions, format_summary, parse_hparams, train
 
-    if a.arch is None and a.task != "tempo":
-        raise UserError("--arch is required (e.g. --arch mobilenet); see `genrekit train --help`")
-    opts = TrainOptions(data=a.data, arch=a.arch or "tempocnn", phase=a.phase, out=a.out, from_run=a.from_run,
+    from models.registry import DEFAULT_ARCH
+
+    arch = a.arch or ("tempocnn" if a.task == "tempo" else DEFAULT_ARCH)
+    opts = TrainOptions(data=a.data, arch=arch, phase=a.phase, out=a.out, from_run=a.from_run,
                         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
                         seed=a.seed, weights=a.weights, patience=a.patience,
                         hparams=parse_hparams(a.hparam), cache_base=not a.no_cache_base,
@@ -351,6 +352,8 @@ def cmd_weights_fetch(a) -> int:
 def cmd_demo(a) -> int:
     from genrekit.demo import run_demo
 
+    if a.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {a.workers}")
     run_demo(a.out, workers=a.workers, quick=a.quick)
     return 0
 
@@ -402,9 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an architecture on the manifest of a feature folder (train split; "
                                    "the valid split drives early stopping).")
     t.add_argument("--data", required=True, help="feature folder written by `genrekit augment`")
-    t.add_argument("--arch", default=None, help="architecture: fcnn, cnn, cnn_bn, cnn64x400, vgg16, mobilenet, "
-                                                "mobilenetv2, musicnn, musicnn_vgg, lstm, crnn, fusion; "
-                                                "tempocnn for --task tempo (its default)")
+    t.add_argument("--arch", default=None,
+                   help="architecture (default musicnn_lr, genrekit's recipe that holds up best on music from "
+                        "outside GTZAN: frozen MSD musicnn, track-pooled embeddings, logistic regression; needs "
+                        "`genrekit augment --features musicnn`): musicnn_lr, musicnn, musicnn_vgg, fcnn, cnn, cnn_bn, "
+                        "cnn64x400, vgg16, mobilenet, mobilenetv2, lstm, crnn, fusion; tempocnn for --task tempo "
+                        "(its default)")
     t.add_argument("--task", default="genre", choices=("genre", "tempo"),
                    help="genre classification (default) or tempo regression in BPM on tempogram features")
     t.add_argument("--tempo-file", default=None,

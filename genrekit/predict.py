@@ -24,6 +24,8 @@ from data_tools.audio import AUDIO_EXTENSIONS, audio_info, load_audio, stream_au
 from data_tools.errors import AudioDecodeError
 from data_tools.features import extract, image_to_input
 from genrekit.runs import Run
+from genrekit.trackhead import predict_track
+from models.track import is_track_model
 
 MIN_SECONDS = 1.0  # shorter files are refused (augment skips them too: --min-seconds 1)
 SILENCE_DBFS = -80.0  # a window whose peak is below this is silent and left out
@@ -141,9 +143,14 @@ def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None)
 
             x, bpm = fusion_audio_inputs(run, y, x)
             tempo_bpms.append(bpm)
-        p = run.model().predict(x, batch_size=batch_size, verbose=0)
+        if is_track_model(run.model()):  # one answer per track (a block of a long file), weighted by its windows
+            m = len(x)
+            p = m * predict_track(run.model(), x)[None]
+        else:
+            p = run.model().predict(x, batch_size=batch_size, verbose=0)
+            m = len(p)  # windows (a fusion run's x is a list of two inputs)
         total = p.sum(axis=0) if total is None else total + p.sum(axis=0)
-        n += len(p)
+        n += m
     if run.task == "tempo":
         if not bpms:
             raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to analyse")

@@ -80,6 +80,13 @@ def _resolve_phase(spec, opts: TrainOptions) -> str:
         raise UserError("--phase finetune needs --from RUN, a transfer run of the same architecture")
     if phase != "finetune" and opts.from_run:
         raise UserError("--from is only for --phase finetune")
+    if spec.head == "logreg":
+        if phase != "transfer":
+            raise UserError(f"{spec.name} fits a logistic regression on a frozen backbone: it has only the "
+                            "transfer phase (to fine-tune musicnn, train --arch musicnn)")
+        if opts.label_smoothing or opts.mixup or opts.image_aug:
+            raise UserError(f"{spec.name} fits a logistic regression: --label-smoothing, --mixup and --image-aug "
+                            "are for the Keras-trained architectures")
     return phase
 
 
@@ -332,7 +339,7 @@ def train(opts: TrainOptions) -> dict:
                         f"{', '.join(have) or 'no'} features (rerun augment with --features {kind})")
     if not train_rows:
         raise UserError(f"no training rows of {kind} features in {data}")
-    if not valid_rows:
+    if not valid_rows and spec.head != "logreg":
         raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
     if opts.image_aug and kind != "mel":
         raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
@@ -395,7 +402,7 @@ def train(opts: TrainOptions) -> dict:
                     hp.setdefault("weights", None if phase == "scratch" else (opts.weights or spec.default_weights))
                     hp.setdefault("bn_inference", phase != "scratch")
                 model = build_model(spec.name, input_shape, len(labels), **hp)
-                if spec.is_transfer and phase == "transfer":
+                if spec.is_transfer and phase == "transfer" and spec.head == "keras":
                     set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
             norm = find_layer(model, "input_norm")
             if norm is not None and parent is None:
@@ -409,8 +416,15 @@ def train(opts: TrainOptions) -> dict:
                      *opts.extra_callbacks]
         t0 = time.perf_counter()
         # the frozen base's outputs can be computed once only when nothing changes the images on the fly
-        cached = phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
-        if cached:
+        cached = (phase == "transfer" and opts.cache_base and opts.strategy == "default" and augmenter is None
+                  and spec.head == "keras")
+        head_fit = None
+        if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
+            from genrekit.trackhead import fit_track_head
+
+            head_fit = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed, log=log)
+            t_base = 0.0
+        elif cached:
             extractor, head = split_at_base(model)
             ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
             ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
@@ -454,7 +468,9 @@ def train(opts: TrainOptions) -> dict:
         config = {
             "arch": spec.name, "phase": phase, "feature_kind": kind, "task": "genre",
             "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
-            "epochs": epochs, "batch_size": opts.batch_size, "learning_rate": lr, "optimizer": opts.optimizer,
+            "epochs": epochs if head_fit is None else None, "head": spec.head, "head_fit": head_fit,
+            "batch_size": opts.batch_size, "learning_rate": lr if head_fit is None else None,
+            "optimizer": opts.optimizer if head_fit is None else None,
             "patience": opts.patience, "seed": opts.seed,
             "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
                         else (parent.config.get("weights") if parent else None)),
@@ -513,6 +529,12 @@ def plot_curves(run_dir: Path, title: str) -> None:
 
 
 def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 32) -> np.ndarray:
+    from models.track import is_track_model
+
+    if is_track_model(model):  # one probability per track, repeated on each of its rows
+        from genrekit.trackhead import predict_track_rows
+
+        return predict_track_rows(model, folder, rows)
     y0 = np.zeros(len(rows), dtype=np.int32)
     ds = make_dataset(folder, rows, y0, kind, batch_size, shuffle=False, seed=0, cache=False)
     return model.predict(ds.map(_features_only), verbose=0)

@@ -149,27 +149,26 @@ def pretrained_backbone(which: str = "msd", weights_dir: str | Path | None = Non
     return model
 
 
-def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None = "msd",
-                             weights_dir: str | Path | None = None, dropout: float = 0.5, l2: float = 1e-3,
-                             variant: str = "musicnn", bn_inference: bool = True,
-                             embedding: str = "penultimate") -> keras.Model:
-    """Genre classifier on a pretrained backbone: window (187 x 96 log-mel) -> an embedding of
-    the backbone -> Dropout -> Dense(classes, softmax, L2). ``embedding`` chooses the layer that
-    feeds the head: "penultimate" (default: the 200-unit layer; vgg: its 256-d pool5),
-    "pooled" (musicnn: the 1,506-d max+mean pooled mid-end features) or "taggram" (the 50 tag
-    probabilities). The backbone is the layer named "base", like the ImageNet models', so the
-    transfer/finetune phases and the cached-embedding path apply unchanged."""
-    frames, n_mels = input_shape[:2]
+def checkpoint_name(weights: str | None, variant: str = "musicnn") -> str:
+    """The checkpoint a --weights value names for a variant (random weights: the msd layout)."""
+    if weights in (None, "none", "None"):
+        return "msd_vgg" if variant == "vgg" else "msd"
+    if weights not in ("msd", "mtt", "msd_vgg", "mtt_vgg"):
+        raise ModelError(f"musicnn weights are msd or mtt (or none), not {weights!r}")
+    return weights if variant != "vgg" or weights.endswith("vgg") else f"{weights}_vgg"
+
+
+def embedding_model(input_shape, weights: str | None = "msd", weights_dir: str | Path | None = None,
+                    variant: str = "musicnn", embedding: str = "penultimate") -> keras.Model:
+    """A pretrained backbone cut at the chosen embedding layer, named "base": one 187 x 96 log-mel
+    window -> "penultimate" (musicnn: 200 units; vgg: its 256-d pool5), "pooled" (musicnn: the
+    1,506-d max+mean pooled mid-end) or "taggram" (the 50 tag probabilities)."""
+    frames, n_mels = tuple(input_shape)[:2]
     if (frames, n_mels) != (N_FRAMES, N_MELS):
         raise ModelError(f"musicnn takes {N_FRAMES} frames x {N_MELS} mel bands; got {frames} x {n_mels} "
                          "(render the data with `genrekit augment --features musicnn`)")
-    if weights in (None, "none", "None"):
-        which, wdir = ("msd_vgg" if variant == "vgg" else "msd"), None
-    elif weights not in ("msd", "mtt", "msd_vgg", "mtt_vgg"):
-        raise ModelError(f"musicnn weights are msd or mtt (or none), not {weights!r}")
-    else:
-        which = weights if variant != "vgg" or weights.endswith("vgg") else f"{weights}_vgg"
-        wdir = weights_dir or find_weights_dir()
+    which = checkpoint_name(weights, variant)
+    wdir = None if weights in (None, "none", "None") else (weights_dir or find_weights_dir())
     full = pretrained_backbone(which, wdir)
     if embedding == "penultimate":
         emb = full.output["penultimate"]
@@ -181,13 +180,28 @@ def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None 
         raise ModelError(f"embedding {embedding!r}: choose penultimate, taggram" +
                          (" or pooled" if variant != "vgg" else " (vgg has no pooled mid-end)"))
     base = keras.Model(full.input, emb, name="base")
+    return base
+
+
+def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None = "msd",
+                             weights_dir: str | Path | None = None, dropout: float = 0.5, l2: float = 1e-3,
+                             variant: str = "musicnn", bn_inference: bool = True,
+                             embedding: str = "penultimate") -> keras.Model:
+    """Genre classifier on a pretrained backbone: window (187 x 96 log-mel) -> an embedding of
+    the backbone -> Dropout -> Dense(classes, softmax, L2). ``embedding`` chooses the layer that
+    feeds the head: "penultimate" (default: the 200-unit layer; vgg: its 256-d pool5),
+    "pooled" (musicnn: the 1,506-d max+mean pooled mid-end features) or "taggram" (the 50 tag
+    probabilities). The backbone is the layer named "base", like the ImageNet models', so the
+    transfer/finetune phases and the cached-embedding path apply unchanged."""
+    frames, n_mels = input_shape[:2]
+    base = embedding_model(input_shape, weights, weights_dir, variant, embedding)
     inp = keras.Input((frames, n_mels), name="logmel")
     x = base(inp, training=False) if bn_inference else base(inp)
     x = layers.Flatten(name="head_flatten")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32",
                        kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)(x)
-    return keras.Model(inp, out, name=f"{variant}_{which}")
+    return keras.Model(inp, out, name=f"{variant}_{checkpoint_name(weights, variant)}")
 
 
 def build_musicnn(input_shape, num_classes, **kw):
@@ -196,6 +210,20 @@ def build_musicnn(input_shape, num_classes, **kw):
 
 def build_musicnn_vgg(input_shape, num_classes, **kw):
     return build_musicnn_classifier(input_shape, num_classes, variant="vgg", **kw)
+
+
+def build_musicnn_track(input_shape, num_classes: int, weights: str | None = "msd",
+                        weights_dir: str | Path | None = None, embedding: str = "pooled",
+                        stats: str = "mean,std", variant: str = "musicnn", bn_inference: bool = True) -> keras.Model:
+    """genrekit's default genre model: every window of a track through the frozen MSD musicnn,
+    its ``embedding`` (default the 1,506-d pooled mid-end) pooled over the whole track by
+    ``stats`` (default mean and standard deviation), then a softmax layer fitted as a
+    regularised logistic regression (``genrekit train`` does this; see models.track)."""
+    from models.track import build_track_classifier
+
+    stats = tuple(s.strip() for s in stats.split(",") if s.strip()) if isinstance(stats, str) else tuple(stats)
+    base = embedding_model(input_shape, weights, weights_dir, variant, embedding)
+    return build_track_classifier(base, num_classes, stats=stats, name=f"{variant}_track")
 
 
 def find_weights_dir() -> Path:

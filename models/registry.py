@@ -19,6 +19,7 @@ class ArchSpec:
     description: str
     default_weights: str | None = None  # for transfer architectures: "imagenet" or "msd"
     task: str = "genre"  # "genre" (classes) or "tempo" (BPM regression)
+    head: str = "keras"  # "keras" (trained by fit) or "logreg" (track-level logistic regression, scikit-learn)
 
     @property
     def is_transfer(self) -> bool:
@@ -38,6 +39,8 @@ def _lazy(module: str, fn: str, params: str | None = None) -> Callable:
     return build
 
 
+DEFAULT_ARCH = "musicnn_lr"  # what `genrekit train` trains when no --arch is named (benchmarks/ood.py)
+
 REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
     ArchSpec("fcnn", _lazy("models.cnn", "build_fcnn"), "mfcc", ("scratch",),
              "flatten -> 512 -> 256 -> classes on MFCC sequences"),
@@ -53,6 +56,10 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
              "MobileNet v1 ImageNet transfer learning", "imagenet"),
     ArchSpec("mobilenetv2", _lazy("models.transfer", "build_mobilenetv2", "build_transfer"), "mel", ("transfer", "finetune"),
              "MobileNet v2 ImageNet transfer learning", "imagenet"),
+    ArchSpec("musicnn_lr", _lazy("models.musicnn", "build_musicnn_track"), "musicnn", ("transfer",),
+             "genrekit's default: frozen MSD musicnn on every window of a track, its 1,506-d pooled embedding "
+             "averaged and spread (mean, std) over the track, logistic regression with its regularisation "
+             "chosen by cross-validation", "msd", head="logreg"),
     ArchSpec("musicnn", _lazy("models.musicnn", "build_musicnn", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
              "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd"),
     ArchSpec("musicnn_vgg", _lazy("models.musicnn", "build_musicnn_vgg", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
