@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -169,9 +170,13 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
                                kinds=run.input_kinds, split="all-test", seed=0)
     with created_or_absent(out), created_or_absent(features_dir):
-        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress)
+        skipped: list[str] = []  # shown once the set is known to hold audio: a refusal stays one line
+        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress, log=skipped.append)
         if s["ok"] == 0:
-            raise UserError(f"no decodable audio in {audio_dir}")
+            why = f" ({len(skipped)} file(s) skipped, e.g. {skipped[0]})" if skipped else ""
+            raise UserError(f"no decodable audio in {audio_dir}{why}")
+        for line in skipped:
+            print(line, file=sys.stderr)
         rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",))
                 if r["augmentation"] == "original"]
         context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",

@@ -1,0 +1,116 @@
+"""predict on long files (streamed block by block, bounded memory, same result as whole-file
+decoding), folders as input, and the streaming decoder itself."""
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_tools.audio import load_audio, stream_audio
+from genrekit import predict as P
+from genrekit.runs import Run
+
+
+def _music(seconds: float, sr: int) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    f = 300 + 250 * np.sin(2 * np.pi * t / 7.0)  # a slow glide, so that windows differ
+    return (0.3 * np.sin(2 * np.pi * np.cumsum(f) / sr) + 0.02 * np.sin(2 * np.pi * 1900 * t)).astype(np.float32)
+
+
+def test_stream_audio_blocks_are_slices_of_the_whole_waveform(tmp_path):
+    y = _music(23.0, 8000)
+    sf.write(tmp_path / "a.wav", y, 8000, subtype="FLOAT")
+    whole = load_audio(tmp_path / "a.wav", 8000).y
+    block, advance = 8000 * 7, 8000 * 5  # overlapping blocks
+    blocks = list(stream_audio(tmp_path / "a.wav", 8000, block, advance, read_seconds=3.0))
+    assert len(blocks) == 5 and len(blocks[-1]) == len(whole) - 4 * advance
+    for i, b in enumerate(blocks):
+        np.testing.assert_array_equal(b, whole[i * advance:i * advance + block])
+    gaps = list(stream_audio(tmp_path / "a.wav", 8000, 8000, 8000 * 3))  # blocks with gaps between them
+    np.testing.assert_array_equal(gaps[2], whole[6 * 8000:7 * 8000])
+
+
+def test_stream_audio_resamples_like_the_whole_file_decoder(tmp_path):
+    y = _music(12.0, 16000)
+    sf.write(tmp_path / "a.wav", y, 16000, subtype="FLOAT")
+    whole = load_audio(tmp_path / "a.wav", 8000).y
+    streamed = np.concatenate(list(stream_audio(tmp_path / "a.wav", 8000, 8000 * 2, 8000 * 2, read_seconds=1.5)))
+    assert abs(len(streamed) - len(whole)) <= 1
+    n = min(len(streamed), len(whole))
+    np.testing.assert_allclose(streamed[100:n - 100], whole[100:n - 100], atol=1e-3)
+
+
+def test_stream_audio_memory_is_one_block_not_the_file(tmp_path):
+    sr = 8000
+    y = np.zeros(sr * 600, dtype=np.float32)  # 10 minutes: 19 MB as float32 when decoded whole
+    y[::97] = 0.25
+    sf.write(tmp_path / "long.wav", y, sr, subtype="PCM_16")
+    del y
+    tracemalloc.start()
+    try:
+        n = sum(len(b) for b in stream_audio(tmp_path / "long.wav", sr, sr * 30, sr * 30, read_seconds=10.0))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == sr * 600
+    assert peak < 4_000_000, peak  # about a block (30 s = 1 MB) and a read (10 s), far below 19 MB
+
+
+@pytest.fixture(scope="module")
+def mfcc_run(tiny_features, tmp_path_factory):
+    from genrekit.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("predict") / "fcnn"
+    return Run(train(TrainOptions(data=str(tiny_features), arch="fcnn", out=str(out), epochs=1, batch_size=8,
+                                  verbose=0))["run"])
+
+
+@pytest.mark.slow
+def test_a_streamed_long_file_gets_the_whole_file_answer(mfcc_run, tmp_path, monkeypatch):
+    sr = mfcc_run.feature_config.sr
+    sf.write(tmp_path / "song.wav", _music(21.3, sr), sr, subtype="FLOAT")
+    whole = P.predict_file(tmp_path / "song.wav", mfcc_run)
+    calls = []
+    real = P.stream_audio
+    monkeypatch.setattr(P, "stream_audio", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(P, "STREAM_ABOVE_SECONDS", 5.0)
+    monkeypatch.setattr(P, "BLOCK_SECONDS", 4.0)
+    streamed = P.predict_file(tmp_path / "song.wav", mfcc_run)
+    assert calls  # it really went block by block
+    # the blocks overlap so that the 1 s windows every 0.5 s are exactly those of the whole track
+    np.testing.assert_allclose(streamed, whole, rtol=1e-5, atol=1e-6)
+    win, hop = P.window_geometry(mfcc_run)
+    assert (win, hop) == (sr, sr // 2)
+
+
+@pytest.mark.slow
+def test_silent_windows_are_left_out_and_silence_is_refused(mfcc_run, tmp_path):
+    from data_tools.errors import AudioDecodeError
+
+    sr = mfcc_run.feature_config.sr
+    music = _music(4.0, sr)
+    sf.write(tmp_path / "m.wav", music, sr, subtype="FLOAT")
+    gap = np.concatenate([music[: 2 * sr], np.zeros(6 * sr, dtype=np.float32), music[2 * sr:]])
+    sf.write(tmp_path / "gap.wav", gap, sr, subtype="FLOAT")
+    x_music = P._audible_windows(music, mfcc_run)
+    x_gap = P._audible_windows(gap, mfcc_run)
+    # the 6 s of digital silence add no window of their own
+    all_gap = P.features_for(gap, mfcc_run)
+    assert len(x_gap) < len(all_gap) and len(x_gap) <= len(x_music) + 2
+    sf.write(tmp_path / "quiet.wav", np.full(3 * sr, 1e-5, dtype=np.float32), sr, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match="silent"):
+        P.predict_file(tmp_path / "quiet.wav", mfcc_run)
+
+
+def test_folders_expand_to_their_audio_files(tmp_path):
+    (tmp_path / "m" / "b").mkdir(parents=True)
+    (tmp_path / "m" / ".hidden").mkdir()
+    for p in ("m/b/2.wav", "m/a.MP3", "m/notes.txt", "m/.hidden/x.wav", "m/.y.wav"):
+        (tmp_path / p).write_bytes(b"x")
+    os.symlink(tmp_path / "m" / "b", tmp_path / "m" / "loop")
+    (tmp_path / "empty").mkdir()
+    got = P.expand_inputs([tmp_path / "m", tmp_path / "empty", tmp_path / "none.wav"])
+    assert got[:2] == [(str(tmp_path / "m" / "a.MP3"), None), (str(tmp_path / "m" / "b" / "2.wav"), None)]
+    assert got[2][0] == str(tmp_path / "empty") and "no audio" in got[2][1]
+    assert got[3] == (str(tmp_path / "none.wav"), "file not found") and len(got) == 4
