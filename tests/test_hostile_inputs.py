@@ -96,6 +96,18 @@ def truncated_model(w: World, ws: Path) -> Path:
     return run
 
 
+def lambda_model(w: World, ws: Path) -> Path:
+    """A copy of the run whose model.keras holds a Lambda layer (code): refused by safe mode."""
+    import keras
+
+    run = copy_run(w, ws)
+    inp = keras.Input((32, 32, 1))
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2)(inp)))
+    (run / "model.keras").unlink()
+    keras.Model(inp, out).save(run / "model.keras")
+    return run
+
+
 def tampered_config(w: World, ws: Path, **changes) -> Path:
     run = copy_run(w, ws)
     cfg = json.loads((run / "config.json").read_text())
@@ -235,7 +247,13 @@ CASES = [
                                                    str(truncated_model(w, ws))], "truncated"),
     Case("predict-tampered-arch", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
                                                  str(tampered_config(w, ws, arch="evil"))], "architecture"),
+    Case("predict-model-with-code", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
+                                                   str(lambda_model(w, ws))], "safely"),
     # ---- evaluate
+    Case("evaluate-tampered-feature-config", lambda ws, w: [
+        "evaluate", "--model", str(tampered_config(w, ws, feature_config={
+            **json.loads((w.run / "config.json").read_text())["feature_config"], "hop_length": 0})),
+        "--data", str(w.feats), "--out", _o(ws)], "feature_config"),
     Case("evaluate-split-traversal", lambda ws, w: ["evaluate", "--model", str(w.run), "--data", str(w.feats),
                                                     "--split", "../../x"], "split"),
     Case("evaluate-missing-data", lambda ws, w: ["evaluate", "--model", str(w.run), "--data", str(ws / "nope"),
@@ -250,7 +268,11 @@ CASES = [
     Case("compare-corrupt-metrics", lambda ws, w: ["compare", str(corrupt_metrics(w, ws))], "metrics.json"),
     Case("compare-missing-run", lambda ws, w: ["compare", str(w.run), str(ws / "nope")], "not found"),
     Case("compare-bad-split", lambda ws, w: ["compare", str(w.run), "--split", "a/b"], "split"),
+    Case("compare-labels-not-a-list", lambda ws, w: [
+        (copy_run(w, ws) / "labels.json").write_text('{"a": 1}'), "compare", str(ws / "run")][1:], "labels.json"),
     # ---- export
+    Case("export-truncated-model", lambda ws, w: ["export", "--model", str(truncated_model(w, ws)), "--format",
+                                                  "tflite", "--out", str(ws / "m.tflite")], "truncated"),
     Case("export-unknown-format", lambda ws, w: ["export", "--model", str(w.run), "--format", "pickle"],
          "format"),
     Case("export-keras-onto-a-folder", lambda ws, w: [(ws / "o").mkdir(), (ws / "o" / "mine.txt").write_text("x"),
