@@ -65,6 +65,47 @@ def created_or_absent(folder: Path):
         raise
 
 
+RESULT_FILES = ("metrics.json", "report.md", "confusion.png", "confusion_clip.png", "per_genre.png", "roc.png",
+                "curves.png", "tempo_scatter.png")
+
+
+def check_results_folder(out: Path) -> None:
+    """Refuse an output folder where writing the results would overwrite files genrekit did not
+    write: a file in the way, or a folder holding result-named files without genrekit's
+    metrics.json (a previous evaluation's results are replaced)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if not out.is_dir():
+        return
+    present = [n for n in RESULT_FILES if (out / n).exists() or (out / n).is_symlink()]
+    if not present:
+        return
+    try:
+        met = json.loads((out / METRICS).read_text(encoding="utf-8"))
+        ours = isinstance(met, dict) and isinstance(met.get("clip"), dict) and isinstance(met.get("track"), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ours = False
+    if not ours:
+        raise UserError(f"--out {out} already holds {present[0]}, not written by genrekit evaluate; "
+                        "choose another folder")
+
+
+def check_csv_target(path) -> None:
+    """Refuse a --csv path that holds a file genrekit did not write (another table is replaced)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"--csv {p} is a folder")
+    if p.exists():
+        try:
+            with open(p, encoding="utf-8") as fh:
+                header = fh.readline().strip().split(",")
+        except (OSError, UnicodeDecodeError):
+            header = []
+        if header[:2] != ["run", "arch"]:
+            raise UserError(f"--csv {p} already exists and is not a genrekit compare table; choose another path")
+
+
 def check_leakage(run: Run, track_ids) -> None:
     trained = set(run.config.get("data", {}).get("train_tracks", []))
     overlap = sorted(trained & set(track_ids))
@@ -131,8 +172,9 @@ def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32
     data = Path(data)
     if not data.is_dir():
         raise UserError(f"feature folder not found: {data}" if not data.exists() else f"{data} is not a folder")
-    run.model()  # a model whose outputs don't match labels.json fails here, first
     out = Path(out) if out else eval_dir(run.path, split)
+    check_results_folder(out)
+    run.model()  # a model whose outputs don't match labels.json fails here, first
     if run.task == "tempo":
         from genrekit.tempo import evaluate_tempo
 
@@ -164,8 +206,9 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     if unknown:
         raise UserError(f"genre folder(s) {', '.join(unknown)} in {audio_dir} are not among the run's labels "
                         f"({', '.join(run.labels)}); rename or remove them")
-    run.model()
     out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
+    check_results_folder(out)
+    run.model()
     features_dir = Path(features_dir) if features_dir else out / "features"
     settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
                                kinds=run.input_kinds, split="all-test", seed=0)
@@ -260,6 +303,8 @@ def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "
     from evaluation.report import COMPARE_FIELDS, compare_table
 
     check_split_name(split)
+    if csv_path:
+        check_csv_target(csv_path)
     rows = []
     for rp in runs:
         run = Run(rp)

@@ -264,7 +264,13 @@ CASES = [
                                                     "--split", "train", "--out", _o(ws)], "training data"),
     Case("evaluate-truncated-png", lambda ws, w: ["evaluate", "--model", str(w.run), "--data",
                                                   str(truncated_png_test(w, ws)), "--out", _o(ws)], ".png"),
+    Case("evaluate-out-holds-a-user-report", lambda ws, w: [
+        (ws / "o").mkdir(), (ws / "o" / "report.md").write_text("# my thesis notes\n"),
+        "evaluate", "--model", str(w.run), "--data", str(w.feats), "--out", str(ws / "o")][2:], "report.md"),
     # ---- compare
+    Case("compare-csv-over-a-user-file", lambda ws, w: [
+        (ws / "grades.csv").write_text("student,grade\nann,A\n"), "compare", str(w.run), "--csv",
+        str(ws / "grades.csv")][1:], "grades.csv"),
     Case("compare-corrupt-metrics", lambda ws, w: ["compare", str(corrupt_metrics(w, ws))], "metrics.json"),
     Case("compare-missing-run", lambda ws, w: ["compare", str(w.run), str(ws / "nope")], "not found"),
     Case("compare-bad-split", lambda ws, w: ["compare", str(w.run), "--split", "a/b"], "split"),
