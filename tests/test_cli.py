@@ -73,3 +73,28 @@ def test_help_and_version(argv):
     proc = run_cli(*argv)
     assert proc.returncode in (0, 2)
     assert "genrekit" in (proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_tensorflow_start_up_log_is_kept_off_stderr(tmp_path, fails):
+    """A stand-in `tensorflow` package writes to file descriptor 2 while it loads, as the real
+    one's C++ libraries do: the CLI's import hides it, unless the import fails."""
+    import os
+
+    pkg = tmp_path / "tensorflow"
+    pkg.mkdir()
+    body = "import os\nos.write(2, b'I0000 port.cc:153] oneDNN custom operations are on\\n')\n"
+    if fails:
+        body += "raise ImportError('broken tensorflow')\n"
+    (pkg / "__init__.py").write_text(body)
+    code = ("import sys\nfrom genrekit.cli import quiet_libraries\nquiet_libraries()\n"
+            "try:\n    import tensorflow\nexcept ImportError as e:\n    print('import failed:', e)\n"
+            "print('stderr still works', file=sys.stderr)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    env.pop("GENREKIT_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert "stderr still works" in proc.stderr
+    if fails:
+        assert "oneDNN" in proc.stderr and "import failed: broken tensorflow" in proc.stdout
+    else:
+        assert "oneDNN" not in proc.stderr and proc.stderr.strip() == "stderr still works"
