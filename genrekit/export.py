@@ -54,7 +54,8 @@ def _write(model, fmt: str, path: Path) -> None:
         path.write_bytes(conv.convert())
     else:
         _normalization_reads_variables(model)
-        zeros = [np.zeros((1, *t.shape[1:]), dtype="float32") for t in model.inputs]
+        # one sample; a free axis other than the batch (a track model's window count) gets 1
+        zeros = [np.zeros((1, *(d or 1 for d in t.shape[1:])), dtype="float32") for t in model.inputs]
         model(zeros if len(zeros) > 1 else zeros[0])  # ONNX export needs a called model
         model.export(str(path), format="onnx", verbose=False)
 

@@ -343,6 +343,8 @@ def load_model(path):
 
     import keras
 
+    import models.track  # noqa: F401 - registers genrekit's own layers (track pooling) for deserialisation
+
     if str(path).endswith(".keras") and Path(path).is_file() and not zipfile.is_zipfile(path):
         raise UserError(f"model file {path} is unreadable: truncated or corrupt (not a complete .keras archive)")
     try:

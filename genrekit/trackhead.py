@@ -75,6 +75,9 @@ def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
+    # a near-constant feature would get a huge folded weight that magnifies float round-off in
+    # other runtimes (ONNX, TFLite): its scale is floored at 1e-3 of the median feature's
+    scaler.scale_ = np.maximum(scaler.scale_, 1e-3 * np.median(scaler.scale_))
     z = scaler.transform(x)
     tracks_per_class = [len(set(groups[y == c])) for c in np.unique(y)]
     k = min(folds, min(tracks_per_class))

@@ -21,10 +21,22 @@ POOLINGS = ("mean", "std", "max")
 
 
 @keras.saving.register_keras_serializable(package="genrekit")
+class WindowsToBatch(layers.Layer):
+    """(tracks, windows, *window) -> (tracks * windows, *window): every window of every track
+    through the per-window backbone in one batch (a plain reshape: no loop in exported graphs)."""
+
+    def call(self, x):
+        return ops.reshape(x, (-1, *x.shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        return (None, *input_shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="genrekit")
 class TrackPooling(layers.Layer):
-    """(batch, windows, features) -> (batch, len(stats) * features): the named statistics over
-    the windows axis, concatenated in the order given (std is the population standard deviation,
-    as ``numpy.std``)."""
+    """[(tracks * windows, features), (tracks, windows, ...)] -> (tracks, len(stats) * features):
+    the window embeddings regrouped by track and summarised by the named statistics over the
+    windows, concatenated in the order given (std: population standard deviation, as numpy's)."""
 
     def __init__(self, stats=("mean", "std"), **kw):
         super().__init__(**kw)
@@ -34,7 +46,10 @@ class TrackPooling(layers.Layer):
             raise ModelError(f"track pooling {list(stats)}: choose from {', '.join(POOLINGS)}")
         self.stats = stats
 
-    def call(self, x):
+    def call(self, inputs):
+        emb, windows = inputs
+        shape = ops.shape(windows)
+        x = ops.reshape(emb, (shape[0], shape[1], emb.shape[-1]))
         mean = ops.mean(x, axis=1)
         parts = []
         for s in self.stats:
@@ -46,9 +61,9 @@ class TrackPooling(layers.Layer):
                 parts.append(ops.max(x, axis=1))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
-    def compute_output_shape(self, input_shape):
-        d = input_shape[-1]
-        return (input_shape[0], None if d is None else d * len(self.stats))
+    def compute_output_shape(self, input_shapes):
+        d = input_shapes[0][-1]
+        return (input_shapes[1][0], None if d is None else d * len(self.stats))
 
     def get_config(self):
         return {**super().get_config(), "stats": list(self.stats)}
@@ -68,10 +83,12 @@ def build_track_classifier(base: keras.Model, num_classes: int, stats=("mean", "
     softmax layer named ``predictions`` (initialised to zero: fit it with
     :func:`genrekit.trackhead.fit_track_head`)."""
     base.trainable = False
+    if base.name != "base":
+        raise ModelError(f"the per-window backbone must be named 'base', not {base.name!r}")
     window = tuple(base.input_shape[1:])
     inp = keras.Input((None, *window), name="track_windows")
-    emb = layers.TimeDistributed(base, name="window_embeddings")(inp)
-    pooled = TrackPooling(stats, name="track_pooling")(emb)
+    emb = base(WindowsToBatch(name="windows_to_batch")(inp))
+    pooled = TrackPooling(stats, name="track_pooling")([emb, inp])
     out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32",
                        kernel_initializer="zeros")(pooled)
     return keras.Model(inp, out, name=name)
@@ -79,7 +96,7 @@ def build_track_classifier(base: keras.Model, num_classes: int, stats=("mean", "
 
 def window_embedder(model: keras.Model) -> keras.Model:
     """The per-window backbone inside a track classifier."""
-    return model.get_layer("window_embeddings").layer
+    return model.get_layer("base")
 
 
 def is_track_model(model) -> bool:

@@ -53,7 +53,7 @@ def test_track_pooling_layer_matches_numpy():
 
     x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype(np.float32)
     layer = TrackPooling(("mean", "std", "max"))
-    got = np.asarray(layer(x))
+    got = np.asarray(layer([x.reshape(10, 4), np.zeros((2, 5, 7), np.float32)]))
     for i in range(2):
         np.testing.assert_allclose(got[i], pool_track(x[i], ("mean", "std", "max")), rtol=1e-5, atol=1e-5)
     with pytest.raises(Exception, match="choose from"):
@@ -98,6 +98,31 @@ def test_default_recipe_trains_predicts_and_reloads(tmp_path):
     p_file = predict_file(audio, r)
     np.testing.assert_allclose(p_file, p_rows[0], atol=1e-5)  # predict == evaluate's path, same windows
     assert p_file.sum() == pytest.approx(1.0, abs=1e-5)
+
+    # exports take a track's windows and give its probabilities, like the Keras model
+    from genrekit.export import export
+
+    x = np.stack([np.load(feats / r["path"]) for r in rows if r["track_id"] == track])[None]
+    want = np.asarray(r.model()(x))[0]
+    tfl = Path(export(run, "tflite", str(tmp_path / "m.tflite")))
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_path=str(tfl))
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], x.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    np.testing.assert_allclose(it.get_tensor(it.get_output_details()[0]["index"])[0], want, atol=1e-4)
+    try:
+        import onnxruntime as ort
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        return
+    onx = Path(export(run, "onnx", str(tmp_path / "m.onnx")))
+    sess = ort.InferenceSession(str(onx))
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0][0]
+    np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_default_recipe_names_its_input(tmp_path, tiny_features, capsys):
