@@ -119,7 +119,8 @@ def _blocks(path, run: Run):
 
 def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None) -> np.ndarray:
     """Mean class probabilities of one file over its audible windows (a tempo run: the median
-    BPM). A fusion run puts the tempo it fed in into ``info["tempo_bpm"]``.
+    BPM). A fusion run puts the tempo it fed in into ``info["tempo_bpm"]``; a file shorter than
+    one window (filled as augment fills it) gets the seconds of fill in ``info["padded_s"]``.
 
     Raises :class:`AudioDecodeError` for a file that is not decodable, shorter than
     ``MIN_SECONDS``, silent, or not audio (samples beyond ``MAX_PEAK``)."""
@@ -130,6 +131,10 @@ def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None)
         if i == 0 and len(y) < MIN_SECONDS * sr:  # the header's length can be wrong (mp3)
             raise AudioDecodeError(f"too short: {len(y) / sr:.3g} s of audio; predict needs at least "
                                    f"{MIN_SECONDS:g} s")
+        if i == 0 and not streaming and info is not None:
+            win, _ = window_geometry(run)
+            if len(y) < win:
+                info["padded_s"] = round((win - len(y)) / sr, 2)
         x = _audible_windows(y, run, streaming)
         if x is None:
             continue
@@ -222,5 +227,6 @@ def format_table(results: list[dict]) -> str:
             continue
         tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
         tempo = f"  (tempo {r['tempo_bpm']:.1f} BPM)" if "tempo_bpm" in r else ""
-        lines.append(f"{r['file']}: {tops}{tempo}")
+        padded = f"  (shorter than one window: {r['padded_s']:.1f} s filled)" if "padded_s" in r else ""
+        lines.append(f"{r['file']}: {tops}{tempo}{padded}")
     return "\n".join(lines)

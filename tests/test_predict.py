@@ -114,3 +114,15 @@ def test_folders_expand_to_their_audio_files(tmp_path):
     assert got[:2] == [(str(tmp_path / "m" / "a.MP3"), None), (str(tmp_path / "m" / "b" / "2.wav"), None)]
     assert got[2][0] == str(tmp_path / "empty") and "no audio" in got[2][1]
     assert got[3] == (str(tmp_path / "none.wav"), "file not found") and len(got) == 4
+
+
+@pytest.mark.slow
+def test_a_file_shorter_than_one_window_is_filled_and_said(mfcc_run, tmp_path, monkeypatch, capsys):
+    sr = mfcc_run.feature_config.sr
+    sf.write(tmp_path / "short.wav", _music(0.6, sr), sr, subtype="FLOAT")
+    monkeypatch.setattr(P, "MIN_SECONDS", 0.5)
+    res = P.predict_files([str(tmp_path / "short.wav")], mfcc_run.path)
+    assert res[0]["padded_s"] == pytest.approx(0.4, abs=0.01) and len(res[0]["top"]) == 3
+    assert "0.4 s filled" in P.format_table(res)
+    sf.write(tmp_path / "long.wav", _music(3.0, sr), sr, subtype="FLOAT")
+    assert "padded_s" not in P.predict_files([str(tmp_path / "long.wav")], mfcc_run.path)[0]
