@@ -116,7 +116,7 @@ def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
                            batch_size=4, verbose=0, out=str(tmp_path / "t")))
     assert json.loads((Path(t["run"]) / "config.json").read_text())["cached_base"] is True
     f = train(TrainOptions(data=str(feats), arch="musicnn", phase="finetune", from_run=t["run"], epochs=1,
-                           batch_size=4, verbose=0, out=str(tmp_path / "f")))
+                           batch_size=4, verbose=0, out=str(tmp_path / "ft")))
     p = predict_file(next(data.glob("low/*.wav")), Run(f["run"]))
     assert p.shape == (3,) and p.sum() == pytest.approx(1.0, abs=1e-5)
     bad = tmp_path / "bad"
