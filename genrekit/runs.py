@@ -28,6 +28,7 @@ LABELS = "labels.json"
 CONFIG = "config.json"
 HISTORY = "history.csv"
 TEMPO_MODEL = "tempo_model.keras"  # a fusion run's copy of its tempo regressor
+CALIBRATION = "calibration.json"  # temperature and rejection threshold fitted on the valid split
 
 TMP_PREFIX = ".genrekit-tmp-"  # .genrekit-tmp-<pid>-<final name>: something being built
 OLD_PREFIX = ".genrekit-old-"  # .genrekit-old-<pid>-<final name>: a replaced output, removed after the swap
@@ -261,6 +262,7 @@ class Run:
         self._check_config()
         self._model = None
         self._tempo_model = None
+        self._calibration = None
 
     def _check_config(self) -> None:
         """A run's config.json and labels.json are read back, not trusted: an edited one is
@@ -298,6 +300,45 @@ class Run:
     @property
     def arch(self) -> str:
         return self.config["arch"]
+
+    @property
+    def calibration(self) -> dict:
+        """The run's ``calibration.json`` (temperature, rejection threshold, how they were fitted),
+        read back and checked; ``{}`` for a run made before calibration existed (or a tempo run)."""
+        if self._calibration is None:
+            p = self.path / CALIBRATION
+            if not p.is_file():
+                self._calibration = {}
+            else:
+                where = f"{self.path}/{CALIBRATION}"
+                try:
+                    cal = json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, ValueError) as exc:
+                    raise UserError(f"unreadable {where}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+                if not isinstance(cal, dict):
+                    raise UserError(f"{where} is not a genrekit calibration file")
+                t = cal.get("temperature", 1.0)
+                if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+                    raise UserError(f"{where}: bad temperature {t!r} (a finite number above 0)")
+                th = cal.get("reject_threshold")
+                if th is not None and not (isinstance(th, (int, float)) and not isinstance(th, bool)
+                                           and math.isfinite(th) and 0 <= th <= 1):
+                    raise UserError(f"{where}: bad reject_threshold {th!r} (a probability in [0, 1])")
+                self._calibration = cal
+        return self._calibration
+
+    @property
+    def temperature(self) -> float:
+        """Temperature T fitted on the validation split (probabilities p become p^(1/T),
+        renormalised); 1.0 (no change) for a run without calibration."""
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def reject_threshold(self) -> float | None:
+        """Minimum calibrated top probability for ``predict --reject`` to name a genre (below it:
+        ``unknown``), chosen on the validation split; None when the run has none."""
+        th = self.calibration.get("reject_threshold")
+        return None if th is None else float(th)
 
     @property
     def task(self) -> str:
