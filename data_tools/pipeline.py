@@ -321,9 +321,17 @@ def catalogue_for(data, genres=None) -> tuple[Catalogue, list[str]]:
     return cat, all_genres
 
 
+RUNNERS = ("local", "beam")
+
+
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,
-                shard: str | None = None, progress: bool = True, log=None) -> dict:
+                shard: str | None = None, progress: bool = True, log=None,
+                runner: str = "local", beam_options=()) -> dict:
     """Run the augmentation stage. Returns a summary dict (counts, paths).
+
+    ``runner="beam"`` runs the same per-track jobs as an Apache Beam pipeline
+    (:mod:`data_tools.beam_runner`, options ``beam_options`` as ``KEY=VALUE``); the files,
+    manifest and report are the same as the local path's.
 
     Everything that can be refused (options, the data folder, the split, an --out made with
     other settings) is checked before --out is created or anything is written in it."""
@@ -331,6 +339,15 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if workers < 1:
         raise DataError("--workers must be at least 1")
+    if runner not in RUNNERS:
+        raise DataError(f"unknown --runner {runner!r} (known: {', '.join(RUNNERS)})")
+    if beam_options and runner != "beam":
+        raise DataError("--beam-option needs --runner beam")
+    beam_flags = None
+    if runner == "beam":
+        from data_tools.beam_runner import beam_flags as _beam_flags
+
+        beam_flags = _beam_flags(beam_options, workers)
     shard_kn = parse_shard(shard)
     cat, all_genres = catalogue_for(data, list(settings.genres) if settings.genres else None)
     root, tracks = cat.root, cat.tracks
@@ -369,9 +386,13 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
         todo = [t for i, t in enumerate(todo) if i % n == k - 1]
     jobs = [(t, split.assignment[t.track_id], root, out, settings) for t in todo]
     results: list[TrackResult] = []
-    bar = _progress(len(jobs), progress)
+    bar = _progress(len(jobs), progress and beam_flags is None)
     try:
-        if workers == 1 or len(jobs) <= 1:
+        if beam_flags is not None:
+            from data_tools.beam_runner import run_beam
+
+            results = run_beam(jobs, out, beam_flags, log)
+        elif workers == 1 or len(jobs) <= 1:
             from threadpoolctl import threadpool_limits
 
             # one BLAS thread, as in the workers: multi-threaded sums differ in the last bit

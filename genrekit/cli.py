@@ -106,6 +106,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+    if not 0 <= v <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return v
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
@@ -179,7 +189,7 @@ def cmd_augment(a) -> int:
         kinds=a.features, seed=a.seed, split=a.split or a.ratios,
         genres=a.genres or None, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
     s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
-                    progress=not a.quiet)
+                    progress=not a.quiet, runner=a.runner, beam_options=a.beam_option or ())
     print(f"{s['ok']} tracks -> {s['files']} feature files in {s['out']} "
           f"({s['resumed']} already done, {s['skipped_bad']} skipped)")
     print(f"manifest: {s['manifest']}")
@@ -229,7 +239,7 @@ def cmd_train(a) -> int:
 def cmd_predict(a) -> int:
     from genrekit.predict import format_table, predict_files
 
-    results = predict_files(a.files, a.model, top_k=a.top_k)
+    results = predict_files(a.files, a.model, top_k=a.top_k, reject=a.reject, reject_threshold=a.reject_threshold)
     print(json.dumps(results, indent=2) if a.json else format_table(results))
     failed = [r for r in results if "error" in r]
     for r in failed:
@@ -238,15 +248,23 @@ def cmd_predict(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from genrekit.export import FORMATS, export
+    from genrekit.export import FORMATS, SUFFIX_FORMATS, export, export_bundle
 
     unknown = [f for f in a.format if f not in FORMATS]
     if unknown or not a.format:
         raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
-    if a.out and len(a.format) != 1:
-        raise UserError("--out takes exactly one --format (several formats go to RUN/export/)")
-    for fmt in a.format:
-        print(f"{fmt}: {export(a.model, fmt, a.out)}")
+    suffix = Path(a.out).suffix.lower() if a.out else ""
+    if suffix in SUFFIX_FORMATS:  # --out model.onnx: the model file alone, as before bundles
+        if list(a.format) != [SUFFIX_FORMATS[suffix]]:
+            raise UserError(f"--out {a.out} names one {SUFFIX_FORMATS[suffix]} file; give --format "
+                            f"{SUFFIX_FORMATS[suffix]} alone, or a folder --out for a bundle of several formats")
+        print(f"{a.format[0]}: {export(a.model, a.format[0], a.out)} (model file only; a folder --out, or none, "
+              "writes the bundle with labels, feature config, calibration and model card)")
+        return 0
+    out = export_bundle(a.model, a.format, a.out)
+    print(f"bundle: {out}")
+    for name in sorted(p.name for p in out.iterdir()):
+        print(f"  {name}")
     return 0
 
 
@@ -255,7 +273,8 @@ def cmd_export(a) -> int:
 def cmd_evaluate(a) -> int:
     from genrekit.evaluate import eval_dir, evaluate, format_metrics
 
-    res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size, tempo_file=a.tempo_file)
+    res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size, tempo_file=a.tempo_file,
+                   reject_threshold=a.reject_threshold)
     print(format_metrics(res))
     print(f"report ({a.split} split): {Path(a.out) if a.out else eval_dir(a.model, a.split)}/report.md")
     return 0
@@ -309,7 +328,7 @@ def cmd_eval_spotify(a) -> int:
     from genrekit.evaluate import evaluate_folder, format_metrics
 
     res = evaluate_folder(a.model, a.data, out=a.out, features_dir=a.features, workers=a.workers,
-                          batch_size=a.batch_size, progress=not a.quiet)
+                          batch_size=a.batch_size, progress=not a.quiet, reject_threshold=a.reject_threshold)
     print(format_metrics(res))
     out = Path(a.out) if a.out else Path(a.model) / f"eval-{Path(a.data).resolve().name}"
     print(f"report: {out / 'report.md'}")
@@ -393,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip files longer than this, checked from the header before decoding (default 900 = "
                         "15 minutes; bounds the memory one file may take)")
     a.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
+    a.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local processes (default) or an Apache Beam pipeline (pip install 'genrekit[beam]'); "
+                        "same files either way")
+    a.add_argument("--beam-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a Beam pipeline option, repeatable, e.g. runner=FlinkRunner or direct_num_workers=2 "
+                        "(with --runner beam; default: Beam's local runner with --workers processes)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_feature_args(a)
     a.set_defaults(func=cmd_augment)
@@ -450,13 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="run folder")
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
+    pr.add_argument("--reject", action="store_true",
+                    help="answer `unknown` when the top calibrated probability is below the run's rejection "
+                         "threshold (chosen on its validation split at training time)")
+    pr.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
+                    help="reject below this top probability instead of the run's threshold (implies --reject)")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="export a run's model (.keras, SavedModel, TFLite, ONNX)")
+    ex = sub.add_parser("export", help="export a run as a bundle: model (.keras, SavedModel, TFLite, ONNX), labels, "
+                                       "feature config, calibration, model card")
     ex.add_argument("--model", required=True, help="run folder")
     ex.add_argument("--format", type=_names, default=("keras",),
-                    help="keras,saved_model,tflite,onnx (default keras)")
-    ex.add_argument("--out", default=None, help="output path (default RUN/export/...)")
+                    help="keras,saved_model,tflite,onnx (default keras); several go into one bundle")
+    ex.add_argument("--out", default=None, help="bundle folder (default RUN/export/); a path ending in .keras, "
+                                                ".tflite or .onnx writes that model file alone")
     ex.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="figures, plots and report for a run on a split of a feature folder")
@@ -467,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--tempo-file", default=None,
                     help="tempo runs: CSV track_id,bpm of true tempi (default: the one the run trained with)")
+    ev.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
+                    help="open-set figures at this top-probability threshold instead of the run's own")
     ev.set_defaults(func=cmd_evaluate)
 
     co = sub.add_parser("compare", help="one table of several runs' settings and figures on one split")
@@ -522,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--workers", type=int, default=1)
     es.add_argument("--batch-size", type=int, default=32)
     es.add_argument("--quiet", action="store_true")
+    es.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
+                    help="open-set figures (an `unknown` folder's rejection rate) at this threshold instead of "
+                         "the run's own")
     es.set_defaults(func=cmd_eval_spotify)
 
     gan = sub.add_parser("gan", help="conditional GAN for MFCC sequences (train, generate)")
