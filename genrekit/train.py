@@ -412,7 +412,7 @@ def train(opts: TrainOptions) -> dict:
         callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.patience,
                                                    restore_best_weights=True),
                      keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                     best_model_checkpoint(model, run_dir / "checkpoint.keras"), stop_on_non_finite_loss(),
+                     (checkpoint := best_model_checkpoint(model, run_dir / "checkpoint.keras")), stop_on_non_finite_loss(),
                      *opts.extra_callbacks]
         t0 = time.perf_counter()
         # the frozen base's outputs can be computed once only when nothing changes the images on the fly
@@ -432,19 +432,20 @@ def train(opts: TrainOptions) -> dict:
             f_tr = extractor.predict(ds_tr.map(_features_only), verbose=0)
             f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
             t_base = time.perf_counter() - t0
-            compile_classifier(head, opts, lr, jit)
-            if _soft_targets(opts):
-                import tensorflow as tf
-
-                fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(len(y_tr), seed=opts.seed)
-                fds_tr = _prepare(fds_tr.batch(opts.batch_size), opts, len(labels), train=True)
-                fds_va = _prepare(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
-                                  len(labels), train=False)
-                head.fit(fds_tr, validation_data=fds_va, epochs=epochs, callbacks=callbacks, verbose=opts.verbose,
-                         shuffle=False)
-            else:
-                head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=epochs, batch_size=opts.batch_size,
-                         shuffle=True, callbacks=callbacks, verbose=opts.verbose)
+            # the head trains on the cached arrays through one tf.data pipeline (shuffled per
+            # epoch, prefetched), compiled with XLA: its optimizer update over the large dense
+            # layer is one fused pass instead of several
+            compile_classifier(head, opts, lr, True if opts.xla is None else opts.xla)
+            fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(
+                len(y_tr), seed=opts.seed, reshuffle_each_iteration=True)
+            fds_tr = _prepare(fds_tr.batch(opts.batch_size), opts, len(labels), train=True).prefetch(2)
+            fds_va = _prepare(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
+                              len(labels), train=False).cache()
+            # the best full model is written once after fitting (EarlyStopping restores the best
+            # weights), not at every improving epoch: only the head changes in this phase
+            head.fit(fds_tr, validation_data=fds_va, epochs=epochs, verbose=opts.verbose, shuffle=False,
+                     callbacks=[c for c in callbacks if c is not checkpoint])
+            save_model(model, run_dir / "checkpoint.keras")
         else:
             t_base = 0.0
             ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
