@@ -1,4 +1,6 @@
-"""``genrekit export``: a run's model as .keras, SavedModel, TFLite or ONNX."""
+"""``genrekit export``: a run's model as .keras, SavedModel, TFLite or ONNX, in a self-describing
+bundle (:func:`export_bundle`: the model files, labels.json, feature_config.json,
+calibration.json and a model card) or as one model file (:func:`export`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.errors import UserError
-from data_tools.fsio import write_json_atomic
+from data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.runs import EXPORT_MARKER, Run, atomic_output
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")
+SUFFIX_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}  # --out FILE: the model file alone
+BUNDLE_SIDE_FILES = ("labels.json", "feature_config.json", "calibration.json", "MODEL_CARD.md", "model_card.json")
 
 
 def export(run_path, fmt: str, out: str | None = None) -> Path:
@@ -26,11 +30,7 @@ def export(run_path, fmt: str, out: str | None = None) -> Path:
         "tflite": stem / "model.tflite", "onnx": stem / "model.onnx"}[fmt]
     replace = _check_target(target, fmt)
     if fmt == "onnx":
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError:
-            raise UserError("ONNX export needs tf2onnx and onnx: pip install 'genrekit[export]' "
-                            "(or pip install tf2onnx onnx)") from None
+        _need_tf2onnx()
     model = run.model()
     with atomic_output(target, folder=fmt == "saved_model", replace=replace) as work:
         _write(model, fmt, work)
@@ -39,6 +39,87 @@ def export(run_path, fmt: str, out: str | None = None) -> Path:
                                                      "arch": run.arch, "labels": run.labels},
                               only_if_changed=False)
     return target
+
+
+def export_bundle(run_path, formats, out=None) -> Path:
+    """Write the export bundle ``out`` (default ``RUN/export/``), a folder holding the model in
+    each of ``formats`` (model.keras, saved_model/, model.tflite, model.onnx), ``labels.json``,
+    ``feature_config.json``, ``calibration.json`` (the temperature), ``MODEL_CARD.md`` and
+    ``model_card.json``. Complete-or-absent: the bundle is built under a temporary name and renamed
+    into place, so a failed export leaves the previous bundle as it was. An existing ``out`` is
+    replaced only when it is a genrekit bundle holding nothing else (or an empty folder, or a
+    folder of earlier genrekit model exports); anything else is refused, never deleted."""
+    from genrekit.modelcard import MODEL_FILES, model_card, model_card_markdown
+
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
+    run = Run(run_path)
+    target = Path(out) if out else run.path / "export"
+    replace = _check_bundle_target(target, run)
+    if "onnx" in formats:
+        _need_tf2onnx()
+    model = run.model()
+    calibration = dict(getattr(run, "calibration", None) or {})
+    temperature = float(getattr(run, "temperature", 1.0))
+    calibration["temperature"] = temperature
+    card = model_card(run, formats, temperature, calibration)
+    with atomic_output(target, folder=True, replace=replace) as work:
+        for fmt in formats:
+            _write(model, fmt, work / MODEL_FILES[fmt])
+        write_json_atomic(work / "labels.json", list(run.labels), only_if_changed=False)
+        write_json_atomic(work / "feature_config.json", run.feature_config.to_dict(), only_if_changed=False)
+        write_json_atomic(work / "calibration.json", calibration, only_if_changed=False)
+        write_json_atomic(work / "model_card.json", card, only_if_changed=False)
+        write_text_atomic(work / "MODEL_CARD.md", model_card_markdown(card), only_if_changed=False)
+        files = sorted([MODEL_FILES[f] for f in formats] + list(BUNDLE_SIDE_FILES))
+        write_json_atomic(work / EXPORT_MARKER, {"bundle": 1, "formats": formats, "files": files,
+                                                 "run": str(run.path.resolve()), "arch": run.arch,
+                                                 "labels": run.labels}, only_if_changed=False)
+    return target
+
+
+def _need_tf2onnx() -> None:
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs tf2onnx and onnx: pip install 'genrekit[export]' "
+                        "(or pip install tf2onnx onnx)") from None
+
+
+def _check_bundle_target(target: Path, run: Run) -> bool:
+    """Refuse a bundle folder genrekit may not write; True when it holds an earlier genrekit
+    export that may be replaced."""
+    import json
+
+    if target.is_symlink():
+        raise UserError(f"--out {target} is a symbolic link; give a new path")
+    if not target.exists():
+        return False
+    if not target.is_dir():
+        raise UserError(f"--out {target} exists and is not a folder; an export bundle is a new folder (or give a "
+                        f"path ending in {', '.join(SUFFIX_FORMATS)} to write the model file alone)")
+    names = {p.name for p in target.iterdir()}
+    if not names:
+        return False
+    mine = set()
+    try:
+        marker = json.loads((target / EXPORT_MARKER).read_text(encoding="utf-8"))
+        if isinstance(marker, dict) and marker.get("bundle") == 1 and isinstance(marker.get("files"), list):
+            mine = {f for f in marker["files"] if isinstance(f, str)} | {EXPORT_MARKER}
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    # model files genrekit exported one by one (RUN/export/model.*, before bundles or since)
+    legacy = {"model.keras": "keras", "model.tflite": "tflite", "model.onnx": "onnx"}
+    mine |= {n for n in names - mine if (n in legacy and is_export_file(target / n, legacy[n]))
+             or (n == "saved_model" and (target / n / EXPORT_MARKER).is_file())}
+    other = sorted(names - mine)
+    if other:
+        what = "holds files genrekit did not write" if EXPORT_MARKER in mine else "is not a genrekit export bundle"
+        raise UserError(f"--out {target} exists and {what} (e.g. {other[0]}); genrekit does not replace what it "
+                        "did not write: choose a new --out")
+    return True
 
 
 def _write(model, fmt: str, path: Path) -> None:

@@ -11,7 +11,8 @@ from data_tools.features import FeatureConfig
 from data_tools.loaders import load_feature
 from data_tools.manifest import read_manifest
 from genrekit.errors import UserError
-from genrekit.export import export, run_exported
+from genrekit.export import export_bundle, run_exported
+from genrekit.modelcard import MODEL_FILES
 from genrekit.predict import features_for, predict_file
 from genrekit.runs import Run, load_model
 from genrekit.train import TrainOptions, train
@@ -118,7 +119,10 @@ def test_export_round_trip(tiny_features, tmp_path, fmt, arch):
         pytest.importorskip("onnxruntime")
     res = _train(tiny_features, tmp_path, arch, epochs=1)
     run = Run(res["run"])
-    path = export(res["run"], fmt)
+    bundle = export_bundle(res["run"], [fmt])  # RUN/export/: the model beside its labels and feature settings
+    assert bundle == Path(res["run"]) / "export" and json.loads((bundle / "labels.json").read_text()) == run.labels
+    assert FeatureConfig.from_dict(json.loads((bundle / "feature_config.json").read_text())) == run.feature_config
+    path = bundle / MODEL_FILES[fmt]
     shape = run.model().input_shape[1:]
     x = np.random.default_rng(0).random((3, *shape)).astype("float32")
     np.testing.assert_allclose(run_exported(path, fmt, x), np.asarray(run.model()(x)), rtol=1e-4, atol=1e-5)

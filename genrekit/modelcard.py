@@ -1,0 +1,211 @@
+"""The model card of an export bundle: what the model is, what it was trained and measured on,
+exactly what input it takes, and how to use it without genrekit (``MODEL_CARD.md`` + ``model_card.json``).
+
+Everything here is read from the run folder (config.json, train_metrics.json, calibration,
+RUN/eval/<split>/metrics.json); nothing is re-typed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genrekit.runs import Run
+from models.track import is_track_model
+
+MIN_SECONDS = 1.0  # genrekit.predict.MIN_SECONDS (kept equal by tests/test_export_bundle.py)
+SILENCE_DBFS = -80.0  # genrekit.predict.SILENCE_DBFS
+FIGURES = ("top1", "top2", "f1_macro", "n")
+MODEL_FILES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+LICENCE_NOTES = [
+    "GTZAN (and models trained on it) carries no licence: research use only; the audio is "
+    "copyrighted and the data set has known faults (repeats, mislabellings, artist overlap, see "
+    "Sturm 2013) that inflate figures measured on random splits.",
+    "musicnn weights (Pons & Serra 2019, MSD/MTT checkpoints): ISC licence; keep its notice when "
+    "redistributing a model built on them.",
+    "Data you trained on yourself: its own licence applies to the model.",
+]
+INTENDED_USE = (
+    "Music genre tagging of whole audio files for research, teaching and prototyping with the "
+    "classes listed. Not for moderation, royalty or any decision about people. The model only "
+    "knows its classes: music of another genre gets one of them (look at the top probability, "
+    "or at genrekit predict --reject), and figures on GTZAN do not carry over to other music "
+    "(see the out-of-domain figures when present).")
+
+
+def input_spec(run: Run, track: bool) -> dict:
+    """What the model takes: decoding, the exact feature formula of the run's kind, the window
+    geometry and the tensor layout."""
+    cfg, kind = run.feature_config, run.kind
+    spec = {"feature_kind": kind, "sample_rate_hz": cfg.sr, "n_fft": cfg.n_fft, "hop_length": cfg.hop_length,
+            "n_mels": cfg.n_mels, "fmin_hz": cfg.fmin, "fmax_hz": cfg.fmax, "pad_mode": cfg.pad_mode,
+            "decoding": f"mono (channels averaged), float32, resampled to {cfg.sr} Hz with soxr HQ "
+                        f"(librosa.load(path, sr={cfg.sr}, mono=True, res_type='soxr_hq'))",
+            "min_seconds": MIN_SECONDS,
+            "silent_windows": f"windows whose peak is below {SILENCE_DBFS:g} dBFS are left out"}
+    mel = (f"M = librosa.feature.melspectrogram(y=y, sr={cfg.sr}, n_fft={cfg.n_fft}, hop_length={cfg.hop_length}, "
+           f"n_mels={cfg.n_mels}, fmin={cfg.fmin}, fmax={cfg.fmax}) over the whole file (power, librosa defaults "
+           "otherwise: centred frames, Hann window, Slaney mel)")
+    if kind in ("musicnn", "melspec", "tempogram"):
+        frames = cfg.frames(kind)
+        hop = {"musicnn": cfg.musicnn_hop_frames, "melspec": cfg.melspec_hop_frames,
+               "tempogram": cfg.tempo_hop_frames}[kind] or frames
+        step_s = (cfg.tempo_step_frames * cfg.tempo_hop_length if kind == "tempogram" else cfg.hop_length) / cfg.sr
+        width = cfg.tempo_bins if kind == "tempogram" else cfg.n_mels
+        spec.update(window_frames=frames, window_hop_frames=hop, window_seconds=round(frames * step_s, 6),
+                    window_hop_seconds=round(hop * step_s, 6), window_shape=[frames, width])
+        spec["windows"] = (f"X (frames, {width}) = the feature transposed to time first; windows X[i*{hop}:i*{hop}+{frames}] "
+                           f"for i = 0, 1, ... while complete (an incomplete last window is dropped); a file shorter "
+                           f"than one window is filled to {frames} frames with numpy.pad mode "
+                           f"'{'wrap' if cfg.pad_mode == 'wrap' else 'constant'}'")
+        if kind == "musicnn":
+            spec["formula"] = f"{mel}; x = log10(10000 * M + 1), float32"
+        elif kind == "melspec":
+            spec["formula"] = (f"{mel}; x = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) "
+                               "(the floor is relative to the whole file's peak), float32")
+        else:
+            spec["formula"] = "log-BPM tempogram, see data_tools.features.tempogram (not reproduced outside genrekit)"
+    else:
+        seg_s = cfg.seconds(kind)
+        hop_s = cfg.image_hop_seconds if kind == "mel" else cfg.mfcc_hop_seconds
+        count = cfg.image_segments if kind == "mel" else cfg.mfcc_segments
+        spec.update(window_seconds=seg_s, window_hop_seconds=hop_s, windows_per_file=count,
+                    window_shape=list(cfg.feature_shape(kind)) + ([1] if kind == "mel" else []))
+        db = (f"D = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) per {seg_s:g} s segment "
+              f"({mel.replace(' over the whole file', '')})")
+        spec["formula"] = (f"{db}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to 0..1, low frequencies "
+                           f"at the bottom, bilinear resize to {cfg.image_height} x {cfg.image_width}, "
+                           "rounded to 0..255) divided by 255" if kind == "mel" else
+                           f"{db}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')[:{cfg.n_mfcc}], time first")
+    spec["model_input"] = ("one track: float32 (1, windows, " + ", ".join(map(str, spec["window_shape"])) +
+                           "), all windows of the file at once; output: the track's class probabilities"
+                           if track else
+                           "float32 (windows, " + ", ".join(map(str, spec["window_shape"])) +
+                           "), any number of windows; output: per-window class probabilities, averaged over "
+                           "the file's windows")
+    spec["track_model"] = bool(track)
+    return spec
+
+
+def _figures(block) -> dict:
+    out = {}
+    for level in ("track", "clip"):
+        m = block.get(level) if isinstance(block, dict) else None
+        if isinstance(m, dict):
+            out[level] = {k: m[k] for k in FIGURES if isinstance(m.get(k), (int, float))}
+    return out
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def evaluations(run: Run) -> list[dict]:
+    """Figures measured on the run: train_metrics.json (valid/test at the end of training) and
+    each ``RUN/eval/<split>/metrics.json``; an evaluation whose data or split names ood marks
+    out-of-domain figures."""
+    out = []
+    tm = _read_json(run.path / "train_metrics.json")
+    if isinstance(tm, dict):
+        for split in ("valid", "test"):
+            if isinstance(tm.get(split), dict):
+                out.append({"split": split, "source": "train_metrics.json", "data": (run.config.get("data") or {})
+                            .get("folder"), "out_of_domain": False, **_figures(tm[split])})
+    root = run.path / "eval"
+    for p in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
+        met = _read_json(p)
+        if not isinstance(met, dict):
+            continue
+        ctx = [c for c in met.get("context", []) if isinstance(c, str)]
+        data = next((c.split("`")[1] for c in ctx if c.startswith("data:") and c.count("`") >= 2), None)
+        split = met.get("split") if isinstance(met.get("split"), str) else p.parent.name
+        ood = "ood" in f"{data or ''} {split} {p.parent.name}".lower()
+        out.append({"split": split, "source": f"eval/{p.parent.name}/metrics.json", "data": data,
+                    "out_of_domain": ood, **_figures(met)})
+    return out
+
+
+def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict:
+    model = run.model()
+    track = is_track_model(model)
+    data = run.config.get("data") or {}
+    return {
+        "name": run.path.name, "arch": run.arch, "phase": run.config.get("phase"), "task": run.task,
+        "classes": list(run.labels), "files": {f: MODEL_FILES[f] for f in formats},
+        "training_data": {"folder": data.get("folder"), "manifest_sha256": data.get("manifest_sha256"),
+                          "split_tracks": {s: len(data.get(f"{s}_tracks") or []) for s in ("train", "valid", "test")
+                                           if data.get(f"{s}_tracks") is not None},
+                          "split_rows": {s: data.get(f"{s}_rows") for s in ("train", "valid", "test")
+                                         if data.get(f"{s}_rows") is not None},
+                          "seed": run.config.get("seed"), "weights": run.config.get("weights")},
+        "evaluations": evaluations(run),
+        "input": input_spec(run, track),
+        "output": {"probabilities": f"softmax over the {len(run.labels)} classes in labels.json order",
+                   "aggregation": "the model pools all windows of the track" if track else
+                   "mean of the per-window probabilities over the file's windows",
+                   "calibration": f"p_calibrated = p ** (1 / T) / sum(p ** (1 / T)) with T = {temperature:g} "
+                                  "(calibration.json; T = 1 changes nothing)",
+                   "temperature": temperature, "reject_threshold": calibration.get("reject_threshold")},
+        "intended_use": INTENDED_USE, "licence_notes": LICENCE_NOTES,
+        "versions": run.config.get("versions"),
+    }
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def model_card_markdown(card: dict) -> str:
+    inp, out = card["input"], card["output"]
+    lines = [f"# Model card: {card['name']}", "",
+             f"Genre classifier `{card['arch']}` ({card['phase']}) exported by genrekit. "
+             f"Files: {', '.join(f'`{v}`' for v in card['files'].values())}, `labels.json`, `feature_config.json`, "
+             "`calibration.json`, `model_card.json`.", "",
+             "## Classes", "", ", ".join(card["classes"]), "",
+             "## Training data and split", ""]
+    td = card["training_data"]
+    lines += [f"- feature folder: `{td['folder']}` (manifest sha256 `{td['manifest_sha256']}`)",
+              f"- tracks per split: {', '.join(f'{k} {v}' for k, v in td['split_tracks'].items()) or 'not recorded'}",
+              f"- seed {td['seed']}, backbone weights: {td['weights']}", "", "## Figures", ""]
+    if card["evaluations"]:
+        lines += ["| split | data | out of domain | level | top-1 | top-2 | macro F1 | n |", "|---|---|---|---|---|---|---|---|"]
+        for e in card["evaluations"]:
+            for level in ("track", "clip"):
+                if e.get(level):
+                    f = e[level]
+                    lines.append(f"| {e['split']} | `{e['data']}` | {'yes' if e['out_of_domain'] else 'no'} | {level} | "
+                                 + " | ".join(_fmt(f.get(k, '')) for k in FIGURES) + " |")
+        if not any(e["out_of_domain"] for e in card["evaluations"]):
+            lines += ["", "No out-of-domain evaluation (e.g. `genrekit evaluate` on ood_dev) was found in the run."]
+    else:
+        lines.append("No figures were found in the run.")
+    lines += ["", "## Input", ""]
+    for k in ("decoding", "formula", "windows", "model_input", "silent_windows"):
+        if inp.get(k):
+            lines.append(f"- {k.replace('_', ' ')}: {inp[k]}")
+    lines.append(f"- files shorter than {inp['min_seconds']:g} s are refused by genrekit predict")
+    geo = {k: inp[k] for k in ("sample_rate_hz", "n_fft", "hop_length", "n_mels", "window_frames", "window_seconds",
+                                "window_hop_frames", "window_hop_seconds") if k in inp}
+    lines += [f"- settings: {', '.join(f'{k} {v}' for k, v in geo.items())}", "", "## Output", "",
+              f"- {out['probabilities']}; {out['aggregation']}", f"- calibration: {out['calibration']}"]
+    if out.get("reject_threshold") is not None:
+        lines.append(f"- genrekit predict --reject answers `unknown` below a calibrated top probability of "
+                     f"{out['reject_threshold']:.3f}")
+    lines += ["", "## Intended use", "", card["intended_use"], "", "## Licence notes", ""]
+    lines += [f"- {n}" for n in card["licence_notes"]]
+    lines += ["", "## Use it without genrekit", "",
+              "The genrekit repository's `examples/predict_onnx.py` does all of the steps below with only numpy, "
+              "librosa and onnxruntime (or the TFLite interpreter) and gives the probabilities of "
+              "`genrekit predict` (to 1e-4) for the musicnn and melspec feature kinds:", "", "```python",
+              "import json, librosa, numpy as np, onnxruntime as ort",
+              "cfg = json.load(open('feature_config.json')); labels = json.load(open('labels.json'))",
+              f"y, _ = librosa.load('song.wav', sr=cfg['sr'], mono=True, res_type='soxr_hq')",
+              "# ... features and windows as in 'Input' above -> x",
+              "sess = ort.InferenceSession('model.onnx')",
+              "p = sess.run(None, {sess.get_inputs()[0].name: x})[0]" +
+              ("[0]  # x: (1, windows, ...)" if inp["track_model"] else ".mean(axis=0)  # x: (windows, ...)"),
+              "T = json.load(open('calibration.json'))['temperature']; p = p ** (1 / T); p /= p.sum()",
+              "print(sorted(zip(p, labels), reverse=True)[:3])", "```", ""]
+    return "\n".join(lines)
