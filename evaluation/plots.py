@@ -103,6 +103,40 @@ def plot_roc(figs: dict, path, title: str = "one-vs-rest ROC") -> Path:
     return _save(fig, path)
 
 
+def plot_reliability(before: dict, after: dict, path, title: str = "reliability diagram",
+                     temperature: float | None = None) -> Path:
+    """Top-label reliability diagrams side by side, before and after temperature scaling (bins
+    from ``evaluation.calibration.reliability_bins``): bars of accuracy per confidence bin, the
+    gap to the diagonal shaded, the share of predictions per bin as a thin histogram."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    for ax, bins, name in ((axes[0], before, "before scaling"),
+                           (axes[1], after, f"after scaling (T = {temperature:.3g})" if temperature else "after scaling")):
+        edges = np.asarray(bins["edges"], dtype=float)
+        width = np.diff(edges)
+        n = max(1, sum(bins["count"]))
+        acc = np.array([a if a is not None else 0.0 for a in bins["accuracy"]])
+        conf = np.array([c if c is not None else 0.0 for c in bins["confidence"]])
+        have = np.array([c > 0 for c in bins["count"]])
+        ax.bar(edges[:-1][have], acc[have], width[have], align="edge", color="tab:blue", edgecolor="black",
+               lw=0.5, label="accuracy")
+        ax.bar(edges[:-1][have], (conf - acc)[have], width[have], bottom=acc[have], align="edge",
+               color="tab:red", alpha=0.3, edgecolor="tab:red", lw=0.5, label="gap to confidence")
+        ax.bar(edges[:-1], np.array(bins["count"]) / n * 0.25, width, align="edge", color="gray", alpha=0.5,
+               label="share of predictions (x0.25)")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ece = sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], acc, conf) if c)
+        ax.set_title(f"{name} — ECE {ece:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("top probability (confidence)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_real_vs_generated(real: dict, fake: dict, path) -> Path:
     """One real and one generated MFCC sequence per genre (time across, coefficients up)."""
     plt = _plt()

@@ -66,7 +66,7 @@ def created_or_absent(folder: Path):
 
 
 RESULT_FILES = ("metrics.json", "report.md", "confusion.png", "confusion_clip.png", "per_genre.png", "roc.png",
-                "curves.png", "tempo_scatter.png")
+                "curves.png", "tempo_scatter.png", "reliability.png")
 
 
 def check_results_folder(out: Path) -> None:
@@ -114,18 +114,73 @@ def check_leakage(run: Run, track_ids) -> None:
                         f"(e.g. {overlap[0]}); evaluating on them would inflate the figures")
 
 
+def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:
+    """ECE (15 bins), NLL and reliability bins before and after the run's temperature, at track
+    level (mean window probabilities, what predict prints) and clip level."""
+    from evaluation.calibration import N_BINS, calibration_figures
+    from evaluation.metrics import aggregate_tracks
+
+    T = run.temperature
+    _, ty, tp = aggregate_tracks(track_ids, y, proba)
+    out = {"temperature": T, "bins": N_BINS, "track": calibration_figures(tp, ty, T, N_BINS),
+           "clip": calibration_figures(proba, y, T, N_BINS)}
+    if not run.calibration:
+        out["note"] = "this run was made before genrekit calibrated runs: T = 1, so after = before"
+    elif run.calibration.get("note"):
+        out["note"] = f"T = {T:.3g}: {run.calibration['note']}"
+    return out
+
+
+def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, threshold: float | None) -> dict:
+    """Rejection at ``threshold`` (None: the run's own) of calibrated track probabilities: the
+    share of unknown music rejected, the share of known music accepted and the accuracy kept."""
+    from evaluation.calibration import apply_temperature, open_set_figures
+    from evaluation.metrics import aggregate_tracks
+
+    T = run.temperature
+    _, ty, tp = aggregate_tracks(known_ids, y, proba)
+    tu = np.zeros((0, len(run.labels)))
+    out: dict = {}
+    if len(unknown_ids):
+        _, _, tu = aggregate_tracks(unknown_ids, np.zeros(len(unknown_ids), int), unknown_proba)
+        top = np.bincount(tu.argmax(axis=1), minlength=len(run.labels))
+        out["unknown_as"] = {run.labels[i]: int(top[i]) for i in np.argsort(-top, kind="stable") if top[i]}
+    source = "--reject-threshold" if threshold is not None else "the run's threshold, chosen on its validation split"
+    threshold = threshold if threshold is not None else run.reject_threshold
+    if threshold is None:
+        out.update({"threshold": None, "unknown_n": int(len(tu)),
+                    "note": "no rejection threshold: the run has none (made before calibration, or without a "
+                            "validation split); pass --reject-threshold P"})
+        return out
+    figs = open_set_figures(apply_temperature(tp, T), ty, apply_temperature(tu, T) if len(tu) else tu, threshold)
+    return {**figs, "threshold_source": source, **out}
+
+
 def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: str, context: list[str],
-                  batch_size: int = 32, split: str = "test") -> dict:
+                  batch_size: int = 32, split: str = "test", reject_threshold: float | None = None) -> dict:
     """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``;
-    the results are labelled with ``split``."""
+    the results are labelled with ``split``. Rows of genre ``unknown`` (music of none of the
+    run's genres) are kept out of the classification figures and give the open-set figures."""
+    from evaluation.calibration import UNKNOWN
     from evaluation.metrics import evaluate_predictions
 
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
     check_leakage(run, {r["track_id"] for r in rows})
+    unknown = [r for r in rows if r["genre"] == UNKNOWN and UNKNOWN not in run.labels]
+    rows = [r for r in rows if not (r["genre"] == UNKNOWN and UNKNOWN not in run.labels)]
+    if not rows:
+        raise UserError(f"nothing to evaluate: every track is `{UNKNOWN}`; known genres are needed too "
+                        "(the accuracy kept is measured on them)")
     y = label_ids(rows, run.labels)
-    proba = run.predict_rows(folder, rows, batch_size)
-    res = evaluate_predictions([r["track_id"] for r in rows], y, proba, run.labels)
+    both = run.predict_rows(folder, rows + unknown, batch_size)
+    proba, unknown_proba = both[:len(rows)], both[len(rows):]
+    ids = [r["track_id"] for r in rows]
+    res = evaluate_predictions(ids, y, proba, run.labels)
+    res["calibration"] = calibration_results(run, ids, y, proba)
+    if unknown or reject_threshold is not None or run.reject_threshold is not None:
+        res["open_set"] = open_set_results(run, ids, y, proba, [r["track_id"] for r in unknown], unknown_proba,
+                                           reject_threshold)
     res["run"] = str(run.path)
     res["arch"] = run.arch
     res["split"] = split
@@ -147,12 +202,22 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
     plot_confusion(res["clip"]["confusion"], run.labels, out / "confusion_clip.png", f"{title} — clips")
     plot_per_genre(res["track"], run.labels, out / "per_genre.png", f"{title} — per genre (tracks)")
     plot_roc(res["track"], out / "roc.png", f"{title} — ROC (tracks)")
+    if res.get("calibration"):
+        from evaluation.plots import plot_reliability
+
+        cal = res["calibration"]["track"]
+        plot_reliability(cal["reliability_before"], cal["reliability_after"], out / "reliability.png",
+                         f"{title} — reliability (tracks)", temperature=res["calibration"]["temperature"])
+        plots["reliability diagram before/after temperature scaling (track level)"] = "reliability.png"
     hist = run.path / HISTORY
     if hist.is_file() and read_csv(hist):
         plot_history(read_csv(hist), out / "curves.png", f"{run.arch} training curves")
         plots["training curves"] = "curves.png"
     write_json_atomic(out / METRICS, res, only_if_changed=False)
-    write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots), only_if_changed=False)
+    from evaluation.calibration import calibration_report
+
+    write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots)
+                      + calibration_report(res.get("calibration"), res.get("open_set")), only_if_changed=False)
 
 
 def check_feature_config(run: Run, data: Path) -> FeatureConfig:
@@ -164,7 +229,8 @@ def check_feature_config(run: Run, data: Path) -> FeatureConfig:
     return fc
 
 
-def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32, tempo_file=None) -> dict:
+def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32, tempo_file=None,
+             reject_threshold: float | None = None) -> dict:
     """Evaluate a run on ``split`` of a feature folder; results go to ``out`` (default
     ``RUN/eval/<split>/``), labelled with the split."""
     check_split_name(split)
@@ -186,11 +252,12 @@ def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32
         raise UserError(f"the {split} split of {data} has no {run.kind} rows")
     context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data}`, split `{split}`",
                f"feature config fingerprint {fc.fingerprint()}"]
-    return evaluate_rows(run, data, rows, out, f"{run.arch} on the {split} split", context, batch_size, split)
+    return evaluate_rows(run, data, rows, out, f"{run.arch} on the {split} split", context, batch_size, split,
+                         reject_threshold)
 
 
 def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: int = 1,
-                    batch_size: int = 32, progress: bool = True) -> dict:
+                    batch_size: int = 32, progress: bool = True, reject_threshold: float | None = None) -> dict:
     """Score a run on a folder-per-genre audio set (e.g. one built by fetch-spotify): render its
     features with the run's own feature config (no augmentation, every track in "test"), then
     evaluate through the same code as ``genrekit evaluate``."""
@@ -202,10 +269,13 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     if run.task != "genre":
         raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
     genres = sorted({t.genre for t in find_tracks(audio_dir)})
-    unknown = [g for g in genres if g not in run.labels]
+    from evaluation.calibration import UNKNOWN
+
+    unknown = [g for g in genres if g not in run.labels and g != UNKNOWN]
     if unknown:
         raise UserError(f"genre folder(s) {', '.join(unknown)} in {audio_dir} are not among the run's labels "
-                        f"({', '.join(run.labels)}); rename or remove them")
+                        f"({', '.join(run.labels)}); rename or remove them (music of none of the labels goes "
+                        f"into a folder named `{UNKNOWN}`: it gives the rejection figures)")
     out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
     check_results_folder(out)
     run.model()
@@ -226,7 +296,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
                    f"data: `{audio_dir}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
                    f"see `{features_dir}/report.md`)", "features rendered with the run's own feature config"]
         return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context,
-                             batch_size, split="test")
+                             batch_size, split="test", reject_threshold=reject_threshold)
 
 
 def format_metrics(res: dict) -> str:
@@ -242,7 +312,28 @@ def format_metrics(res: dict) -> str:
         f"{'F1 macro':12s} {c['f1_macro']:8.3f} {t['f1_macro']:8.3f}",
         f"{'F1 micro':12s} {c['f1_micro']:8.3f} {t['f1_micro']:8.3f}",
         f"{'AUC macro':12s} {c['auc_macro'] or float('nan'):8.3f} {t['auc_macro'] or float('nan'):8.3f}",
-        f"(n = {c['n']} clips, {t['n']} tracks)"])
+        f"(n = {c['n']} clips, {t['n']} tracks)"] + _calibration_lines(res))
+
+
+def _calibration_lines(res: dict) -> list[str]:
+    lines = []
+    cal = res.get("calibration")
+    if cal:
+        c, t = cal["clip"], cal["track"]
+        lines.append(f"{'ECE before':12s} {c['ece_before']:8.3f} {t['ece_before']:8.3f}   "
+                     f"(15 bins; temperature T = {cal['temperature']:.3g})")
+        lines.append(f"{'ECE after':12s} {c['ece_after']:8.3f} {t['ece_after']:8.3f}")
+    o = res.get("open_set")
+    if o and o.get("threshold") is not None:
+        def pct(x):
+            return "n/a" if x is None else f"{100 * x:.1f}%"
+
+        lines.append(f"open set (threshold {o['threshold']:.3f}): unknown rejected {pct(o['unknown_rejected'])} "
+                     f"of {o['unknown_n']} tracks; known accepted {pct(o['known_accepted'])}, "
+                     f"accuracy kept {pct(o['accuracy_kept'])}")
+    elif o:
+        lines.append(f"open set: {o['unknown_n']} unknown tracks; {o['note']}")
+    return lines
 
 
 def read_metrics(path: Path) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 from data_tools.audio import AUDIO_EXTENSIONS, audio_info, load_audio, stream_audio
 from data_tools.errors import AudioDecodeError
 from data_tools.features import extract, image_to_input
+from genrekit.errors import UserError
 from genrekit.runs import Run
 from genrekit.trackhead import predict_track
 from models.track import is_track_model
@@ -191,10 +192,34 @@ def expand_inputs(items) -> list[tuple[str, str | None]]:
     return out
 
 
-def predict_files(files: list[str], run_path, top_k: int = 3) -> list[dict]:
+def reject_threshold_for(run: Run, reject: bool, threshold: float | None) -> float | None:
+    """The rejection threshold to use: ``threshold`` when given (it implies ``reject``), else the
+    run's own (chosen on its validation split) when ``reject``; None for no rejection."""
+    if threshold is None and not reject:
+        return None
+    if run.task != "genre":
+        raise UserError(f"{run.path} is a {run.task} run; --reject is for genre classifiers")
+    if threshold is not None:
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 <= threshold <= 1):
+            raise UserError(f"--reject-threshold must be a probability in [0, 1], got {threshold!r}")
+        return float(threshold)
+    if run.reject_threshold is None:
+        raise UserError(f"{run.path} has no rejection threshold (made before genrekit calibrated runs, or "
+                        "trained without a validation split): pass --reject-threshold P")
+    return run.reject_threshold
+
+
+def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = False,
+                  reject_threshold: float | None = None) -> list[dict]:
     """Top-k genres (or a tempo) for each file; a file that cannot be analysed gets ``error``.
-    Folders stand for the audio files below them."""
+    Folders stand for the audio files below them. Genre probabilities are calibrated with the
+    run's temperature. With ``reject`` (or an explicit ``reject_threshold``) each result also
+    gets ``genre``: the top genre, or ``unknown`` when its probability is below the threshold."""
+    from evaluation.calibration import UNKNOWN, apply_temperature
+
     run = Run(run_path)
+    threshold = reject_threshold_for(run, reject, reject_threshold)
+    temperature = run.temperature if run.task == "genre" else 1.0
     k = max(1, min(top_k, len(run.labels)))
     out = []
     for f, problem in expand_inputs(files):
@@ -210,8 +235,13 @@ def predict_files(files: list[str], run_path, top_k: int = 3) -> list[dict]:
                 if run.task == "tempo":
                     entry["bpm"] = round(float(p[0]), 1)
                 else:
+                    p = apply_temperature(p, temperature)
                     order = np.argsort(-p)[:k]
                     entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
+                    if threshold is not None:
+                        entry["rejected"] = bool(p[order[0]] < threshold)
+                        entry["genre"] = UNKNOWN if entry["rejected"] else run.labels[order[0]]
+                        entry["reject_threshold"] = round(threshold, 4)
         out.append(entry)
     return out
 
@@ -226,6 +256,9 @@ def format_table(results: list[dict]) -> str:
             lines.append(f"{r['file']}: {r['bpm']:.1f} BPM")
             continue
         tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
+        if r.get("rejected"):
+            tops = (f"unknown (top probability {r['top'][0]['probability'] * 100:.1f}% < threshold "
+                    f"{r['reject_threshold'] * 100:.1f}%)  {tops}")
         tempo = f"  (tempo {r['tempo_bpm']:.1f} BPM)" if "tempo_bpm" in r else ""
         padded = f"  (shorter than one window: {r['padded_s']:.1f} s filled)" if "padded_s" in r else ""
         lines.append(f"{r['file']}: {tops}{tempo}{padded}")

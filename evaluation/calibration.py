@@ -1,0 +1,233 @@
+"""Calibration and open-set rejection on class probabilities (plain NumPy functions).
+
+Temperature scaling (Guo et al., "On calibration of modern neural networks", ICML 2017)
+divides a model's logits by one number T fitted on held-out data. genrekit's models output
+softmax probabilities (the default track model musicnn_lr outputs one probability vector per
+track), so it is applied to probabilities as ``p ** (1 / T)`` renormalised, which equals
+``softmax(logits / T)``. T > 1 softens over-confident probabilities, T < 1 sharpens
+under-confident ones; the ranking of the classes (top-1, top-k) never changes.
+
+Expected calibration error (Naeini et al., AAAI 2015; Guo et al. 2017) is the top-label
+version: predictions are put into ``n_bins`` equal-width bins of their top probability and
+ECE is the support-weighted mean of |accuracy - mean confidence| over the bins.
+
+Open-set rejection: a track whose top calibrated probability is below a threshold is called
+``unknown``. :func:`choose_reject_threshold` picks the threshold that keeps a given fraction
+of held-out (known-genre) tracks accepted.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+N_BINS = 15
+T_RANGE = (0.05, 20.0)  # temperatures searched by fit_temperature
+UNKNOWN = "unknown"  # the answer of a rejected prediction, and the folder name of unknown music
+
+
+def _check_proba(proba) -> np.ndarray:
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise ValueError(f"probabilities must be a (samples, classes) array, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("probabilities must be finite and non-negative")
+    return p
+
+
+def _check_temperature(temperature) -> float:
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}")
+    return t
+
+
+def apply_temperature(proba, temperature: float) -> np.ndarray:
+    """Probabilities ``p`` (samples x classes, or one vector) scaled by temperature ``T``:
+    ``p ** (1 / T)`` renormalised per row, computed in log space. ``T == 1`` returns the
+    probabilities renormalised and otherwise unchanged; a class at exactly 0 stays at 0."""
+    t = _check_temperature(temperature)
+    p = np.asarray(proba, dtype=np.float64)
+    one = p.ndim == 1
+    p = _check_proba(p[None] if one else p)
+    with np.errstate(divide="ignore"):
+        logp = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), -np.inf) / t
+    top = logp.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp(logp - top)
+    s = e.sum(axis=1, keepdims=True)
+    out = np.divide(e, s, out=np.full_like(e, 1.0 / e.shape[1]), where=s > 0)
+    return out[0] if one else out
+
+
+def nll(proba, y_true) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities floored at 1e-12)."""
+    p = _check_proba(proba)
+    y = np.asarray(y_true, dtype=int)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
+def fit_temperature(proba, y_true, t_range: tuple[float, float] = T_RANGE) -> float:
+    """The temperature that minimises the NLL of ``y_true`` under ``apply_temperature(proba, T)``.
+
+    The NLL is convex in 1/T (it is ``-z_y / T + logsumexp(z / T)`` with ``z = log p``), so a
+    coarse log-spaced grid followed by a golden-section search around its best point finds
+    the minimum; T is kept inside ``t_range``."""
+    p = _check_proba(proba)
+    y = np.asarray(y_true, dtype=int)
+    if len(y) == 0 or len(y) != len(p):
+        raise ValueError("need one true class per probability row (and at least one row)")
+    lo, hi = math.log(t_range[0]), math.log(t_range[1])
+
+    def f(log_t: float) -> float:
+        return nll(apply_temperature(p, math.exp(log_t)), y)
+
+    grid = np.linspace(lo, hi, 61)
+    vals = [f(g) for g in grid]
+    i = int(np.argmin(vals))
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(40):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    best = (a + b) / 2
+    if vals[i] < f(best):  # a flat NLL (e.g. every prediction one-hot): keep the grid's point
+        best = grid[i]
+    return float(math.exp(best))
+
+
+def reliability_bins(proba, y_true, n_bins: int = N_BINS) -> dict:
+    """Top-label reliability table: per equal-width confidence bin, the number of predictions,
+    their mean top probability (confidence) and their accuracy (None for an empty bin)."""
+    p = _check_proba(proba)
+    y = np.asarray(y_true, dtype=int)
+    conf = p.max(axis=1)
+    hit = (p.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    count, confidence, accuracy = [], [], []
+    for b in range(n_bins):
+        m = idx == b
+        count.append(int(m.sum()))
+        confidence.append(float(conf[m].mean()) if m.any() else None)
+        accuracy.append(float(hit[m].mean()) if m.any() else None)
+    return {"edges": edges.round(6).tolist(), "count": count, "confidence": confidence, "accuracy": accuracy}
+
+
+def expected_calibration_error(proba, y_true, n_bins: int = N_BINS) -> float:
+    """Top-label ECE over ``n_bins`` equal-width bins: sum over bins of
+    (bin size / n) * |bin accuracy - bin mean confidence|."""
+    bins = reliability_bins(proba, y_true, n_bins)
+    n = sum(bins["count"])
+    if n == 0:
+        raise ValueError("no predictions")
+    return float(sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"])
+                     if c))
+
+
+def calibration_figures(proba, y_true, temperature: float, n_bins: int = N_BINS) -> dict:
+    """ECE, NLL and reliability bins before and after temperature scaling."""
+    after = apply_temperature(proba, temperature)
+    return {"temperature": float(temperature), "bins": n_bins,
+            "ece_before": expected_calibration_error(proba, y_true, n_bins),
+            "ece_after": expected_calibration_error(after, y_true, n_bins),
+            "nll_before": nll(proba, y_true), "nll_after": nll(after, y_true),
+            "reliability_before": reliability_bins(proba, y_true, n_bins),
+            "reliability_after": reliability_bins(after, y_true, n_bins)}
+
+
+def choose_reject_threshold(proba, accept: float = 0.95) -> float:
+    """The largest threshold on the top probability that keeps at least ``accept`` of these
+    (known-genre, held-out) predictions accepted (top probability >= threshold)."""
+    p = _check_proba(proba)
+    if not 0 < accept <= 1:
+        raise ValueError(f"accept must be in (0, 1], got {accept!r}")
+    conf = np.sort(p.max(axis=1))
+    k = int(math.floor((1.0 - accept) * len(conf) + 1e-9))  # how many may fall below
+    return float(conf[min(k, len(conf) - 1)])
+
+
+def rejected(proba, threshold: float | None) -> np.ndarray:
+    """Boolean per row: is its top probability below ``threshold`` (None: nothing rejected)?"""
+    p = _check_proba(proba)
+    if threshold is None:
+        return np.zeros(len(p), dtype=bool)
+    return p.max(axis=1) < float(threshold)
+
+
+def open_set_figures(known_proba, known_true, unknown_proba, threshold: float) -> dict:
+    """What rejection at ``threshold`` does: the share of unknown music rejected, the share of
+    known music accepted, the top-1 accuracy of the accepted known tracks, and the accuracy
+    kept: correct known predictions still accepted / correct known predictions without
+    rejection. Either side may be empty (its figures are then None)."""
+    out: dict = {"threshold": float(threshold)}
+    kp = np.asarray(known_proba, dtype=np.float64).reshape(-1, np.shape(known_proba)[-1]) \
+        if np.size(known_proba) else None
+    if kp is not None and len(kp):
+        y = np.asarray(known_true, dtype=int)
+        acc = ~rejected(kp, threshold)
+        hit = kp.argmax(axis=1) == y
+        out.update({"known_n": int(len(y)), "known_accepted": float(acc.mean()),
+                    "known_top1": float(hit.mean()),
+                    "known_top1_accepted": float(hit[acc].mean()) if acc.any() else None,
+                    "accuracy_kept": float((hit & acc).sum() / hit.sum()) if hit.any() else None})
+    else:
+        out.update({"known_n": 0, "known_accepted": None, "known_top1": None, "known_top1_accepted": None,
+                    "accuracy_kept": None})
+    up = np.asarray(unknown_proba, dtype=np.float64)
+    if up.size:
+        up = up.reshape(-1, up.shape[-1])
+        out.update({"unknown_n": int(len(up)), "unknown_rejected": float(rejected(up, threshold).mean())})
+    else:
+        out.update({"unknown_n": 0, "unknown_rejected": None})
+    return out
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def calibration_report(calibration: dict | None, open_set: dict | None) -> str:
+    """report.md sections: ECE before/after temperature scaling, and open-set figures."""
+    L: list[str] = []
+    if calibration:
+        T = calibration["temperature"]
+        L += ["", f"## Calibration (temperature scaling, T = {T:.3g})", "",
+              calibration.get("note") or "T was fitted on the run's validation split at the end of training "
+              "(NLL of its track-level probabilities); top-1 and top-2 are unchanged by it.", ""]
+        rows = []
+        for level in ("track", "clip"):
+            f = calibration.get(level)
+            if f:
+                rows.append(f"| {level} | {f['ece_before']:.4f} | {f['ece_after']:.4f} | "
+                            f"{f['nll_before']:.4f} | {f['nll_after']:.4f} |")
+        L += [f"| level | ECE ({calibration.get('bins', N_BINS)} bins) before | ECE after | NLL before | NLL after |",
+              "| --- | --- | --- | --- | --- |", *rows]
+    if open_set:
+        th = open_set.get("threshold")
+        L += ["", "## Open set (`unknown` music)", ""]
+        if th is None:
+            L += [open_set.get("note", "no rejection threshold")]
+        else:
+            L += [f"A track is rejected (`unknown`) when its top calibrated probability is below {th:.4f}"
+                  f" ({open_set.get('threshold_source', 'the run')}).", "",
+                  "| figure | value |", "| --- | --- |",
+                  f"| unknown tracks | {open_set['unknown_n']} |",
+                  f"| unknown tracks rejected (%) | {_pct(open_set['unknown_rejected'])} |",
+                  f"| known tracks | {open_set['known_n']} |",
+                  f"| known tracks accepted (%) | {_pct(open_set['known_accepted'])} |",
+                  f"| top-1 of known tracks, no rejection (%) | {_pct(open_set['known_top1'])} |",
+                  f"| top-1 of accepted known tracks (%) | {_pct(open_set['known_top1_accepted'])} |",
+                  f"| accuracy kept: correct known tracks still accepted (%) | {_pct(open_set['accuracy_kept'])} |"]
+        if open_set.get("unknown_as"):
+            L += ["", "Unknown tracks' top genre (before rejection): "
+                  + ", ".join(f"{g} {n}" for g, n in open_set["unknown_as"].items())]
+    return "\n".join(L) + ("\n" if L else "")
