@@ -12,6 +12,7 @@ Keras layers to load, predict and export.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from genrekit.errors import UserError
 from models.track import pool_track, window_embedder
 
 C_GRID = np.logspace(-4, 2, 13)  # candidate C values (inverse L2 strength) for the inner CV
-EMBED_BATCH_WINDOWS = 256  # windows embedded per call: bounds memory whatever the data size
+EMBED_BATCH_WINDOWS = 256  # windows loaded from disk at a time (whole tracks)
+EMBED_STEP = 32  # windows per backbone call (as Keras' predict batches)
 
 
 def track_groups(rows: list[dict]) -> list[list[int]]:
@@ -50,7 +52,7 @@ def pooled_embeddings(model, folder, rows: list[dict], groups: list[list[int]], 
         if not np.isfinite(x).all():
             raise UserError(f"feature files of {folder} hold NaN or infinite values "
                             f"(e.g. near {rows[batch[0][0]]['path']}); re-render them with `genrekit augment`")
-        emb = np.asarray(embedder(x, training=False))
+        emb = embed_windows(embedder, x)
         start = 0
         for ix in batch:
             out.append(pool_track(emb[start:start + len(ix)], stats))
@@ -83,7 +85,10 @@ def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_
     k = min(folds, min(tracks_per_class))
     if k >= 2:
         splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(z, y, groups))
-        clf = LogisticRegressionCV(Cs=C_GRID, cv=splits, max_iter=5000, random_state=seed).fit(z, y)
+        with warnings.catch_warnings():  # scikit-learn's notices of future defaults; these are set here
+            warnings.simplefilter("ignore", FutureWarning)
+            clf = LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="accuracy", max_iter=5000,
+                                       random_state=seed).fit(z, y)
         c = float(clf.C_[0])
     else:  # too few tracks per genre to cross-validate: a strongly regularised default
         c = 0.01
@@ -121,9 +126,25 @@ def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: in
             "tracks": int(len(set(gtrack))), "pooled_features": int(x.shape[1])}
 
 
+def embed_windows(embedder, x: np.ndarray) -> np.ndarray:
+    """The backbone's embedding of each window, ``EMBED_STEP`` windows per call: musicnn's
+    front-end holds ~10 MB of activations per window, so one call on a few hundred windows
+    would cost gigabytes."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.concatenate([np.asarray(embedder(x[i:i + EMBED_STEP], training=False))
+                           for i in range(0, len(x), EMBED_STEP)])
+
+
 def predict_track(model, windows: np.ndarray) -> np.ndarray:
-    """Class probabilities of one track from its (windows, ...) inputs."""
-    return np.asarray(model(windows[None].astype(np.float32), training=False))[0]
+    """Class probabilities of one track from its (windows, ...) inputs: the model's own layers,
+    the backbone run ``EMBED_STEP`` windows at a time (bounded memory for long tracks)."""
+    windows = np.asarray(windows, dtype=np.float32)
+    if len(windows) <= EMBED_STEP:
+        return np.asarray(model(windows[None], training=False))[0]
+    emb = embed_windows(window_embedder(model), windows)
+    shape_only = np.zeros((1, len(windows), 1), dtype=np.float32)  # the pooling reads (tracks, windows)
+    pooled = model.get_layer("track_pooling")([emb, shape_only])
+    return np.asarray(model.get_layer("predictions")(pooled))[0]
 
 
 def predict_track_rows(model, folder, rows: list[dict]) -> np.ndarray:

@@ -143,3 +143,16 @@ def test_track_head_refuses_keras_only_options(tmp_path, tiny_features, capsys, 
                  *extra]) == 2
     assert needle in capsys.readouterr().err
     assert not Path(tmp_path / "r").exists()
+
+
+def test_long_tracks_are_embedded_in_steps_with_the_same_answer():
+    from genrekit.trackhead import EMBED_STEP, predict_track
+    from models import build_model
+
+    m = build_model("musicnn_lr", (187, 96), 3, weights="none")
+    rng = np.random.default_rng(3)
+    k, b = rng.normal(size=(3012, 3)).astype(np.float32) * 0.01, np.zeros(3, np.float32)
+    m.get_layer("predictions").set_weights([k, b])
+    x = rng.normal(size=(EMBED_STEP + 5, 187, 96)).astype(np.float32)
+    whole = np.asarray(m(x[None], training=False))[0]
+    np.testing.assert_allclose(predict_track(m, x), whole, atol=1e-5)
