@@ -283,7 +283,7 @@ CASES = [
          "format"),
     Case("export-keras-onto-a-folder", lambda ws, w: [(ws / "o").mkdir(), (ws / "o" / "mine.txt").write_text("x"),
                                                       "export", "--model", str(w.run), "--format", "keras",
-                                                      "--out", str(ws / "o")][2:], "is a folder"),
+                                                      "--out", str(ws / "o")][2:], "not a genrekit export bundle"),
     Case("export-saved-model-onto-a-user-folder", lambda ws, w: [
         (ws / "feats").mkdir(), (ws / "feats" / "thesis.docx").write_text("x"),
         "export", "--model", str(w.run), "--format", "saved_model", "--out", str(ws / "feats")][2:], "exists"),

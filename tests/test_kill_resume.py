@@ -132,7 +132,7 @@ def test_export_killed_midway_keeps_the_previous_export(tiny_features, tmp_path)
     assert first.returncode == 0, first.stderr
     target = run / "export" / "saved_model"
     snapshot = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
-    _kill_when(args, env, lambda: any((run / "export").glob(".genrekit-tmp-*/saved_model")))
+    _kill_when(args, env, lambda: any(run.glob(".genrekit-tmp-*/export/saved_model")))  # the bundle being built
     assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == snapshot
     r = _genrekit(args, env)
     assert r.returncode == 0, r.stderr
@@ -140,4 +140,6 @@ def test_export_killed_midway_keeps_the_previous_export(tiny_features, tmp_path)
     x = np.random.default_rng(0).random((2, *model.input_shape[1:])).astype("float32")
     np.testing.assert_allclose(run_exported(target, "saved_model", x), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
     assert _leftovers(run) == [] and list((tmp_path / "systmp").iterdir()) == []
-    assert sorted(p.name for p in (run / "export").iterdir()) == ["saved_model"]
+    assert sorted(p.name for p in (run / "export").iterdir()) == sorted([
+        "saved_model", "labels.json", "feature_config.json", "calibration.json", "MODEL_CARD.md", "model_card.json",
+        "genrekit_export.json"])

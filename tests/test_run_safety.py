@@ -60,12 +60,12 @@ def test_export_never_deletes_or_replaces_what_it_did_not_write(run_copy, tmp_pa
     (tmp_path / "model.tflite").write_bytes(b"my own file")
     (tmp_path / "other.keras").write_bytes(b"not a keras zip")
     before = _tree(tmp_path)
-    for fmt, out, says in [("saved_model", user, "not a genrekit SavedModel export"),
-                           ("saved_model", run_copy.parent, "not a genrekit SavedModel export"),  # the run's parent
-                           ("saved_model", run_copy, "not a genrekit SavedModel export"),
-                           ("keras", user, "is a folder"),
-                           ("keras", tmp_path / "exports", "ending in .keras"),
-                           ("tflite", user, "is a folder"),
+    for fmt, out, says in [("saved_model", user, "not a genrekit export bundle"),
+                           ("saved_model", run_copy.parent, "not a genrekit export bundle"),  # the run's parent
+                           ("saved_model", run_copy, "not a genrekit export bundle"),
+                           ("keras", user, "not a genrekit export bundle"),
+                           ("keras", tmp_path / "exports.tflite", "names one tflite file"),
+                           ("tflite", user, "not a genrekit export bundle"),
                            ("tflite", tmp_path / "model.tflite", "not a tflite model file"),
                            ("keras", tmp_path / "other.keras", "not a keras model file")]:
         line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
@@ -80,7 +80,7 @@ def test_export_replaces_its_own_previous_export(run_copy, tmp_path, capsys):
     for fmt, out in (("saved_model", tmp_path / "sm"), ("keras", tmp_path / "m.keras"), ("tflite", None)):
         args = ["export", "--model", str(run_copy), "--format", fmt] + (["--out", str(out)] if out else [])
         assert main(args) == 0 and main(args) == 0, capsys.readouterr().err
-    assert (tmp_path / "sm" / EXPORT_MARKER).is_file() and (tmp_path / "sm" / "saved_model.pb").is_file()
+    assert (tmp_path / "sm" / EXPORT_MARKER).is_file() and (tmp_path / "sm" / "saved_model" / "saved_model.pb").is_file()
     assert zipfile.is_zipfile(tmp_path / "m.keras")
     assert (run_copy / "export" / "model.tflite").read_bytes()[4:8] == b"TFL3"
     assert _leftovers(tmp_path) == []
