@@ -268,6 +268,24 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_embed(a) -> int:
+    from genrekit.embed import FORMATS, backbone_embedder, embed_files, run_embedder
+
+    if (a.model is None) == (a.backbone is None):
+        raise UserError("give either --model RUN or --backbone musicnn")
+    unknown = [f for f in a.format if f not in FORMATS]
+    if unknown or not a.format:
+        raise UserError(f"unknown --format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
+    emb = run_embedder(a.model) if a.model else backbone_embedder(a.backbone, a.weights, a.layer)
+    results = embed_files(a.files, a.out, emb, a.format, progress=sys.stderr.isatty())
+    for r in results:
+        if "error" in r:
+            print(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['file']}: {r['windows']} windows x {r['dims']} -> {', '.join(r['outputs'])}")
+    return 2 if any("error" in r for r in results) else 0
+
+
 # -- evaluate / compare / cv -----------------------------------------------------------------
 
 def cmd_evaluate(a) -> int:
@@ -490,6 +508,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="bundle folder (default RUN/export/); a path ending in .keras, "
                                                 ".tflite or .onnx writes that model file alone")
     ex.set_defaults(func=cmd_export)
+
+    em = sub.add_parser("embed", help="per-window embeddings of audio files (.npy / CSV with start times) from a "
+                                      "run or a pretrained backbone")
+    em.add_argument("files", nargs="+", help="audio files or folders (recursive)")
+    em.add_argument("--model", default=None, help="run folder whose backbone embeds the windows")
+    em.add_argument("--backbone", default=None, help="a pretrained backbone instead of a run: musicnn")
+    em.add_argument("--weights", default="msd", help="--backbone musicnn: msd, mtt or none (random; for tests)")
+    em.add_argument("--layer", default="penultimate", help="--backbone musicnn: penultimate (200-d), pooled "
+                                                         "(1,506-d) or taggram (50 tags)")
+    em.add_argument("--format", type=_names, default=("npy", "csv"), help="npy,csv (default both)")
+    em.add_argument("--out", required=True, help="folder for the embeddings (made new, or one embed made)")
+    em.set_defaults(func=cmd_embed)
 
     ev = sub.add_parser("evaluate", help="figures, plots and report for a run on a split of a feature folder")
     ev.add_argument("--model", required=True, help="run folder")

@@ -131,16 +131,21 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
     model = run.model()
     track = is_track_model(model)
     data = run.config.get("data") or {}
+    evals = evaluations(run)
+    split_tracks = {s: len(data.get(f"{s}_tracks") or []) for s in ("train", "valid", "test")
+                    if data.get(f"{s}_tracks") is not None}
+    for e in evals:  # the test tracks are not listed in config.json: train_metrics.json counts them
+        if e["source"] == "train_metrics.json" and e["split"] not in split_tracks and "n" in e.get("track", {}):
+            split_tracks[e["split"]] = e["track"]["n"]
     return {
         "name": run.path.name, "arch": run.arch, "phase": run.config.get("phase"), "task": run.task,
         "classes": list(run.labels), "files": {f: MODEL_FILES[f] for f in formats},
         "training_data": {"folder": data.get("folder"), "manifest_sha256": data.get("manifest_sha256"),
-                          "split_tracks": {s: len(data.get(f"{s}_tracks") or []) for s in ("train", "valid", "test")
-                                           if data.get(f"{s}_tracks") is not None},
+                          "split_tracks": split_tracks,
                           "split_rows": {s: data.get(f"{s}_rows") for s in ("train", "valid", "test")
                                          if data.get(f"{s}_rows") is not None},
                           "seed": run.config.get("seed"), "weights": run.config.get("weights")},
-        "evaluations": evaluations(run),
+        "evaluations": evals,
         "input": input_spec(run, track),
         "output": {"probabilities": f"softmax over the {len(run.labels)} classes in labels.json order",
                    "aggregation": "the model pools all windows of the track" if track else

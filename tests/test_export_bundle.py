@@ -81,7 +81,7 @@ def test_bundle_is_self_describing(lr_run, tmp_path, capsys):
             inp["window_frames"], inp["track_model"]) == ("musicnn", 16000, 512, 256, 96, 187, True)
     assert inp["window_seconds"] == pytest.approx(187 * 256 / 16000)
     assert "log10(10000 * M + 1)" in inp["formula"]
-    assert card["training_data"]["split_tracks"]["train"] == 6
+    assert card["training_data"]["split_tracks"] == {"train": 6, "valid": 3, "test": 3}
     splits = {(e["split"], e["source"], e["out_of_domain"]) for e in card["evaluations"]}
     assert {("valid", "train_metrics.json", False), ("test", "train_metrics.json", False),
             ("test", "eval/ood_dev/metrics.json", True)} <= splits
