@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -426,26 +427,25 @@ def train(opts: TrainOptions) -> dict:
             t_base = 0.0
         elif cached:
             extractor, head = split_at_base(model)
-            ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=False, seed=opts.seed)
-            ds_va = make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False, seed=opts.seed)
+            # one pass of the frozen base over train + valid (one trace, decoded images not kept)
+            ds_all = make_dataset(data, train_rows + valid_rows, np.concatenate([y_tr, y_va]), kind,
+                                  opts.batch_size, shuffle=False, seed=opts.seed, cache=False)
             log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
-            f_tr = extractor.predict(ds_tr.map(_features_only), verbose=0)
-            f_va = extractor.predict(ds_va.map(_features_only), verbose=0)
+            f_all = extractor.predict(ds_all.map(_features_only), verbose=0)
+            f_tr, f_va = f_all[:len(train_rows)], f_all[len(train_rows):]
             t_base = time.perf_counter() - t0
             # the head trains on the cached arrays through one tf.data pipeline (shuffled per
-            # epoch, prefetched), compiled with XLA: its optimizer update over the large dense
-            # layer is one fused pass instead of several
-            compile_classifier(head, opts, lr, True if opts.xla is None else opts.xla)
+            # epoch, prefetched, the validation batches cached), not Keras' per-epoch array adapter
+            compile_classifier(head, opts, lr, jit)
             fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(
                 len(y_tr), seed=opts.seed, reshuffle_each_iteration=True)
             fds_tr = _prepare(fds_tr.batch(opts.batch_size), opts, len(labels), train=True).prefetch(2)
             fds_va = _prepare(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
                               len(labels), train=False).cache()
-            # the best full model is written once after fitting (EarlyStopping restores the best
-            # weights), not at every improving epoch: only the head changes in this phase
+            # no full-model checkpoint at every improving epoch: only the head changes in this phase,
+            # EarlyStopping restores the best weights, and checkpoint.keras is model.keras (below)
             head.fit(fds_tr, validation_data=fds_va, epochs=epochs, verbose=opts.verbose, shuffle=False,
                      callbacks=[c for c in callbacks if c is not checkpoint])
-            save_model(model, run_dir / "checkpoint.keras")
         else:
             t_base = 0.0
             ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
@@ -464,6 +464,10 @@ def train(opts: TrainOptions) -> dict:
         seconds = time.perf_counter() - t0
         check_finite_model(model)
         save_model(model, run_dir / MODEL)
+        if cached:  # the best full model, as the per-epoch checkpoint of the other paths holds it
+            tmp = run_dir / f"{TMP_PREFIX}{os.getpid()}-checkpoint.keras"
+            shutil.copyfile(run_dir / MODEL, tmp)
+            os.replace(tmp, run_dir / "checkpoint.keras")
         write_json_atomic(run_dir / LABELS, labels, only_if_changed=False)
         fc.save(run_dir)
         config = {
