@@ -185,3 +185,23 @@ def test_bundle_replaces_only_its_own(lr_run, tmp_path, capsys, monkeypatch):
     assert main(["export", "--model", str(run), "--format", "tflite", "--out", str(tmp_path / "m.tflite")]) == 0
     assert (tmp_path / "m.tflite").read_bytes()[4:8] == b"TFL3"
     assert "model file only" in capsys.readouterr().out
+
+
+def test_example_on_a_per_window_model(lr_run, tmp_path):
+    """A per-window musicnn run: the example averages the window probabilities as genrekit does."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from evaluation.calibration import apply_temperature
+    from genrekit.cli import main
+    from genrekit.export import export_bundle
+    from genrekit.predict import predict_file
+    from genrekit.runs import Run
+
+    assert main(["train", "--data", str(lr_run["tmp"] / "f"), "--arch", "musicnn", "--weights", "none", "--epochs", "1",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    run = Run(tmp_path / "run")
+    bundle = export_bundle(run.path, ["onnx"], tmp_path / "b")
+    assert json.loads((bundle / "model_card.json").read_text())["input"]["track_model"] is False
+    f = sorted((lr_run["data"] / "low").glob("*.wav"))[0]
+    want = apply_temperature(predict_file(f, run), run.temperature)
+    np.testing.assert_allclose(_example().predict(bundle, f), want, atol=1e-4)
