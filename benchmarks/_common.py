@@ -13,14 +13,16 @@ GTZAN_MINI = ROOT.parent / "shared" / "data" / "gtzan_mini" / "genres"
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v1_1.0_tfslim_imagenet_notop.weights.h5"
 
 
-def gtzan_features(out: Path, augment=("stretch", "pitch"), kinds=("mel",), workers: int = 2) -> Path:
-    """Render gtzan_mini into ``out`` (resumes if already there)."""
+def gtzan_features(out: Path, augment=("stretch", "pitch"), kinds=("mel",), workers: int = 2,
+                   genres=None) -> Path:
+    """Render gtzan_mini (or only ``genres`` of it) into ``out`` (resumes if already there)."""
     from data_tools.augment import AugmentConfig
     from data_tools.pipeline import AugmentSettings, run_augment
 
     if not GTZAN_MINI.is_dir():
         raise SystemExit(f"gtzan_mini not found at {GTZAN_MINI}")
-    settings = AugmentSettings(augment=AugmentConfig(augmentations=tuple(augment)), kinds=tuple(kinds))
+    settings = AugmentSettings(augment=AugmentConfig(augmentations=tuple(augment)), kinds=tuple(kinds),
+                               genres=tuple(genres) if genres else None)
     run_augment(GTZAN_MINI, out, settings, workers=workers, progress=False)
     return out
 
