@@ -93,6 +93,10 @@ def _make_dofn(beam):  # a beam.DoFn subclass, made here: Beam is an optional im
             except Exception:  # pragma: no cover
                 self._limits = None
 
+        def teardown(self):  # the local in-memory runner works in the launching process
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+
         def process(self, job, results_dir):
             from data_tools.fsio import write_json_atomic
             from data_tools.pipeline import process_track
