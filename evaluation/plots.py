@@ -120,8 +120,8 @@ def plot_reliability(before: dict, after: dict, path, title: str = "reliability 
         have = np.array([c > 0 for c in bins["count"]])
         ax.bar(edges[:-1][have], acc[have], width[have], align="edge", color="tab:blue", edgecolor="black",
                lw=0.5, label="accuracy")
-        ax.bar(edges[:-1][have], (conf - acc)[have], width[have], bottom=acc[have], align="edge",
-               color="tab:red", alpha=0.3, edgecolor="tab:red", lw=0.5, label="gap to confidence")
+        ax.bar(edges[:-1][have], np.abs(conf - acc)[have], width[have], bottom=np.minimum(acc, conf)[have],
+               align="edge", fill=False, hatch="///", edgecolor="tab:red", lw=0.5, label="gap to mean confidence")
         ax.bar(edges[:-1], np.array(bins["count"]) / n * 0.25, width, align="edge", color="gray", alpha=0.5,
                label="share of predictions (x0.25)")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
