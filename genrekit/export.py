@@ -123,6 +123,16 @@ def _check_bundle_target(target: Path, run: Run) -> bool:
 
 
 def _write(model, fmt: str, path: Path) -> None:
+    """Write ``model`` as ``fmt``; the converters' listings of signatures and tensors (printed
+    on stdout by Keras/TensorFlow) are kept off the command's output."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        _write_model(model, fmt, path)
+
+
+def _write_model(model, fmt: str, path: Path) -> None:
     if fmt == "keras":
         model.save(path)
     elif fmt == "saved_model":
