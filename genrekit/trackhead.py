@@ -111,9 +111,15 @@ def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_
 
 
 def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: int, seed: int = 0,
-                   log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
-    """Fit the ``predictions`` layer of a track classifier on the training rows (all their
-    variants); returns what was chosen (C, inner folds, samples)."""
+                   variants: bool = False, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
+    """Fit the ``predictions`` layer of a track classifier on the training rows: the original
+    recordings, or with ``variants`` every augmented variant too (each one more sample);
+    returns what was chosen (C, inner folds, samples)."""
+    if not variants:
+        keep = [i for i, r in enumerate(rows) if r.get("augmentation", "original") == "original"]
+        if not keep:
+            raise UserError("no original (un-augmented) training rows to fit the track head on")
+        rows, y = [rows[i] for i in keep], np.asarray(y)[keep]
     groups = track_groups(rows)
     log(f"embedding {len(rows)} windows of {len(groups)} training tracks/variants with the frozen backbone")
     x = pooled_embeddings(model, folder, rows, groups)
@@ -122,7 +128,7 @@ def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: in
     fit = fit_logistic_regression(x, gy, gtrack, n_classes, seed=seed)
     model.get_layer("predictions").set_weights([fit["kernel"], fit["bias"]])
     log(f"logistic regression: C = {fit['C']:.3g} chosen by {fit['cv_folds']}-fold inner CV grouped by track")
-    return {"C": fit["C"], "cv_folds": fit["cv_folds"], "samples": len(groups),
+    return {"C": fit["C"], "cv_folds": fit["cv_folds"], "samples": len(groups), "variants": bool(variants),
             "tracks": int(len(set(gtrack))), "pooled_features": int(x.shape[1])}
 
 

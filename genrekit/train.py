@@ -423,7 +423,8 @@ def train(opts: TrainOptions) -> dict:
         if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
             from genrekit.trackhead import fit_track_head
 
-            head_fit = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed, log=log)
+            head_fit = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
+                                      variants=bool(opts.hparams.get("variants", False)), log=log)
             t_base = 0.0
         elif cached:
             extractor, head = split_at_base(model)

@@ -82,13 +82,20 @@ def test_default_recipe_trains_predicts_and_reloads(tmp_path):
     assert main(["train", "--data", str(feats), "--weights", "none", "--out", str(run), "--quiet"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["arch"] == "musicnn_lr" and cfg["head"] == "logreg"
-    # 3 genres x 3 training tracks x 2 variants (original + pitch) pooled samples, inner CV over tracks
-    assert cfg["head_fit"]["samples"] == 18 and cfg["head_fit"]["tracks"] == 9 and cfg["head_fit"]["cv_folds"] == 3
+    # 3 genres x 3 training tracks, originals only by default; inner CV over tracks
+    assert cfg["head_fit"]["samples"] == 9 and cfg["head_fit"]["tracks"] == 9 and cfg["head_fit"]["cv_folds"] == 3
+    assert cfg["head_fit"]["variants"] is False
     metrics = json.loads((run / "train_metrics.json").read_text())
     assert metrics["test"]["track"]["n"] == 3
     assert metrics["test"]["clip"]["top1"] == metrics["test"]["track"]["top1"]  # one answer per track
     # tones of three pitches are separable even through a random backbone
     assert metrics["valid"]["track"]["top1"] >= 2 / 3
+
+    with_variants = tmp_path / "run-variants"  # original + pitch variant of each track: two samples per track
+    assert main(["train", "--data", str(feats), "--weights", "none", "--hparam", "variants=true",
+                 "--out", str(with_variants), "--quiet"]) == 0
+    hf = json.loads((with_variants / "config.json").read_text())["head_fit"]
+    assert hf["samples"] == 18 and hf["tracks"] == 9 and hf["variants"] is True
 
     r = Run(run)  # reloads in safe mode
     rows = [x for x in read_manifest(feats) if x["split"] == "test" and x["augmentation"] == "original"]
