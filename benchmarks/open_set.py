@@ -108,15 +108,21 @@ def main() -> None:
     vr = [r for r in select(read_manifest(feats), run.kind, ("valid",)) if r["augmentation"] == "original"]
     _, _, pv = aggregate_tracks([r["track_id"] for r in vr], label_ids(vr, labels), run.predict_rows(feats, vr))
     pv = apply_temperature(pv, run.temperature)
-    print(f"\n{'threshold':>22s} {'electronic rejected':>20s} {'known accepted':>15s} {'accuracy kept':>14s} "
+    print(f"\n{'threshold':>30s} {'electronic rejected':>20s} {'known accepted':>15s} {'accuracy kept':>14s} "
           f"{'top-1 of accepted':>18s}")
     rows = [("saved in the run", run.reject_threshold)]
     rows += [(f"valid {acc:.0%} accepted", choose_reject_threshold(pv, acc)) for acc in (1.0, 0.9, 0.8)]
+    # for reference only (tuned on ood_dev itself): the best any top-probability threshold can do
+    kept_ok = [t for t in np.unique(np.concatenate([pk.max(1), pu.max(1)]))
+               if open_set_figures(pk, y, pu, t)["accuracy_kept"] >= 0.9]
+    if kept_ok:
+        rows.append(("ood_dev-tuned, kept>=90%", max(kept_ok, key=lambda t: open_set_figures(pk, y, pu, t)
+                                                      ["unknown_rejected"])))
     results = {}
     for name, th in rows:
         f = open_set_figures(pk, y, pu, th)
         results[name] = f
-        print(f"{name + f' ({th:.3f})':>22s} {f['unknown_rejected']:20.1%} {f['known_accepted']:15.1%} "
+        print(f"{name + f' ({th:.3f})':>30s} {f['unknown_rejected']:20.1%} {f['known_accepted']:15.1%} "
               f"{f['accuracy_kept']:14.1%} {f['known_top1_accepted']:18.3f}")
     f = results["saved in the run"]
     ok = f["unknown_rejected"] >= 0.5 and f["accuracy_kept"] >= 0.9

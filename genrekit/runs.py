@@ -263,6 +263,7 @@ class Run:
         self._model = None
         self._tempo_model = None
         self._calibration = None
+        _ = self.calibration  # an edited calibration.json is refused here, before any work
 
     def _check_config(self) -> None:
         """A run's config.json and labels.json are read back, not trusted: an edited one is
