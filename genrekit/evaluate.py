@@ -66,7 +66,9 @@ def created_or_absent(folder: Path):
 
 
 RESULT_FILES = ("metrics.json", "report.md", "confusion.png", "confusion_clip.png", "per_genre.png", "roc.png",
-                "curves.png", "tempo_scatter.png", "reliability.png")
+                "curves.png", "tempo_scatter.png", "reliability.png", "predictions.csv")
+PREDICTIONS = "predictions.csv"
+PREDICTION_TOP_K = 3
 
 
 def check_results_folder(out: Path) -> None:
@@ -187,7 +189,32 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     res["context"] = context
     with created_or_absent(out):
         _write_results(run, res, out, title, context)
+        write_predictions(out / PREDICTIONS, run, [r["track_id"] for r in rows + unknown],
+                          [r["genre"] for r in rows + unknown], both)
     return res
+
+
+def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
+    """``predictions.csv``: one row per track (its windows' mean probabilities, calibrated with the
+    run's temperature, as ``predict`` prints them): track, true genre, predicted genre, whether
+    it is right, then the top-k genres with their probabilities."""
+    from evaluation.calibration import apply_temperature
+    from evaluation.metrics import aggregate_tracks
+
+    names = sorted(set(genres))
+    tracks, y, p = aggregate_tracks(track_ids, np.array([names.index(g) for g in genres]), proba)
+    p = apply_temperature(p, run.temperature) if run.task == "genre" else p
+    k = min(PREDICTION_TOP_K, len(run.labels))
+    fields = ["track", "true", "predicted", "correct"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("top", "p")]
+    rows = []
+    for t, yi, pi in zip(tracks, y, p):
+        order = np.argsort(-pi, kind="stable")[:k]
+        row = {"track": t, "true": names[yi], "predicted": run.labels[order[0]],
+               "correct": int(run.labels[order[0]] == names[yi])}
+        for i, j in enumerate(order, 1):
+            row[f"top{i}"], row[f"p{i}"] = run.labels[j], f"{pi[j]:.4f}"
+        rows.append(row)
+    write_csv_atomic(path, rows, fields, only_if_changed=False)
 
 
 def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str]) -> None:

@@ -205,3 +205,28 @@ def test_example_on_a_per_window_model(lr_run, tmp_path):
     f = sorted((lr_run["data"] / "low").glob("*.wav"))[0]
     want = apply_temperature(predict_file(f, run), run.temperature)
     np.testing.assert_allclose(_example().predict(bundle, f), want, atol=1e-4)
+
+
+def test_evaluate_writes_predictions_csv(lr_run):
+    """evaluate's predictions.csv: one row per track, true/predicted/top-k with the calibrated
+    probabilities genrekit predict gives for the same track's audio."""
+    import csv
+
+    from evaluation.calibration import apply_temperature
+    from genrekit.predict import predict_file
+    from genrekit.runs import Run
+
+    run = Run(lr_run["run"])
+    folder = run.path / "eval" / "ood_dev"
+    rows = list(csv.DictReader(open(folder / "predictions.csv", encoding="utf-8")))
+    met = json.loads((folder / "metrics.json").read_text())
+    assert list(rows[0]) == ["track", "true", "predicted", "correct", "top1", "p1", "top2", "p2", "top3", "p3"]
+    assert len(rows) == met["track"]["n"] == 3
+    assert np.mean([int(r["correct"]) for r in rows]) == pytest.approx(met["track"]["top1"])
+    for r in rows:
+        assert r["predicted"] == r["top1"] and int(r["correct"]) == (r["true"] == r["predicted"])
+        audio = lr_run["data"] / f"{r['track']}.wav"
+        p = apply_temperature(predict_file(audio, run), run.temperature)
+        order = np.argsort(-p)
+        assert [r["top1"], r["top2"], r["top3"]] == [run.labels[i] for i in order]
+        np.testing.assert_allclose([float(r[f"p{i}"]) for i in (1, 2, 3)], p[order], atol=2e-4)
