@@ -1,6 +1,4 @@
 """genrekit embed: per-window embeddings from a run or the musicnn backbone, .npy and CSV with start times."""
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest

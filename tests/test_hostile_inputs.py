@@ -288,6 +288,15 @@ CASES = [
         (ws / "feats").mkdir(), (ws / "feats" / "thesis.docx").write_text("x"),
         "export", "--model", str(w.run), "--format", "saved_model", "--out", str(ws / "feats")][2:], "exists"),
     Case("export-missing-run", lambda ws, w: ["export", "--model", str(ws / "nope")], "not found"),
+    # ---- embed
+    Case("embed-missing-file", lambda ws, w: ["embed", str(ws / "nope.wav"), "--model", str(w.run), "--out", _o(ws)],
+         "file not found"),
+    Case("embed-random-bytes", lambda ws, w: [(ws / "x.wav").write_bytes(os.urandom(2000)), "embed", str(ws / "x.wav"),
+                                              "--model", str(w.run), "--out", _o(ws)][1:], "x.wav"),
+    Case("embed-onto-a-user-folder", lambda ws, w: [(ws / "u").mkdir(), (ws / "u" / "thesis.docx").write_text("x"),
+                                                    "embed", str(wav(ws / "a.wav", tone())), "--model", str(w.run),
+                                                    "--out", str(ws / "u")][2:], "did not make"),
+    Case("embed-no-source", lambda ws, w: ["embed", str(wav(ws / "a.wav", tone())), "--out", _o(ws)], "either --model"),
     # ---- fetch-spotify
     Case("fetch-spotify-no-credentials", lambda ws, w: ["fetch-spotify", "--out", _o(ws), "--genres", "rock"],
          "SPOTIPY_CLIENT_ID", env={"SPOTIPY_CLIENT_ID": None, "SPOTIPY_CLIENT_SECRET": None}),
