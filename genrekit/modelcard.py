@@ -147,7 +147,9 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
                           "seed": run.config.get("seed"), "weights": run.config.get("weights")},
         "evaluations": evals,
         "input": input_spec(run, track),
-        "output": {"probabilities": f"softmax over the {len(run.labels)} classes in labels.json order",
+        "output": {"probabilities": f"softmax over the {len(run.labels)} classes in labels.json order"
+                   if run.task == "genre" else "a tempo run: the model's output per window (genrekit predict "
+                   "reports the median BPM); no calibration applies",
                    "aggregation": "the model pools all windows of the track" if track else
                    "mean of the per-window probabilities over the file's windows",
                    "calibration": f"p_calibrated = p ** (1 / T) / sum(p ** (1 / T)) with T = {temperature:g} "
