@@ -29,7 +29,7 @@ from genrekit.errors import UserError
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
 FORMATS = ("npy", "csv")
-BATCH_WINDOWS = 64
+BATCH_WINDOWS = 32  # windows per backbone call: bounds activation memory (as training and predict)
 
 
 def run_embedder(run_path):
