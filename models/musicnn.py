@@ -213,11 +213,11 @@ def build_musicnn_vgg(input_shape, num_classes, **kw):
 
 
 def build_musicnn_track(input_shape, num_classes: int, weights: str | None = "msd",
-                        weights_dir: str | Path | None = None, embedding: str = "pooled",
+                        weights_dir: str | Path | None = None, embedding: str = "penultimate",
                         stats: str = "mean,std", variant: str = "musicnn", bn_inference: bool = True,
                         variants: bool = False) -> keras.Model:
     """genrekit's default genre model: every window of a track through the frozen MSD musicnn,
-    its ``embedding`` (default the 1,506-d pooled mid-end) pooled over the whole track by
+    its ``embedding`` (default the 200-unit penultimate layer) pooled over the whole track by
     ``stats`` (default mean and standard deviation), then a softmax layer fitted as a
     regularised logistic regression (``genrekit train`` does this; see models.track).
     ``variants`` is read by the training, not here: fit on augment's training variants too

@@ -57,8 +57,8 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
     ArchSpec("mobilenetv2", _lazy("models.transfer", "build_mobilenetv2", "build_transfer"), "mel", ("transfer", "finetune"),
              "MobileNet v2 ImageNet transfer learning", "imagenet"),
     ArchSpec("musicnn_lr", _lazy("models.musicnn", "build_musicnn_track"), "musicnn", ("transfer",),
-             "genrekit's default: frozen MSD musicnn on every window of a track, its 1,506-d pooled embedding "
-             "averaged and spread (mean, std) over the track, logistic regression with its regularisation "
+             "genrekit's default: frozen MSD musicnn on every window of a track, its 200-unit penultimate "
+             "embedding summarised over the track (mean, std), logistic regression with its regularisation "
              "chosen by cross-validation", "msd", head="logreg"),
     ArchSpec("musicnn", _lazy("models.musicnn", "build_musicnn", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
              "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd"),

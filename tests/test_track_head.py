@@ -156,7 +156,7 @@ def test_long_tracks_are_embedded_in_steps_with_the_same_answer():
     from genrekit.trackhead import EMBED_STEP, predict_track
     from models import build_model
 
-    m = build_model("musicnn_lr", (187, 96), 3, weights="none")
+    m = build_model("musicnn_lr", (187, 96), 3, weights="none", embedding="pooled")
     rng = np.random.default_rng(3)
     k, b = rng.normal(size=(3012, 3)).astype(np.float32) * 0.01, np.zeros(3, np.float32)
     m.get_layer("predictions").set_weights([k, b])
