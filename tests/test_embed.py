@@ -50,17 +50,17 @@ def test_run_embeddings_are_the_track_models_windows(lr_run, tmp_path, capsys):
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "broken.wav" in err[0] and err[0].startswith("genrekit: error:")
-    assert "long.wav: 3 windows x 1506" in captured.out
+    assert "long.wav: 3 windows x 200" in captured.out  # the default recipe: the 200-unit penultimate layer
     run = Run(lr_run["run"])
     y = load_audio(music / "live" / "long.wav", sr=16000).y
     segs = extract(y, run.feature_config, "musicnn")
     want = np.asarray(window_embedder(run.model())(np.stack([f for _, f in segs])))
     got = np.load(out / "music" / "live" / "long.npy")
-    assert got.shape == (3, 1506) and got.dtype == np.float32
+    assert got.shape == (3, 200) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     csv = np.loadtxt(out / "music" / "live" / "long.csv", delimiter=",", skiprows=1)
     header = (out / "music" / "live" / "long.csv").read_text().splitlines()[0].split(",")
-    assert header[:2] == ["start_s", "e0"] and len(header) == 1507
+    assert header[:2] == ["start_s", "e0"] and len(header) == 201
     np.testing.assert_allclose(csv[:, 0], [0.0, 2.992, 5.984])
     np.testing.assert_allclose(csv[:, 1:], want, rtol=1e-5, atol=1e-5)
     assert (out / "music" / "b.npy").is_file() and not list(out.rglob("broken*"))
