@@ -2,10 +2,11 @@
 
 A track classifier (:mod:`models.track`) embeds every window of a track with a frozen
 backbone and pools the embeddings over the track. Its softmax layer is fitted here, outside
-Keras: the pooled vectors of the training tracks (each augmented variant of a track is one more
-sample) are standardised and fed to scikit-learn's ``LogisticRegressionCV``, whose inverse
-regularisation strength C is chosen by cross-validation *grouped by track* (a track's variants
-never sit on both sides of an inner fold). The standardisation and the fitted coefficients are
+Keras: the pooled vectors of the training tracks' original recordings (with ``variants``, each
+augmented variant of a track is one more sample) are standardised and fed to scikit-learn's
+``LogisticRegressionCV``, whose inverse regularisation strength C is chosen by cross-validation
+stratified by genre and *grouped by track* (a track's variants never sit on both sides of an
+inner fold). The standardisation and the fitted coefficients are
 then folded into the Keras layer, so the saved model needs no scikit-learn and nothing but
 Keras layers to load, predict and export.
 """
