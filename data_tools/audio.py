@@ -192,6 +192,17 @@ def load_audio(path: str | os.PathLike, sr: int, offset_s: float = 0.0,
                         native_sr=native_sr, channels=channels)
 
 
+def audio_files_under(folder: str | os.PathLike) -> list[Path]:
+    """The audio files below ``folder``, recursively and sorted; hidden entries are skipped and
+    symlinked folders are not followed (what predict and embed take a folder argument to mean)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files)
+                  if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS)]
+    return found
+
+
 def peak_dbfs(y: np.ndarray) -> float:
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     return -np.inf if peak <= 0 else 20.0 * np.log10(peak)

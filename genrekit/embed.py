@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from data_tools.audio import AUDIO_EXTENSIONS, audio_info, load_audio, stream_audio
+from data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
 from data_tools.errors import AudioDecodeError, DataError
 from data_tools.features import extract
 from data_tools.fsio import write_bytes_atomic, write_json_atomic
@@ -122,11 +122,7 @@ def _plan(items, out: Path) -> list[tuple[str, Path | None, str | None]]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [Path(root) / f for f in sorted(files)
-                          if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS)]
+            found = audio_files_under(p)
             if not found:
                 plan.append((str(item), None, f"is a folder with no audio files ({', '.join(AUDIO_EXTENSIONS)})"))
             base = Path(p.resolve().name or "audio")

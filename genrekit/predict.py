@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from data_tools.audio import AUDIO_EXTENSIONS, audio_info, load_audio, stream_audio
+from data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
 from data_tools.errors import AudioDecodeError
 from data_tools.features import extract, image_to_input
 from genrekit.errors import UserError
@@ -175,11 +174,7 @@ def expand_inputs(items) -> list[tuple[str, str | None]]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in sorted(files)
-                          if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS)]
+            found = [str(f) for f in audio_files_under(p)]
             if not found:
                 out.append((str(item), f"is a folder with no audio files ({', '.join(AUDIO_EXTENSIONS)})"))
             out += [(f, None) for f in found]
