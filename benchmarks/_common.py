@@ -16,8 +16,8 @@ WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v1_1.0_tfslim_imagenet
 def gtzan_features(out: Path, augment=("stretch", "pitch"), kinds=("mel",), workers: int = 2,
                    genres=None) -> Path:
     """Render gtzan_mini (or only ``genres`` of it) into ``out`` (resumes if already there)."""
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     if not GTZAN_MINI.is_dir():
         raise SystemExit(f"gtzan_mini not found at {GTZAN_MINI}")

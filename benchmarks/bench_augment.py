@@ -46,8 +46,8 @@ def naive(data: Path, out: Path) -> int:
     import numpy as np
     from PIL import Image
 
-    from data_tools.catalogue import find_tracks
-    from data_tools.splits import stratified_split
+    from genrekit.data_tools.catalogue import find_tracks
+    from genrekit.data_tools.splits import stratified_split
 
     tracks = find_tracks(data)
     split = stratified_split(tracks, (0.7, 0.2, 0.1), seed=0).assignment
@@ -86,7 +86,7 @@ def naive(data: Path, out: Path) -> int:
 
 
 def genrekit_mode(data: Path, out: Path, workers: int) -> int:
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     s = run_augment(data, out, AugmentSettings(kinds=("mel",)), workers=workers, progress=False)
     return s["ok"]

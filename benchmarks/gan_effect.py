@@ -25,9 +25,9 @@ def main() -> None:
     ap.add_argument("--per-genre", type=int, default=200)
     ap.add_argument("--arch", default="lstm")
     a = ap.parse_args()
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
-    from evaluation.gan_quality import format_quality
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.evaluation.gan_quality import format_quality
     from genrekit.gan import gan_generate, gan_train
     from genrekit.train import TrainOptions, train
 

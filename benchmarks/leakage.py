@@ -27,12 +27,12 @@ def main() -> None:
     a = ap.parse_args()
     import numpy as np
 
-    from data_tools.errors import DataError
-    from data_tools.features import FeatureConfig
-    from data_tools.folds import write_view
-    from data_tools.loaders import label_ids
-    from data_tools.manifest import read_manifest, write_manifest
-    from evaluation.metrics import evaluate_predictions
+    from genrekit.data_tools.errors import DataError
+    from genrekit.data_tools.features import FeatureConfig
+    from genrekit.data_tools.folds import write_view
+    from genrekit.data_tools.loaders import label_ids
+    from genrekit.data_tools.manifest import read_manifest, write_manifest
+    from genrekit.evaluation.metrics import evaluate_predictions
     from genrekit.errors import UserError
     from genrekit.evaluate import check_leakage
     from genrekit.runs import Run

@@ -61,9 +61,9 @@ def ood_files() -> dict[str, list[Path]]:
 
 
 def features(work: Path, which: str, workers: int) -> Path:
-    from data_tools.augment import AugmentConfig
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     out = work / f"feats-{which}"
     augment = AugmentConfig() if which != "plain" else AugmentConfig(augmentations=())
@@ -117,9 +117,9 @@ def reference_row() -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from data_tools.audio import load_audio
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
-    from models.musicnn import embedding_model
+    from genrekit.data_tools.audio import load_audio
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
+    from genrekit.models.musicnn import embedding_model
 
     cfg = FeatureConfig(**MUSICNN_FEATURES)
     t0 = time.process_time()

@@ -33,8 +33,8 @@ KNOWN = ("classical", "pop", "rock")
 
 
 def render(audio: Path, out: Path, split: str, augment, workers: int) -> Path:
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     settings = AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",), augment=augment,
                                split=split, seed=0)
@@ -44,9 +44,9 @@ def render(audio: Path, out: Path, split: str, augment, workers: int) -> Path:
 
 def track_proba(run, folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(track ids, genre folders, track probabilities) of every original row in ``folder``."""
-    from data_tools.loaders import select
-    from data_tools.manifest import read_manifest
-    from evaluation.metrics import aggregate_tracks
+    from genrekit.data_tools.loaders import select
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.evaluation.metrics import aggregate_tracks
 
     rows = [r for r in select(read_manifest(folder), run.kind, ("test",)) if r["augmentation"] == "original"]
     genre = {r["track_id"]: r["genre"] for r in rows}
@@ -55,8 +55,8 @@ def track_proba(run, folder: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def main() -> None:
-    from data_tools.augment import AugmentConfig
-    from evaluation.calibration import apply_temperature, choose_reject_threshold, expected_calibration_error, \
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.evaluation.calibration import apply_temperature, choose_reject_threshold, expected_calibration_error, \
         open_set_figures
     from genrekit.runs import Run
     from genrekit.train import TrainOptions, train
@@ -103,9 +103,9 @@ def main() -> None:
         if (top == i).any())))
 
     # the valid split's calibrated track probabilities, to show other acceptance levels
-    from data_tools.loaders import label_ids, select
-    from data_tools.manifest import read_manifest
-    from evaluation.metrics import aggregate_tracks
+    from genrekit.data_tools.loaders import label_ids, select
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.evaluation.metrics import aggregate_tracks
 
     vr = [r for r in select(read_manifest(feats), run.kind, ("valid",)) if r["augmentation"] == "original"]
     _, _, pv = aggregate_tracks([r["track_id"] for r in vr], label_ids(vr, labels), run.predict_rows(feats, vr))
@@ -142,8 +142,8 @@ def distance_score(run, feats: Path, ood: Path, hit: np.ndarray, known: np.ndarr
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from data_tools.loaders import select
-    from data_tools.manifest import read_manifest
+    from genrekit.data_tools.loaders import select
+    from genrekit.data_tools.manifest import read_manifest
     from genrekit.trackhead import pooled_embeddings, track_groups
 
     def pooled(folder, split):

@@ -36,12 +36,12 @@ def main() -> None:
     a = ap.parse_args()
     import numpy as np
 
-    from data_tools.audio import load_audio
-    from data_tools.augment import AugmentConfig
-    from data_tools.features import MELSPEC_64X400_FEATURES, FeatureConfig
-    from data_tools.manifest import read_manifest
-    from data_tools.pipeline import AugmentSettings, run_augment
-    from evaluation.metrics import tempo_metrics
+    from genrekit.data_tools.audio import load_audio
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.features import MELSPEC_64X400_FEATURES, FeatureConfig
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.evaluation.metrics import tempo_metrics
     from genrekit.evaluate import evaluate
     from genrekit.tempo import load_tempi, row_bpm
     from genrekit.train import TrainOptions, train

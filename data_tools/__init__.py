@@ -3,6 +3,6 @@ augmentation, feature rendering (mel PNG, MFCC), manifests and tf.data loaders.
 
 This package never imports ``genrekit`` or ``models``.
 """
-from data_tools.errors import DataError
+from genrekit.data_tools.errors import DataError
 
 __all__ = ["DataError"]

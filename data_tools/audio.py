@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import AudioDecodeError, AudioTooLongError
+from genrekit.data_tools.errors import AudioDecodeError, AudioTooLongError
 
 AUDIO_EXTENSIONS = (".wav", ".au", ".mp3", ".flac", ".ogg")
 MIN_SAMPLE_RATE = 1000  # Hz: a header claiming less is not audio (1 Hz would resample 22,050-fold)

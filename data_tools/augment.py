@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from data_tools.errors import DataError
+from genrekit.data_tools.errors import DataError
 
 AUGMENTATIONS = ("stretch", "pitch", "freqmask", "timemask")
 

@@ -1,8 +1,8 @@
-"""``genrekit augment --runner beam``: the per-track jobs of :mod:`data_tools.pipeline` run as an
+"""``genrekit augment --runner beam``: the per-track jobs of :mod:`genrekit.data_tools.pipeline` run as an
 Apache Beam pipeline (optional extra ``genrekit[beam]``).
 
 The pipeline is ``Create(jobs) | Reshuffle | ParDo(process one track)``; each element runs the
-very function the local path runs (:func:`data_tools.pipeline.process_track`), so the feature
+very function the local path runs (:func:`genrekit.data_tools.pipeline.process_track`), so the feature
 files, their atomic writes, the per-track state and the resume rules are the same, and with one
 BLAS thread per worker (as ``--workers N`` has) the bytes are the same. Each worker also writes
 its track's result as a small JSON file under ``<out>/.state/beam-<pid>/``; after the pipeline
@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from data_tools.errors import DataError
+from genrekit.data_tools.errors import DataError
 
 BEAM_RESULTS_PREFIX = "beam-"
 LOCAL_RUNNERS = ("", "DirectRunner", "FnApiRunner")
@@ -98,8 +98,8 @@ def _make_dofn(beam):  # a beam.DoFn subclass, made here: Beam is an optional im
                 self._limits.restore_original_limits()
 
         def process(self, job, results_dir):
-            from data_tools.fsio import write_json_atomic
-            from data_tools.pipeline import process_track
+            from genrekit.data_tools.fsio import write_json_atomic
+            from genrekit.data_tools.pipeline import process_track
 
             try:
                 res = process_track(job)
@@ -142,7 +142,7 @@ def _stderr_to(path: Path | None):
 def remove_stale_results(out: Path) -> None:
     """Remove result folders a killed Beam launch left (only ``.state/beam-<pid>`` of a process
     that is gone; ``.state`` is genrekit's own folder)."""
-    from data_tools.fsio import _alive
+    from genrekit.data_tools.fsio import _alive
 
     state = out / STATE_DIR
     if not state.is_dir():
@@ -159,7 +159,7 @@ def run_beam(jobs: list, out: Path, flags: list[str], log) -> list:
     beam = _import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-    from data_tools.pipeline import TrackResult
+    from genrekit.data_tools.pipeline import TrackResult
 
     if not jobs:
         return []

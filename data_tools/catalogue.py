@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.audio import AUDIO_EXTENSIONS
-from data_tools.errors import DataError
+from genrekit.data_tools.audio import AUDIO_EXTENSIONS
+from genrekit.data_tools.errors import DataError
 
 GTZAN_SUBFOLDERS = ("genres", "genres_original", "Data/genres_original", "data/genres_original")
 

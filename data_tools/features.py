@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import DataError, FeatureError
+from genrekit.data_tools.errors import DataError, FeatureError
 
 FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec", "tempogram")
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
@@ -179,7 +179,7 @@ class FeatureConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def save(self, folder) -> Path:
-        from data_tools.fsio import write_json_atomic
+        from genrekit.data_tools.fsio import write_json_atomic
 
         path = Path(folder) / CONFIG_NAME
         write_json_atomic(path, self.to_dict())

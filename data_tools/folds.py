@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import DataError
-from data_tools.features import FeatureConfig
-from data_tools.manifest import write_manifest
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.manifest import write_manifest
 
 
 def track_folds(track_genres: dict[str, str], k: int, seed: int = 0) -> list[list[str]]:

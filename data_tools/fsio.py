@@ -137,7 +137,7 @@ def remove_stale_temporaries(folder, recursive: bool = False) -> int:
 def check_writable(folder) -> None:
     """Create ``folder`` if needed and prove a file can be written there. On failure, folders
     this call created are removed again (nothing is left behind)."""
-    from data_tools.errors import DataError
+    from genrekit.data_tools.errors import DataError
 
     folder = Path(folder)
     created = []

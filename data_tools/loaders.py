@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_tools.errors import DataError
-from data_tools.features import image_to_input
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.features import image_to_input
 
 
 def select(rows: list[dict], kind: str, splits: tuple[str, ...]) -> list[dict]:

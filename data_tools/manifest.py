@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from data_tools.errors import DataError
-from data_tools.fsio import read_csv, write_csv_atomic
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import read_csv, write_csv_atomic
 
 MANIFEST_NAME = "manifest.csv"
 FIELDS = ["path", "feature", "track_id", "genre", "split", "augmentation", "segment",

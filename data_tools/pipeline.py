@@ -26,18 +26,18 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.audio import load_audio, peak_dbfs
-from data_tools.augment import (
+from genrekit.data_tools.audio import load_audio, peak_dbfs
+from genrekit.data_tools.augment import (
     AugmentConfig,
     Variant,
     apply_waveform,
     spec_transform_for,
     variant_rng,
 )
-from data_tools.catalogue import Catalogue, Track, scan_tracks
-from data_tools.errors import AudioDecodeError, AudioTooLongError, DataError
-from data_tools.features import FEATURE_KINDS, FeatureConfig, check_features, extract
-from data_tools.fsio import (
+from genrekit.data_tools.catalogue import Catalogue, Track, scan_tracks
+from genrekit.data_tools.errors import AudioDecodeError, AudioTooLongError, DataError
+from genrekit.data_tools.features import FEATURE_KINDS, FeatureConfig, check_features, extract
+from genrekit.data_tools.fsio import (
     check_writable,
     remove_stale_temporaries,
     save_npy_atomic,
@@ -45,8 +45,8 @@ from data_tools.fsio import (
     write_json_atomic,
     write_text_atomic,
 )
-from data_tools.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from data_tools.splits import (
+from genrekit.data_tools.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from genrekit.data_tools.splits import (
     SplitResult,
     parse_ratios,
     read_splits_csv,
@@ -330,7 +330,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     """Run the augmentation stage. Returns a summary dict (counts, paths).
 
     ``runner="beam"`` runs the same per-track jobs as an Apache Beam pipeline
-    (:mod:`data_tools.beam_runner`, options ``beam_options`` as ``KEY=VALUE``); the files,
+    (:mod:`genrekit.data_tools.beam_runner`, options ``beam_options`` as ``KEY=VALUE``); the files,
     manifest and report are the same as the local path's.
 
     Everything that can be refused (options, the data folder, the split, an --out made with
@@ -345,7 +345,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
         raise DataError("--beam-option needs --runner beam")
     beam_flags = None
     if runner == "beam":
-        from data_tools.beam_runner import beam_flags as _beam_flags
+        from genrekit.data_tools.beam_runner import beam_flags as _beam_flags
 
         beam_flags = _beam_flags(beam_options, workers)
     shard_kn = parse_shard(shard)
@@ -389,7 +389,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     bar = _progress(len(jobs), progress and beam_flags is None)
     try:
         if beam_flags is not None:
-            from data_tools.beam_runner import run_beam
+            from genrekit.data_tools.beam_runner import run_beam
 
             results = run_beam(jobs, out, beam_flags, log)
         elif workers == 1 or len(jobs) <= 1:

@@ -4,14 +4,14 @@ Spotify's ``preview_url`` is used where it still exists; otherwise public previe
 looked up by ISRC or by artist and title (Deezer, iTunes). A preview URL is untrusted: only
 ``http``/``https`` URLs are fetched, redirects are checked hop by hop, the body is streamed to a
 file in chunks under a size cap and within a whole-download deadline (see
-:class:`data_tools.spotify_client.Http`).
+:class:`genrekit.data_tools.spotify_client.Http`).
 """
 from __future__ import annotations
 
 import re
 import unicodedata
 
-from data_tools.spotify_client import Http, Refused, endpoint, origin, printable
+from genrekit.data_tools.spotify_client import Http, Refused, endpoint, origin, printable
 
 DEFAULT_MAX_PREVIEW_BYTES = 20_000_000
 DEFAULT_PREVIEW_DEADLINE_S = 60.0
@@ -71,7 +71,7 @@ def check_preview_url(url) -> None:
 def download_preview(http: Http, url: str, fh, max_bytes: int = DEFAULT_MAX_PREVIEW_BYTES,
                      deadline_s: float = DEFAULT_PREVIEW_DEADLINE_S) -> str:
     """Stream a preview into the open binary file ``fh``. Returns a file suffix for the decoder
-    (``.m4a`` or ``.mp3``). Raises :class:`~data_tools.spotify_client.NetworkError` (or its
+    (``.m4a`` or ``.mp3``). Raises :class:`~genrekit.data_tools.spotify_client.NetworkError` (or its
     :class:`Refused`) with a one-line reason; ``fh`` may then hold a partial body."""
     check_preview_url(url)
     r = http.fetch(url, max_bytes=max_bytes, sink=fh, deadline_s=deadline_s)

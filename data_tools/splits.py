@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.catalogue import Track
-from data_tools.errors import DataError
-from data_tools.fsio import read_csv, write_csv_atomic
+from genrekit.data_tools.catalogue import Track
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import read_csv, write_csv_atomic
 
 SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",

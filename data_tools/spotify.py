@@ -3,11 +3,11 @@
 For each genre: search playlists for the genre's name (Spotify's relevance order), collect
 their tracks, get a 30 s preview — Spotify's ``preview_url`` where it still exists, else a
 public preview source looked up by ISRC or by artist and title (Deezer, iTunes; see
-:mod:`data_tools.previews`) — convert it to 22,050 Hz mono WAV, and write
+:mod:`genrekit.data_tools.previews`) — convert it to 22,050 Hz mono WAV, and write
 ``spotify_manifest.csv``. Then clean the set: duplicates by track id / ISRC / audio content are
 dropped, and tracks found under two genres are dropped from both (as the MobileNet study did).
 
-Everything from the network is untrusted (:mod:`data_tools.spotify_client`): a track or playlist
+Everything from the network is untrusted (:mod:`genrekit.data_tools.spotify_client`): a track or playlist
 id that is not a Spotify id (22 base62 characters) is refused with a report line and never
 reaches a file name; every output path is checked to lie under ``--out``; a preview that is
 refused (bad scheme or redirect, over the size cap, past the deadline, cut short) or is not
@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from data_tools.audio import load_audio
-from data_tools.errors import DataError
-from data_tools.fsio import read_csv
-from data_tools.previews import (DEFAULT_MAX_PREVIEW_BYTES, DEFAULT_PREVIEW_DEADLINE_S, RESOLVERS,
+from genrekit.data_tools.audio import load_audio
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import read_csv
+from genrekit.data_tools.previews import (DEFAULT_MAX_PREVIEW_BYTES, DEFAULT_PREVIEW_DEADLINE_S, RESOLVERS,
                                  download_preview)
-from data_tools.spotify_client import (ENDPOINTS, Http, NetworkError, Refused, SpotifyApi, endpoint,
+from genrekit.data_tools.spotify_client import (ENDPOINTS, Http, NetworkError, Refused, SpotifyApi, endpoint,
                                        is_spotify_id, printable, spotify_api)
 
 __all__ = ["FetchOptions", "FetchReport", "fetch_spotify", "format_fetch_report", "safe_name", "Http",

@@ -33,7 +33,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from data_tools.errors import DataError
+from genrekit.data_tools.errors import DataError
 
 # endpoints; the environment can point them elsewhere (a proxy, a mirror, or a test server)
 ENDPOINTS = {

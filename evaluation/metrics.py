@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-from evaluation.errors import EvaluationError
+from genrekit.evaluation.errors import EvaluationError
 
 
 def top_k_hits(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:

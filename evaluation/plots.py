@@ -106,7 +106,7 @@ def plot_roc(figs: dict, path, title: str = "one-vs-rest ROC") -> Path:
 def plot_reliability(before: dict, after: dict, path, title: str = "reliability diagram",
                      temperature: float | None = None) -> Path:
     """Top-label reliability diagrams side by side, before and after temperature scaling (bins
-    from ``evaluation.calibration.reliability_bins``): bars of accuracy per confidence bin, the
+    from ``genrekit.evaluation.calibration.reliability_bins``): bars of accuracy per confidence bin, the
     gap to the diagonal shaded, the share of predictions per bin as a thin histogram."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)

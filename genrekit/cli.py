@@ -20,10 +20,10 @@ from genrekit.errors import UserError
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from data_tools.errors import DataError
+    from genrekit.data_tools.errors import DataError
 
     errs: list[type[BaseException]] = [UserError, DataError]
-    for mod, name in (("models.errors", "ModelError"), ("evaluation.errors", "EvaluationError")):
+    for mod, name in (("genrekit.models.errors", "ModelError"), ("genrekit.evaluation.errors", "EvaluationError")):
         if mod in sys.modules:
             errs.append(getattr(sys.modules[mod], name))
     return tuple(errs)
@@ -159,7 +159,7 @@ def _add_feature_args(p: argparse.ArgumentParser) -> None:
 
 
 def _feature_config(a, kinds=("mel", "mfcc")):
-    from data_tools.features import MELSPEC_64X400_FEATURES, MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.features import MELSPEC_64X400_FEATURES, MUSICNN_FEATURES, FeatureConfig
 
     if "musicnn" in kinds:
         base = dict(MUSICNN_FEATURES)
@@ -177,8 +177,8 @@ def _feature_config(a, kinds=("mel", "mfcc")):
 
 
 def cmd_augment(a) -> int:
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
@@ -199,7 +199,7 @@ def cmd_augment(a) -> int:
 
 
 def cmd_merge_shards(a) -> int:
-    from data_tools.pipeline import merge_shards
+    from genrekit.data_tools.pipeline import merge_shards
 
     s = merge_shards(a.out)
     print(f"merged {s['shards']} shards, {s['files']} rows -> {s['manifest']}")
@@ -219,7 +219,7 @@ def _add_regularisation_args(p: argparse.ArgumentParser) -> None:
 def cmd_train(a) -> int:
     from genrekit.train import TrainOptions, format_summary, parse_hparams, train
 
-    from models.registry import DEFAULT_ARCH
+    from genrekit.models.registry import DEFAULT_ARCH
 
     arch = a.arch or ("tempocnn" if a.task == "tempo" else DEFAULT_ARCH)
     opts = TrainOptions(data=a.data, arch=arch, phase=a.phase, out=a.out, from_run=a.from_run,
@@ -327,7 +327,7 @@ def cmd_cv(a) -> int:
 # -- spotify -----------------------------------------------------------------------------------
 
 def cmd_fetch_spotify(a) -> int:
-    from data_tools.spotify import FetchOptions, fetch_spotify, format_fetch_report
+    from genrekit.data_tools.spotify import FetchOptions, fetch_spotify, format_fetch_report
 
     opts = FetchOptions(out=a.out, genres=list(a.genres), per_genre=a.per_genre,
                         playlists_per_genre=a.playlists, preview_sources=a.preview_source, market=a.market,
@@ -356,7 +356,7 @@ def cmd_eval_spotify(a) -> int:
 # -- gan ---------------------------------------------------------------------------------------
 
 def cmd_gan_train(a) -> int:
-    from evaluation.gan_quality import format_quality
+    from genrekit.evaluation.gan_quality import format_quality
     from genrekit.gan import gan_train
 
     res = gan_train(a.data, out=a.out, epochs=a.epochs, batch_size=a.batch_size, latent_dim=a.latent_dim,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.folds import inner_validation, track_folds, write_view
-from data_tools.fsio import write_json_atomic, write_text_atomic
-from data_tools.loaders import select
-from data_tools.manifest import manifest_checksum, read_manifest
+from genrekit.data_tools.folds import inner_validation, track_folds, write_view
+from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
+from genrekit.data_tools.loaders import select
+from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
 
 CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
@@ -34,8 +34,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
 
     from genrekit.runs import make_folders
     from genrekit.train import TrainOptions, check_options
-    from models import get_arch
-    from models.registry import check_hparams
+    from genrekit.models import get_arch
+    from genrekit.models.registry import check_hparams
 
     spec = get_arch(arch)
     if spec.task != "genre" or spec.name == "fusion":

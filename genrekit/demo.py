@@ -18,8 +18,8 @@ def _say(msg: str) -> None:
 
 
 def demo_settings():
-    from data_tools.features import FeatureConfig
-    from data_tools.pipeline import AugmentSettings
+    from genrekit.data_tools.features import FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings
 
     # 10 s clips, two 5 s images per clip at 128x128: small enough for 2 CPU cores
     fc = FeatureConfig(image_height=128, image_width=128, image_seconds=5.0)
@@ -29,7 +29,7 @@ def demo_settings():
 def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
     import soundfile as sf
 
-    from data_tools.pipeline import run_augment
+    from genrekit.data_tools.pipeline import run_augment
     from genrekit.predict import format_table, predict_files
     from genrekit.synth import write_synthetic_set
     from genrekit.train import TrainOptions, format_summary, train

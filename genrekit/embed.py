@@ -1,7 +1,7 @@
 """``genrekit embed``: per-window embeddings of audio files for users' own downstream models.
 
 The embedding of a run is its backbone's output for one window: for a track model
-(``musicnn_lr``) the per-window backbone (:func:`models.track.window_embedder`), for any other
+(``musicnn_lr``) the per-window backbone (:func:`genrekit.models.track.window_embedder`), for any other
 genre run the input of its ``predictions`` layer (for musicnn runs: the output of the layer
 named "base"). ``--backbone musicnn`` uses the pretrained MSD/MTT musicnn without any run.
 
@@ -21,10 +21,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
-from data_tools.errors import AudioDecodeError, DataError
-from data_tools.features import extract
-from data_tools.fsio import write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
+from genrekit.data_tools.errors import AudioDecodeError, DataError
+from genrekit.data_tools.features import extract
+from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
 from genrekit.errors import UserError
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
@@ -35,7 +35,7 @@ BATCH_WINDOWS = 32  # windows per backbone call: bounds activation memory (as tr
 def run_embedder(run_path):
     """(source, per-window embedding model) of a run."""
     from genrekit.runs import Run
-    from models.track import is_track_model, window_embedder
+    from genrekit.models.track import is_track_model, window_embedder
 
     run = Run(run_path)
     if run.task != "genre" or run.arch == "fusion" or len(run.model().inputs) != 1:
@@ -57,9 +57,9 @@ def run_embedder(run_path):
 
 
 def backbone_embedder(name: str, weights: str = "msd", layer: str = "penultimate"):
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from models.errors import ModelError
-    from models.musicnn import N_FRAMES, N_MELS, embedding_model
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.models.errors import ModelError
+    from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
 
     if name != "musicnn":
         raise UserError(f"unknown --backbone {name!r} (known: musicnn)")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.features import FeatureConfig
-from data_tools.fsio import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
-from data_tools.loaders import label_ids, select
-from data_tools.manifest import read_manifest
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.fsio import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
+from genrekit.data_tools.loaders import label_ids, select
+from genrekit.data_tools.manifest import read_manifest
 from genrekit.errors import UserError
 from genrekit.runs import HISTORY, Run
 
@@ -119,8 +119,8 @@ def check_leakage(run: Run, track_ids) -> None:
 def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:
     """ECE (15 bins), NLL and reliability bins before and after the run's temperature, at track
     level (mean window probabilities, what predict prints) and clip level."""
-    from evaluation.calibration import N_BINS, calibration_figures
-    from evaluation.metrics import aggregate_tracks
+    from genrekit.evaluation.calibration import N_BINS, calibration_figures
+    from genrekit.evaluation.metrics import aggregate_tracks
 
     T = run.temperature
     _, ty, tp = aggregate_tracks(track_ids, y, proba)
@@ -136,8 +136,8 @@ def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -
 def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, threshold: float | None) -> dict:
     """Rejection at ``threshold`` (None: the run's own) of calibrated track probabilities: the
     share of unknown music rejected, the share of known music accepted and the accuracy kept."""
-    from evaluation.calibration import apply_temperature, open_set_figures
-    from evaluation.metrics import aggregate_tracks
+    from genrekit.evaluation.calibration import apply_temperature, open_set_figures
+    from genrekit.evaluation.metrics import aggregate_tracks
 
     T = run.temperature
     _, ty, tp = aggregate_tracks(known_ids, y, proba)
@@ -163,8 +163,8 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``;
     the results are labelled with ``split``. Rows of genre ``unknown`` (music of none of the
     run's genres) are kept out of the classification figures and give the open-set figures."""
-    from evaluation.calibration import UNKNOWN
-    from evaluation.metrics import evaluate_predictions
+    from genrekit.evaluation.calibration import UNKNOWN
+    from genrekit.evaluation.metrics import evaluate_predictions
 
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
@@ -198,8 +198,8 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
     """``predictions.csv``: one row per track (its windows' mean probabilities, calibrated with the
     run's temperature, as ``predict`` prints them): track, true genre, predicted genre, whether
     it is right, then the top-k genres with their probabilities."""
-    from evaluation.calibration import apply_temperature
-    from evaluation.metrics import aggregate_tracks
+    from genrekit.evaluation.calibration import apply_temperature
+    from genrekit.evaluation.metrics import aggregate_tracks
 
     names = sorted(set(genres))
     tracks, y, p = aggregate_tracks(track_ids, np.array([names.index(g) for g in genres]), proba)
@@ -218,8 +218,8 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
 
 
 def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str]) -> None:
-    from evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
-    from evaluation.report import evaluation_report
+    from genrekit.evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
+    from genrekit.evaluation.report import evaluation_report
 
     out.mkdir(parents=True, exist_ok=True)
     plots = {"confusion matrix (track level)": "confusion.png",
@@ -230,7 +230,7 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
     plot_per_genre(res["track"], run.labels, out / "per_genre.png", f"{title} — per genre (tracks)")
     plot_roc(res["track"], out / "roc.png", f"{title} — ROC (tracks)")
     if res.get("calibration"):
-        from evaluation.plots import plot_reliability
+        from genrekit.evaluation.plots import plot_reliability
 
         cal = res["calibration"]["track"]
         plot_reliability(cal["reliability_before"], cal["reliability_after"], out / "reliability.png",
@@ -241,7 +241,7 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
         plot_history(read_csv(hist), out / "curves.png", f"{run.arch} training curves")
         plots["training curves"] = "curves.png"
     write_json_atomic(out / METRICS, res, only_if_changed=False)
-    from evaluation.calibration import calibration_report
+    from genrekit.evaluation.calibration import calibration_report
 
     write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots)
                       + calibration_report(res.get("calibration"), res.get("open_set")), only_if_changed=False)
@@ -288,15 +288,15 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     """Score a run on a folder-per-genre audio set (e.g. one built by fetch-spotify): render its
     features with the run's own feature config (no augmentation, every track in "test"), then
     evaluate through the same code as ``genrekit evaluate``."""
-    from data_tools.augment import AugmentConfig
-    from data_tools.catalogue import find_tracks
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.catalogue import find_tracks
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     run = Run(run_path)
     if run.task != "genre":
         raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
     genres = sorted({t.genre for t in find_tracks(audio_dir)})
-    from evaluation.calibration import UNKNOWN
+    from genrekit.evaluation.calibration import UNKNOWN
 
     unknown = [g for g in genres if g not in run.labels and g != UNKNOWN]
     if unknown:
@@ -418,7 +418,7 @@ def split_results(run: Run, split: str) -> tuple[dict, str, Path | None]:
 def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "test") -> str:
     """One table of the runs' settings and their figures on ``split`` (each row names the split
     and where its figures come from); Markdown returned, CSV written."""
-    from evaluation.report import COMPARE_FIELDS, compare_table
+    from genrekit.evaluation.report import COMPARE_FIELDS, compare_table
 
     check_split_name(split)
     if csv_path:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.errors import UserError
-from data_tools.fsio import write_json_atomic, write_text_atomic
+from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.runs import EXPORT_MARKER, Run, atomic_output
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")

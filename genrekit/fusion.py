@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.features import FeatureConfig, extract
-from data_tools.fsio import write_json_atomic
-from data_tools.loaders import label_ids, load_arrays, select
-from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
+from genrekit.data_tools.features import FeatureConfig, extract
+from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.loaders import label_ids, load_arrays, select
+from genrekit.data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
 from genrekit.runs import (
     HISTORY,
@@ -90,8 +90,8 @@ def train_fusion(opts) -> dict:
         save_model,
         stop_on_non_finite_loss,
     )
-    from models.registry import check_hparams
-    from models.tempo import build_fusion
+    from genrekit.models.registry import check_hparams
+    from genrekit.models.tempo import build_fusion
 
     if not opts.genre_run or not opts.tempo_run:
         raise UserError("--arch fusion needs --genre-run RUN (a genre classifier) and --tempo-run RUN "

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.features import FeatureConfig
-from data_tools.fsio import read_csv, save_npy_atomic, write_json_atomic, write_text_atomic
-from data_tools.loaders import label_ids, load_arrays, select
-from data_tools.manifest import check_no_leak, read_manifest, write_manifest
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.fsio import read_csv, save_npy_atomic, write_json_atomic, write_text_atomic
+from genrekit.data_tools.loaders import label_ids, load_arrays, select
+from genrekit.data_tools.manifest import check_no_leak, read_manifest, write_manifest
 from genrekit.errors import UserError
 from genrekit.runs import atomic_output, check_new_run_path, run_folder
 
@@ -30,9 +30,9 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
               verbose: int = 2) -> dict:
     import keras
 
-    from evaluation.gan_quality import format_quality, quality_report
+    from genrekit.evaluation.gan_quality import format_quality, quality_report
     from genrekit.train import check_finite_features, check_finite_model, save_model, stop_on_non_finite_loss
-    from models.gan import ConditionalGAN, build_discriminator, build_generator
+    from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
 
     for flag, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -77,7 +77,7 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
         write_json_atomic(run / "quality.json", quality, only_if_changed=False)
         write_text_atomic(run / "quality.md", "# Real vs synthetic MFCC statistics (training split)\n\n"
                           + format_quality(quality), only_if_changed=False)
-        from evaluation.plots import plot_gan_losses, plot_real_vs_generated
+        from genrekit.evaluation.plots import plot_gan_losses, plot_real_vs_generated
 
         plot_real_vs_generated(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
         if (run / "history.csv").is_file() and read_csv(run / "history.csv"):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from genrekit.runs import Run
-from models.track import is_track_model
+from genrekit.models.track import is_track_model
 
 MIN_SECONDS = 1.0  # genrekit.predict.MIN_SECONDS (kept equal by tests/test_export_bundle.py)
 SILENCE_DBFS = -80.0  # genrekit.predict.SILENCE_DBFS
@@ -63,7 +63,7 @@ def input_spec(run: Run, track: bool) -> dict:
             spec["formula"] = (f"{mel}; x = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) "
                                "(the floor is relative to the whole file's peak), float32")
         else:
-            spec["formula"] = "log-BPM tempogram, see data_tools.features.tempogram (not reproduced outside genrekit)"
+            spec["formula"] = "log-BPM tempogram, see genrekit.data_tools.features.tempogram (not reproduced outside genrekit)"
     else:
         seg_s = cfg.seconds(kind)
         hop_s = cfg.image_hop_seconds if kind == "mel" else cfg.mfcc_hop_seconds

@@ -1,11 +1,11 @@
 """``genrekit predict``: top-k genres for any audio file, through the run's own feature code.
 
 The waveform is decoded at the run's sample rate, cut into the run's segments by
-``data_tools.features.extract`` (the function ``augment`` used to make the training data)
+``genrekit.data_tools.features.extract`` (the function ``augment`` used to make the training data)
 and the model's probabilities are averaged over the segments.
 
 A file longer than ``STREAM_ABOVE_SECONDS`` is never decoded whole: it is read block by
-block (``data_tools.audio.stream_audio``), each block goes through the same ``extract`` and
+block (``genrekit.data_tools.audio.stream_audio``), each block goes through the same ``extract`` and
 the window probabilities are averaged over the whole track, so memory stays bounded
 whatever the length. Windows that are digitally silent are left out of the average, and a
 file that is shorter than ``MIN_SECONDS``, silent, or whose samples are far outside -1..1 is
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
-from data_tools.errors import AudioDecodeError
-from data_tools.features import extract, image_to_input
+from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
+from genrekit.data_tools.errors import AudioDecodeError
+from genrekit.data_tools.features import extract, image_to_input
 from genrekit.errors import UserError
 from genrekit.runs import Run
 from genrekit.trackhead import predict_track
-from models.track import is_track_model
+from genrekit.models.track import is_track_model
 
 MIN_SECONDS = 1.0  # shorter files are refused (augment skips them too: --min-seconds 1)
 SILENCE_DBFS = -80.0  # a window whose peak is below this is silent and left out
@@ -210,7 +210,7 @@ def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = Fal
     Folders stand for the audio files below them. Genre probabilities are calibrated with the
     run's temperature. With ``reject`` (or an explicit ``reject_threshold``) each result also
     gets ``genre``: the top genre, or ``unknown`` when its probability is below the threshold."""
-    from evaluation.calibration import UNKNOWN, apply_temperature
+    from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 
     run = Run(run_path)
     threshold = reject_threshold_for(run, reject, reject_threshold)

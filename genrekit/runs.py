@@ -19,8 +19,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from data_tools.features import FEATURE_KINDS, FeatureConfig
-from data_tools.fsio import write_json_atomic
+from genrekit.data_tools.features import FEATURE_KINDS, FeatureConfig
+from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.errors import UserError
 
 MODEL = "model.keras"
@@ -268,7 +268,7 @@ class Run:
     def _check_config(self) -> None:
         """A run's config.json and labels.json are read back, not trusted: an edited one is
         refused with one line."""
-        from models import REGISTRY
+        from genrekit.models import REGISTRY
 
         where = f"{self.path}/{CONFIG}"
         c = self.config
@@ -385,7 +385,7 @@ def load_model(path):
 
     import keras
 
-    import models.track  # noqa: F401 - registers genrekit's own layers (track pooling) for deserialisation
+    import genrekit.models.track  # noqa: F401 - registers genrekit's own layers (track pooling) for deserialisation
 
     if str(path).endswith(".keras") and Path(path).is_file() and not zipfile.is_zipfile(path):
         raise UserError(f"model file {path} is unreadable: truncated or corrupt (not a complete .keras archive)")

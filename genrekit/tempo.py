@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.features import FeatureConfig
-from data_tools.fsio import read_csv, write_json_atomic, write_text_atomic
-from data_tools.loaders import load_arrays, select
-from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.fsio import read_csv, write_json_atomic, write_text_atomic
+from genrekit.data_tools.loaders import load_arrays, select
+from genrekit.data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
 from genrekit.runs import HISTORY, LABELS, MODEL, Run, library_versions, run_folder, write_config
 
@@ -138,7 +138,7 @@ def train_tempo(opts) -> dict:
         save_model,
         stop_on_non_finite_loss,
     )
-    from models import build_model, get_arch
+    from genrekit.models import build_model, get_arch
 
     spec = get_arch(opts.arch)
     if spec.task != "tempo":
@@ -252,7 +252,7 @@ def track_tempi(rows: list[dict], window_bpm) -> dict[tuple[str, str], float]:
 
 def tempo_figures(rows: list[dict], window_bpm, tempi: dict) -> dict:
     """Window ("clip") and track level tempo figures; rows must all have annotations."""
-    from evaluation.metrics import tempo_metrics
+    from genrekit.evaluation.metrics import tempo_metrics
 
     true_w = np.array([row_bpm(r, tempi) for r in rows])
     per_track = track_tempi(rows, window_bpm)
@@ -265,7 +265,7 @@ def tempo_figures(rows: list[dict], window_bpm, tempi: dict) -> dict:
 
 
 def evaluate_tempo(run: Run, data, split: str = "test", out=None, tempo_file=None) -> dict:
-    from evaluation.plots import plot_history, plot_tempo_scatter
+    from genrekit.evaluation.plots import plot_history, plot_tempo_scatter
     from genrekit.evaluate import check_feature_config, check_leakage
 
     data = Path(data)

@@ -1,6 +1,6 @@
 """The track-level logistic-regression head (genrekit's default genre recipe).
 
-A track classifier (:mod:`models.track`) embeds every window of a track with a frozen
+A track classifier (:mod:`genrekit.models.track`) embeds every window of a track with a frozen
 backbone and pools the embeddings over the track. Its softmax layer is fitted here, outside
 Keras: the pooled vectors of the training tracks' original recordings (with ``variants``, each
 augmented variant of a track is one more sample) are standardised and fed to scikit-learn's
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.loaders import load_feature
+from genrekit.data_tools.loaders import load_feature
 from genrekit.errors import UserError
-from models.track import pool_track, window_embedder
+from genrekit.models.track import pool_track, window_embedder
 
 C_GRID = np.logspace(-4, 2, 13)  # candidate C values (inverse L2 strength) for the inner CV
 EMBED_BATCH_WINDOWS = 256  # windows loaded from disk at a time (whole tracks)

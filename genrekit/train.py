@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.features import FeatureConfig
-from data_tools.fsio import write_json_atomic
-from data_tools.loaders import label_ids, load_arrays, make_dataset, select
-from data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.loaders import label_ids, load_arrays, make_dataset, select
+from genrekit.data_tools.manifest import check_no_leak, manifest_checksum, read_manifest
 from genrekit.errors import UserError
 from genrekit.runs import HISTORY, LABELS, MODEL, TMP_PREFIX, Run, library_versions, run_folder
 
@@ -294,9 +294,9 @@ def train(opts: TrainOptions) -> dict:
     import keras
     import tensorflow as tf
 
-    from models import build_model, get_arch
-    from models.registry import check_hparams
-    from models.transfer import set_phase, split_at_base
+    from genrekit.models import build_model, get_arch
+    from genrekit.models.registry import check_hparams
+    from genrekit.models.transfer import set_phase, split_at_base
 
     check_options(opts)
     spec = get_arch(opts.arch)
@@ -326,7 +326,7 @@ def train(opts: TrainOptions) -> dict:
     check_no_leak(rows)
     kind = spec.feature
     if kind == "musicnn":
-        from data_tools.features import MUSICNN_FEATURES
+        from genrekit.data_tools.features import MUSICNN_FEATURES
 
         wrong = {k: v for k, v in MUSICNN_FEATURES.items() if getattr(fc, k) != v}
         if wrong:
@@ -346,7 +346,7 @@ def train(opts: TrainOptions) -> dict:
         raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
     augmenter = None
     if opts.image_aug:
-        from models.image_aug import image_augmenter
+        from genrekit.models.image_aug import image_augmenter
 
         augmenter = image_augmenter(tuple(opts.image_aug), seed=opts.seed)
     n_synthetic = 0
@@ -526,9 +526,9 @@ def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = RE
     accepted. No valid split, fewer than ``MIN_CALIBRATION_TRACKS`` validation tracks, or a
     valid split without a single error (T has no finite optimum): T stays 1, and the file
     says why."""
-    from evaluation.calibration import (apply_temperature, choose_reject_threshold, expected_calibration_error,
+    from genrekit.evaluation.calibration import (apply_temperature, choose_reject_threshold, expected_calibration_error,
                                         fit_temperature, nll)
-    from evaluation.metrics import aggregate_tracks
+    from genrekit.evaluation.metrics import aggregate_tracks
     from genrekit.runs import CALIBRATION
 
     sr = [r for r in select(rows, kind, ("valid",)) if r["augmentation"] == "original"]
@@ -572,15 +572,15 @@ def find_layer(model, name):
 
 
 def epochs_run(run_dir: Path) -> int:
-    from data_tools.fsio import read_csv
+    from genrekit.data_tools.fsio import read_csv
 
     p = run_dir / HISTORY
     return len(read_csv(p)) if p.is_file() else 0
 
 
 def plot_curves(run_dir: Path, title: str) -> None:
-    from data_tools.fsio import read_csv
-    from evaluation.plots import plot_history
+    from genrekit.data_tools.fsio import read_csv
+    from genrekit.evaluation.plots import plot_history
 
     p = run_dir / HISTORY
     if p.is_file():
@@ -590,7 +590,7 @@ def plot_curves(run_dir: Path, title: str) -> None:
 
 
 def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 32) -> np.ndarray:
-    from models.track import is_track_model
+    from genrekit.models.track import is_track_model
 
     if is_track_model(model):  # one probability per track, repeated on each of its rows
         from genrekit.trackhead import predict_track_rows
@@ -604,7 +604,7 @@ def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 3
 def evaluate_splits(predict, rows, labels, kind) -> dict:
     """Top-1/top-2 at clip and track level on the valid and test splits (originals only);
     ``predict(rows) -> probabilities``."""
-    from evaluation.metrics import evaluate_predictions
+    from genrekit.evaluation.metrics import evaluate_predictions
 
     out = {}
     for split in ("valid", "test"):

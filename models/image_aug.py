@@ -20,7 +20,7 @@ def image_augmenter(names, seed: int = 0):
 
     unknown = [n for n in names if n not in IMAGE_AUGMENTATIONS]
     if unknown:
-        from models.errors import ModelError
+        from genrekit.models.errors import ModelError
 
         raise ModelError(f"unknown image augmentation(s) {', '.join(unknown)} "
                          f"(known: {', '.join(IMAGE_AUGMENTATIONS)})")

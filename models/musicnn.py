@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from models.errors import ModelError
+from genrekit.models.errors import ModelError
 
 N_FRAMES, N_MELS = 187, 96
 CHECKPOINTS = {"msd": "MSD_musicnn", "mtt": "MTT_musicnn", "msd_vgg": "MSD_vgg", "mtt_vgg": "MTT_vgg"}
@@ -219,10 +219,10 @@ def build_musicnn_track(input_shape, num_classes: int, weights: str | None = "ms
     """genrekit's default genre model: every window of a track through the frozen MSD musicnn,
     its ``embedding`` (default the 200-unit penultimate layer) pooled over the whole track by
     ``stats`` (default mean and standard deviation), then a softmax layer fitted as a
-    regularised logistic regression (``genrekit train`` does this; see models.track).
+    regularised logistic regression (``genrekit train`` does this; see genrekit.models.track).
     ``variants`` is read by the training, not here: fit on augment's training variants too
     (default: the original recordings only, which held up better on music from outside GTZAN)."""
-    from models.track import build_track_classifier
+    from genrekit.models.track import build_track_classifier
 
     stats = tuple(s.strip() for s in stats.split(",") if s.strip()) if isinstance(stats, str) else tuple(stats)
     base = embedding_model(input_shape, weights, weights_dir, variant, embedding)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.errors import ModelError
+from genrekit.models.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -42,36 +42,36 @@ def _lazy(module: str, fn: str, params: str | None = None) -> Callable:
 DEFAULT_ARCH = "musicnn_lr"  # what `genrekit train` trains when no --arch is named (benchmarks/ood.py)
 
 REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
-    ArchSpec("fcnn", _lazy("models.cnn", "build_fcnn"), "mfcc", ("scratch",),
+    ArchSpec("fcnn", _lazy("genrekit.models.cnn", "build_fcnn"), "mfcc", ("scratch",),
              "flatten -> 512 -> 256 -> classes on MFCC sequences"),
-    ArchSpec("cnn", _lazy("models.cnn", "build_cnn"), "mel", ("scratch",),
+    ArchSpec("cnn", _lazy("genrekit.models.cnn", "build_cnn"), "mel", ("scratch",),
              "custom CNN of the mel-spectrogram/MobileNet study"),
-    ArchSpec("cnn_bn", _lazy("models.cnn", "build_cnn_bn"), "mel", ("scratch",),
+    ArchSpec("cnn_bn", _lazy("genrekit.models.cnn", "build_cnn_bn"), "mel", ("scratch",),
              "four 3x3 convs with BatchNorm"),
-    ArchSpec("cnn64x400", _lazy("models.cnn", "build_cnn64x400"), "melspec", ("scratch",),
+    ArchSpec("cnn64x400", _lazy("genrekit.models.cnn", "build_cnn64x400"), "melspec", ("scratch",),
              "compact CNN of the tempo study on 64x400 per-band-normalised dB mel windows"),
-    ArchSpec("vgg16", _lazy("models.transfer", "build_vgg16", "build_transfer"), "mel", ("transfer", "finetune"),
+    ArchSpec("vgg16", _lazy("genrekit.models.transfer", "build_vgg16", "build_transfer"), "mel", ("transfer", "finetune"),
              "VGG16 ImageNet transfer learning", "imagenet"),
-    ArchSpec("mobilenet", _lazy("models.transfer", "build_mobilenet", "build_transfer"), "mel", ("transfer", "finetune"),
+    ArchSpec("mobilenet", _lazy("genrekit.models.transfer", "build_mobilenet", "build_transfer"), "mel", ("transfer", "finetune"),
              "MobileNet v1 ImageNet transfer learning", "imagenet"),
-    ArchSpec("mobilenetv2", _lazy("models.transfer", "build_mobilenetv2", "build_transfer"), "mel", ("transfer", "finetune"),
+    ArchSpec("mobilenetv2", _lazy("genrekit.models.transfer", "build_mobilenetv2", "build_transfer"), "mel", ("transfer", "finetune"),
              "MobileNet v2 ImageNet transfer learning", "imagenet"),
-    ArchSpec("musicnn_lr", _lazy("models.musicnn", "build_musicnn_track"), "musicnn", ("transfer",),
+    ArchSpec("musicnn_lr", _lazy("genrekit.models.musicnn", "build_musicnn_track"), "musicnn", ("transfer",),
              "genrekit's default: frozen MSD musicnn on every window of a track, its 200-unit penultimate "
              "embedding summarised over the track (mean, std), logistic regression with its regularisation "
              "chosen by cross-validation", "msd", head="logreg"),
-    ArchSpec("musicnn", _lazy("models.musicnn", "build_musicnn", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
+    ArchSpec("musicnn", _lazy("genrekit.models.musicnn", "build_musicnn", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
              "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd"),
-    ArchSpec("musicnn_vgg", _lazy("models.musicnn", "build_musicnn_vgg", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
+    ArchSpec("musicnn_vgg", _lazy("genrekit.models.musicnn", "build_musicnn_vgg", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
              "musicnn's VGG baseline, pretrained on MSD (or MTT)", "msd"),
-    ArchSpec("tempocnn", _lazy("models.tempo", "build_tempocnn"), "tempogram", ("scratch",),
+    ArchSpec("tempocnn", _lazy("genrekit.models.tempo", "build_tempocnn"), "tempogram", ("scratch",),
              "tempo regressor (BPM) on log-BPM tempogram windows (genrekit train --task tempo)", task="tempo"),
-    ArchSpec("fusion", _lazy("models.tempo", "build_fusion"), "genre run's", ("scratch",),
+    ArchSpec("fusion", _lazy("genrekit.models.tempo", "build_fusion"), "genre run's", ("scratch",),
              "a genre run's frozen conv embedding + an MLP of a tempo run's predicted BPM "
              "(--genre-run RUN --tempo-run RUN)"),
-    ArchSpec("lstm", _lazy("models.rnn", "build_lstm"), "mfcc", ("scratch",),
+    ArchSpec("lstm", _lazy("genrekit.models.rnn", "build_lstm"), "mfcc", ("scratch",),
              "two BiLSTM(128) layers on MFCC sequences"),
-    ArchSpec("crnn", _lazy("models.rnn", "build_crnn"), "mfcc", ("scratch",),
+    ArchSpec("crnn", _lazy("genrekit.models.rnn", "build_crnn"), "mfcc", ("scratch",),
              "three conv blocks then two BiLSTM layers on MFCC sequences"),
 ]}
 

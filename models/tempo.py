@@ -1,7 +1,7 @@
 """Tempo regression and tempo->genre fusion.
 
 ``tempocnn`` regresses a track's tempo from a log-BPM tempogram window
-(:func:`data_tools.features.tempogram`): it scores each tempo and outputs the expected tempo
+(:func:`genrekit.data_tools.features.tempogram`): it scores each tempo and outputs the expected tempo
 under those scores, scaled to [0, 1] over the run's BPM range (MSE loss), starting from the
 classic prior-weighted tempogram peak. Chosen after a flatten-and-dense head and a
 convolution-only scorer, trained from random weights on gtzan_mini's training tracks,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.errors import ModelError
+from genrekit.models.errors import ModelError
 
 
 def build_tempocnn(input_shape, num_outputs: int = 1, bpm_min: float = 30.0, bpm_max: float = 480.0,

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from models.errors import ModelError
+from genrekit.models.errors import ModelError
 
 POOLINGS = ("mean", "std", "max")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from models.errors import ModelError
+from genrekit.models.errors import ModelError
 
 # preprocessing expressed as (x - mean) / sqrt(variance) on inputs in [0, 1]
 _CAFFE_BGR_MEAN = [103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0]

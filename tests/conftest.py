@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_tools.augment import AugmentConfig
-from data_tools.features import FeatureConfig
-from data_tools.pipeline import AugmentSettings
+from genrekit.data_tools.augment import AugmentConfig
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.pipeline import AugmentSettings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GTZAN_MINI = SHARED / "data" / "gtzan_mini" / "genres"
@@ -68,7 +68,7 @@ def gtzan_subset(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_features(tmp_path_factory) -> Path:
     """A small feature folder (mel 32x32 and MFCC) from synthetic tones, made once per session."""
-    from data_tools.pipeline import run_augment
+    from genrekit.data_tools.pipeline import run_augment
 
     base = tmp_path_factory.mktemp("tiny")
     data = write_tree(base / "data", per_genre=5, seconds=2.5)

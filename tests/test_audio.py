@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_tools.audio import load_audio
-from data_tools.errors import AudioDecodeError
+from genrekit.data_tools.audio import load_audio
+from genrekit.data_tools.errors import AudioDecodeError
 from tests.conftest import tone
 
 
@@ -67,7 +67,7 @@ def test_garbage_mp3(tmp_path):
 
 
 def test_max_seconds_is_checked_from_the_header_and_bounds_the_read(tmp_path):
-    from data_tools.errors import AudioTooLongError
+    from genrekit.data_tools.errors import AudioTooLongError
 
     sf.write(tmp_path / "six.wav", tone(440, 6.0, 8000), 8000)
     with pytest.raises(AudioTooLongError, match="6 s long, more than --max-seconds 5"):

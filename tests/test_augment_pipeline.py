@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_tools.errors import DataError
-from data_tools.manifest import check_no_leak, read_manifest
-from data_tools.pipeline import merge_shards, run_augment
-from data_tools.splits import read_splits_csv
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.manifest import check_no_leak, read_manifest
+from genrekit.data_tools.pipeline import merge_shards, run_augment
+from genrekit.data_tools.splits import read_splits_csv
 from tests.conftest import small_settings
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_tools.errors import DataError
-from data_tools.manifest import read_manifest
-from data_tools.pipeline import run_augment
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.manifest import read_manifest
+from genrekit.data_tools.pipeline import run_augment
 from genrekit.cli import main
 from tests.conftest import SR, small_settings, tone, write_tree
 
@@ -75,8 +75,8 @@ def test_non_finite_features_are_a_reported_skip(audio_tree, tmp_path):
 
 
 def test_check_features_refuses_nan_and_all_constant():
-    from data_tools.errors import FeatureError
-    from data_tools.features import check_features
+    from genrekit.data_tools.errors import FeatureError
+    from genrekit.data_tools.features import check_features
 
     ok = np.arange(12, dtype=np.float32).reshape(3, 4)
     check_features("mfcc", [ok, np.zeros((3, 4), np.float32)])  # one silent segment among others is fine
@@ -127,7 +127,7 @@ def test_random_bytes_named_mp3_get_a_clear_reason(audio_tree, tmp_path):
 
 
 def test_one_files_failure_is_a_skip_not_an_abort(audio_tree, tmp_path, monkeypatch):
-    import data_tools.pipeline as pipeline
+    import genrekit.data_tools.pipeline as pipeline
 
     real = pipeline.load_audio
 
@@ -148,7 +148,7 @@ def test_one_files_failure_is_a_skip_not_an_abort(audio_tree, tmp_path, monkeypa
 
 def _die_on_mid(job):
     """A worker that the system kills (as the OOM killer would) on one track."""
-    import data_tools.pipeline as pipeline
+    import genrekit.data_tools.pipeline as pipeline
 
     if job[0].track_id == "mid/mid.00003":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -156,7 +156,7 @@ def _die_on_mid(job):
 
 
 def test_a_killed_worker_is_reported_not_waited_on(audio_tree, tmp_path, monkeypatch, capsys):
-    import data_tools.pipeline as pipeline
+    import genrekit.data_tools.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "_real_process_track", pipeline.process_track, raising=False)
     monkeypatch.setattr(pipeline, "process_track", _die_on_mid)
@@ -172,7 +172,7 @@ def test_a_killed_worker_is_reported_not_waited_on(audio_tree, tmp_path, monkeyp
 
 def test_resume_redoes_a_track_whose_audio_was_replaced(audio_tree, tmp_path):
     out = tmp_path / "f"
-    from data_tools.augment import AugmentConfig
+    from genrekit.data_tools.augment import AugmentConfig
 
     settings = small_settings(augment=AugmentConfig(augmentations=()))
     run_augment(audio_tree, out, settings, progress=False)
@@ -227,7 +227,7 @@ def test_refused_options_create_nothing(audio_tree, tmp_path, capsys, args, word
 def _record_blas_threads(y, *a, **kw):
     from threadpoolctl import threadpool_info
 
-    import data_tools.pipeline as pipeline
+    import genrekit.data_tools.pipeline as pipeline
 
     n = max([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] or [1])
     with open(os.environ["GENREKIT_TEST_BLAS_LOG"], "a") as fh:
@@ -240,7 +240,7 @@ def test_features_are_computed_on_one_blas_thread(audio_tree, tmp_path, monkeypa
     """Multi-threaded BLAS sums differ in the last bit: every path must use one thread so that the
     same seed gives the same bytes whatever --workers (the byte comparison itself is in
     test_augment_pipeline.test_same_seed_same_bytes_whatever_the_workers)."""
-    import data_tools.pipeline as pipeline
+    import genrekit.data_tools.pipeline as pipeline
 
     log = tmp_path / "blas.log"
     monkeypatch.setenv("GENREKIT_TEST_BLAS_LOG", str(log))

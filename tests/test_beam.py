@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.errors import DataError
-from data_tools.pipeline import run_augment
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.pipeline import run_augment
 from tests.conftest import small_settings, write_tree
 
 beam = pytest.importorskip("apache_beam")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from evaluation.calibration import (
+from genrekit.evaluation.calibration import (
     UNKNOWN,
     apply_temperature,
     calibration_figures,
@@ -100,8 +100,8 @@ def test_threshold_keeps_the_asked_share_accepted_and_open_set_figures():
 def tone_run(tmp_path_factory):
     """A small CNN trained on three tone 'genres' (12 validation tracks), and a probe folder of
     music of none of them: the three tones sounding together (the model splits its belief)."""
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import run_augment
     from genrekit.train import TrainOptions, train
     from tests.conftest import small_features, small_settings
 

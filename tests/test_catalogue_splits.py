@@ -2,9 +2,9 @@ from collections import Counter
 
 import pytest
 
-from data_tools.catalogue import find_tracks, resolve_root
-from data_tools.errors import DataError
-from data_tools.splits import parse_ratios, read_split_source, split_from_source, stratified_split
+from genrekit.data_tools.catalogue import find_tracks, resolve_root
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.splits import parse_ratios, read_split_source, split_from_source, stratified_split
 from tests.conftest import write_tree
 
 
@@ -121,7 +121,7 @@ def test_a_track_in_two_split_lists_is_refused(tmp_path):
 
 
 def test_negative_ratios_are_called_ratios(tmp_path):
-    from data_tools.pipeline import AugmentSettings, _decide_split
+    from genrekit.data_tools.pipeline import AugmentSettings, _decide_split
 
     tracks = find_tracks(write_tree(tmp_path / "d", per_genre=2, seconds=0.2))
     for text in ("-1/2/3", "70/-20/50"):

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.features import MELSPEC_64X400_FEATURES, FeatureConfig, extract
-from data_tools.loaders import load_arrays
-from data_tools.manifest import read_manifest
-from models import build_model
+from genrekit.data_tools.features import MELSPEC_64X400_FEATURES, FeatureConfig, extract
+from genrekit.data_tools.loaders import load_arrays
+from genrekit.data_tools.manifest import read_manifest
+from genrekit.models import build_model
 
 
 def test_melspec_windows_are_64_by_400():
@@ -36,8 +36,8 @@ def test_architecture():
 
 @pytest.mark.slow
 def test_train_uses_training_split_band_statistics(tmp_path):
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
     from genrekit.runs import Run
     from genrekit.train import TrainOptions, train
     from tests.conftest import write_tree

@@ -17,9 +17,9 @@ def _one_error(capsys, rc) -> str:
 
 @pytest.fixture(scope="module")
 def lr_run(tmp_path_factory):
-    from data_tools.augment import AugmentConfig
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
     from genrekit.cli import main
 
     tmp = tmp_path_factory.mktemp("embed")
@@ -34,11 +34,11 @@ def lr_run(tmp_path_factory):
 def test_run_embeddings_are_the_track_models_windows(lr_run, tmp_path, capsys):
     """A folder with a bad file in it: one error line, the rest embedded; the .npy rows are the
     track model's per-window backbone outputs on predict's windows, the CSV the same with start times."""
-    from data_tools.features import extract
-    from data_tools.audio import load_audio
+    from genrekit.data_tools.features import extract
+    from genrekit.data_tools.audio import load_audio
     from genrekit.cli import main
     from genrekit.runs import Run
-    from models.track import window_embedder
+    from genrekit.models.track import window_embedder
 
     music = tmp_path / "music"
     (music / "live").mkdir(parents=True)
@@ -81,10 +81,10 @@ def test_run_embeddings_are_the_track_models_windows(lr_run, tmp_path, capsys):
 def test_backbone_embeddings_and_refusals(tmp_path, capsys):
     import keras
 
-    from data_tools.audio import load_audio
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
+    from genrekit.data_tools.audio import load_audio
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
     from genrekit.cli import main
-    from models.musicnn import N_FRAMES, N_MELS, embedding_model
+    from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
 
     song = tmp_path / "song.flac"
     sf.write(song, tone(300.0, 6.5, 44100, seed=1), 44100)

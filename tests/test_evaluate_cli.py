@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.features import FeatureConfig
+from genrekit.data_tools.features import FeatureConfig
 from genrekit.cli import main
 from genrekit.errors import UserError
 from genrekit.evaluate import evaluate
@@ -136,8 +136,8 @@ def test_refuses_leaky_and_mismatched_evaluations(tiny_features, two_runs, tmp_p
 
 
 def test_cv_reports_mean_and_std(tmp_path, capsys):
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import run_augment
     from tests.conftest import small_settings, write_tree
 
     data = write_tree(tmp_path / "d", per_genre=4, seconds=2.5)

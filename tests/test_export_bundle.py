@@ -32,9 +32,9 @@ def _tree(root: Path) -> dict:
 def lr_run(tmp_path_factory):
     """A tiny musicnn_lr run (random backbone: offline), its temperature set to 1.7 so that the
     calibration step is exercised, and an evaluation kept under RUN/eval/ood_dev/."""
-    from data_tools.augment import AugmentConfig
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
     from genrekit.cli import main
 
     tmp = tmp_path_factory.mktemp("bundle")
@@ -105,7 +105,7 @@ def test_example_reproduces_genrekit_predict_without_genrekit(lr_run, tmp_path):
     (resampled, channels averaged) and a 1.5 s file (one window, filled by wrapping)."""
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    from evaluation.calibration import apply_temperature
+    from genrekit.evaluation.calibration import apply_temperature
     from genrekit.export import export_bundle
     from genrekit.predict import predict_file, predict_files
     from genrekit.runs import Run
@@ -191,7 +191,7 @@ def test_example_on_a_per_window_model(lr_run, tmp_path):
     """A per-window musicnn run: the example averages the window probabilities as genrekit does."""
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    from evaluation.calibration import apply_temperature
+    from genrekit.evaluation.calibration import apply_temperature
     from genrekit.cli import main
     from genrekit.export import export_bundle
     from genrekit.predict import predict_file
@@ -212,7 +212,7 @@ def test_evaluate_writes_predictions_csv(lr_run):
     probabilities genrekit predict gives for the same track's audio."""
     import csv
 
-    from evaluation.calibration import apply_temperature
+    from genrekit.evaluation.calibration import apply_temperature
     from genrekit.predict import predict_file
     from genrekit.runs import Run
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from data_tools.augment import (
+from genrekit.data_tools.augment import (
     AugmentConfig,
     Variant,
     apply_waveform,
@@ -9,8 +9,8 @@ from data_tools.augment import (
     spec_transform_for,
     variant_rng,
 )
-from data_tools.errors import DataError
-from data_tools.features import FeatureConfig, extract, segment_starts
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.features import FeatureConfig, extract, segment_starts
 from tests.conftest import small_features, tone
 
 
@@ -123,7 +123,7 @@ def test_feature_config_file_with_absurd_segment_is_refused(tmp_path):
 
 
 def test_extract_refuses_non_finite_spectrograms():
-    from data_tools.errors import FeatureError
+    from genrekit.data_tools.errors import FeatureError
 
     cfg = small_features()
     y = np.full(8000, 1e30, dtype=np.float32)

@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.features import FeatureConfig
-from data_tools.manifest import read_manifest
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.manifest import read_manifest
 from genrekit.cli import main
 from genrekit.errors import UserError
 from genrekit.gan import gan_generate, gan_train
 from genrekit.runs import Run
 from genrekit.train import TrainOptions, train
-from models.gan import ConditionalGAN, build_discriminator, build_generator
+from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_gan_error_paths(tiny_features, tmp_path):
 
 
 def test_quality_figures_on_known_distributions():
-    from evaluation.gan_quality import frechet_distance, quality_report
+    from genrekit.evaluation.gan_quality import frechet_distance, quality_report
 
     rng = np.random.default_rng(0)
     real = rng.standard_normal((200, 10, 3))

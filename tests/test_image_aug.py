@@ -7,8 +7,8 @@ import pytest
 
 from genrekit.errors import UserError
 from genrekit.train import TrainOptions, train
-from models import ModelError
-from models.image_aug import image_augmenter
+from genrekit.models import ModelError
+from genrekit.models.image_aug import image_augmenter
 
 
 def test_each_augmentation_changes_images_and_is_seeded():

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_tools.manifest import read_manifest
-from data_tools.splits import read_splits_csv
+from genrekit.data_tools.manifest import read_manifest
+from genrekit.data_tools.splits import read_splits_csv
 from genrekit.cli import main
 
 pytestmark = pytest.mark.integration

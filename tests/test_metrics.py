@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from evaluation.errors import EvaluationError
-from evaluation.metrics import (
+from genrekit.evaluation.errors import EvaluationError
+from genrekit.evaluation.metrics import (
     aggregate_tracks,
     classification_figures,
     evaluate_predictions,

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import REGISTRY, ModelError, build_model, get_arch
-from models.transfer import set_phase, split_at_base
+from genrekit.models import REGISTRY, ModelError, build_model, get_arch
+from genrekit.models.transfer import set_phase, split_at_base
 
 
 @pytest.mark.parametrize("name,expected", [("cnn", 15_764_554), ("mobilenet", 7_423_882), ("vgg16", 16_812_554)])

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
+from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
 from genrekit.errors import UserError
 from genrekit.weights import MUSICNN_FILES, cache_root, fetch
-from models import ModelError
-from models.musicnn import musicnn_backbone, pretrained_backbone, tags_probabilities, vgg_backbone
+from genrekit.models import ModelError
+from genrekit.models.musicnn import musicnn_backbone, pretrained_backbone, tags_probabilities, vgg_backbone
 from tests.conftest import GTZAN_MINI, SHARED
 
 GOLDEN = SHARED / "weights" / "musicnn_msd_golden.json"
@@ -30,7 +30,7 @@ def test_architectures_match_the_checkpoints_parameter_counts():
 def test_reproduces_the_original_msd_musicnn_outputs():
     if not GOLDEN.is_file() or not GTZAN_MINI.is_dir():
         pytest.skip("golden file or gtzan_mini not available")
-    from data_tools.audio import load_audio
+    from genrekit.data_tools.audio import load_audio
 
     golden = json.loads(GOLDEN.read_text())
     model = pretrained_backbone("msd", _installed())
@@ -90,7 +90,7 @@ def _real_installed():
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
-    from models.musicnn import find_weights_dir
+    from genrekit.models.musicnn import find_weights_dir
 
     monkeypatch.setenv("GENREKIT_CACHE", str(tmp_path))
     with pytest.raises(ModelError, match="genrekit weights fetch musicnn"):
@@ -99,8 +99,8 @@ def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
     from genrekit.predict import predict_file
     from genrekit.runs import Run
     from genrekit.train import TrainOptions, train
@@ -129,7 +129,7 @@ def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
 
 @pytest.mark.parametrize("embedding,dim", [("penultimate", 200), ("pooled", 1506), ("taggram", 50)])
 def test_the_head_can_read_another_musicnn_layer(embedding, dim):
-    from models import build_model
+    from genrekit.models import build_model
 
     m = build_model("musicnn", (187, 96), 4, weights="none", embedding=embedding)
     assert m.get_layer("base").output.shape[-1] == dim
@@ -137,7 +137,7 @@ def test_the_head_can_read_another_musicnn_layer(embedding, dim):
 
 
 def test_vgg_has_no_pooled_midend():
-    from models import build_model
+    from genrekit.models import build_model
 
     with pytest.raises(ModelError, match="vgg has no pooled"):
         build_model("musicnn_vgg", (187, 96), 4, weights="none", embedding="pooled")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_tools.audio import load_audio, stream_audio
+from genrekit.data_tools.audio import load_audio, stream_audio
 from genrekit import predict as P
 from genrekit.runs import Run
 
@@ -86,7 +86,7 @@ def test_a_streamed_long_file_gets_the_whole_file_answer(mfcc_run, tmp_path, mon
 
 @pytest.mark.slow
 def test_silent_windows_are_left_out_and_silence_is_refused(mfcc_run, tmp_path):
-    from data_tools.errors import AudioDecodeError
+    from genrekit.data_tools.errors import AudioDecodeError
 
     sr = mfcc_run.feature_config.sr
     music = _music(4.0, sr)

@@ -128,7 +128,7 @@ def test_bad_numbers_and_hparams_are_one_line_and_create_nothing(tiny_features, 
 
 
 def test_nan_features_stop_training_without_a_run_folder(tiny_features, tmp_path, capsys):
-    from data_tools.manifest import read_manifest
+    from genrekit.data_tools.manifest import read_manifest
 
     feats = Path(shutil.copytree(tiny_features, tmp_path / "feats"))
     for r in read_manifest(feats):

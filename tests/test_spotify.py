@@ -5,9 +5,9 @@ import errno
 import pytest
 import soundfile as sf
 
-from data_tools.errors import DataError
-from data_tools.fsio import read_csv
-from data_tools.spotify import FetchOptions, fetch_spotify, safe_name
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import read_csv
+from genrekit.data_tools.spotify import FetchOptions, fetch_spotify, safe_name
 from genrekit.cli import main
 from tests.spotify_server import FakeApis, serve, sid
 
@@ -80,7 +80,7 @@ def test_missing_and_rejected_credentials(apis, tmp_path, monkeypatch, capsys):
 
 
 def test_full_disk_keeps_what_was_fetched(apis, tmp_path, monkeypatch):
-    import data_tools.spotify as spotify
+    import genrekit.data_tools.spotify as spotify
 
     real = spotify.write_atomic
     calls = {"n": 0}

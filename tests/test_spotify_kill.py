@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from data_tools.spotify import TMP_DIR
+from genrekit.data_tools.spotify import TMP_DIR
 from genrekit.cli import main
 from tests.spotify_server import FakeApis, serve
 

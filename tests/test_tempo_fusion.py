@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_tools.features import FeatureConfig, extract, tempo_bpm_axis
-from evaluation.metrics import tempo_metrics
+from genrekit.data_tools.features import FeatureConfig, extract, tempo_bpm_axis
+from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.cli import main
 from genrekit.errors import UserError
 from genrekit.tempo import load_tempi, row_bpm, stretch_rate
@@ -42,7 +42,7 @@ def test_tempogram_peaks_at_the_click_tempo():
 
 
 def test_tempogram_settings_are_checked():
-    from data_tools.errors import DataError
+    from genrekit.data_tools.errors import DataError
 
     with pytest.raises(DataError, match="tempo_ac_frames is too short"):
         FeatureConfig(tempo_ac_frames=64)
@@ -77,7 +77,7 @@ def test_annotations_gtzan_by_default_and_user_csv(tmp_path):
 
 
 def test_tempocnn_outputs_a_scaled_tempo_inside_the_range():
-    from models import build_model
+    from genrekit.models import build_model
 
     m = build_model("tempocnn", (32, 128), 1, bpm_min=30.0, bpm_max=480.0)
     w = m.get_layer("tempo").get_weights()[0][:, 0]
@@ -90,8 +90,8 @@ def test_tempocnn_outputs_a_scaled_tempo_inside_the_range():
 
 @pytest.fixture(scope="module")
 def tempo_data(tmp_path_factory):
-    from data_tools.augment import AugmentConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     base = tmp_path_factory.mktemp("tempo")
     rows = []
@@ -224,7 +224,7 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
     # a folder without the tempogram windows: one line, and no run folder left behind
     import shutil
 
-    from data_tools.manifest import read_manifest, write_manifest
+    from genrekit.data_tools.manifest import read_manifest, write_manifest
 
     bare = tmp_path / "bare"
     shutil.copytree(tempo_data / "feats", bare)
@@ -239,7 +239,7 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
 
 def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
     from genrekit.tempo import unscale
-    from models import build_model
+    from genrekit.models import build_model
 
     cfg = small_features(**TEMPO_KW)
     m = build_model("tempocnn", cfg.feature_shape("tempogram"), 1, bpm_min=cfg.tempo_bpm_min,
@@ -251,8 +251,8 @@ def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
 
 
 def test_fusion_control_ignores_the_tempo():
-    from models import build_model
-    from models.tempo import build_fusion
+    from genrekit.models import build_model
+    from genrekit.models.tempo import build_fusion
 
     genre = build_model("cnn64x400", (64, 32), 3)
     m = build_fusion(genre, 3, use_tempo=False)

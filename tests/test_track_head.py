@@ -49,7 +49,7 @@ def test_two_classes_give_two_columns():
 def test_track_pooling_layer_matches_numpy():
     import keras
 
-    from models.track import TrackPooling, pool_track
+    from genrekit.models.track import TrackPooling, pool_track
 
     x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype(np.float32)
     layer = TrackPooling(("mean", "std", "max"))
@@ -64,14 +64,14 @@ def test_track_pooling_layer_matches_numpy():
 @pytest.mark.slow
 def test_default_recipe_trains_predicts_and_reloads(tmp_path):
     """No --arch: musicnn_lr. Random backbone weights keep the test offline; the pipeline is the same."""
-    from data_tools.augment import AugmentConfig
-    from data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
     from genrekit.cli import main
     from genrekit.predict import predict_file
     from genrekit.runs import Run
     from genrekit.trackhead import predict_track_rows
-    from data_tools.manifest import read_manifest
+    from genrekit.data_tools.manifest import read_manifest
 
     data = write_tree(tmp_path / "d", per_genre=5, seconds=7.0, sr=16000)
     feats = tmp_path / "f"
@@ -154,7 +154,7 @@ def test_track_head_refuses_keras_only_options(tmp_path, tiny_features, capsys, 
 
 def test_long_tracks_are_embedded_in_steps_with_the_same_answer():
     from genrekit.trackhead import EMBED_STEP, predict_track
-    from models import build_model
+    from genrekit.models import build_model
 
     m = build_model("musicnn_lr", (187, 96), 3, weights="none", embedding="pooled")
     rng = np.random.default_rng(3)

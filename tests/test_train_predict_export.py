@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_tools.features import FeatureConfig
-from data_tools.loaders import load_feature
-from data_tools.manifest import read_manifest
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.loaders import load_feature
+from genrekit.data_tools.manifest import read_manifest
 from genrekit.errors import UserError
 from genrekit.export import export_bundle, run_exported
 from genrekit.modelcard import MODEL_FILES
 from genrekit.predict import features_for, predict_file
 from genrekit.runs import Run, load_model
 from genrekit.train import TrainOptions, train
-from models import ModelError
+from genrekit.models import ModelError
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.slow
@@ -70,8 +70,8 @@ def test_cached_transfer_trains_the_full_models_head(tiny_features, tmp_path):
     rows = [r for r in read_manifest(tiny_features) if r["feature"] == "mel" and r["split"] == "test"]
     x = np.stack([load_feature(tiny_features / r["path"], "mel") for r in rows])
     # the saved full model reproduces the metrics computed during training
-    from data_tools.loaders import label_ids
-    from evaluation.metrics import evaluate_predictions
+    from genrekit.data_tools.loaders import label_ids
+    from genrekit.evaluation.metrics import evaluate_predictions
 
     proba = run.model().predict(x, verbose=0)
     res = evaluate_predictions([r["track_id"] for r in rows], label_ids(rows, run.labels), proba, run.labels)
@@ -84,7 +84,7 @@ def test_predict_uses_the_training_feature_path(tiny_features, tmp_path):
     row = next(r for r in read_manifest(tiny_features) if r["feature"] == "mel" and r["augmentation"] == "original")
     data_root = Path(json.loads((tiny_features / "augment_config.json").read_text())["data_root"])
     src = data_root / (row["source"])
-    from data_tools.audio import load_audio
+    from genrekit.data_tools.audio import load_audio
 
     y = load_audio(src, run.feature_config.sr).y
     x_predict = features_for(y, run)
