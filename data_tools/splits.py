@@ -139,7 +139,7 @@ def _read_split_csv(path: Path) -> dict[str, str]:
 def read_split_source(source: str) -> tuple[dict[str, str], str]:
     """Read a builtin split name, a split CSV or a folder of split lists: {track_id: split}."""
     if source in BUILTIN_SPLITS:
-        pkg = resources.files("data_tools") / "splits_data" / BUILTIN_SPLITS[source]
+        pkg = resources.files("genrekit.data_tools") / "splits_data" / BUILTIN_SPLITS[source]
         with resources.as_file(pkg) as folder:
             return _read_list_folder(Path(folder)), source
     path = Path(source).expanduser()

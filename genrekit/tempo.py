@@ -36,7 +36,7 @@ def load_tempi(path=None) -> dict[str, float]:
     if path is None:
         from importlib import resources
 
-        text = (resources.files("data_tools") / "tempo_data" / "gtzan_tempo.csv").read_text(encoding="utf-8")
+        text = (resources.files("genrekit.data_tools") / "tempo_data" / "gtzan_tempo.csv").read_text(encoding="utf-8")
         where = "GTZAN tempi (package data)"
     else:
         try:
