@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
 from genrekit.data_tools.errors import DataError, FeatureError
+from genrekit.data_tools.fsio import save_npy_atomic, save_png_atomic
 
-FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec", "tempogram")
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
 # 256-sample hop, 96 mel bands, log10(10000 * mel + 1), 187-frame (3 s) windows
 MUSICNN_FEATURES = {"sr": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 96}
@@ -151,16 +152,9 @@ class FeatureConfig:
         return self.stft_bytes(self.seconds(kind)) + self.image_height * self.image_width * 8
 
     def clip_bytes(self, kind: str, clip_seconds: float) -> int:
-        """Working memory of a whole clip's spectrogram, for the kinds cut into frame windows
-        (musicnn, melspec, tempogram); a mel/MFCC kind costs :meth:`segment_bytes`."""
-        if kind in ("mel", "mfcc"):
-            return self.segment_bytes(kind)
-        secs = max(clip_seconds, self.seconds(kind))
-        if kind == "tempogram":
-            h = self.tempo_hop_length
-            frames = 1 + int(secs * self.sr) // h
-            return self.stft_bytes(secs, n_fft=4 * h, hop_length=h) + frames * self.tempo_ac_frames * 16
-        return self.stft_bytes(secs)
+        """Working memory of rendering ``kind`` from a clip of ``clip_seconds`` (see
+        :attr:`FeatureKind.work_bytes`)."""
+        return get_kind(kind).work_bytes(self, clip_seconds)
 
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -197,37 +191,26 @@ class FeatureConfig:
         except (json.JSONDecodeError, TypeError) as exc:
             raise DataError(f"unreadable feature config {p}: {exc}") from None
 
-    # -- shapes ------------------------------------------------------------------------
-    def frames(self, kind: str) -> int:
-        return {"musicnn": self.musicnn_frames, "tempogram": self.tempo_frames}.get(kind, self.melspec_frames)
+    # -- shapes (each kind states its own; see FeatureKind) ------------------------------
+    def windows(self, kind: str) -> Windows:
+        """Where the windows of ``kind`` lie in a clip."""
+        return get_kind(kind).windows(self)
+
+    def frames(self, kind: str) -> int | None:
+        """Window length in frames of a kind cut from a whole clip's spectrogram (None for a
+        kind rendered segment by segment: mel, mfcc)."""
+        return self.windows(kind).frames
 
     def segment_samples(self, kind: str) -> int:
         return int(round(self.seconds(kind) * self.sr))
 
     def seconds(self, kind: str) -> float:
-        _check_kind(kind)
-        if kind in ("musicnn", "melspec"):
-            return self.frames(kind) * self.hop_length / self.sr
-        if kind == "tempogram":
-            return self.tempo_frames * self.tempo_step_frames * self.tempo_hop_length / self.sr
-        return self.image_seconds if kind == "mel" else self.mfcc_seconds
+        return self.windows(kind).seconds
 
     def feature_shape(self, kind: str) -> tuple[int, ...]:
-        """Shape of one feature: (H, W) for mel images, (frames, n_mfcc) for MFCC."""
-        _check_kind(kind)
-        if kind == "mel":
-            return (self.image_height, self.image_width)
-        if kind in ("musicnn", "melspec"):
-            return (self.frames(kind), self.n_mels)
-        if kind == "tempogram":
-            return (self.tempo_frames, self.tempo_bins)
-        frames = 1 + self.segment_samples("mfcc") // self.hop_length
-        return (frames, self.n_mfcc)
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in FEATURE_KINDS:
-        raise DataError(f"unknown feature kind {kind!r} (known: {', '.join(FEATURE_KINDS)})")
+        """Shape of one stored feature: (H, W) for mel images, (frames, n_mfcc) for MFCC,
+        (frames, bands) for the window kinds."""
+        return get_kind(kind).shape(self)
 
 
 @dataclass(frozen=True)
@@ -256,11 +239,10 @@ def segment_starts(n_samples: int, seg_len: int, hop: int | None, count: int | N
 
 
 def segment_audio(y: np.ndarray, cfg: FeatureConfig, kind: str) -> list[Segment]:
+    """Cut a waveform into the segments of a kind rendered segment by segment (mel, mfcc)."""
     seg_len = cfg.segment_samples(kind)
-    if kind == "mel":
-        hop_s, count = cfg.image_hop_seconds, cfg.image_segments
-    else:
-        hop_s, count = cfg.mfcc_hop_seconds, cfg.mfcc_segments
+    w = cfg.windows(kind)
+    hop_s, count = w.hop_seconds, w.count
     hop = int(round(hop_s * cfg.sr)) if hop_s else None
     out = []
     for i, start in enumerate(segment_starts(len(y), seg_len, hop, count)):
@@ -324,29 +306,20 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
     ``spec_transform`` (e.g. a SpecAugment mask) is applied to each segment's mel dB
     before it becomes an image or MFCCs. Returns ``[(segment, feature), ...]``.
     """
-    _check_kind(kind)
+    render = get_kind(kind).render
     if rng is None:
         rng = np.random.default_rng(0)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as a FeatureError instead
-        return _extract(y, cfg, kind, spec_transform, rng)
+        return render(y, cfg, spec_transform, rng)
 
 
-def _extract(y, cfg, kind, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
-    if kind == "musicnn":
-        logmel = _finite(np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0))
-        return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
-    if kind == "melspec":
-        return frame_windows(_finite(mel_db(y, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
-    if kind == "tempogram":
-        return frame_windows(_finite(tempogram(y, cfg, spec_transform, rng)), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
-                             frame_seconds=cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr)
+def _per_segment(y, cfg, kind, to_feature, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
     out = []
     for seg in segment_audio(y, cfg, kind):
         db = _finite(mel_db(seg.audio, cfg))
         if spec_transform is not None:
             db = spec_transform(db, rng)
-        feat = db_to_image(db, cfg) if kind == "mel" else db_to_mfcc(db, cfg)
-        out.append((seg, feat))
+        out.append((seg, to_feature(db, cfg)))
     return out
 
 
@@ -443,3 +416,228 @@ def _tempogram(y, cfg, spec_transform, rng) -> np.ndarray:
 def image_to_input(img: np.ndarray) -> np.ndarray:
     """uint8 image (H, W) -> float32 model input (H, W, 1) in [0, 1]."""
     return (np.asarray(img, dtype=np.float32) / 255.0)[..., None]
+
+
+# -- feature kinds -------------------------------------------------------------------------
+# Each kind is one FeatureKind: its window geometry and shape, how it is rendered from a
+# waveform, how it is stored and read back, the spectrogram settings it was designed for and
+# whether `genrekit augment` renders it by default. Everything else (augment, the CLI, the
+# loaders, predict, runs) asks the registry; adding a kind is one register_kind() call here
+# (plus its FeatureConfig fields, when it has settings of its own) and its test.
+
+Render = Callable[["np.ndarray", "FeatureConfig", "SpecTransform | None", "np.random.Generator"],
+                  "list[tuple[Segment, np.ndarray]]"]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Where a kind's windows lie in a clip.
+
+    A kind rendered segment by segment (mel, mfcc) has ``hop_seconds`` between segment starts
+    (None: back to back) or ``count`` evenly spaced segments; a kind cut from a whole clip's
+    spectrogram (musicnn, melspec, tempogram) has windows of ``frames`` frames every
+    ``hop_frames`` (None: back to back), a frame being ``frame_samples`` samples."""
+
+    seconds: float  # one window
+    hop_seconds: float | None = None
+    count: int | None = None
+    frames: int | None = None
+    hop_frames: int | None = None
+    frame_samples: int | None = None
+
+    def samples(self, sr: int) -> tuple[int, int]:
+        """(window length, hop between window starts) in samples at ``sr`` Hz (the hop of
+        ``count`` evenly spaced segments, which depends on the clip, is given as the length)."""
+        if self.frames is None:
+            seg = int(round(self.seconds * sr))
+            hop = int(round(self.hop_seconds * sr)) if self.hop_seconds and self.count is None else seg
+            return seg, hop
+        return self.frames * self.frame_samples, (self.hop_frames or self.frames) * self.frame_samples
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How features are kept on disk: file suffix, atomic writer, reader, and the map from a
+    stored array to model input."""
+
+    suffix: str
+    save: Callable[[Path, np.ndarray], None]
+    read: Callable[[Path], np.ndarray]
+    to_input: Callable[[np.ndarray], np.ndarray]
+
+
+def _read_png(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+def _read_npy(path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _as_float32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x).astype(np.float32)
+
+
+PNG_IMAGE = Storage("png", save_png_atomic, _read_png, image_to_input)  # 8-bit grayscale, input (H, W, 1) in [0, 1]
+NPY_ARRAY = Storage("npy", save_npy_atomic, _read_npy, _as_float32)  # float32 array, input as stored
+
+
+@dataclass(frozen=True)
+class FeatureKind:
+    name: str
+    description: str  # one line, for `genrekit augment --help`
+    render: Render  # (waveform, config, spec_transform, rng) -> [(segment, feature)]
+    windows: Callable[[FeatureConfig], Windows]
+    shape: Callable[[FeatureConfig], tuple[int, ...]]  # one stored feature
+    work_bytes: Callable[[FeatureConfig, float], int]  # working memory of a clip of so many seconds
+    storage: Storage = NPY_ARRAY
+    audio: Mapping[str, int] = field(default_factory=dict)  # the spectrogram settings it was made for
+    default: bool = False  # rendered by `genrekit augment` when no kind is named
+
+    @property
+    def image(self) -> bool:
+        """Stored as an image; its model input has a channel axis."""
+        return self.storage is PNG_IMAGE
+
+    def input_shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
+        """Shape of one model input."""
+        return self.shape(cfg) + ((1,) if self.image else ())
+
+    def relpath(self, track_id: str, variant: str, segment: int) -> str:
+        """Where a feature file lives in a feature folder: ``<kind>/<track>.<variant>.<NNN>.<ext>``."""
+        return f"{self.name}/{track_id}.{variant}.{segment:03d}.{self.storage.suffix}"
+
+    def store(self, path, feature: np.ndarray) -> None:
+        """Write one feature file atomically (temporary name, then rename)."""
+        self.storage.save(Path(path), feature)
+
+    def load(self, path) -> np.ndarray:
+        """One feature file as model input."""
+        return self.storage.to_input(self.storage.read(Path(path)))
+
+    def to_input(self, feature: np.ndarray) -> np.ndarray:
+        """A rendered feature as model input (the same values :meth:`load` gives for its file)."""
+        return self.storage.to_input(feature)
+
+
+KINDS: dict[str, FeatureKind] = {}
+
+
+def register_kind(kind: FeatureKind) -> FeatureKind:
+    """Add a feature kind to the registry (a name may be registered once)."""
+    if not kind.name or not kind.name.isidentifier():
+        raise DataError(f"a feature kind's name must be a plain word, got {kind.name!r}")
+    if kind.name in KINDS:
+        raise DataError(f"feature kind {kind.name!r} is registered already")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> FeatureKind:
+    try:
+        return KINDS[name]
+    except (KeyError, TypeError):
+        raise DataError(f"unknown feature kind {name!r} (known: {', '.join(KINDS)})") from None
+
+
+def kind_names() -> tuple[str, ...]:
+    """Every registered kind, in registration order."""
+    return tuple(KINDS)
+
+
+def default_kinds() -> tuple[str, ...]:
+    """The kinds `genrekit augment` renders when none are named."""
+    return tuple(k.name for k in KINDS.values() if k.default)
+
+
+def feature_config_for(kinds, **given) -> FeatureConfig:
+    """The feature config for rendering ``kinds``: FeatureConfig's defaults, then the
+    spectrogram settings of the first of ``kinds`` (in registry order) that has its own
+    (musicnn before melspec), then every value of ``given`` that is not None."""
+    wanted = [get_kind(k) for k in kinds]
+    base: dict = {}
+    for kind in KINDS.values():
+        if kind in wanted and kind.audio:
+            base = dict(kind.audio)
+            break
+    base.update({k: v for k, v in given.items() if v is not None})
+    return FeatureConfig.from_dict(base)
+
+
+# -- the built-in kinds ----------------------------------------------------------------------
+
+def _segment_work(kind: str):
+    return lambda cfg, clip_seconds: cfg.segment_bytes(kind)
+
+
+def _clip_work(cfg: FeatureConfig, kind: str, clip_seconds: float) -> int:
+    return cfg.stft_bytes(max(clip_seconds, cfg.seconds(kind)))
+
+
+register_kind(FeatureKind(
+    "mel", "8-bit grayscale PNG of the dB mel spectrogram, one per --image-seconds",
+    render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mel", db_to_image, spec, rng),
+    windows=lambda cfg: Windows(cfg.image_seconds, cfg.image_hop_seconds, cfg.image_segments),
+    shape=lambda cfg: (cfg.image_height, cfg.image_width),
+    work_bytes=_segment_work("mel"), storage=PNG_IMAGE, default=True))
+
+register_kind(FeatureKind(
+    "mfcc", "MFCC sequences (time first) over --mfcc-seconds windows",
+    render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mfcc", db_to_mfcc, spec, rng),
+    windows=lambda cfg: Windows(cfg.mfcc_seconds, cfg.mfcc_hop_seconds, cfg.mfcc_segments),
+    shape=lambda cfg: (1 + cfg.segment_samples("mfcc") // cfg.hop_length, cfg.n_mfcc),
+    work_bytes=_segment_work("mfcc"), default=True))
+
+
+def _render_musicnn(y, cfg, spec_transform, rng):
+    logmel = _finite(np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0))
+    return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
+
+
+register_kind(FeatureKind(
+    "musicnn", "log-mel windows, musicnn's own input (16 kHz, 96 bands, 187 frames)",
+    render=_render_musicnn,
+    windows=lambda cfg: Windows(cfg.musicnn_frames * cfg.hop_length / cfg.sr, frames=cfg.musicnn_frames,
+                                hop_frames=cfg.musicnn_hop_frames, frame_samples=cfg.hop_length),
+    shape=lambda cfg: (cfg.musicnn_frames, cfg.n_mels),
+    work_bytes=lambda cfg, secs: _clip_work(cfg, "musicnn", secs), audio=MappingProxyType(MUSICNN_FEATURES)))
+
+
+def _render_melspec(y, cfg, spec_transform, rng):
+    return frame_windows(_finite(mel_db(y, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
+
+
+register_kind(FeatureKind(
+    "melspec", "64-band x 400-frame dB mel windows",
+    render=_render_melspec,
+    windows=lambda cfg: Windows(cfg.melspec_frames * cfg.hop_length / cfg.sr, frames=cfg.melspec_frames,
+                                hop_frames=cfg.melspec_hop_frames, frame_samples=cfg.hop_length),
+    shape=lambda cfg: (cfg.melspec_frames, cfg.n_mels),
+    work_bytes=lambda cfg, secs: _clip_work(cfg, "melspec", secs), audio=MappingProxyType(MELSPEC_64X400_FEATURES)))
+
+
+def _render_tempogram(y, cfg, spec_transform, rng):
+    return frame_windows(_finite(tempogram(y, cfg, spec_transform, rng)), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
+                         frame_seconds=cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr)
+
+
+def _tempogram_work(cfg: FeatureConfig, clip_seconds: float) -> int:
+    secs = max(clip_seconds, cfg.seconds("tempogram"))
+    h = cfg.tempo_hop_length
+    frames = 1 + int(secs * cfg.sr) // h
+    return cfg.stft_bytes(secs, n_fft=4 * h, hop_length=h) + frames * cfg.tempo_ac_frames * 16
+
+
+register_kind(FeatureKind(
+    "tempogram", "log-BPM tempogram windows (--task tempo, --arch fusion)",
+    render=_render_tempogram,
+    windows=lambda cfg: Windows(cfg.tempo_frames * cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr,
+                                frames=cfg.tempo_frames, hop_frames=cfg.tempo_hop_frames,
+                                frame_samples=cfg.tempo_step_frames * cfg.tempo_hop_length),
+    shape=lambda cfg: (cfg.tempo_frames, cfg.tempo_bins),
+    work_bytes=_tempogram_work))
+
+FEATURE_KINDS = kind_names()  # the built-in kinds (a kind registered later is in kind_names())
