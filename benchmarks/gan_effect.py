@@ -36,7 +36,7 @@ def main() -> None:
         tmp = Path(tmp)
         feats = tmp / "feats"
         run_augment(GTZAN_MINI, feats, AugmentSettings(augment=AugmentConfig(augmentations=()), kinds=("mfcc",),
-                                                      split="60/20/20"), workers=2, progress=False)
+                                                      ratios=(60, 20, 20)), workers=2, progress=False)
         g = gan_train(feats, out=tmp / "gan", epochs=a.gan_epochs, verbose=0)
         print("GAN quality on the training split:\n" + format_quality(g["quality"]), flush=True)
         gan_generate(tmp / "gan", a.per_genre, tmp / "synth")

@@ -68,7 +68,7 @@ def features(work: Path, which: str, workers: int) -> Path:
     out = work / f"feats-{which}"
     augment = AugmentConfig() if which != "plain" else AugmentConfig(augmentations=())
     settings = AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",), augment=augment,
-                               split="80/20/0" if which == "split" else "100/0/0", seed=0)
+                               ratios=(80, 20, 0) if which == "split" else (100, 0, 0), seed=0)
     run_augment(GTZAN_MINI, out, settings, workers=workers, progress=False)
     return out
 

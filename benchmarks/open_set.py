@@ -32,12 +32,12 @@ OOD = ROOT.parent / "shared" / "data" / "ood_dev"
 KNOWN = ("classical", "pop", "rock")
 
 
-def render(audio: Path, out: Path, split: str, augment, workers: int) -> Path:
+def render(audio: Path, out: Path, split: dict, augment, workers: int) -> Path:
     from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     settings = AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",), augment=augment,
-                               split=split, seed=0)
+                               **split, seed=0)
     run_augment(audio, out, settings, workers=workers, progress=False)
     return out
 
@@ -76,9 +76,9 @@ def main() -> None:
     work = a.workdir or Path(tempfile.mkdtemp(prefix="genrekit-open-set-"))
     work.mkdir(parents=True, exist_ok=True)
     variants = AugmentConfig(augmentations=()) if a.no_variants else AugmentConfig()
-    feats = render(GTZAN_MINI, work / ("feats-gtzan-plain" if a.no_variants else "feats-gtzan"), "80/20/0",
+    feats = render(GTZAN_MINI, work / ("feats-gtzan-plain" if a.no_variants else "feats-gtzan"), {"ratios": (80, 20, 0)},
                    variants, a.workers)
-    ood = render(OOD, work / "feats-ood", "all-test", AugmentConfig(augmentations=()), a.workers)
+    ood = render(OOD, work / "feats-ood", {"split": "all-test"}, AugmentConfig(augmentations=()), a.workers)
     run_dir = work / ("run-default-plain" if a.no_variants else "run-default")
     if not (run_dir / "config.json").is_file():
         train(TrainOptions(data=str(feats), arch="musicnn_lr", out=str(run_dir), verbose=0, seed=0))

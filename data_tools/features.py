@@ -578,14 +578,14 @@ def _clip_work(cfg: FeatureConfig, kind: str, clip_seconds: float) -> int:
 
 
 register_kind(FeatureKind(
-    "mel", "8-bit grayscale PNG of the dB mel spectrogram, one per --image-seconds",
+    "mel", "8-bit grayscale PNGs of the dB mel spectrogram, one per --image-seconds",
     render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mel", db_to_image, spec, rng),
     windows=lambda cfg: Windows(cfg.image_seconds, cfg.image_hop_seconds, cfg.image_segments),
     shape=lambda cfg: (cfg.image_height, cfg.image_width),
     work_bytes=_segment_work("mel"), storage=PNG_IMAGE, default=True))
 
 register_kind(FeatureKind(
-    "mfcc", "MFCC sequences (time first) over --mfcc-seconds windows",
+    "mfcc", "MFCC sequences, time first, over --mfcc-seconds windows",
     render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mfcc", db_to_mfcc, spec, rng),
     windows=lambda cfg: Windows(cfg.mfcc_seconds, cfg.mfcc_hop_seconds, cfg.mfcc_segments),
     shape=lambda cfg: (1 + cfg.segment_samples("mfcc") // cfg.hop_length, cfg.n_mfcc),
@@ -598,7 +598,7 @@ def _render_musicnn(y, cfg, spec_transform, rng):
 
 
 register_kind(FeatureKind(
-    "musicnn", "log-mel windows, musicnn's own input (16 kHz, 96 bands, 187 frames)",
+    "musicnn", "log-mel windows, musicnn's own input: 16 kHz, 96 bands, 187 frames",
     render=_render_musicnn,
     windows=lambda cfg: Windows(cfg.musicnn_frames * cfg.hop_length / cfg.sr, frames=cfg.musicnn_frames,
                                 hop_frames=cfg.musicnn_hop_frames, frame_samples=cfg.hop_length),
@@ -632,7 +632,7 @@ def _tempogram_work(cfg: FeatureConfig, clip_seconds: float) -> int:
 
 
 register_kind(FeatureKind(
-    "tempogram", "log-BPM tempogram windows (--task tempo, --arch fusion)",
+    "tempogram", "log-BPM tempogram windows, for --task tempo and --arch fusion",
     render=_render_tempogram,
     windows=lambda cfg: Windows(cfg.tempo_frames * cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr,
                                 frames=cfg.tempo_frames, hop_frames=cfg.tempo_hop_frames,

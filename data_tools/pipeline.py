@@ -36,19 +36,26 @@ from genrekit.data_tools.augment import (
 )
 from genrekit.data_tools.catalogue import Catalogue, Track, scan_tracks
 from genrekit.data_tools.errors import AudioDecodeError, AudioTooLongError, DataError
-from genrekit.data_tools.features import FEATURE_KINDS, FeatureConfig, check_features, extract
+from genrekit.data_tools.features import (
+    FeatureConfig,
+    check_features,
+    default_kinds,
+    extract,
+    get_kind,
+    kind_names,
+)
 from genrekit.data_tools.fsio import (
     check_writable,
     remove_stale_temporaries,
-    save_npy_atomic,
-    save_png_atomic,
     write_json_atomic,
     write_text_atomic,
 )
 from genrekit.data_tools.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from genrekit.data_tools.splits import (
     SplitResult,
-    parse_ratios,
+    check_ratios,
+    normalise_ratios,
+    ratio_numbers,
     read_splits_csv,
     split_from_source,
     stratified_split,
@@ -68,19 +75,23 @@ class AugmentSettings:
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    kinds: tuple[str, ...] = FEATURE_KINDS
+    kinds: tuple[str, ...] = field(default_factory=default_kinds)  # feature kinds (registry names)
     seed: int = 0
-    split: str = "70/20/10"  # ratios, "gtzan-filtered" or a split file/folder
+    ratios: tuple[float, float, float] = (70.0, 20.0, 10.0)  # train/valid/test, stratified by genre ...
+    split: str | None = None  # ... unless a named split: "gtzan-filtered", a split file/folder, "all-test"
     genres: tuple[str, ...] | None = None
     min_seconds: float = 1.0  # shorter clips are skipped as too short
     silence_dbfs: float = -60.0  # clips whose peak is below this are skipped as silent
     max_seconds: float = DEFAULT_MAX_SECONDS  # longer files are skipped before decoding
 
     def __post_init__(self):
-        bad = [k for k in self.kinds if k not in FEATURE_KINDS]
+        bad = [k for k in self.kinds if k not in kind_names()]
         if bad or not self.kinds:
-            raise DataError(f"unknown feature kind(s) {', '.join(bad) or '(none)'} "
-                            f"(known: {', '.join(FEATURE_KINDS)})")
+            raise DataError(f"unknown feature kind(s) {', '.join(map(str, bad)) or '(none)'} "
+                            f"(known: {', '.join(kind_names())})")
+        object.__setattr__(self, "ratios", check_ratios(self.ratios))
+        if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
+            raise DataError(f"bad --split {self.split!r}: expected gtzan-filtered, a split CSV or a folder of lists")
         if not 0 < self.max_seconds <= 24 * 3600:  # NaN too
             raise DataError(f"--max-seconds must be between 0 and 86400, got {self.max_seconds:g}")
         if not 0 <= self.min_seconds < self.max_seconds:
@@ -99,7 +110,8 @@ class AugmentSettings:
         return {"feature_config": self.features.to_dict(),
                 "feature_fingerprint": self.features.fingerprint(),
                 "augment": self.augment.to_dict(), "kinds": list(self.kinds), "seed": self.seed,
-                "split": self.split, "genres": list(self.genres) if self.genres else None,
+                "split": self.split, "ratios": None if self.split else list(self.ratios),
+                "genres": list(self.genres) if self.genres else None,
                 "min_seconds": self.min_seconds, "silence_dbfs": self.silence_dbfs,
                 "max_seconds": self.max_seconds}
 
@@ -131,8 +143,7 @@ def _state_path(out: Path, track_id: str) -> Path:
 
 
 def _feature_relpath(kind: str, track_id: str, variant: str, seg: int) -> str:
-    ext = "png" if kind == "mel" else "npy"
-    return f"{kind}/{track_id}.{variant}.{seg:03d}.{ext}"
+    return get_kind(kind).relpath(track_id, variant, seg)
 
 
 def _source_stat(path: Path) -> tuple[int, int]:
@@ -164,7 +175,7 @@ def _remove_old_outputs(out: Path, old: TrackResult, keep: set[str]) -> None:
         rel = str(r.get("path", ""))
         kind, _, rest = rel.partition("/")
         name = rest[len(old.track_id) + 1:]  # "<variant>.<segment>.<ext>"
-        ours = (kind in FEATURE_KINDS and rest.startswith(old.track_id + ".") and "/" not in name
+        ours = (kind in kind_names() and rest.startswith(old.track_id + ".") and "/" not in name
                 and ".." not in rel.split("/"))
         if rel in keep or not ours:
             continue
@@ -245,10 +256,7 @@ def process_track(args) -> TrackResult:
         return res
     try:
         for rel, feat in files:
-            if rel.endswith(".png"):
-                save_png_atomic(out / rel, feat)  # mfcc and the window kinds are .npy
-            else:
-                save_npy_atomic(out / rel, feat)
+            get_kind(rel.partition("/")[0]).store(out / rel, feat)  # PNG or .npy, as the kind says
         if old is not None:
             _remove_old_outputs(out, old, {rel for rel, _ in files})
         write_json_atomic(_state_path(out, track.track_id), res.to_json(), only_if_changed=False)
@@ -283,12 +291,26 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def _decide_split(tracks: list[Track], all_genres: list[str], settings: AugmentSettings) -> SplitResult:
     src = settings.split
+    if src is None:
+        return stratified_split(tracks, normalise_ratios(settings.ratios), settings.seed)
     if src == "all-test":  # an evaluation-only set (eval-spotify): every track is test
         return SplitResult(assignment={t.track_id: "test" for t in tracks}, source="all tracks in test")
+    return split_from_source(tracks, src, all_genres)
+
+
+def _legacy_split(old: dict) -> dict:
+    """An augment_config.json written before --split and --ratios were kept apart held both in
+    "split", told apart by its look: read it the way it was read then."""
+    if "ratios" in old or not isinstance(old.get("split"), str):
+        return old
+    src = old["split"]
     looks_like_ratios = all(c.isdigit() or c in "./,: +-eE" for c in src) and any(c.isdigit() for c in src)
     if looks_like_ratios and not Path(src).exists():
-        return stratified_split(tracks, parse_ratios(src), settings.seed)
-    return split_from_source(tracks, src, all_genres)
+        try:
+            return old | {"split": None, "ratios": list(check_ratios(ratio_numbers(src)))}
+        except DataError:
+            pass
+    return old | {"ratios": None}
 
 
 def _check_settings(out: Path, settings: AugmentSettings) -> None:
@@ -302,6 +324,7 @@ def _check_settings(out: Path, settings: AugmentSettings) -> None:
     new = settings.to_dict()
     old.pop("data_root", None)
     old.setdefault("max_seconds", DEFAULT_MAX_SECONDS)  # folders made before the limit existed
+    old = _legacy_split(old)
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
         raise DataError(f"{out} already holds features made with other settings "
@@ -369,7 +392,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
                             "(did the data change?); choose a new --out")
     check_writable(out)  # the inputs are valid: only now is --out created
     remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
-    for sub in (STATE_DIR, *FEATURE_KINDS):
+    for sub in (STATE_DIR, *kind_names()):
         remove_stale_temporaries(out / sub, recursive=True)
     if not splits_path.is_file():
         write_splits_csv(splits_path, tracks, split)

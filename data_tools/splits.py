@@ -31,18 +31,39 @@ class SplitResult:
     source: str = ""
 
 
-def parse_ratios(text: str) -> tuple[float, float, float]:
-    """Parse ``70/20/10``, ``0.6,0.2,0.2`` or ``60:20:20`` into fractions summing to 1."""
+def ratio_numbers(text: str) -> tuple[float, ...]:
+    """The numbers of a ratio written ``70/20/10``, ``0.6,0.2,0.2`` or ``60:20:20`` (as written,
+    not normalised; see :func:`normalise_ratios`)."""
     parts = [p for p in text.replace(",", "/").replace(":", "/").split("/") if p.strip()]
     try:
-        vals = [float(p) for p in parts]
+        return tuple(float(p) for p in parts)
     except ValueError:
         raise DataError(f"bad --ratios {text!r}: expected three numbers like 70/20/10") from None
-    if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0 or vals[0] == 0:
-        raise DataError(f"bad --ratios {text!r}: expected three non-negative numbers "
+
+
+def check_ratios(vals) -> tuple[float, float, float]:
+    """``vals`` as three floats, refused unless non-negative with train > 0 (not normalised)."""
+    try:
+        vals = tuple(float(v) for v in vals)
+    except (TypeError, ValueError):
+        raise DataError(f"bad --ratios {vals!r}: expected three numbers like 70/20/10") from None
+    shown = "/".join(f"{v:g}" for v in vals)
+    if len(vals) != 3 or not all(0 <= v < float("inf") for v in vals) or vals[0] == 0:
+        raise DataError(f"bad --ratios '{shown}': expected three non-negative numbers "
                         "(train > 0) like 70/20/10")
+    return vals  # type: ignore[return-value]
+
+
+def normalise_ratios(vals) -> tuple[float, float, float]:
+    """Three non-negative numbers (train > 0) as fractions summing to 1."""
+    vals = check_ratios(vals)
     s = sum(vals)
     return tuple(v / s for v in vals)  # type: ignore[return-value]
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """Parse ``70/20/10``, ``0.6,0.2,0.2`` or ``60:20:20`` into fractions summing to 1."""
+    return normalise_ratios(ratio_numbers(text))
 
 
 def _allocate(n: int, ratios: tuple[float, float, float]) -> list[int]:

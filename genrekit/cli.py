@@ -139,46 +139,71 @@ class _Parser(argparse.ArgumentParser):
 
 # -- augment ---------------------------------------------------------------------------------
 
-def _add_feature_args(p: argparse.ArgumentParser) -> None:
+def _augment_defaults():
+    """The defaults of `genrekit augment`: those of the config dataclasses (one place)."""
+    from genrekit.data_tools.pipeline import AugmentSettings
+
+    return AugmentSettings()
+
+
+def _kind_note(key: str, default) -> str:
+    """"; musicnn 16000" for every feature kind made for another value of a FeatureConfig field."""
+    from genrekit.data_tools.features import KINDS
+
+    notes = [f"{k.name} {k.audio[key]}" for k in KINDS.values() if key in k.audio and k.audio[key] != default]
+    return f"; {', '.join(notes)}" if notes else ""
+
+
+def _add_feature_args(p: argparse.ArgumentParser, fc) -> None:
     g = p.add_argument_group("features (saved in feature_config.json)")
-    g.add_argument("--sr", type=int, default=None, help="sample rate in Hz (default 22050; 16000 with "
-                                                          "--features musicnn)")
-    g.add_argument("--n-fft", type=int, default=None, help="FFT size in samples (default 2048; musicnn 512)")
-    g.add_argument("--hop-length", type=int, default=None, help="hop in samples (default 512; musicnn 256)")
-    g.add_argument("--n-mels", type=int, default=None, help="mel bands (default 128; musicnn 96)")
-    g.add_argument("--top-db", type=float, default=80.0, help="dB floor below the peak (default 80)")
-    g.add_argument("--image-size", type=_size, default=(256, 256), metavar="HxW",
-                   help="PNG size (default 256x256)")
-    g.add_argument("--image-seconds", type=float, default=30.0, help="seconds per image (default 30)")
+    for flag, key, typ, what in (("--sr", "sr", int, "sample rate in Hz"), ("--n-fft", "n_fft", int, "FFT size in samples"),
+                                 ("--hop-length", "hop_length", int, "hop in samples"), ("--n-mels", "n_mels", int, "mel bands")):
+        g.add_argument(flag, type=typ, default=None, help=f"{what} (default {getattr(fc, key)}{_kind_note(key, getattr(fc, key))})")
+    g.add_argument("--top-db", type=float, default=None, help=f"dB floor below the peak (default {fc.top_db:g})")
+    g.add_argument("--image-size", type=_size, default=None, metavar="HxW",
+                   help=f"PNG size (default {fc.image_height}x{fc.image_width})")
+    g.add_argument("--image-seconds", type=float, default=None, help=f"seconds per image (default {fc.image_seconds:g})")
     g.add_argument("--image-hop", type=float, default=None, help="seconds between images (default: no overlap)")
     g.add_argument("--image-segments", type=int, default=None, help="N evenly spaced images per track")
-    g.add_argument("--n-mfcc", type=int, default=13, help="MFCC coefficients (default 13)")
-    g.add_argument("--mfcc-seconds", type=float, default=3.0, help="seconds per MFCC sequence (default 3)")
-    g.add_argument("--mfcc-hop", type=float, default=1.5, help="seconds between MFCC sequences (default 1.5)")
+    g.add_argument("--n-mfcc", type=int, default=None, help=f"MFCC coefficients (default {fc.n_mfcc})")
+    g.add_argument("--mfcc-seconds", type=float, default=None,
+                   help=f"seconds per MFCC sequence (default {fc.mfcc_seconds:g})")
+    g.add_argument("--mfcc-hop", type=float, default=None,
+                   help=f"seconds between MFCC sequences (default {fc.mfcc_hop_seconds:g})")
     g.add_argument("--mfcc-segments", type=int, default=None, help="N evenly spaced MFCC sequences per track")
 
 
-def _feature_config(a, kinds=("mel", "mfcc")):
-    from genrekit.data_tools.features import MELSPEC_64X400_FEATURES, MUSICNN_FEATURES, FeatureConfig
+def _feature_config(a, kinds):
+    """The feature config of the options given: the dataclass defaults, the spectrogram settings
+    of the chosen kinds (musicnn, melspec), then every option given."""
+    from genrekit.data_tools.features import feature_config_for
 
-    if "musicnn" in kinds:
-        base = dict(MUSICNN_FEATURES)
-    elif "melspec" in kinds:
-        base = dict(MELSPEC_64X400_FEATURES)
-    else:
-        base = {"sr": 22050, "n_fft": 2048, "hop_length": 512, "n_mels": 128}
-    given = {"sr": a.sr, "n_fft": a.n_fft, "hop_length": a.hop_length, "n_mels": a.n_mels}
-    base.update({k: v for k, v in given.items() if v is not None})
-    return FeatureConfig(sr=base["sr"], n_fft=base["n_fft"], hop_length=base["hop_length"], n_mels=base["n_mels"],
-                         top_db=a.top_db, image_height=a.image_size[0], image_width=a.image_size[1],
-                         image_seconds=a.image_seconds, image_hop_seconds=a.image_hop,
-                         image_segments=a.image_segments, n_mfcc=a.n_mfcc, mfcc_seconds=a.mfcc_seconds,
-                         mfcc_hop_seconds=a.mfcc_hop, mfcc_segments=a.mfcc_segments)
+    height, width = a.image_size or (None, None)
+    return feature_config_for(kinds, sr=a.sr, n_fft=a.n_fft, hop_length=a.hop_length, n_mels=a.n_mels,
+                              top_db=a.top_db, image_height=height, image_width=width,
+                              image_seconds=a.image_seconds, image_hop_seconds=a.image_hop,
+                              image_segments=a.image_segments, n_mfcc=a.n_mfcc, mfcc_seconds=a.mfcc_seconds,
+                              mfcc_hop_seconds=a.mfcc_hop, mfcc_segments=a.mfcc_segments)
+
+
+def _features_help() -> str:
+    """--features help, from the feature-kind registry and the models that read each kind."""
+    from genrekit.data_tools.features import KINDS, default_kinds
+    from genrekit.models.registry import REGISTRY
+
+    parts = []
+    for k in KINDS.values():
+        archs = [s.name for s in REGISTRY.values() if s.feature == k.name]
+        parts.append(f"{k.name} ({k.description}{'; for ' + ', '.join(archs) if archs else ''})")
+    return (f"comma-separated feature kinds (default {','.join(default_kinds())}): " + "; ".join(parts)
+            + f". A kind with spectrogram settings of its own ({', '.join(k.name for k in KINDS.values() if k.audio)}) "
+              "sets the --sr/--n-fft/--hop-length/--n-mels defaults, e.g. --features melspec,tempogram")
 
 
 def cmd_augment(a) -> int:
     from genrekit.data_tools.augment import AugmentConfig
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.splits import ratio_numbers
 
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
@@ -186,7 +211,7 @@ def cmd_augment(a) -> int:
         augment=AugmentConfig(augmentations=augs, stretch_rates=a.stretch_rates,
                               pitch_semitones=a.pitch_semitones, freq_mask_bands=a.freq_mask,
                               time_mask_frames=a.time_mask, masks=a.masks),
-        kinds=a.features, seed=a.seed, split=a.split or a.ratios,
+        kinds=a.features, seed=a.seed, split=a.split, **({"ratios": ratio_numbers(a.ratios)} if a.ratios else {}),
         genres=a.genres or None, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
     s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
                     progress=not a.quiet, runner=a.runner, beam_options=a.beam_option or ())
@@ -408,27 +433,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data", required=True, help="folder-per-genre audio tree (GTZAN layouts accepted)")
     a.add_argument("--out", required=True, help="feature folder to write (resumable)")
     a.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    a.add_argument("--seed", type=int, default=0, help="seed for the split and augmentations (default 0)")
-    a.add_argument("--ratios", default="70/20/10", help="train/valid/test ratios (default 70/20/10)")
+    d = _augment_defaults()
+    a.add_argument("--seed", type=int, default=d.seed, help=f"seed for the split and augmentations (default {d.seed})")
+    a.add_argument("--ratios", default=None,
+                   help=f"train/valid/test ratios, stratified by genre (default {'/'.join(f'{r:g}' for r in d.ratios)})")
     a.add_argument("--split", default=None,
                    help="gtzan-filtered, a split CSV (track_id,split) or a folder of train/valid/test lists "
                         "(overrides --ratios)")
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
-    a.add_argument("--features", type=_names, default=("mel", "mfcc"),
-                   help="mel,mfcc (default both); musicnn (log-mel windows for the musicnn models); melspec "
-                        "(64-band x 400-frame dB mel windows for cnn64x400); tempogram (log-BPM tempogram windows "
-                        "for --task tempo and --arch fusion), e.g. --features melspec,tempogram")
-    a.add_argument("--augment", type=_names, default=("stretch", "pitch", "freqmask", "timemask"),
-                   help="stretch,pitch,freqmask,timemask (default all) or none")
-    a.add_argument("--stretch-rates", type=_floats, default=(1.25, 0.85), help="default 1.25,0.85")
-    a.add_argument("--pitch-semitones", type=_floats, default=(2.0, -1.0), help="default 2,-1")
-    a.add_argument("--freq-mask", type=int, default=30, help="max mel bands per frequency mask (F, default 30)")
-    a.add_argument("--time-mask", type=int, default=40, help="max frames per time mask (T, default 40)")
-    a.add_argument("--masks", type=int, default=1, help="masks of each kind per variant (default 1)")
-    a.add_argument("--min-seconds", type=float, default=1.0, help="skip clips shorter than this (default 1)")
-    a.add_argument("--max-seconds", type=float, default=900.0,
-                   help="skip files longer than this, checked from the header before decoding (default 900 = "
-                        "15 minutes; bounds the memory one file may take)")
+    a.add_argument("--features", type=_names, default=d.kinds, help=_features_help())
+    a.add_argument("--augment", type=_names, default=d.augment.augmentations,
+                   help=f"{','.join(d.augment.augmentations)} (default all) or none")
+    a.add_argument("--stretch-rates", type=_floats, default=d.augment.stretch_rates,
+                   help=f"default {','.join(f'{v:g}' for v in d.augment.stretch_rates)}")
+    a.add_argument("--pitch-semitones", type=_floats, default=d.augment.pitch_semitones,
+                   help=f"default {','.join(f'{v:g}' for v in d.augment.pitch_semitones)}")
+    a.add_argument("--freq-mask", type=int, default=d.augment.freq_mask_bands,
+                   help=f"max mel bands per frequency mask (F, default {d.augment.freq_mask_bands})")
+    a.add_argument("--time-mask", type=int, default=d.augment.time_mask_frames,
+                   help=f"max frames per time mask (T, default {d.augment.time_mask_frames})")
+    a.add_argument("--masks", type=int, default=d.augment.masks,
+                   help=f"masks of each kind per variant (default {d.augment.masks})")
+    a.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                   help=f"skip clips shorter than this (default {d.min_seconds:g})")
+    a.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                   help=f"skip files longer than this, checked from the header before decoding (default "
+                        f"{d.max_seconds:g} = {d.max_seconds / 60:g} minutes; bounds the memory one file may take)")
     a.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
     a.add_argument("--runner", choices=("local", "beam"), default="local",
                    help="local processes (default) or an Apache Beam pipeline (pip install 'genrekit[beam]'); "
@@ -437,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Beam pipeline option, repeatable, e.g. runner=FlinkRunner or direct_num_workers=2 "
                         "(with --runner beam; default: Beam's local runner with --workers processes)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_feature_args(a)
+    _add_feature_args(a, d.features)
     a.set_defaults(func=cmd_augment)
 
     m = sub.add_parser("merge-shards", help="merge manifest.shard-K-of-N.csv files into manifest.csv")

@@ -23,7 +23,7 @@ def demo_settings():
 
     # 10 s clips, two 5 s images per clip at 128x128: small enough for 2 CPU cores
     fc = FeatureConfig(image_height=128, image_width=128, image_seconds=5.0)
-    return AugmentSettings(features=fc, kinds=("mel",), split="60/20/20", seed=0)
+    return AugmentSettings(features=fc, kinds=("mel",), ratios=(60, 20, 20), seed=0)
 
 
 def run_demo(out, workers: int = 2, quick: bool = False) -> dict:

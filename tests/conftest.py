@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from genrekit.data_tools.augment import AugmentConfig
-from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.features import FEATURE_KINDS, FeatureConfig
 from genrekit.data_tools.pipeline import AugmentSettings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -49,7 +49,7 @@ def small_features(**kw) -> FeatureConfig:
 def small_settings(**kw) -> AugmentSettings:
     base = dict(features=small_features(),
                 augment=AugmentConfig(freq_mask_bands=8, time_mask_frames=10),
-                split="60/20/20", seed=3)
+                kinds=FEATURE_KINDS, ratios=(60, 20, 20), seed=3)
     base.update(kw)
     return AugmentSettings(**base)
 

@@ -27,7 +27,7 @@ def small_tree(tmp_path) -> Path:
 
 
 def test_beam_direct_runner_gives_the_bytes_of_local_workers(small_tree, tmp_path):
-    settings = small_settings(split="50/25/25")
+    settings = small_settings(ratios=(50, 25, 25))
     a = run_augment(small_tree, tmp_path / "local", settings, workers=2, progress=False)
     b = run_augment(small_tree, tmp_path / "beam", settings, workers=2, progress=False, runner="beam",
                     beam_options=["direct_num_workers=2", "direct_running_mode=multi_processing"])

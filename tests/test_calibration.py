@@ -107,7 +107,7 @@ def tone_run(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("cal")
     data = write_tree(base / "data", per_genre=12, seconds=2.5)
-    settings = small_settings(features=small_features(image_width=32), split="50/30/20",
+    settings = small_settings(features=small_features(image_width=32), ratios=(50, 30, 20),
                               augment=AugmentConfig(augmentations=()))
     run_augment(data, base / "feats", settings, workers=1, progress=False)
     res = train(TrainOptions(data=str(base / "feats"), arch="cnn", out=str(base / "run"), epochs=20, batch_size=4,

@@ -124,6 +124,11 @@ def test_negative_ratios_are_called_ratios(tmp_path):
     from genrekit.data_tools.pipeline import AugmentSettings, _decide_split
 
     tracks = find_tracks(write_tree(tmp_path / "d", per_genre=2, seconds=0.2))
-    for text in ("-1/2/3", "70/-20/50"):
+    for ratios in ((-1, 2, 3), (70, -20, 50), (70, 30), (0, 50, 50), (float("nan"), 1, 1)):
         with pytest.raises(DataError, match="bad --ratios"):
-            _decide_split(tracks, ["high", "low", "mid"], AugmentSettings(split=text))
+            AugmentSettings(ratios=ratios)
+    # --split and --ratios stay apart: a split that looks like ratios is a split file, not ratios
+    with pytest.raises(DataError, match="split file not found: 60/20/20"):
+        _decide_split(tracks, ["high", "low", "mid"], AugmentSettings(split="60/20/20"))
+    got = _decide_split(tracks, ["high", "low", "mid"], AugmentSettings(ratios=(50, 0, 50)))
+    assert got.source == "stratified 50/0/50, seed 0" and set(got.assignment.values()) == {"train", "test"}

@@ -46,7 +46,7 @@ def test_train_uses_training_split_band_statistics(tmp_path):
     feats = tmp_path / "f"
     fc = FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=64, melspec_frames=40)
     run_augment(data, feats, AugmentSettings(features=fc, kinds=("melspec",), augment=AugmentConfig(augmentations=()),
-                                             split="50/25/25"), progress=False)
+                                             ratios=(50, 25, 25)), progress=False)
     r = train(TrainOptions(data=str(feats), arch="cnn64x400", epochs=2, batch_size=8, verbose=0, out=str(tmp_path / "r")))
     run = Run(r["run"])
     norm = run.model().get_layer("input_norm")

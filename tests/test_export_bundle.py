@@ -40,7 +40,7 @@ def lr_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bundle")
     data = write_tree(tmp / "d", per_genre=4, seconds=7.0, sr=16000)
     run_augment(data, tmp / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                 augment=AugmentConfig(augmentations=()), split="50/25/25"),
+                                                 augment=AugmentConfig(augmentations=()), ratios=(50, 25, 25)),
                 progress=False)
     run = tmp / "run"
     assert main(["train", "--data", str(tmp / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0

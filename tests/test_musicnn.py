@@ -109,7 +109,7 @@ def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
     data = write_tree(tmp_path / "d", per_genre=3, seconds=3.5, sr=16000)
     feats = tmp_path / "f"
     run_augment(data, feats, AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                             augment=AugmentConfig(augmentations=()), split="60/20/20"),
+                                             augment=AugmentConfig(augmentations=()), ratios=(60, 20, 20)),
                 progress=False)
     weights = "msd" if _installed() else "none"
     t = train(TrainOptions(data=str(feats), arch="musicnn", phase="transfer", weights=weights, epochs=2,

@@ -56,10 +56,10 @@ def test_catalogue_ids_come_from_paths_under_the_data_folder(linked_and_copied):
         assert t.path.is_relative_to(linked)
 
 
-@pytest.mark.parametrize("split", ["60/20/20", "all-test"])  # all-test: eval-spotify's catalogue path
+@pytest.mark.parametrize("split", [{"ratios": (60, 20, 20)}, {"split": "all-test"}])  # all-test: eval-spotify's path
 def test_linked_folder_gives_the_same_manifest_as_a_copy(linked_and_copied, tmp_path, split):
     linked, copied = linked_and_copied
-    settings = small_settings(split=split)
+    settings = small_settings(**split)
     a = run_augment(linked, tmp_path / "fl", settings, workers=1, progress=False)
     b = run_augment(copied, tmp_path / "fc", settings, workers=2, progress=False)
     assert a["ok"] == b["ok"] == 12 and a["skipped_bad"] == 0

@@ -104,7 +104,7 @@ def tempo_data(tmp_path_factory):
         csv.writer(fh).writerows([("track_id", "bpm"), *rows])
     settings = AugmentSettings(features=small_features(**TEMPO_KW), kinds=("melspec", "tempogram"),
                                augment=AugmentConfig(augmentations=("stretch",), stretch_rates=(1.1,)),
-                               split="50/25/25", seed=1)
+                               ratios=(50, 25, 25), seed=1)
     run_augment(base / "audio", base / "feats", settings, workers=1, progress=False)
     return base
 

@@ -77,7 +77,7 @@ def test_default_recipe_trains_predicts_and_reloads(tmp_path):
     feats = tmp_path / "f"
     run_augment(data, feats, AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
                                              augment=AugmentConfig(augmentations=("pitch",), pitch_semitones=(1.0,)),
-                                             split="60/20/20"), progress=False)
+                                             ratios=(60, 20, 20)), progress=False)
     run = tmp_path / "run"
     assert main(["train", "--data", str(feats), "--weights", "none", "--out", str(run), "--quiet"]) == 0
     cfg = json.loads((run / "config.json").read_text())
