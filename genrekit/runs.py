@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from genrekit.data_tools.features import FEATURE_KINDS, FeatureConfig
+from genrekit.data_tools.features import FeatureConfig, kind_names
 from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.errors import UserError
 
@@ -278,7 +278,7 @@ class Run:
             raise UserError(f"{where}: unknown architecture {c['arch']!r}")
         if c.get("task", "genre") not in ("genre", "tempo"):
             raise UserError(f"{where}: unknown task {c.get('task')!r}")
-        if c.get("feature_kind") not in FEATURE_KINDS:
+        if c.get("feature_kind") not in kind_names():
             raise UserError(f"{where}: unknown feature kind {c.get('feature_kind')!r}")
         labels = self.labels
         if (not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels)
