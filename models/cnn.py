@@ -1,13 +1,21 @@
-"""Convolutional and dense models trained from scratch."""
+"""Convolutional and dense models trained from scratch.
+
+Keras is imported inside each builder, so importing the registry stays free of TensorFlow.
+"""
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 
 def build_fcnn(input_shape, num_classes: int, units=(512, 256), dropout: float = 0.0,
                name: str = "fcnn") -> keras.Model:
     """Flatten -> Dense 512 -> Dense 256 -> classes (ReLU), the GTZAN MFCC baseline."""
+    import keras
+    from keras import layers
+
     inp = keras.Input(shape=tuple(input_shape), name="features")
     x = layers.Normalization(axis=-1, name="input_norm")(inp)
     x = layers.Flatten(name="flatten")(x)
@@ -24,6 +32,9 @@ def build_cnn(input_shape, num_classes: int, filters=(32, 64), dense_units: int 
     """The custom CNN of the mel-spectrogram/MobileNet study: Conv32 3x3 -> MaxPool 2 ->
     Dropout .35 -> Conv64 3x3 -> MaxPool 2 -> Dropout .35 -> Flatten -> Dense 64 ->
     Dropout .35 -> classes. 15,764,554 parameters at 256x256x1 with 10 classes."""
+    import keras
+    from keras import layers
+
     inp = keras.Input(shape=tuple(input_shape), name="image")
     x = inp
     for i, f in enumerate(filters):
@@ -42,6 +53,9 @@ def build_cnn_bn(input_shape, num_classes: int, filters=(32, 64, 128, 256), dens
     """Four 3x3 convs with BatchNorm before ReLU, max-pool after the 2nd and 4th, Dense 256
     with BatchNorm, classes. ``pooling="gap"`` (default) averages the last feature map
     before the dense layer; ``"flatten"`` flattens it (268 M parameters at 256x256)."""
+    import keras
+    from keras import layers
+
     inp = keras.Input(shape=tuple(input_shape), name="image")
     x = inp
     for i, f in enumerate(filters):
@@ -67,6 +81,9 @@ def build_cnn64x400(input_shape, num_classes: int, filters=(64, 128, 128), dense
     MaxPool 4x4; 128 filters 5x5 -> BatchNorm -> ReLU -> MaxPool 4x4; 128 filters 3x3 ->
     BatchNorm -> ReLU -> MaxPool 2x1 (over bands); Dense 128 ReLU; classes. Kaiming-uniform
     weights, zero biases."""
+    import keras
+    from keras import layers
+
     frames, bands = input_shape
     init = keras.initializers.HeUniform()
     inp = keras.Input(shape=(frames, bands), name="melspec")

@@ -18,28 +18,38 @@ vgg — five 3x3 convs of 128 filters (ReLU -> BatchNorm -> max-pool 4x1/2, 2x2,
 The checkpoints' variables are listed in ../shared/weights/musicnn_ckpt_vars.txt; they map
 one to one onto the layers below (TF1's automatic names ``conv2d_N``/``batch_normalization_N``
 in creation order).
+
+Keras is imported inside the functions, so importing the registry stays free of TensorFlow.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-from keras import layers
 
 from genrekit.models.errors import ModelError
+
+if TYPE_CHECKING:
+    import keras
 
 N_FRAMES, N_MELS = 187, 96
 CHECKPOINTS = {"msd": "MSD_musicnn", "mtt": "MTT_musicnn", "msd_vgg": "MSD_vgg", "mtt_vgg": "MTT_vgg"}
 
 
 def _bn(name):
+    from keras import layers
+
     return layers.BatchNormalization(epsilon=1e-3, name=name)
 
 
 def musicnn_backbone(frames: int = N_FRAMES, n_mels: int = N_MELS, midend_filters: int = 64,
                      backend_units: int = 200, num_tags: int = 50, name: str = "musicnn") -> keras.Model:
     """The full tagging network: outputs the 200-unit penultimate embedding and the tag logits."""
+    import keras
+    from keras import layers
+
     inp = keras.Input((frames, n_mels), name="logmel")
     x = layers.Reshape((frames, n_mels, 1), name="expand")(inp)
     x = _bn("batch_normalization")(x)
@@ -90,6 +100,9 @@ def musicnn_backbone(frames: int = N_FRAMES, n_mels: int = N_MELS, midend_filter
 
 def vgg_backbone(frames: int = N_FRAMES, n_mels: int = N_MELS, filters: int = 128, num_tags: int = 50,
                  name: str = "musicnn_vgg") -> keras.Model:
+    import keras
+    from keras import layers
+
     inp = keras.Input((frames, n_mels), name="logmel")
     x = layers.Reshape((frames, n_mels, 1), name="expand")(inp)
     x = _bn("batch_normalization")(x)
@@ -107,6 +120,7 @@ def vgg_backbone(frames: int = N_FRAMES, n_mels: int = N_MELS, filters: int = 12
 def load_checkpoint(model: keras.Model, prefix: str | Path) -> None:
     """Copy a musicnn TF1 checkpoint into ``model`` (layer names = checkpoint scopes)."""
     import tensorflow as tf
+    from keras import layers
 
     prefix = str(prefix)
     if not prefix.endswith("/"):
@@ -163,6 +177,9 @@ def embedding_model(input_shape, weights: str | None = "msd", weights_dir: str |
     """A pretrained backbone cut at the chosen embedding layer, named "base": one 187 x 96 log-mel
     window -> "penultimate" (musicnn: 200 units; vgg: its 256-d pool5), "pooled" (musicnn: the
     1,506-d max+mean pooled mid-end) or "taggram" (the 50 tag probabilities)."""
+    import keras
+    from keras import layers
+
     frames, n_mels = tuple(input_shape)[:2]
     if (frames, n_mels) != (N_FRAMES, N_MELS):
         raise ModelError(f"musicnn takes {N_FRAMES} frames x {N_MELS} mel bands; got {frames} x {n_mels} "
@@ -193,6 +210,9 @@ def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None 
     "pooled" (musicnn: the 1,506-d max+mean pooled mid-end features) or "taggram" (the 50 tag
     probabilities). The backbone is the layer named "base", like the ImageNet models', so the
     transfer/finetune phases and the cached-embedding path apply unchanged."""
+    import keras
+    from keras import layers
+
     frames, n_mels = input_shape[:2]
     base = embedding_model(input_shape, weights, weights_dir, variant, embedding)
     inp = keras.Input((frames, n_mels), name="logmel")
@@ -231,8 +251,6 @@ def build_musicnn_track(input_shape, num_classes: int, weights: str | None = "ms
 
 def find_weights_dir() -> Path:
     """Where ``genrekit weights fetch musicnn`` put the checkpoints."""
-    import os
-
     root = Path(os.environ.get("GENREKIT_CACHE") or Path.home() / ".cache" / "genrekit") / "musicnn"
     if not (root / "MSD_musicnn" / ".index").is_file():
         raise ModelError(f"musicnn weights are not installed (looked in {root}); run "

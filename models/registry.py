@@ -1,4 +1,10 @@
-"""The architecture registry: name -> builder, input feature kind and training phases."""
+"""The architecture registry: name -> builder, input feature kind, training phases and the named
+layers genrekit relies on.
+
+The builders are plain imported functions; their modules import Keras only inside the builders,
+so importing this registry (``genrekit --help``, argument checks) does not load TensorFlow.
+To add an architecture: write its builder in a module of this package and add one ``ArchSpec``
+below (tests/test_registry.py then builds it and checks its declared layers)."""
 from __future__ import annotations
 
 import inspect
@@ -7,11 +13,26 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from genrekit.models.cnn import build_cnn, build_cnn64x400, build_cnn_bn, build_fcnn
 from genrekit.models.errors import ModelError
+from genrekit.models.musicnn import (
+    build_musicnn,
+    build_musicnn_classifier,
+    build_musicnn_track,
+    build_musicnn_vgg,
+)
+from genrekit.models.rnn import build_crnn, build_lstm
+from genrekit.models.tempo import build_fusion, build_tempocnn
+from genrekit.models.transfer import build_mobilenet, build_mobilenetv2, build_transfer, build_vgg16
 
 
 @dataclass(frozen=True)
 class ArchSpec:
+    """One architecture: its builder (``builder(input_shape, num_classes, **hparams) -> keras.Model``;
+    fusion's takes the genre model in place of an input shape), the feature kind it reads and
+    the named layers that training, prediction and embedding rely on (every builder's model has
+    them: tests/test_registry.py builds each one and checks)."""
+
     name: str
     builder: Callable
     feature: str  # "mel" (grayscale images), "mfcc" (sequences), "musicnn" / "melspec" (mel windows), "tempogram"
@@ -20,60 +41,81 @@ class ArchSpec:
     default_weights: str | None = None  # for transfer architectures: "imagenet" or "msd"
     task: str = "genre"  # "genre" (classes) or "tempo" (BPM regression)
     head: str = "keras"  # "keras" (trained by fit) or "logreg" (track-level logistic regression, scikit-learn)
+    layers: tuple[str, ...] = ()  # named layers the model always has and genrekit uses (see the names below)
+    hparams_of: Callable | None = None  # whose keyword parameters are the hyper-parameters (default: builder)
 
     @property
     def is_transfer(self) -> bool:
         return "transfer" in self.phases
 
 
-def _lazy(module: str, fn: str, params: str | None = None) -> Callable:
-    """A builder imported on first use. ``params``: the function (same module) whose keyword
-    parameters the builder forwards ``**kw`` to, for hyper-parameter checks."""
-    import importlib
-
-    def build(*args, **kw):
-        return getattr(importlib.import_module(module), fn)(*args, **kw)
-
-    build.__name__ = fn
-    build.params_function = lambda: getattr(importlib.import_module(module), params or fn)
-    return build
-
+# The named layers genrekit relies on, declared per architecture in ``ArchSpec.layers``:
+INPUT_NORM = "input_norm"  # a Normalization layer that training adapts on the training split
+BASE = "base"  # the pretrained backbone: frozen for transfer, unfrozen for finetune
+HEAD_FLATTEN = "head_flatten"  # first head layer: its input is the cached base output (transfer)
+HEAD_DENSE = "head_dense"  # the transfer head's hidden layer
+PREDICTIONS = "predictions"  # the softmax; its input is a run's embedding (genrekit embed)
+TRACK_POOLING = "track_pooling"  # a track model's pooling of its windows' embeddings (logreg head)
+FUSION_PREDICTIONS = "fusion_predictions"  # the fusion model's softmax
 
 DEFAULT_ARCH = "musicnn_lr"  # what `genrekit train` trains when no --arch is named (benchmarks/ood.py)
 
+_FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec", "tempogram")
+_IMAGENET = (BASE, HEAD_FLATTEN, HEAD_DENSE, PREDICTIONS)
+
 REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
-    ArchSpec("fcnn", _lazy("genrekit.models.cnn", "build_fcnn"), "mfcc", ("scratch",),
-             "flatten -> 512 -> 256 -> classes on MFCC sequences"),
-    ArchSpec("cnn", _lazy("genrekit.models.cnn", "build_cnn"), "mel", ("scratch",),
-             "custom CNN of the mel-spectrogram/MobileNet study"),
-    ArchSpec("cnn_bn", _lazy("genrekit.models.cnn", "build_cnn_bn"), "mel", ("scratch",),
-             "four 3x3 convs with BatchNorm"),
-    ArchSpec("cnn64x400", _lazy("genrekit.models.cnn", "build_cnn64x400"), "melspec", ("scratch",),
-             "compact CNN of the tempo study on 64x400 per-band-normalised dB mel windows"),
-    ArchSpec("vgg16", _lazy("genrekit.models.transfer", "build_vgg16", "build_transfer"), "mel", ("transfer", "finetune"),
-             "VGG16 ImageNet transfer learning", "imagenet"),
-    ArchSpec("mobilenet", _lazy("genrekit.models.transfer", "build_mobilenet", "build_transfer"), "mel", ("transfer", "finetune"),
-             "MobileNet v1 ImageNet transfer learning", "imagenet"),
-    ArchSpec("mobilenetv2", _lazy("genrekit.models.transfer", "build_mobilenetv2", "build_transfer"), "mel", ("transfer", "finetune"),
-             "MobileNet v2 ImageNet transfer learning", "imagenet"),
-    ArchSpec("musicnn_lr", _lazy("genrekit.models.musicnn", "build_musicnn_track"), "musicnn", ("transfer",),
+    ArchSpec("fcnn", build_fcnn, "mfcc", ("scratch",),
+             "flatten -> 512 -> 256 -> classes on MFCC sequences", layers=(INPUT_NORM, PREDICTIONS)),
+    ArchSpec("cnn", build_cnn, "mel", ("scratch",),
+             "custom CNN of the mel-spectrogram/MobileNet study", layers=(PREDICTIONS,)),
+    ArchSpec("cnn_bn", build_cnn_bn, "mel", ("scratch",),
+             "four 3x3 convs with BatchNorm", layers=(PREDICTIONS,)),
+    ArchSpec("cnn64x400", build_cnn64x400, "melspec", ("scratch",),
+             "compact CNN of the tempo study on 64x400 per-band-normalised dB mel windows",
+             layers=(INPUT_NORM, PREDICTIONS)),
+    ArchSpec("vgg16", build_vgg16, "mel", ("transfer", "finetune"),
+             "VGG16 ImageNet transfer learning", "imagenet", layers=_IMAGENET, hparams_of=build_transfer),
+    ArchSpec("mobilenet", build_mobilenet, "mel", ("transfer", "finetune"),
+             "MobileNet v1 ImageNet transfer learning", "imagenet", layers=_IMAGENET,
+             hparams_of=build_transfer),
+    ArchSpec("mobilenetv2", build_mobilenetv2, "mel", ("transfer", "finetune"),
+             "MobileNet v2 ImageNet transfer learning", "imagenet", layers=_IMAGENET,
+             hparams_of=build_transfer),
+    ArchSpec("musicnn_lr", build_musicnn_track, "musicnn", ("transfer",),
              "genrekit's default: frozen MSD musicnn on every window of a track, its 200-unit penultimate "
              "embedding summarised over the track (mean, std), logistic regression with its regularisation "
-             "chosen by cross-validation", "msd", head="logreg"),
-    ArchSpec("musicnn", _lazy("genrekit.models.musicnn", "build_musicnn", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
-             "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd"),
-    ArchSpec("musicnn_vgg", _lazy("genrekit.models.musicnn", "build_musicnn_vgg", "build_musicnn_classifier"), "musicnn", ("transfer", "finetune"),
-             "musicnn's VGG baseline, pretrained on MSD (or MTT)", "msd"),
-    ArchSpec("tempocnn", _lazy("genrekit.models.tempo", "build_tempocnn"), "tempogram", ("scratch",),
+             "chosen by cross-validation", "msd", head="logreg", layers=(BASE, TRACK_POOLING, PREDICTIONS)),
+    ArchSpec("musicnn", build_musicnn, "musicnn", ("transfer", "finetune"),
+             "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd",
+             layers=(BASE, HEAD_FLATTEN, PREDICTIONS), hparams_of=build_musicnn_classifier),
+    ArchSpec("musicnn_vgg", build_musicnn_vgg, "musicnn", ("transfer", "finetune"),
+             "musicnn's VGG baseline, pretrained on MSD (or MTT)", "msd",
+             layers=(BASE, HEAD_FLATTEN, PREDICTIONS), hparams_of=build_musicnn_classifier),
+    ArchSpec("tempocnn", build_tempocnn, "tempogram", ("scratch",),
              "tempo regressor (BPM) on log-BPM tempogram windows (genrekit train --task tempo)", task="tempo"),
-    ArchSpec("fusion", _lazy("genrekit.models.tempo", "build_fusion"), "genre run's", ("scratch",),
+    ArchSpec("fusion", build_fusion, "genre run's", ("scratch",),
              "a genre run's frozen conv embedding + an MLP of a tempo run's predicted BPM "
-             "(--genre-run RUN --tempo-run RUN)"),
-    ArchSpec("lstm", _lazy("genrekit.models.rnn", "build_lstm"), "mfcc", ("scratch",),
-             "two BiLSTM(128) layers on MFCC sequences"),
-    ArchSpec("crnn", _lazy("genrekit.models.rnn", "build_crnn"), "mfcc", ("scratch",),
-             "three conv blocks then two BiLSTM layers on MFCC sequences"),
+             "(--genre-run RUN --tempo-run RUN)", layers=(FUSION_PREDICTIONS,)),
+    ArchSpec("lstm", build_lstm, "mfcc", ("scratch",),
+             "two BiLSTM(128) layers on MFCC sequences", layers=(INPUT_NORM, PREDICTIONS)),
+    ArchSpec("crnn", build_crnn, "mfcc", ("scratch",),
+             "three conv blocks then two BiLSTM layers on MFCC sequences", layers=(INPUT_NORM, PREDICTIONS)),
 ]}
+
+
+def arch_names(task: str | None = None) -> list[str]:
+    """Registered architectures (of one ``task``: "genre" or "tempo"), in registry order."""
+    return [n for n, s in REGISTRY.items() if task is None or s.task == task]
+
+
+def arch_help() -> str:
+    """The architectures grouped by the features they read, for ``--help``:
+    "musicnn features: musicnn_lr, musicnn, ...; mfcc features: ...; ..."."""
+    groups: dict[str, list[str]] = {}
+    for s in REGISTRY.values():
+        groups.setdefault(s.feature, []).append(s.name + (f" (--task {s.task})" if s.task != "genre" else ""))
+    return "; ".join(f"{kind} features: {', '.join(names)}" if kind in _FEATURE_KINDS else
+                     f"{', '.join(names)} (on a {kind} model)" for kind, names in groups.items())
 
 
 def get_arch(name: str) -> ArchSpec:
@@ -135,7 +177,7 @@ def _jsonable(v) -> bool:
 def hparam_defaults(name: str) -> dict:
     """The hyper-parameters an architecture's builder takes, with their defaults."""
     spec = get_arch(name)
-    fn = getattr(spec.builder, "params_function", lambda: spec.builder)()
+    fn = spec.hparams_of or spec.builder
     return {p.name: p.default for p in inspect.signature(fn).parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _NOT_HPARAMS
             and p.default is not p.empty}
@@ -152,7 +194,9 @@ def check_hparams(name: str, hparams: dict) -> None:
 
 def build_model(name: str, input_shape, num_classes: int, **hparams):
     """Build through the registry: hyper-parameters are checked first, and a builder that still
-    refuses them (a value Keras rejects, a model too deep for its input) says so in one line."""
+    refuses them (a value Keras rejects, a model too deep for its input) says so in one line.
+    ``input_shape``: the feature shape, without the batch axis; for ``fusion``, the trained genre
+    model whose embedding it reuses."""
     spec = get_arch(name)
     check_hparams(name, hparams)
     try:
@@ -162,4 +206,5 @@ def build_model(name: str, input_shape, num_classes: int, **hparams):
     except (TypeError, ValueError) as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         shown = ", ".join(f"{k}={v!r}" for k, v in hparams.items()) or "default hyper-parameters"
-        raise ModelError(f"{name}: cannot build with {shown} for input {tuple(input_shape)}: {first}") from None
+        what = "its genre model" if hasattr(input_shape, "layers") else f"input {tuple(input_shape)}"
+        raise ModelError(f"{name}: cannot build with {shown} for {what}: {first}") from None

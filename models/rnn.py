@@ -1,8 +1,13 @@
-"""Recurrent models on MFCC sequences (frames, n_mfcc)."""
+"""Recurrent models on MFCC sequences (frames, n_mfcc).
+
+Keras is imported inside each builder, so importing the registry stays free of TensorFlow.
+"""
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 
 def build_lstm(input_shape, num_classes: int, units: int = 128, dropout: float = 0.3,
@@ -10,6 +15,9 @@ def build_lstm(input_shape, num_classes: int, units: int = 128, dropout: float =
     """Two bidirectional LSTM layers of 128 units with dropout .3 on MFCC sequences.
     The input is standardised per coefficient by a Normalization layer adapted on the
     training split (its statistics are saved with the model)."""
+    import keras
+    from keras import layers
+
     inp = keras.Input(shape=tuple(input_shape), name="mfcc")
     x = layers.Normalization(axis=-1, name="input_norm")(inp)
     x = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name="bilstm_1")(x)
@@ -24,6 +32,9 @@ def build_crnn(input_shape, num_classes: int, filters: int = 32, lstm_units: int
                dense_units: int = 64, dropout: float = 0.3, name: str = "crnn") -> keras.Model:
     """Three conv blocks (32 filters; kernels 3x3, 3x3, 2x2; max-pool 3x3, 3x3, 2x2 with
     stride 2; BatchNorm), dropout .3, two BiLSTM layers, Dense 64 + dropout .3, classes."""
+    import keras
+    from keras import layers
+
     frames, coeffs = input_shape
     inp = keras.Input(shape=(frames, coeffs), name="mfcc")
     x = layers.Normalization(axis=-1, name="input_norm")(inp)

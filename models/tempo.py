@@ -9,13 +9,19 @@ predicted the validation tracks' tempi no better than their median tempo.
 
 ``fusion`` is the tempo study's design: a genre model's frozen convolutional embedding
 concatenated with a small MLP embedding of the predicted tempo, with new dense layers on top.
+
+Keras is imported inside the builders, so importing the registry stays free of TensorFlow.
 """
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from genrekit.models.errors import ModelError
+
+if TYPE_CHECKING:
+    import keras
 
 
 def build_tempocnn(input_shape, num_outputs: int = 1, bpm_min: float = 30.0, bpm_max: float = 480.0,
@@ -34,7 +40,8 @@ def build_tempocnn(input_shape, num_outputs: int = 1, bpm_min: float = 30.0, bpm
     zero. The output is the softmax-weighted mean of the range's tempi, scaled to [0, 1] (a
     "soft argmax"). Training (MSE) thus starts from the prior-weighted tempogram peak and learns
     corrections from the annotations."""
-    import numpy as np
+    import keras
+    from keras import layers
 
     steps, bins = input_shape
     if num_outputs != 1:
@@ -71,6 +78,8 @@ def build_tempocnn(input_shape, num_outputs: int = 1, bpm_min: float = 30.0, bpm
 def genre_embedding(genre_model: keras.Model, layer: str | None = None):
     """The genre model's convolutional embedding tensor: the input of its first top-level Dense
     layer (after the last conv block's pooling/flatten), or the output of ``layer``."""
+    from keras import layers
+
     if layer:
         try:
             return genre_model.get_layer(layer).output
@@ -92,6 +101,9 @@ def build_fusion(genre_model: keras.Model, num_classes: int, embedding_layer: st
     their weights do not change and BatchNorm runs in inference mode. ``use_tempo=False`` is the
     control experiment: the same model with the tempo branch's first layer frozen at zero, so
     the new layers learn from the embedding alone."""
+    import keras
+    from keras import layers
+
     emb = genre_embedding(genre_model, embedding_layer)
     for lay in genre_model.layers:
         lay.trainable = False

@@ -8,15 +8,18 @@ softmax (7,423,882 parameters for MobileNet and 16,812,554 for VGG16 at 256x256,
 Phases: ``transfer`` freezes the base and trains the head; ``finetune`` unfreezes the base
 with its BatchNorm layers kept in inference mode (frozen statistics) and trains at a low
 learning rate.
+
+Keras is imported inside the functions, so importing the registry stays free of TensorFlow.
 """
 from __future__ import annotations
 
 from pathlib import Path
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from genrekit.models.errors import ModelError
+
+if TYPE_CHECKING:
+    import keras
 
 # preprocessing expressed as (x - mean) / sqrt(variance) on inputs in [0, 1]
 _CAFFE_BGR_MEAN = [103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0]
@@ -30,6 +33,8 @@ BASE_NAME = "base"
 
 
 def _constructor(arch: str):
+    import keras
+
     apps = keras.applications
     return {"vgg16": (apps.VGG16, "caffe"), "mobilenet": (apps.MobileNet, "tf"),
             "mobilenetv2": (apps.MobileNetV2, "tf")}[arch]
@@ -75,6 +80,9 @@ def build_transfer(arch: str, input_shape, num_classes: int, weights="imagenet",
     """``bn_inference=True`` (transfer and fine-tuning) runs the base's BatchNorm layers in
     inference mode with their pretrained statistics; ``False`` lets them learn (training a
     randomly initialised base from scratch)."""
+    import keras
+    from keras import layers
+
     h, w, c = (tuple(input_shape) + (1,))[:3] if len(input_shape) == 2 else tuple(input_shape)
     if c not in (1, 3):
         raise ModelError(f"{arch} needs 1- or 3-channel images, got {c} channels")
@@ -117,6 +125,8 @@ def base_of(model: keras.Model):
 
 def set_phase(model: keras.Model, phase: str) -> None:
     """``transfer``: base frozen. ``finetune``: base trainable, BatchNorm layers frozen."""
+    from keras import layers
+
     base = base_of(model)
     if phase == "transfer":
         base.trainable = False
@@ -132,6 +142,8 @@ def set_phase(model: keras.Model, phase: str) -> None:
 def split_at_base(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """(extractor, head): the frozen part up to the base's output, and the trainable head
     sharing the full model's layer objects, so training the head trains the full model."""
+    import keras
+
     base_out = model.get_layer("head_flatten").input
     extractor = keras.Model(model.inputs, base_out, name="extractor")
     h_in = keras.Input(shape=tuple(base_out.shape[1:]), name="base_features")
