@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.features import image_to_input
+from genrekit.data_tools.features import get_kind
 
 
 def select(rows: list[dict], kind: str, splits: tuple[str, ...]) -> list[dict]:
@@ -29,12 +28,11 @@ def label_ids(rows: list[dict], labels: list[str]) -> np.ndarray:
 
 
 def load_feature(path: Path, kind: str) -> np.ndarray:
-    """One feature file as model input: (H, W, 1) float32 in [0, 1] or (frames, n_mfcc)."""
+    """One feature file as model input, as its kind reads it: (H, W, 1) float32 in [0, 1] for
+    an image kind, the stored float32 array otherwise."""
+    feature_kind = get_kind(kind)
     try:
-        if kind == "mel":
-            with Image.open(path) as im:
-                return image_to_input(np.asarray(im.convert("L")))
-        return np.load(path, allow_pickle=False).astype(np.float32)
+        return feature_kind.load(path)
     except FileNotFoundError:
         raise DataError(f"feature file missing: {path} (rerun `genrekit augment` to complete the folder)") from None
     except (OSError, ValueError) as exc:
@@ -78,7 +76,7 @@ def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size:
     import tensorflow as tf
 
     folder = Path(folder)
-    if kind == "mel":
+    if get_kind(kind).image:  # PNG files, decoded by TensorFlow inside the pipeline
         paths = [str(folder / r["path"]) for r in rows]
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:

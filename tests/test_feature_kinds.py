@@ -1,0 +1,205 @@
+"""The feature-kind registry (issue 14): every kind renders, stores and loads itself; a kind
+registered in one place flows through augment, the manifest and the loaders; the CLI's
+--features choices and defaults are the registry's and the config dataclasses'."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genrekit.data_tools import features
+from genrekit.data_tools.augment import AugmentConfig
+from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import is_temporary
+from genrekit.data_tools.features import (
+    FEATURE_KINDS,
+    MELSPEC_64X400_FEATURES,
+    MUSICNN_FEATURES,
+    FeatureConfig,
+    FeatureKind,
+    Windows,
+    default_kinds,
+    extract,
+    feature_config_for,
+    frame_windows,
+    get_kind,
+    kind_names,
+    register_kind,
+)
+from tests.conftest import GTZAN_MINI, small_features, write_tree
+
+# small settings per kind, so that 12 s of real audio gives at least one window of each
+SMALL = {"mel": dict(image_seconds=5.0, image_height=64, image_width=48),
+         "mfcc": {}, "musicnn": dict(MUSICNN_FEATURES), "melspec": dict(MELSPEC_64X400_FEATURES),
+         "tempogram": dict(tempo_frames=32, tempo_hop_frames=16)}
+
+
+@pytest.fixture(scope="module")
+def real_clip():
+    files = sorted(GTZAN_MINI.glob("*/*.wav")) if GTZAN_MINI.is_dir() else []
+    if not files:
+        pytest.skip("../shared/data/gtzan_mini is not available")
+    return files[0]
+
+
+def test_the_builtin_kinds_are_registered_in_order():
+    assert kind_names()[:5] == FEATURE_KINDS == ("mel", "mfcc", "musicnn", "melspec", "tempogram")
+    assert default_kinds() == ("mel", "mfcc")
+    with pytest.raises(DataError, match="unknown feature kind 'chroma' \\(known: mel, mfcc, musicnn"):
+        get_kind("chroma")
+    with pytest.raises(DataError, match="registered already"):
+        register_kind(get_kind("mel"))
+
+
+@pytest.mark.parametrize("name", FEATURE_KINDS)
+def test_every_kind_round_trips_render_store_load_on_real_audio(name, real_clip, tmp_path):
+    from genrekit.data_tools.audio import load_audio
+
+    kind = get_kind(name)
+    cfg = FeatureConfig(**SMALL[name])
+    y = load_audio(real_clip, sr=cfg.sr).y[: 12 * cfg.sr]
+    segs = extract(y, cfg, name)
+    assert segs, name
+    for seg, feat in segs:
+        assert feat.shape == cfg.feature_shape(name) == kind.shape(cfg)
+        assert feat.dtype == (np.uint8 if kind.image else np.float32)
+        rel = kind.relpath("blues/blues.00000", "original", seg.index)
+        assert rel == f"{name}/blues/blues.00000.original.{seg.index:03d}.{kind.storage.suffix}"
+        path = tmp_path / rel
+        kind.store(path, feat)
+        assert path.is_file() and not [p for p in path.parent.iterdir() if is_temporary(p.name)]
+        back = kind.load(path)
+        assert back.dtype == np.float32 and back.shape == kind.input_shape(cfg)
+        assert np.array_equal(back, kind.to_input(feat))  # the file gives what predict computes in memory
+        if kind.image:
+            assert np.array_equal(back[..., 0], feat.astype(np.float32) / 255.0)
+        else:
+            assert back.tobytes() == feat.tobytes()
+    w = cfg.windows(name)
+    assert w.seconds == cfg.seconds(name) and cfg.segment_samples(name) == int(round(w.seconds * cfg.sr))
+
+
+def test_window_geometry_in_samples():
+    cfg = FeatureConfig(**MUSICNN_FEATURES)
+    assert cfg.windows("musicnn").samples(cfg.sr) == (187 * 256, 187 * 256)
+    cfg = FeatureConfig(mfcc_seconds=3.0, mfcc_hop_seconds=1.5)
+    assert cfg.windows("mfcc").samples(cfg.sr) == (3 * 22050, int(1.5 * 22050))
+    cfg = FeatureConfig(image_segments=4)
+    assert cfg.windows("mel").samples(cfg.sr) == (30 * 22050, 30 * 22050)  # evenly spaced: no fixed hop
+    cfg = FeatureConfig()
+    assert cfg.windows("tempogram").samples(cfg.sr) == (128 * 8 * 256, 64 * 8 * 256)
+
+
+def test_feature_config_for_takes_the_kinds_own_spectrogram_settings():
+    assert feature_config_for(("mel", "mfcc")) == FeatureConfig()
+    assert feature_config_for(("musicnn",)) == FeatureConfig(**MUSICNN_FEATURES)
+    assert feature_config_for(("melspec", "tempogram")) == FeatureConfig(**MELSPEC_64X400_FEATURES)
+    assert feature_config_for(("melspec", "musicnn")) == FeatureConfig(**MUSICNN_FEATURES)  # registry order
+    assert feature_config_for(("musicnn",), sr=22050, n_mels=None) == FeatureConfig(**{**MUSICNN_FEATURES,
+                                                                                        "sr": 22050})
+    with pytest.raises(DataError, match="unknown feature kind"):
+        feature_config_for(("mel", "chroma"))
+
+
+# -- a kind registered by a test, known to no other file ---------------------------------------
+
+TOY_FRAMES = 16
+
+
+def _render_rms(y, cfg, spec_transform, rng):
+    """Frame RMS energy (1 band) in windows of TOY_FRAMES frames."""
+    n = max(1, len(y) // cfg.hop_length)
+    frames = y[: n * cfg.hop_length].reshape(n, cfg.hop_length)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))[None, :].astype(np.float32)
+    return frame_windows(rms, cfg, TOY_FRAMES, None, spec_transform, rng)
+
+
+TOY = FeatureKind(
+    "rms", "frame RMS energy windows (a test's kind)", render=_render_rms,
+    windows=lambda cfg: Windows(TOY_FRAMES * cfg.hop_length / cfg.sr, frames=TOY_FRAMES,
+                                frame_samples=cfg.hop_length),
+    shape=lambda cfg: (TOY_FRAMES, 1),
+    work_bytes=lambda cfg, secs: int(secs * cfg.sr) * 8)
+
+
+@pytest.fixture
+def toy_kind(monkeypatch):
+    monkeypatch.setattr(features, "KINDS", dict(features.KINDS))  # the registry is restored afterwards
+    return register_kind(TOY)
+
+
+def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, tmp_path, capsys):
+    from genrekit.cli import main
+    from genrekit.data_tools.loaders import load_arrays, load_feature, make_dataset, select
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+
+    assert "rms" in kind_names() and "rms" not in default_kinds()
+    data = write_tree(tmp_path / "data", per_genre=3, seconds=1.5)
+    settings = AugmentSettings(features=small_features(), kinds=("mel", "rms"), ratios=(60, 20, 20), seed=1,
+                               augment=AugmentConfig(augmentations=("timemask",), time_mask_frames=4))
+    s = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
+    assert s["ok"] == 9 and s["skipped_bad"] == 0
+    rows = read_manifest(tmp_path / "feats")
+    toy_rows = [r for r in rows if r["feature"] == "rms"]
+    assert {r["augmentation"] for r in toy_rows} == {"original", "timemask"}
+    assert all(r["path"].startswith("rms/") and r["path"].endswith(".npy") for r in toy_rows)
+    # the same track's segments in the mel and rms folders, side by side
+    assert {r["track_id"] for r in toy_rows} == {r["track_id"] for r in rows if r["feature"] == "mel"}
+    train = select(rows, "rms", ("train",))
+    x = load_arrays(tmp_path / "feats", train, "rms")
+    assert x.shape == (len(train), TOY_FRAMES, 1) and x.dtype == np.float32 and np.all(x >= 0)
+    one = load_feature(tmp_path / "feats" / train[0]["path"], "rms")
+    assert np.array_equal(one, x[0])
+    ds = make_dataset(tmp_path / "feats", train, np.zeros(len(train), np.int32), "rms", batch_size=4,
+                      shuffle=False, seed=0)
+    got = np.concatenate([b[0].numpy() for b in ds])
+    assert np.array_equal(got, x)
+    # a rerun finds every track finished; the CLI offers the kind
+    again = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
+    assert again["resumed"] == 9
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["augment", "--help"])
+    assert "rms (frame RMS energy windows" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_unregistered_kind_is_refused_before_anything_is_written(tmp_path):
+    from genrekit.data_tools.pipeline import AugmentSettings
+
+    with pytest.raises(DataError, match="unknown feature kind\\(s\\) rms \\(known: mel, mfcc"):
+        AugmentSettings(kinds=("mel", "rms"))
+
+
+# -- the CLI's defaults are the dataclasses' ----------------------------------------------------
+
+def _augment_args(*extra):
+    from genrekit.cli import build_parser
+
+    return build_parser().parse_args(["augment", "--data", "d", "--out", "o", *extra])
+
+
+def test_cli_and_python_api_share_one_default():
+    from genrekit.cli import _feature_config
+    from genrekit.data_tools.pipeline import AugmentSettings
+
+    a, d = _augment_args(), AugmentSettings()
+    assert a.features == d.kinds == ("mel", "mfcc")
+    assert _feature_config(a, a.features) == d.features == FeatureConfig()
+    assert (a.seed, a.min_seconds, a.max_seconds) == (d.seed, d.min_seconds, d.max_seconds)
+    assert (a.augment, a.stretch_rates, a.pitch_semitones, a.freq_mask, a.time_mask, a.masks) == (
+        d.augment.augmentations, d.augment.stretch_rates, d.augment.pitch_semitones,
+        d.augment.freq_mask_bands, d.augment.time_mask_frames, d.augment.masks)
+    assert a.ratios is None and d.ratios == (70, 20, 10) and d.split is None
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["--features", "musicnn"], FeatureConfig(**MUSICNN_FEATURES)),
+    (["--features", "melspec,tempogram"], FeatureConfig(**MELSPEC_64X400_FEATURES)),
+    (["--features", "musicnn", "--sr", "22050", "--image-size", "32x48", "--mfcc-hop", "0.5"],
+     FeatureConfig(**{**MUSICNN_FEATURES, "sr": 22050}, image_height=32, image_width=48, mfcc_hop_seconds=0.5)),
+])
+def test_cli_feature_options_over_the_kinds_settings(argv, want):
+    from genrekit.cli import _feature_config
+
+    a = _augment_args(*argv)
+    assert _feature_config(a, a.features) == want
