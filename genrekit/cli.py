@@ -17,6 +17,7 @@ from pathlib import Path
 
 from genrekit import __version__
 from genrekit.errors import UserError
+from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -130,6 +131,18 @@ def _size(text: str) -> tuple[int, int]:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 256x256, got {text!r}")
     return parts[0], parts[1]
+
+
+def _arch_type(names: list[str], refusal: str = ""):
+    """--arch: one of ``names`` (registered architectures), refused by the parser before any work."""
+    def arch(text: str) -> str:
+        if text not in REGISTRY:
+            raise argparse.ArgumentTypeError(f"unknown architecture {text!r} (known: {', '.join(names)})")
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"{refusal}; {text} is not one (choose from {', '.join(names)})")
+        return text
+
+    return arch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -478,12 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an architecture on the manifest of a feature folder (train split; "
                                    "the valid split drives early stopping).")
     t.add_argument("--data", required=True, help="feature folder written by `genrekit augment`")
-    t.add_argument("--arch", default=None,
-                   help="architecture (default musicnn_lr, genrekit's recipe that holds up best on music from "
-                        "outside GTZAN: frozen MSD musicnn, track-pooled embeddings, logistic regression; needs "
-                        "`genrekit augment --features musicnn`): musicnn_lr, musicnn, musicnn_vgg, fcnn, cnn, cnn_bn, "
-                        "cnn64x400, vgg16, mobilenet, mobilenetv2, lstm, crnn, fusion; tempocnn for --task tempo "
-                        "(its default)")
+    t.add_argument("--arch", default=None, metavar="ARCH", choices=list(REGISTRY), type=_arch_type(list(REGISTRY)),
+                   help=f"architecture, by the features it reads: {arch_help()}. Default {DEFAULT_ARCH} "
+                        f"({REGISTRY[DEFAULT_ARCH].description}); tempocnn for --task tempo")
     t.add_argument("--task", default="genre", choices=("genre", "tempo"),
                    help="genre classification (default) or tempo regression in BPM on tempogram features")
     t.add_argument("--tempo-file", default=None,
@@ -574,7 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("cv", help="K-fold cross-validation by track (mean ± std of test figures)")
     cv.add_argument("--data", required=True, help="feature folder")
-    cv.add_argument("--arch", required=True)
+    cv_archs = [n for n, s in REGISTRY.items() if s.task == "genre" and n != "fusion"]
+    cv.add_argument("--arch", required=True, metavar="ARCH", choices=cv_archs,
+                    type=_arch_type(cv_archs, "cv cross-validates genre classifiers trained from features"),
+                    help=f"architecture: {', '.join(cv_archs)}")
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--out", default=None, help="folder for the folds (default runs/cv-<arch>-<K>fold)")
     cv.add_argument("--phase", default=None, help="scratch | transfer (default as for train)")
