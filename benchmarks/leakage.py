@@ -34,9 +34,10 @@ def main() -> None:
     from genrekit.data_tools.manifest import read_manifest, write_manifest
     from genrekit.evaluation.metrics import evaluate_predictions
     from genrekit.errors import UserError
-    from genrekit.evaluate import check_leakage
     from genrekit.runs import Run
-    from genrekit.train import TrainOptions, predict_rows, train
+    from genrekit.prediction import predict_rows
+    from genrekit.runs import check_leakage
+    from genrekit.train import TrainOptions, train
 
     results = {"track": [], "segment": []}
     with tempfile.TemporaryDirectory() as tmp:

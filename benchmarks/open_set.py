@@ -47,10 +47,11 @@ def track_proba(run, folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     from genrekit.data_tools.loaders import select
     from genrekit.data_tools.manifest import read_manifest
     from genrekit.evaluation.metrics import aggregate_tracks
+    from genrekit.prediction import run_rows
 
     rows = [r for r in select(read_manifest(folder), run.kind, ("test",)) if r["augmentation"] == "original"]
     genre = {r["track_id"]: r["genre"] for r in rows}
-    ids, _, p = aggregate_tracks([r["track_id"] for r in rows], np.zeros(len(rows), int), run.predict_rows(folder, rows))
+    ids, _, p = aggregate_tracks([r["track_id"] for r in rows], np.zeros(len(rows), int), run_rows(run, folder, rows))
     return list(ids), [genre[t] for t in ids], p
 
 
@@ -106,9 +107,10 @@ def main() -> None:
     from genrekit.data_tools.loaders import label_ids, select
     from genrekit.data_tools.manifest import read_manifest
     from genrekit.evaluation.metrics import aggregate_tracks
+    from genrekit.prediction import run_rows
 
     vr = [r for r in select(read_manifest(feats), run.kind, ("valid",)) if r["augmentation"] == "original"]
-    _, _, pv = aggregate_tracks([r["track_id"] for r in vr], label_ids(vr, labels), run.predict_rows(feats, vr))
+    _, _, pv = aggregate_tracks([r["track_id"] for r in vr], label_ids(vr, labels), run_rows(run, feats, vr))
     pv = apply_temperature(pv, run.temperature)
     print(f"\n{'threshold':>30s} {'electronic rejected':>20s} {'known accepted':>15s} {'accuracy kept':>14s} "
           f"{'top-1 of accepted':>18s}")

@@ -43,7 +43,7 @@ def main() -> None:
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
     from genrekit.evaluation.metrics import tempo_metrics
     from genrekit.evaluate import evaluate
-    from genrekit.tempo import load_tempi, row_bpm
+    from genrekit.tempi import load_tempi, row_bpm
     from genrekit.train import TrainOptions, train
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import _alive, write_json_atomic
 
 BEAM_RESULTS_PREFIX = "beam-"
 LOCAL_RUNNERS = ("", "DirectRunner", "FnApiRunner")
@@ -83,7 +84,12 @@ def beam_flags(options, workers: int = 1) -> list[str]:
 
 def _make_dofn(beam):  # a beam.DoFn subclass, made here: Beam is an optional import
     class ProcessTrack(beam.DoFn):
-        """One track: the local path's process_track, with one BLAS thread per worker."""
+        """One track: the local path's process_track (passed in, so that this module does not
+        import the pipeline that imports it), with one BLAS thread per worker."""
+
+        def __init__(self, process):
+            super().__init__()
+            self._process = process
 
         def setup(self):
             try:
@@ -98,11 +104,8 @@ def _make_dofn(beam):  # a beam.DoFn subclass, made here: Beam is an optional im
                 self._limits.restore_original_limits()
 
         def process(self, job, results_dir):
-            from genrekit.data_tools.fsio import write_json_atomic
-            from genrekit.data_tools.pipeline import process_track
-
             try:
-                res = process_track(job)
+                res = self._process(job)
                 doc = {"result": res.to_json(), "skipped": res.skipped}  # skipped: finished earlier
             except DataError as exc:  # cannot write the output: the launcher reports it
                 doc = {"error": str(exc)}
@@ -142,8 +145,6 @@ def _stderr_to(path: Path | None):
 def remove_stale_results(out: Path) -> None:
     """Remove result folders a killed Beam launch left (only ``.state/beam-<pid>`` of a process
     that is gone; ``.state`` is genrekit's own folder)."""
-    from genrekit.data_tools.fsio import _alive
-
     state = out / STATE_DIR
     if not state.is_dir():
         return
@@ -154,12 +155,11 @@ def remove_stale_results(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def run_beam(jobs: list, out: Path, flags: list[str], log) -> list:
-    """Run ``jobs`` (the local path's job tuples) as a Beam pipeline; return their TrackResults."""
+def run_beam(jobs: list, out: Path, flags: list[str], log, process, result_type) -> list:
+    """Run ``jobs`` (the local path's job tuples) as a Beam pipeline, each through ``process``
+    (the local path's per-track function); return their results (``result_type`` objects)."""
     beam = _import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from genrekit.data_tools.pipeline import TrackResult
 
     if not jobs:
         return []
@@ -185,7 +185,7 @@ def run_beam(jobs: list, out: Path, flags: list[str], log) -> list:
                 with beam.Pipeline(runner=runner, options=options) as p:
                     (p | "tracks" >> beam.Create(jobs, reshuffle=False)
                        | "spread" >> beam.Reshuffle()
-                       | "process" >> beam.ParDo(_make_dofn(beam)(), str(results_dir)))
+                       | "process" >> beam.ParDo(_make_dofn(beam)(process), str(results_dir)))
                 failure = None
             except DataError:
                 raise
@@ -213,7 +213,7 @@ def run_beam(jobs: list, out: Path, flags: list[str], log) -> list:
             if "error" in doc:
                 errors.append(doc["error"])
                 continue
-            r = TrackResult(**doc["result"])
+            r = result_type(**doc["result"])
             r.skipped = bool(doc.get("skipped"))
             results.append(r)
         if errors:

@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genrekit.data_tools import beam_runner
 from genrekit.data_tools.audio import load_audio, peak_dbfs
 from genrekit.data_tools.augment import (
     AugmentConfig,
@@ -368,9 +369,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
         raise DataError("--beam-option needs --runner beam")
     beam_flags = None
     if runner == "beam":
-        from genrekit.data_tools.beam_runner import beam_flags as _beam_flags
-
-        beam_flags = _beam_flags(beam_options, workers)
+        beam_flags = beam_runner.beam_flags(beam_options, workers)
     shard_kn = parse_shard(shard)
     cat, all_genres = catalogue_for(data, list(settings.genres) if settings.genres else None)
     root, tracks = cat.root, cat.tracks
@@ -412,9 +411,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     bar = _progress(len(jobs), progress and beam_flags is None)
     try:
         if beam_flags is not None:
-            from genrekit.data_tools.beam_runner import run_beam
-
-            results = run_beam(jobs, out, beam_flags, log)
+            results = beam_runner.run_beam(jobs, out, beam_flags, log, process_track, TrackResult)
         elif workers == 1 or len(jobs) <= 1:
             from threadpoolctl import threadpool_limits
 

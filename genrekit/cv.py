@@ -33,7 +33,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     import json
 
     from genrekit.runs import make_folders
-    from genrekit.train import TrainOptions, check_options
+    from genrekit.training import TrainOptions, check_options
     from genrekit.models import get_arch
     from genrekit.models.registry import check_hparams
 

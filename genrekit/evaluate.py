@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.features import FeatureConfig
 from genrekit.data_tools.fsio import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.errors import UserError
-from genrekit.runs import HISTORY, Run
+from genrekit.prediction import run_rows
+from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
 
 
 EVAL_DIR = "eval"
@@ -108,14 +108,6 @@ def check_csv_target(path) -> None:
             raise UserError(f"--csv {p} already exists and is not a genrekit compare table; choose another path")
 
 
-def check_leakage(run: Run, track_ids) -> None:
-    trained = set(run.config.get("data", {}).get("train_tracks", []))
-    overlap = sorted(trained & set(track_ids))
-    if overlap:
-        raise UserError(f"refusing to evaluate: {len(overlap)} of these tracks were in the run's training data "
-                        f"(e.g. {overlap[0]}); evaluating on them would inflate the figures")
-
-
 def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:
     """ECE (15 bins), NLL and reliability bins before and after the run's temperature, at track
     level (mean window probabilities, what predict prints) and clip level."""
@@ -175,7 +167,7 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
         raise UserError(f"nothing to evaluate: every track is `{UNKNOWN}`; known genres are needed too "
                         "(the accuracy kept is measured on them)")
     y = label_ids(rows, run.labels)
-    both = run.predict_rows(folder, rows + unknown, batch_size)
+    both = run_rows(run, folder, rows + unknown, batch_size)
     proba, unknown_proba = both[:len(rows)], both[len(rows):]
     ids = [r["track_id"] for r in rows]
     res = evaluate_predictions(ids, y, proba, run.labels)
@@ -245,15 +237,6 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
 
     write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots)
                       + calibration_report(res.get("calibration"), res.get("open_set")), only_if_changed=False)
-
-
-def check_feature_config(run: Run, data: Path) -> FeatureConfig:
-    fc = FeatureConfig.load(data)
-    if fc.fingerprint() != run.feature_config.fingerprint():
-        diff = sorted(k for k, v in fc.to_dict().items() if run.feature_config.to_dict().get(k) != v)
-        raise UserError(f"{data} was made with another feature config than the run's "
-                        f"(differs in: {', '.join(diff)}); render the data with the run's config")
-    return fc
 
 
 def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32, tempo_file=None,

@@ -31,7 +31,7 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
     import keras
 
     from genrekit.evaluation.gan_quality import format_quality, quality_report
-    from genrekit.train import check_finite_features, check_finite_model, save_model, stop_on_non_finite_loss
+    from genrekit.training import check_finite_features, check_finite_model, save_model, stop_on_non_finite_loss
     from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
 
     for flag, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):

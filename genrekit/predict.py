@@ -23,6 +23,7 @@ from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio
 from genrekit.data_tools.errors import AudioDecodeError
 from genrekit.data_tools.features import extract, image_to_input
 from genrekit.errors import UserError
+from genrekit.prediction import fusion_audio_inputs, predict_window_bpm, run_tempo_range
 from genrekit.runs import Run
 from genrekit.trackhead import predict_track
 from genrekit.models.track import is_track_model
@@ -139,13 +140,9 @@ def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None)
         if x is None:
             continue
         if run.task == "tempo":
-            from genrekit.tempo import predict_window_bpm, run_tempo_range
-
             bpms.extend(predict_window_bpm(run.model(), None, [], run_tempo_range(run), batch_size, x=x).tolist())
             continue
         if run.arch == "fusion":
-            from genrekit.fusion import fusion_audio_inputs
-
             x, bpm = fusion_audio_inputs(run, y, x)
             tempo_bpms.append(bpm)
         if is_track_model(run.model()):  # one answer per track (a block of a long file), weighted by its windows

@@ -1,4 +1,5 @@
-"""Run folders: self-describing (model.keras, labels.json, config.json, history.csv).
+"""Run folders: self-describing (model.keras, labels.json, config.json, history.csv), made
+complete-or-absent and read back (this module imports neither training nor prediction).
 
 Every output is complete-or-absent: it is built under a genrekit-own temporary name next to
 its final place (``.genrekit-tmp-<pid>-<name>``, a folder holding genrekit's marker file) and
@@ -359,16 +360,6 @@ class Run:
             self._tempo_model = load_model(path)
         return self._tempo_model
 
-    def predict_rows(self, folder, rows: list[dict], batch_size: int = 32):
-        """Class probabilities for manifest rows of a feature folder made with the run's config."""
-        if self.arch == "fusion":
-            from genrekit.fusion import fusion_inputs
-
-            return self.model().predict(fusion_inputs(self, folder, rows), batch_size=batch_size, verbose=0)
-        from genrekit.train import predict_rows
-
-        return predict_rows(self.model(), folder, rows, self.kind, batch_size)
-
     def model(self):
         if self._model is None:
             self._model = load_model(self.path / MODEL)
@@ -377,6 +368,25 @@ class Run:
                 raise UserError(f"{self.path}: labels.json has {len(self.labels)} classes but the model "
                                 f"outputs {n_out}")
         return self._model
+
+
+def check_feature_config(run: Run, data: Path) -> FeatureConfig:
+    """The feature folder ``data`` was made with the run's feature config (or a one-line error)."""
+    fc = FeatureConfig.load(data)
+    if fc.fingerprint() != run.feature_config.fingerprint():
+        diff = sorted(k for k, v in fc.to_dict().items() if run.feature_config.to_dict().get(k) != v)
+        raise UserError(f"{data} was made with another feature config than the run's "
+                        f"(differs in: {', '.join(diff)}); render the data with the run's config")
+    return fc
+
+
+def check_leakage(run: Run, track_ids) -> None:
+    """Refuse to score a run on tracks it was trained on."""
+    trained = set(run.config.get("data", {}).get("train_tracks", []))
+    overlap = sorted(trained & set(track_ids))
+    if overlap:
+        raise UserError(f"refusing to evaluate: {len(overlap)} of these tracks were in the run's training data "
+                        f"(e.g. {overlap[0]}); evaluating on them would inflate the figures")
 
 
 def load_model(path):

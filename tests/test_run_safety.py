@@ -143,7 +143,7 @@ def test_nan_features_stop_training_without_a_run_folder(tiny_features, tmp_path
 
 def test_non_finite_losses_and_weights_are_refused():
     from genrekit.errors import UserError
-    from genrekit.train import check_finite_model, stop_on_non_finite_loss
+    from genrekit.training import check_finite_model, stop_on_non_finite_loss
 
     cb = stop_on_non_finite_loss()
     cb.on_epoch_begin(0)
@@ -276,7 +276,7 @@ def test_cv_refuses_a_folder_of_other_settings(tiny_features, tmp_path, capsys):
 @pytest.mark.parametrize("bpm", ["inf", "nan", "0", "-90"])
 def test_tempo_annotations_must_be_finite_and_positive(tmp_path, bpm):
     from genrekit.errors import UserError
-    from genrekit.tempo import load_tempi
+    from genrekit.tempi import load_tempi
 
     (tmp_path / "t.csv").write_text(f"track_id,bpm\na/a.00000,120\nb/b.00000,{bpm}\n")
     with pytest.raises(UserError, match="line 3: bpm must be a finite positive number"):

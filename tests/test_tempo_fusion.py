@@ -10,7 +10,7 @@ from genrekit.data_tools.features import FeatureConfig, extract, tempo_bpm_axis
 from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.cli import main
 from genrekit.errors import UserError
-from genrekit.tempo import load_tempi, row_bpm, stretch_rate
+from genrekit.tempi import load_tempi, row_bpm, stretch_rate
 from tests.conftest import SR, small_features
 
 TEMPO_KW = dict(tempo_hop_length=128, tempo_ac_frames=192, tempo_step_frames=4, tempo_frames=32,
@@ -238,7 +238,7 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
 
 
 def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
-    from genrekit.tempo import unscale
+    from genrekit.tempi import unscale
     from genrekit.models import build_model
 
     cfg = small_features(**TEMPO_KW)

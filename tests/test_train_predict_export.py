@@ -181,7 +181,7 @@ def test_label_smoothing_and_mixup(tiny_features, tmp_path, extra):
 def test_mixup_makes_convex_mixes_of_pairs():
     import tensorflow as tf
 
-    from genrekit.train import _prepare
+    from genrekit.training import prepare_targets as _prepare
 
     x = np.stack([np.full((4, 4, 1), float(i), dtype="float32") for i in range(8)])
     y = np.arange(8) % 4

@@ -1,0 +1,339 @@
+"""The genre task: classifiers trained on a feature folder's genres (``genrekit train``).
+
+Targets are the genres of the manifest's rows (the folder names); validation rows drive early
+stopping. Three ways to fit, chosen by the architecture and phase:
+
+- a track model with a logistic-regression head (the default ``musicnn_lr``): the frozen
+  backbone embeds every window, the track statistics are fitted by scikit-learn
+  (:mod:`genrekit.trackhead`) and folded into the model's softmax layer — no epochs;
+- the frozen-base transfer phase: the base's outputs are computed once per image and only the
+  head is trained on them (its layers are the full model's own, so the full model is saved);
+- everything else: ``fit`` on a tf.data pipeline of the images or sequences.
+
+Figures: top-1/top-2 at clip and track level on the valid and test splits, after the run's
+temperature and rejection threshold are fitted on the valid split (``calibration.json``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.loaders import label_ids, load_arrays, make_dataset, select
+from genrekit.data_tools.manifest import check_no_leak, read_manifest
+from genrekit.errors import UserError
+from genrekit.gan import synthetic_rows
+from genrekit.openset import fit_open_set
+from genrekit.prediction import predict_rows
+from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
+from genrekit.training import (
+    Plan,
+    Task,
+    TrainOptions,
+    _features_only,
+    check_finite_features,
+    compile_classifier,
+    evaluate_splits,
+    find_layer,
+    log,
+    prepare_targets,
+)
+
+PHASE_DEFAULTS = {  # epochs, learning rate
+    "scratch": (30, 1e-3),
+    "transfer": (12, 1e-3),
+    "finetune": (10, 1e-4),
+}
+REJECT_ACCEPT = 0.95  # the rejection threshold keeps this share of validation tracks accepted
+MIN_CALIBRATION_TRACKS = 10  # fewer validation tracks leave T at 1 (a fit on 6 tracks gave T = 0.06)
+
+
+def resolve_phase(spec, opts: TrainOptions) -> str:
+    phase = opts.phase or ("transfer" if spec.is_transfer else "scratch")
+    if phase not in PHASE_DEFAULTS:
+        raise UserError(f"unknown phase {phase!r} (scratch, transfer or finetune)")
+    if phase in ("transfer", "finetune") and not spec.is_transfer:
+        raise UserError(f"{spec.name} has no pretrained base: use --phase scratch "
+                        "(transfer/finetune are for vgg16, mobilenet, mobilenetv2)")
+    if phase == "finetune" and not opts.from_run:
+        raise UserError("--phase finetune needs --from RUN, a transfer run of the same architecture")
+    if phase != "finetune" and opts.from_run:
+        raise UserError("--from is only for --phase finetune")
+    if spec.head == "logreg":
+        if phase != "transfer":
+            raise UserError(f"{spec.name} fits a logistic regression on a frozen backbone: it has only the "
+                            "transfer phase (to fine-tune musicnn, train --arch musicnn)")
+        if opts.label_smoothing or opts.mixup or opts.image_aug:
+            raise UserError(f"{spec.name} fits a logistic regression: --label-smoothing, --mixup and --image-aug "
+                            "are for the Keras-trained architectures")
+    return phase
+
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy multiworker needs the TF_CONFIG environment variable "
+                            "describing the cluster (see tf.distribute.MultiWorkerMirroredStrategy)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"unknown strategy {name!r} (default, mirrored or multiworker)")
+
+
+class GenreTask(Task):
+    name = "genre"
+
+    def plan(self, opts: TrainOptions, spec) -> Plan:
+        if opts.genre_run or opts.tempo_run:
+            raise UserError("--genre-run and --tempo-run are for --arch fusion")
+        phase = resolve_phase(spec, opts)
+        epochs_default, lr_default = PHASE_DEFAULTS[phase]
+        logreg = spec.head == "logreg"
+        data = Path(opts.data)
+        fc = FeatureConfig.load(data)
+        rows = read_manifest(data)
+        check_no_leak(rows)
+        kind = spec.feature
+        if kind == "musicnn":
+            wrong = {k: v for k, v in MUSICNN_FEATURES.items() if getattr(fc, k) != v}
+            if wrong:
+                raise UserError(f"{spec.name} needs musicnn's input (16 kHz, n_fft 512, hop 256, 96 mels); {data} "
+                                f"differs in {', '.join(wrong)} (render it with `genrekit augment --features musicnn`)")
+        train_rows = select(rows, kind, ("train",))
+        valid_rows = select(rows, kind, ("valid",))
+        if not select(rows, kind, ("train", "valid", "test")):
+            have = sorted({r.get("feature", "?") for r in rows})
+            raise UserError(f"{spec.name} trains on {kind} features but {data} has only "
+                            f"{', '.join(have) or 'no'} features (rerun augment with --features {kind})")
+        if not train_rows:
+            raise UserError(f"no training rows of {kind} features in {data}")
+        if not valid_rows and not logreg:
+            raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
+        if opts.image_aug and kind != "mel":
+            raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
+        augmenter = None
+        if opts.image_aug:
+            from genrekit.models.image_aug import image_augmenter
+
+            augmenter = image_augmenter(tuple(opts.image_aug), seed=opts.seed)
+        n_synthetic = 0
+        if opts.synthetic:
+            if kind != "mfcc":
+                raise UserError(f"--synthetic adds MFCC sequences; {spec.name} trains on {kind} images")
+            synth = synthetic_rows(opts.synthetic, fc)
+            unknown = sorted({r["genre"] for r in synth} - {r["genre"] for r in rows})
+            if unknown:
+                raise UserError(f"--synthetic has genre(s) {', '.join(unknown)} that the data lacks")
+            train_rows = train_rows + synth  # training split only: never validation or test
+            n_synthetic = len(synth)
+        parent = None
+        if phase == "finetune":
+            parent = Run(opts.from_run)
+            if parent.arch != spec.name:
+                raise UserError(f"--from {opts.from_run} is a {parent.arch} run, not {spec.name}")
+            if parent.config.get("phase") not in ("transfer", "finetune"):
+                raise UserError(f"--from {opts.from_run} is a {parent.config.get('phase')} run; "
+                                "fine-tuning starts from a transfer run")
+            if parent.feature_config.fingerprint() != fc.fingerprint():
+                raise UserError(f"{data} was made with another feature config than the run {opts.from_run}")
+            labels = list(parent.labels)
+        else:
+            labels = sorted({r["genre"] for r in rows})
+        if len(labels) < 2:
+            raise UserError("need at least two genres to train a classifier")
+        return Plan(data=data, fc=fc, rows=rows, kind=kind, labels=labels, train_rows=train_rows,
+                    valid_rows=valid_rows, phase=phase, tag=phase, title=f"{spec.name} {phase}",
+                    epochs=None if logreg else (opts.epochs if opts.epochs is not None else epochs_default),
+                    lr=None if logreg else (opts.lr if opts.lr is not None else lr_default),
+                    extra={"augmenter": augmenter, "n_synthetic": n_synthetic, "parent": parent,
+                           "lr": opts.lr if opts.lr is not None else lr_default})
+
+    def build(self, plan: Plan, opts: TrainOptions, spec):
+        import keras
+        import tensorflow as tf
+
+        from genrekit.models import build_model
+        from genrekit.models.transfer import set_phase
+
+        if opts.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        gpus = tf.config.list_physical_devices("GPU")
+        if opts.mixed_precision:
+            if gpus:
+                keras.mixed_precision.set_global_policy("mixed_float16")
+            else:
+                log("note: --mixed-precision ignored: no GPU")
+        jit = opts.xla if opts.xla is not None else bool(gpus)
+        kind, phase, parent = plan.kind, plan.phase, plan.extra["parent"]
+        input_shape = plan.fc.feature_shape(kind) + ((1,) if kind == "mel" else ())
+        plan.extra.update(gpus=bool(gpus), jit=jit, input_shape=input_shape, spec=spec,
+                          y_tr=label_ids(plan.train_rows, plan.labels), y_va=label_ids(plan.valid_rows, plan.labels))
+        strategy = _strategy(opts.strategy)
+        with strategy.scope():
+            if parent is not None:
+                model = parent.model()
+                set_phase(model, "finetune")
+            else:
+                hp = dict(opts.hparams)
+                if spec.is_transfer:
+                    hp.setdefault("weights", None if phase == "scratch" else (opts.weights or spec.default_weights))
+                    hp.setdefault("bn_inference", phase != "scratch")
+                model = build_model(spec.name, input_shape, len(plan.labels), **hp)
+                if spec.is_transfer and phase == "transfer" and spec.head == "keras":
+                    set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
+            norm = find_layer(model, "input_norm")
+            if norm is not None and parent is None:
+                norm.adapt(check_finite_features(load_arrays(plan.data, plan.train_rows, kind), plan.train_rows,
+                                                 plan.data))
+            compile_classifier(model, opts, plan.extra["lr"], jit)
+        return model
+
+    def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
+        import tensorflow as tf
+
+        from genrekit.models.transfer import split_at_base
+
+        spec, kind, labels = plan.extra["spec"], plan.kind, plan.labels
+        y_tr, y_va = plan.extra["y_tr"], plan.extra["y_va"]
+        train_rows, valid_rows, data = plan.train_rows, plan.valid_rows, plan.data
+        lr, jit = plan.extra["lr"], plan.extra["jit"]
+        t0 = time.perf_counter()
+        # the frozen base's outputs can be computed once only when nothing changes the images on the fly
+        cached = (plan.phase == "transfer" and opts.cache_base and opts.strategy == "default"
+                  and plan.extra["augmenter"] is None and spec.head == "keras")
+        head_fit = None
+        t_base = 0.0
+        if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
+            from genrekit.trackhead import fit_track_head
+
+            head_fit = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
+                                      variants=bool(opts.hparams.get("variants", False)), log=log)
+        elif cached:
+            extractor, head = split_at_base(model)
+            # one pass of the frozen base over train + valid (one trace, decoded images not kept)
+            ds_all = make_dataset(data, train_rows + valid_rows, np.concatenate([y_tr, y_va]), kind,
+                                  opts.batch_size, shuffle=False, seed=opts.seed, cache=False)
+            log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
+            f_all = extractor.predict(ds_all.map(_features_only), verbose=0)
+            f_tr, f_va = f_all[:len(train_rows)], f_all[len(train_rows):]
+            t_base = time.perf_counter() - t0
+            # the head trains on the cached arrays through one tf.data pipeline (shuffled per
+            # epoch, prefetched, the validation batches cached), not Keras' per-epoch array adapter
+            compile_classifier(head, opts, lr, jit)
+            fds_tr = tf.data.Dataset.from_tensor_slices((f_tr, y_tr)).shuffle(
+                len(y_tr), seed=opts.seed, reshuffle_each_iteration=True)
+            fds_tr = prepare_targets(fds_tr.batch(opts.batch_size), opts, len(labels), train=True).prefetch(2)
+            fds_va = prepare_targets(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
+                                     len(labels), train=False).cache()
+            # no full-model checkpoint at every improving epoch: only the head changes in this phase,
+            # EarlyStopping restores the best weights, and checkpoint.keras is model.keras (see save)
+            head.fit(fds_tr, validation_data=fds_va, epochs=plan.epochs, verbose=opts.verbose, shuffle=False,
+                     callbacks=[c for c in callbacks if not getattr(c, "is_checkpoint", False)])
+        else:
+            augmenter, input_shape = plan.extra["augmenter"], plan.extra["input_shape"]
+            ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
+            if augmenter is not None:
+                def augment(x, y):  # decode_png leaves H and W unknown; the feature config knows them
+                    return augmenter(tf.ensure_shape(x, (None, *input_shape))), y
+
+                ds_tr = ds_tr.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+            ds_tr = prepare_targets(ds_tr, opts, len(labels), train=True)
+            ds_va = prepare_targets(make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False,
+                                                 seed=opts.seed), opts, len(labels), train=False)
+            model.fit(ds_tr, validation_data=ds_va, epochs=plan.epochs, callbacks=callbacks, verbose=opts.verbose,
+                      shuffle=False)  # the dataset shuffles itself
+        return {"cached": cached, "head_fit": head_fit, "t_base": t_base}
+
+    def save(self, plan: Plan, opts: TrainOptions, model, run_dir: Path, info: dict) -> None:
+        if info["cached"]:  # the best full model, as the per-epoch checkpoint of the other paths holds it
+            tmp = run_dir / f"{TMP_PREFIX}{os.getpid()}-checkpoint.keras"
+            shutil.copyfile(run_dir / MODEL, tmp)
+            os.replace(tmp, run_dir / "checkpoint.keras")
+
+    def config(self, plan: Plan, opts: TrainOptions, spec, model, info: dict) -> dict:
+        parent, head_fit = plan.extra["parent"], info["head_fit"]
+        phase = plan.phase
+        return {
+            "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
+            "head": spec.head, "head_fit": head_fit,
+            "optimizer": opts.optimizer if head_fit is None else None,
+            "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
+                        else (parent.config.get("weights") if parent else None)),
+            "label_smoothing": opts.label_smoothing, "mixup": opts.mixup, "image_aug": list(opts.image_aug),
+            "cached_base": info["cached"], "mixed_precision": opts.mixed_precision and plan.extra["gpus"],
+            "xla": bool(plan.extra["jit"]), "strategy": opts.strategy, "input_shape": list(plan.extra["input_shape"]),
+            "data": {"synthetic": str(Path(opts.synthetic).resolve()) if opts.synthetic else None,
+                     "synthetic_rows": plan.extra["n_synthetic"]},
+            "base_feature_seconds": round(info["t_base"], 2),
+        }
+
+    def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
+        seen: dict = {}  # the valid split is predicted once, for calibration and for the figures
+
+        def predict(rs):
+            key = tuple(r["path"] for r in rs)
+            if key not in seen:
+                seen[key] = predict_rows(model, plan.data, rs, plan.kind, opts.batch_size)
+            return seen[key]
+
+        calibrate_run(run_dir, predict, plan.rows, plan.labels, plan.kind)
+        fit_open_set(run_dir, model, plan.data, plan.rows, plan.kind)  # the rejection rule (genrekit.openset)
+        return evaluate_splits(predict, plan.rows, plan.labels, plan.kind)
+
+
+def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = REJECT_ACCEPT) -> dict:
+    """Fit the run's temperature and rejection threshold on its final model's validation
+    predictions and write ``calibration.json``. Both work on *track-level* probabilities (the
+    mean of a track's window probabilities: what ``predict`` prints): T minimises their NLL; the
+    threshold on the top calibrated probability keeps ``accept`` of the validation tracks
+    accepted. No valid split, fewer than ``MIN_CALIBRATION_TRACKS`` validation tracks, or a
+    valid split without a single error (T has no finite optimum): T stays 1, and the file
+    says why."""
+    from genrekit.evaluation.calibration import (
+        apply_temperature,
+        choose_reject_threshold,
+        expected_calibration_error,
+        fit_temperature,
+        nll,
+    )
+    from genrekit.evaluation.metrics import aggregate_tracks
+
+    sr = [r for r in select(rows, kind, ("valid",)) if r["augmentation"] == "original"]
+    cal: dict = {"temperature": 1.0, "level": "track", "reject_threshold": None, "reject_accept": accept,
+                 "reject_score": "top calibrated track probability", "valid_tracks": 0}
+    if not sr:
+        cal["note"] = "no validation split: temperature left at 1 and no rejection threshold"
+    else:
+        _, ty, tp = aggregate_tracks([r["track_id"] for r in sr], label_ids(sr, labels), predict(sr))
+        cal["valid_tracks"] = int(len(ty))
+        if len(ty) < MIN_CALIBRATION_TRACKS:
+            cal["note"] = (f"only {len(ty)} validation tracks (fewer than {MIN_CALIBRATION_TRACKS}): too few to "
+                           "fit a temperature, left at 1")
+        elif (tp.argmax(axis=1) == ty).all():
+            cal["note"] = ("every validation track is right: the NLL has no finite optimum, "
+                           "temperature left at 1")
+        else:
+            cal["temperature"] = fit_temperature(tp, ty)
+        after = apply_temperature(tp, cal["temperature"])
+        cal["reject_threshold"] = choose_reject_threshold(after, accept)
+        cal.update({"valid_ece_before": expected_calibration_error(tp, ty),
+                    "valid_ece_after": expected_calibration_error(after, ty),
+                    "valid_nll_before": nll(tp, ty), "valid_nll_after": nll(after, ty)})
+    write_json_atomic(run_dir / CALIBRATION, cal, only_if_changed=False)
+    log(f"calibration: temperature {cal['temperature']:.3g}"
+        + (f", rejection threshold {cal['reject_threshold']:.3g} (keeps {accept:.0%} of "
+           f"{cal['valid_tracks']} validation tracks)" if cal["reject_threshold"] is not None else "")
+        + (f" ({cal['note']})" if "note" in cal else ""))
+    return cal
+
+
+TASK = GenreTask()

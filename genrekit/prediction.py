@@ -1,0 +1,122 @@
+"""Applying a trained model: the one place that turns features into predictions.
+
+Used by training (figures at the end of a run), evaluate, eval-spotify, cv, fusion and
+predict; it imports no training code. Three kinds of model are applied here:
+
+- a genre classifier on windows (one probability vector per window) or a *track* model
+  (``genrekit.models.track``: one probability vector per track, each window row gets its
+  track's);
+- the tempo regressor (BPM per tempogram window; a track's tempo is the median);
+- the tempo → genre fusion model, whose inputs are the genre windows plus the track's
+  tempo as its own copy of the tempo regressor predicts it.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from genrekit.data_tools.features import extract
+from genrekit.data_tools.loaders import load_arrays, make_dataset, select
+from genrekit.data_tools.manifest import read_manifest
+from genrekit.errors import UserError
+from genrekit.models.track import is_track_model
+from genrekit.runs import Run
+from genrekit.tempi import KIND as TEMPO_KIND
+from genrekit.tempi import TEMPO_RANGE, scale, unscale
+from genrekit.trackhead import predict_track_rows
+
+
+def _features_only(x, y):
+    return x
+
+
+# -- genre classifiers ---------------------------------------------------------------------------
+
+def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for manifest rows of a feature folder: one row per window, or, for a
+    track model, each row carrying its track's (and variant's) probabilities."""
+    if is_track_model(model):
+        return predict_track_rows(model, folder, rows)
+    y0 = np.zeros(len(rows), dtype=np.int32)
+    ds = make_dataset(folder, rows, y0, kind, batch_size, shuffle=False, seed=0, cache=False)
+    return model.predict(ds.map(_features_only), verbose=0)
+
+
+def run_rows(run: Run, folder, rows: list[dict], batch_size: int = 32) -> np.ndarray:
+    """Class probabilities of a run's model for manifest rows of a feature folder made with the
+    run's feature config (a fusion run's tempo input is predicted from the same folder)."""
+    if run.arch == "fusion":
+        return run.model().predict(fusion_inputs(run, folder, rows), batch_size=batch_size, verbose=0)
+    return predict_rows(run.model(), folder, rows, run.kind, batch_size)
+
+
+# -- tempo -----------------------------------------------------------------------------------------
+
+def run_tempo_range(run: Run) -> tuple[float, float]:
+    """The BPM range a tempo (or fusion) run scales tempi over."""
+    return tuple(run.config.get("tempo_range", TEMPO_RANGE))
+
+
+def predict_window_bpm(model, folder, rows: list[dict], lo_hi=TEMPO_RANGE, batch_size: int = 64,
+                       x: np.ndarray | None = None) -> np.ndarray:
+    """Predicted BPM of tempogram windows: the rows' files under ``folder``, or the arrays ``x``."""
+    if x is None:
+        x = load_arrays(folder, rows, TEMPO_KIND)
+    return unscale(model.predict(x, batch_size=batch_size, verbose=0)[:, 0], lo_hi)
+
+
+def audio_bpm(model, windows: np.ndarray, lo_hi, batch_size: int = 64) -> float:
+    """One waveform's tempo: the median of its tempogram windows' predictions."""
+    return float(np.median(predict_window_bpm(model, None, [], lo_hi, batch_size, x=windows)))
+
+
+def track_tempi(rows: list[dict], window_bpm) -> dict[tuple[str, str], float]:
+    """(track id, augmentation) -> the median of its windows' predicted BPM."""
+    groups = defaultdict(list)
+    for r, b in zip(rows, window_bpm, strict=True):
+        groups[(r["track_id"], r["augmentation"])].append(float(b))
+    return {k: float(np.median(v)) for k, v in groups.items()}
+
+
+# -- tempo -> genre fusion -------------------------------------------------------------------------
+
+def predicted_tempi(tempo_model, folder, rows: list[dict], lo_hi) -> dict[tuple[str, str], float]:
+    """(track id, augmentation) -> predicted BPM, for every track/variant of ``rows``, from the
+    tempogram windows of the same folder."""
+    wanted = {(r["track_id"], r["augmentation"]) for r in rows}
+    trows = [r for r in select(read_manifest(folder), TEMPO_KIND, ("train", "valid", "test"))
+             if (r["track_id"], r["augmentation"]) in wanted]
+    found = track_tempi(trows, predict_window_bpm(tempo_model, folder, trows, lo_hi)) if trows else {}
+    missing = sorted(wanted - set(found))
+    if missing:
+        t, a = missing[0]
+        raise UserError(f"{folder} has no tempogram windows for {len(missing)} track variant(s) (e.g. {t}, {a}): "
+                        "render the genre features and tempograms together "
+                        "(genrekit augment --features <genre kind>,tempogram)")
+    return found
+
+
+def fusion_model_inputs(x: np.ndarray, bpm: np.ndarray, lo_hi) -> list:
+    """The fusion model's inputs, in order: genre feature windows, scaled predicted tempo."""
+    return [x, np.clip(scale(bpm, lo_hi), 0.0, 1.0)[:, None].astype(np.float32)]
+
+
+def fusion_row_inputs(tempo_model, folder, rows: list[dict], kind: str, lo_hi) -> list:
+    """The fusion model's inputs for manifest rows, the tempo predicted by ``tempo_model``."""
+    tempi = predicted_tempi(tempo_model, folder, rows, lo_hi)
+    bpm = np.array([tempi[(r["track_id"], r["augmentation"])] for r in rows])
+    return fusion_model_inputs(load_arrays(folder, rows, kind), bpm, lo_hi)
+
+
+def fusion_inputs(run: Run, folder, rows: list[dict]) -> list:
+    """A fusion run's inputs for manifest rows (its own copy of the tempo regressor)."""
+    return fusion_row_inputs(run.tempo_model(), folder, rows, run.kind, run_tempo_range(run))
+
+
+def fusion_audio_inputs(run: Run, y: np.ndarray, genre_x: np.ndarray) -> tuple[list, float]:
+    """Inputs for one waveform (predict): the genre windows plus the track's predicted tempo."""
+    lo_hi = run_tempo_range(run)
+    tg = np.stack([f for _, f in extract(y, run.feature_config, TEMPO_KIND)])
+    bpm = audio_bpm(run.tempo_model(), tg, lo_hi)
+    return fusion_model_inputs(genre_x, np.full(len(genre_x), bpm), lo_hi), bpm

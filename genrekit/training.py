@@ -1,0 +1,453 @@
+"""The training skeleton shared by every task (``genrekit train``).
+
+data -> model -> fit with callbacks -> save the run -> figures on the valid and test splits.
+:func:`fit_task` does the steps every task shares — option checks, the run folder built
+complete-or-absent, early stopping / CSV history / best-model checkpoint / stop on a
+non-finite loss, the saved model, labels, feature config and ``config.json``, the training
+curves and ``train_metrics.json`` — and asks a :class:`Task` plug-in for what differs: which
+rows and targets it trains on (:meth:`Task.plan`), its model (:meth:`Task.build`), how it is
+fitted (:meth:`Task.fit`), what more the run keeps (:meth:`Task.save`, :meth:`Task.config`) and
+its figures (:meth:`Task.figures`). The plug-ins are ``genrekit.genre`` (genre classifiers),
+``genrekit.tempo`` (tempo regression) and ``genrekit.fusion`` (tempo -> genre fusion);
+``genrekit.train`` picks one. The GAN (``genrekit.gan``) trains two models against each other
+and shares only the helpers below.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.fsio import read_csv, write_json_atomic
+from genrekit.data_tools.loaders import label_ids, select
+from genrekit.data_tools.manifest import manifest_checksum
+from genrekit.errors import UserError
+from genrekit.runs import (
+    HISTORY,
+    LABELS,
+    MODEL,
+    TMP_PREFIX,
+    library_versions,
+    run_folder,
+    write_config,
+)
+
+# -- the skeleton ----------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a task trains on, settled and checked before anything is written."""
+    data: Path
+    fc: FeatureConfig
+    rows: list[dict]  # the whole manifest
+    kind: str  # the feature kind the model reads
+    labels: list[str]  # class names (["bpm"] for tempo regression)
+    train_rows: list[dict]
+    valid_rows: list[dict]
+    phase: str  # scratch | transfer | finetune (config.json)
+    tag: str  # the run's default folder name part and the summary's label (the phase, or "tempo")
+    title: str  # the training curves' title
+    epochs: int | None = None  # None: no epochs (a closed-form head)
+    lr: float | None = None
+    extra: dict = field(default_factory=dict)  # anything else the task carries from plan to figures
+
+
+class Task:
+    """A training task: its targets, its model and its figures. Subclasses override the steps."""
+
+    name = "task"
+    monitor: tuple[str, str] = ("val_loss", "min")  # early stopping and the best-model checkpoint
+
+    def plan(self, opts: TrainOptions, spec) -> Plan:
+        raise NotImplementedError
+
+    def build(self, plan: Plan, opts: TrainOptions, spec):
+        """The compiled model (inside the run folder's context: may load training arrays)."""
+        raise NotImplementedError
+
+    def callbacks(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> list:
+        import keras
+
+        monitor, mode = self.monitor
+        return [keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=opts.patience,
+                                              restore_best_weights=True),
+                keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+                best_model_checkpoint(model, run_dir / "checkpoint.keras", monitor, mode),
+                stop_on_non_finite_loss(), *opts.extra_callbacks]
+
+    def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
+        """Fit ``model``; returns facts for config.json (:meth:`config` reads them)."""
+        raise NotImplementedError
+
+    def save(self, plan: Plan, opts: TrainOptions, model, run_dir: Path, info: dict) -> None:
+        """Files the run keeps beside model.keras, labels.json and the feature config."""
+
+    def config(self, plan: Plan, opts: TrainOptions, spec, model, info: dict) -> dict:
+        """The task's entries of config.json (added to, or replacing, the shared ones;
+        a ``data`` mapping is merged into the shared one)."""
+        return {}
+
+    def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
+        """Figures per split (``train_metrics.json``), from the final model."""
+        return {}
+
+
+def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -> dict:
+    return {
+        "arch": spec.name, "phase": plan.phase, "feature_kind": plan.kind, "task": spec.task,
+        "epochs": plan.epochs, "batch_size": opts.batch_size, "learning_rate": plan.lr,
+        "optimizer": opts.optimizer, "patience": opts.patience, "seed": opts.seed,
+        "hparams": dict(opts.hparams), "parameters": int(model.count_params()),
+        "feature_config": plan.fc.to_dict(), "feature_fingerprint": plan.fc.fingerprint(),
+        "data": {"folder": str(plan.data.resolve()), "manifest_sha256": manifest_checksum(plan.data),
+                 "train_tracks": sorted({r["track_id"] for r in plan.train_rows if r["augmentation"] != "synthetic"}),
+                 "valid_tracks": sorted({r["track_id"] for r in plan.valid_rows}),
+                 "train_rows": len(plan.train_rows), "valid_rows": len(plan.valid_rows)},
+        "train_seconds": round(seconds, 2), "versions": library_versions(),
+        "genrekit_command": " ".join(sys.argv[1:]) or None,
+    }
+
+
+def fit_task(task: Task, opts: TrainOptions) -> dict:
+    """Train ``opts.arch`` with ``task``; the run folder appears only when complete."""
+    import keras
+
+    from genrekit.models import get_arch
+    from genrekit.models.registry import check_hparams
+
+    check_options(opts)
+    spec = get_arch(opts.arch)
+    check_hparams(spec.name, opts.hparams)
+    plan = task.plan(opts, spec)  # every refusal happens here, before anything is written
+    keras.utils.set_random_seed(opts.seed)
+    with run_folder(opts.out, spec.name, plan.tag) as (run_dir, final_dir):  # complete-or-absent
+        model = task.build(plan, opts, spec)
+        callbacks = task.callbacks(plan, opts, model, run_dir)
+        t0 = time.perf_counter()
+        info = task.fit(plan, opts, model, callbacks) or {}
+        seconds = time.perf_counter() - t0
+        check_finite_model(model)
+        save_model(model, run_dir / MODEL)
+        task.save(plan, opts, model, run_dir, info)
+        write_json_atomic(run_dir / LABELS, list(plan.labels), only_if_changed=False)
+        plan.fc.save(run_dir)
+        config = shared_config(spec, plan, opts, model, seconds)
+        own = dict(task.config(plan, opts, spec, model, info))
+        config["data"].update(own.pop("data", {}))
+        config.update(own)
+        write_config(run_dir, config)
+        plot_curves(run_dir, plan.title)
+        results = task.figures(plan, opts, model, run_dir)
+        write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
+        n_epochs = epochs_run(run_dir)
+    return {"run": str(final_dir), "phase": plan.tag, "metrics": results, "seconds": seconds,
+            "epochs_run": n_epochs}
+
+
+# -- helpers every task uses ---------------------------------------------------------------------
+
+@dataclass
+class TrainOptions:
+    data: str
+    arch: str
+    phase: str | None = None
+    out: str | None = None
+    from_run: str | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    optimizer: str = "adam"
+    seed: int = 0
+    weights: str | None = None  # None: the architecture's default (imagenet, or msd for musicnn)
+    patience: int = 10
+    hparams: dict = field(default_factory=dict)
+    cache_base: bool = True
+    mixed_precision: bool = False
+    xla: bool | None = None  # None: on with a GPU, off on CPU
+    strategy: str = "default"  # default | mirrored | multiworker
+    deterministic: bool = False
+    verbose: int = 2
+    extra_callbacks: list = field(default_factory=list)  # API only: more keras callbacks
+    synthetic: str | None = None  # a `genrekit gan generate` folder mixed into training only
+    label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / classes
+    mixup: float = 0.0  # mixup alpha (Zhang et al., ICLR 2018): train on convex mixes of pairs; 0 = off
+    image_aug: tuple[str, ...] = ()  # on-the-fly image augmentation: crop, affine, erase (image models)
+    task: str = "genre"  # genre | tempo (BPM regression on tempogram windows, arch tempocnn)
+    tempo_file: str | None = None  # track_id,bpm CSV for --task tempo (None: GTZAN's tempi, shipped)
+    genre_run: str | None = None  # --arch fusion: the genre classifier whose embedding is reused
+    tempo_run: str | None = None  # --arch fusion: the tempo regressor whose predictions are fed in
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+
+def make_optimizer(name: str, lr: float):
+    import keras
+
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(lr)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    raise UserError(f"unknown optimizer {name!r} (adam, rmsprop or sgd)")
+
+
+def soft_targets(opts: TrainOptions) -> bool:
+    """Label smoothing and mixup need one-hot (soft) targets; otherwise labels stay sparse."""
+    return opts.label_smoothing > 0 or opts.mixup > 0
+
+
+def compile_classifier(model, opts: TrainOptions, lr: float, jit) -> None:
+    import keras
+
+    if soft_targets(opts):
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=opts.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                   keras.metrics.TopKCategoricalAccuracy(k=2, name="top2")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")]
+    model.compile(optimizer=make_optimizer(opts.optimizer, lr), loss=loss, metrics=metrics, jit_compile=jit)
+
+
+
+def prepare_targets(ds, opts: TrainOptions, n_classes: int, train: bool):
+    """One-hot targets when needed, and mixup on training batches."""
+    import tensorflow as tf
+
+    if not soft_targets(opts):
+        return ds
+
+    def onehot(x, y):
+        return x, tf.one_hot(tf.cast(y, tf.int32), n_classes)
+
+    ds = ds.map(onehot)
+    if train and opts.mixup > 0:
+        alpha = float(opts.mixup)
+
+        def mix(x, y):
+            n = tf.shape(x)[0]
+            g1 = tf.random.gamma([n], alpha)
+            g2 = tf.random.gamma([n], alpha)
+            lam = g1 / (g1 + g2)
+            order = tf.random.shuffle(tf.range(n))
+            lx = tf.reshape(lam, tf.concat([[n], tf.ones(tf.rank(x) - 1, tf.int32)], 0))
+            return (lx * x + (1 - lx) * tf.gather(x, order),
+                    lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, order))
+
+        ds = ds.map(mix)
+    return ds
+
+
+def best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mode: str = "min"):
+    """A callback that saves the *full* model whenever ``monitor`` improves (also when only the
+    head is being fitted on cached base outputs)."""
+    import keras
+
+    sign = 1.0 if mode == "min" else -1.0
+
+    class BestFullModel(keras.callbacks.Callback):
+        best = np.inf
+        is_checkpoint = True  # a task that trains only part of the model may leave it out
+
+        def on_epoch_end(self, epoch, logs=None):
+            v = (logs or {}).get(monitor)
+            if v is not None and sign * v < self.best:
+                self.best = sign * v
+                save_model(full_model, path)
+
+    return BestFullModel()
+
+
+def save_model(model, path: Path) -> None:
+    """Save a .keras file atomically (a temporary name, renamed when complete)."""
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def stop_on_non_finite_loss():
+    """A callback that stops training with a one-line error as soon as a loss (training batch,
+    or validation at an epoch's end) is NaN or infinite: a NaN model is never saved."""
+    import keras
+
+    def check(where, logs):
+        for k, v in (logs or {}).items():
+            if "loss" not in k:
+                continue
+            try:
+                x = float(np.asarray(v))
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(x):
+                raise UserError(f"training diverged: {k} became {x} {where} (non-finite features in the data, "
+                                "or too high a --lr?); no run folder was written")
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            check(f"at epoch {self._epoch + 1}, batch {batch + 1}", logs)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            check(f"at the end of epoch {epoch + 1}", logs)
+
+        _epoch = 0
+
+    return StopOnNonFiniteLoss()
+
+
+def check_finite_features(x: np.ndarray, rows: list[dict], folder) -> np.ndarray:
+    """Refuse feature arrays holding NaN or infinite values, naming the first bad file."""
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        first = rows[int(bad[0])]["path"] if len(rows) == len(x) else "?"
+        raise UserError(f"{len(bad)} feature file(s) of {folder} hold NaN or infinite values (first: {first}); "
+                        "re-render them with `genrekit augment`")
+    return x
+
+
+def check_finite_model(model) -> None:
+    """A model with a NaN or infinite weight (or normalisation statistic) is never saved."""
+    for w in model.weights:
+        v = np.asarray(w)
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise UserError(f"training produced non-finite values in {w.path} (non-finite features in the data, "
+                            "or too high a --lr?); no run folder was written")
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_options(opts: TrainOptions) -> None:
+    """Refuse bad numeric options before anything is read or created."""
+    for flag, v in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise UserError(f"{flag} must be a whole number of at least 1, got {v!r}")
+    if not isinstance(opts.patience, int) or isinstance(opts.patience, bool) or opts.patience < 0:
+        raise UserError(f"--patience must be a whole number of at least 0, got {opts.patience!r}")
+    if not isinstance(opts.seed, int) or isinstance(opts.seed, bool) or not 0 <= opts.seed < 2 ** 32:
+        raise UserError(f"--seed must be a whole number in [0, 2**32), got {opts.seed!r}")
+    if opts.lr is not None and not (_finite_number(opts.lr) and opts.lr > 0):
+        raise UserError(f"--lr must be a finite number above 0, got {opts.lr!r}")
+    if not (_finite_number(opts.label_smoothing) and 0 <= opts.label_smoothing < 1):
+        raise UserError(f"--label-smoothing must be in [0, 1), got {opts.label_smoothing!r}")
+    if not (_finite_number(opts.mixup) and opts.mixup >= 0):
+        raise UserError(f"--mixup (alpha) must be a finite number of at least 0, got {opts.mixup!r}")
+    check_hparam_values(opts.hparams)
+
+
+def check_hparam_values(hparams: dict) -> None:
+    """Every number in --hparam values must be finite (JSON accepts NaN and Infinity)."""
+    def bad(v):
+        if isinstance(v, float):
+            return not math.isfinite(v)
+        if isinstance(v, (list, tuple)):
+            return any(bad(x) for x in v)
+        if isinstance(v, dict):
+            return any(bad(x) for x in v.values())
+        return False
+
+    if not isinstance(hparams, dict):
+        raise UserError("hyper-parameters must be key=value pairs")
+    for k, v in hparams.items():
+        if bad(v):
+            raise UserError(f"bad --hparam {k}={v!r}: numbers must be finite")
+
+
+
+def _features_only(x, y):
+    return x
+
+
+def find_layer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def epochs_run(run_dir: Path) -> int:
+    p = run_dir / HISTORY
+    return len(read_csv(p)) if p.is_file() else 0
+
+
+def plot_curves(run_dir: Path, title: str) -> None:
+    from genrekit.evaluation.plots import (
+        plot_history,  # matplotlib, loaded only when a run is written
+    )
+
+    p = run_dir / HISTORY
+    if p.is_file():
+        rows = read_csv(p)
+        if rows:
+            plot_history(rows, run_dir / "curves.png", title=title)
+
+
+
+def evaluate_splits(predict, rows, labels, kind) -> dict:
+    """Top-1/top-2 at clip and track level on the valid and test splits (originals only);
+    ``predict(rows) -> probabilities``."""
+    from genrekit.evaluation.metrics import evaluate_predictions
+
+    out = {}
+    for split in ("valid", "test"):
+        sr = [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]
+        if not sr:
+            continue
+        proba = predict(sr)
+        res = evaluate_predictions([r["track_id"] for r in sr], label_ids(sr, labels), proba, labels)
+        out[split] = {lvl: {k: res[lvl][k] for k in ("n", "top1", "top2", "loss", "f1_macro", "f1_micro")}
+                      for lvl in ("clip", "track")}
+    return out
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"run: {result['run']} ({result['phase']}, {result['epochs_run']} epochs, "
+             f"{result['seconds']:.1f} s)"]
+    for split, lv in result["metrics"].items():
+        if "mae" in lv["track"]:  # tempo regression
+            c, t = lv["clip"], lv["track"]
+            lines.append(f"{split:5s}  window MAE {c['mae']:.1f} BPM (n={c['n']})   track MAE {t['mae']:.1f} BPM  "
+                         f"median {t['median_ae']:.1f}  acc1 {t['accuracy1']:.3f}  acc2 {t['accuracy2']:.3f} "
+                         f"(n={t['n']})")
+            continue
+        c, t = lv["clip"], lv["track"]
+        lines.append(f"{split:5s}  clip top-1 {c['top1']:.3f}  top-2 {c['top2']:.3f}  (n={c['n']})   "
+                     f"track top-1 {t['top1']:.3f}  top-2 {t['top2']:.3f}  (n={t['n']})")
+    return "\n".join(lines)
+
+
+def parse_hparams(items: list[str] | None) -> dict:
+    """``--hparam key=value`` (value parsed as JSON when it can be: 0.5, [32,64], true)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"bad --hparam {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
