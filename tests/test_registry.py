@@ -130,3 +130,32 @@ def test_fusion_builds_through_the_registry_on_a_named_embedding():
     assert fused.get_layer("fusion_concat").input[0] is genre.get_layer("flatten").output
     with pytest.raises(ModelError, match="no layer 'nope'"):
         build_model("fusion", build_model("cnn64x400", TINY["melspec"], 3), 3, embedding_layer="nope")
+
+
+def _arch_action(command: str):
+    from genrekit.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return next(a for a in sub.choices[command]._actions if a.dest == "arch")
+
+
+def test_the_clis_arch_choices_and_help_come_from_the_registry():
+    train = _arch_action("train")
+    assert list(train.choices) == list(REGISTRY)
+    for name in REGISTRY:
+        assert name in train.help
+    cv = _arch_action("cv")
+    assert set(cv.choices) == {n for n, s in REGISTRY.items() if s.task == "genre" and n != "fusion"}
+
+
+def test_the_cli_refuses_an_unknown_architecture_in_one_line(tmp_path, capsys):
+    from genrekit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(tmp_path), "--arch", "alexnet", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "unknown architecture 'alexnet'" in err
+    with pytest.raises(SystemExit):
+        main(["cv", "--data", str(tmp_path), "--arch", "tempocnn"])
+    assert "tempocnn is not one" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
