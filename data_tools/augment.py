@@ -126,3 +126,173 @@ def mask(db: np.ndarray, rng: np.random.Generator, axis: int, max_width: int, co
         else:
             out[:, start:start + width] = fill
     return out
+
+
+# -- variants rendered from the original's spectrogram -------------------------------------
+#
+# A phase vocoder stretches a clip by reading its STFT at fractional frame positions (frame j
+# of the stretched clip is frame j * rate of the original), interpolating the magnitudes of the
+# two nearest frames linearly and accumulating the phase; a pitch shift is that stretch by
+# 1 / ratio followed by resampling by ratio, which maps frequency f to f * ratio at the same
+# time position. Mel, MFCC, melspec and musicnn features only keep the magnitudes, so the
+# variants of these kinds are read directly from the original's magnitude STFT (computed once
+# per clip) instead of resynthesising a waveform per variant and analysing it again: the
+# magnitudes a phase vocoder gives, without its resynthesis. A pure tone shifted by s semitones
+# peaks at f * 2 ** (s / 12) with the same amplitude; a clip stretched by r has its tempo
+# multiplied by r (tests/test_augment_spectral.py checks both, and the closeness to the
+# waveform stretch of audiomentations on a real clip).
+
+SPECTRAL_KINDS = ("mel", "mfcc", "melspec", "musicnn")  # kinds whose variants come from the STFT
+SPECTRAL_MAX_BYTES = 1 << 30  # a clip whose magnitude STFT would need more takes the waveform path
+_CHUNK_FRAMES = 1024  # frames computed at a time: bounded working memory for long clips
+
+
+def time_freq_factors(variant: Variant) -> tuple[float, float]:
+    """(time rate, frequency ratio) of a variant: a stretch by r plays r times faster at the
+    same pitch; a pitch shift by s semitones multiplies every frequency by 2 ** (s / 12)."""
+    if variant.family == "stretch":
+        return float(variant.value), 1.0
+    if variant.family == "pitch":
+        return 1.0, float(2.0 ** (variant.value / 12.0))
+    return 1.0, 1.0
+
+
+def stretched_length(n_samples: int, rate: float) -> int:
+    """Samples of a clip of ``n_samples`` stretched by ``rate`` (as audiomentations gives)."""
+    return max(1, int(n_samples / rate))
+
+
+def magnitude_stft_bytes(n_samples: int, n_fft: int, hop_length: int) -> int:
+    return (1 + n_samples // hop_length) * (n_fft // 2 + 1) * 4
+
+
+def magnitude_stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT| (n_fft // 2 + 1, 1 + len(y) // hop_length) float32: Hann window, frames centred
+    on multiples of ``hop_length`` with zeros beyond both ends (librosa's ``center=True``),
+    computed ``_CHUNK_FRAMES`` frames at a time so that no whole-clip complex array is held."""
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    n_frames = 1 + len(y) // hop_length
+    half = n_fft // 2
+    padded = np.pad(y, (half, half))
+    out = np.empty((n_fft // 2 + 1, n_frames), dtype=np.float32)
+    for a in range(0, n_frames, _CHUNK_FRAMES):
+        b = min(n_frames, a + _CHUNK_FRAMES)
+        seg = padded[a * hop_length:(b - 1) * hop_length + n_fft]
+        out[:, a:b] = np.abs(librosa.stft(seg, n_fft=n_fft, hop_length=hop_length, center=False))
+    return out
+
+
+def variant_magnitude(mag: np.ndarray, frame_pos: np.ndarray, ratio: float = 1.0) -> np.ndarray:
+    """Magnitudes of a stretched / pitch-shifted clip read from the original's ``mag``
+    (freq, frames): column j is the original at fractional frame ``frame_pos[j]`` (linear
+    interpolation, as the phase vocoder), bin k the original at bin k / ``ratio`` (zero above the
+    original's top bin). A NaN position is silence (constant padding)."""
+    n_freq, n_frames = mag.shape
+    pos = np.clip(np.nan_to_num(frame_pos, nan=0.0), 0.0, n_frames - 1)
+    lo = np.minimum(np.floor(pos).astype(np.intp), max(n_frames - 2, 0))
+    hi = np.minimum(lo + 1, n_frames - 1)
+    w = (pos - lo).astype(np.float32)
+    out = mag[:, lo] * (1.0 - w) + mag[:, hi] * w
+    if ratio != 1.0:
+        src = np.arange(n_freq) / ratio
+        inside = src <= n_freq - 1
+        k0 = np.minimum(np.floor(src).astype(np.intp), n_freq - 2)
+        k0[~inside] = 0
+        k1 = k0 + 1
+        wk = (src - k0).astype(np.float32)[:, None]
+        shifted = out[k0] * (1.0 - wk) + out[k1] * wk
+        shifted[~inside] = 0.0
+        out = shifted
+    silent = np.isnan(frame_pos)
+    if silent.any():
+        out[:, silent] = 0.0
+    return out.astype(np.float32, copy=False)
+
+
+def _mel_basis(cfg) -> np.ndarray:
+    import librosa
+
+    key = (cfg.sr, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
+    if key not in _MEL_BASES:
+        _MEL_BASES[key] = librosa.filters.mel(sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                              fmin=cfg.fmin, fmax=cfg.fmax)
+    return _MEL_BASES[key]
+
+
+_MEL_BASES: dict = {}
+
+
+def variant_mel_power(mag: np.ndarray, frame_pos: np.ndarray, ratio: float, cfg) -> np.ndarray:
+    """Mel power (n_mels, len(frame_pos)) of a variant, ``_CHUNK_FRAMES`` frames at a time."""
+    fb = _mel_basis(cfg)
+    out = np.empty((fb.shape[0], len(frame_pos)), dtype=np.float32)
+    for a in range(0, len(frame_pos), _CHUNK_FRAMES):
+        m = variant_magnitude(mag, frame_pos[a:a + _CHUNK_FRAMES], ratio)
+        out[:, a:a + _CHUNK_FRAMES] = fb @ (m * m)
+    return out
+
+
+def variant_clip_mel_power(mag: np.ndarray, n_samples: int, cfg, variant: Variant) -> np.ndarray:
+    """Mel power (n_mels, frames) of a whole stretched / pitch-shifted clip, from the original
+    clip's magnitude STFT ``mag`` (the clip had ``n_samples``): frame j of the variant is frame
+    j * rate of the original, bin k the original's bin k / ratio."""
+    rate, ratio = time_freq_factors(variant)
+    pos = np.arange(1 + stretched_length(n_samples, rate) // cfg.hop_length) * rate
+    return variant_mel_power(mag, pos, ratio, cfg)
+
+
+def _power_db(power: np.ndarray, cfg) -> np.ndarray:
+    import librosa
+
+    return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=cfg.top_db).astype(np.float32)
+
+
+def spectral_variant(mag: np.ndarray, n_samples: int, cfg, kind: str, variant: Variant):
+    """One kind's features of a stretch / pitch variant, from the original clip's magnitude
+    STFT ``mag`` (:func:`magnitude_stft` with ``cfg.n_fft``/``cfg.hop_length``; the clip had
+    ``n_samples``): ``[(segment, feature), ...]`` with the segments, shapes and dtypes of
+    :func:`~genrekit.data_tools.features.extract` on the variant's waveform."""
+    from genrekit.data_tools.errors import FeatureError
+    from genrekit.data_tools.features import Segment, db_to_image, db_to_mfcc, frame_windows, segment_starts
+
+    rate, ratio = time_freq_factors(variant)
+    n_var = stretched_length(n_samples, rate)  # samples of the variant's waveform
+    hop = cfg.hop_length
+    empty = np.zeros(0, dtype=np.float32)
+
+    def finite(spec):
+        if not np.all(np.isfinite(spec)):
+            raise FeatureError("the spectrogram has NaN or infinite values (samples far outside -1..1?)")
+        return spec
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind in ("melspec", "musicnn"):  # the whole clip's spectrogram cut into frame windows
+            power = variant_clip_mel_power(mag, n_samples, cfg, variant)
+            if kind == "musicnn":
+                spec = finite(np.log10(10000.0 * power + 1.0))
+                return frame_windows(spec, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames)
+            return frame_windows(finite(_power_db(power, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames)
+        if kind not in ("mel", "mfcc"):
+            raise FeatureError(f"{kind} variants are not rendered from the spectrogram")
+        seg_len = cfg.segment_samples(kind)
+        if kind == "mel":
+            hop_s, count = cfg.image_hop_seconds, cfg.image_segments
+        else:
+            hop_s, count = cfg.mfcc_hop_seconds, cfg.mfcc_segments
+        seg_hop = int(round(hop_s * cfg.sr)) if hop_s else None
+        out = []
+        for i, start in enumerate(segment_starts(n_var, seg_len, seg_hop, count)):
+            # frame j of the segment is centred on sample start + j * hop of the variant; past the
+            # variant's end the segment is filled as extract fills it (wrap, or silence)
+            p = start + np.arange(1 + seg_len // hop, dtype=np.float64) * hop
+            short = max(0, seg_len - (n_var - start))
+            if cfg.pad_mode == "wrap":
+                p = np.mod(p, n_var)
+            else:
+                p[p >= n_var] = np.nan
+            db = finite(_power_db(variant_mel_power(mag, p * rate / hop, ratio, cfg), cfg))
+            feat = db_to_image(db, cfg) if kind == "mel" else db_to_mfcc(db, cfg)
+            out.append((Segment(index=i, start_s=start / cfg.sr, padded_s=short / cfg.sr, audio=empty), feat))
+        return out

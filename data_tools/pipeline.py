@@ -23,16 +23,23 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from genrekit.data_tools import beam_runner
 from genrekit.data_tools.audio import load_audio, peak_dbfs
 from genrekit.data_tools.augment import (
+    SPECTRAL_KINDS,
+    SPECTRAL_MAX_BYTES,
     AugmentConfig,
     Variant,
     apply_waveform,
+    magnitude_stft,
+    magnitude_stft_bytes,
     spec_transform_for,
+    spectral_variant,
     variant_rng,
 )
 from genrekit.data_tools.catalogue import Catalogue, Track, scan_tracks
@@ -40,6 +47,8 @@ from genrekit.data_tools.errors import AudioDecodeError, AudioTooLongError, Data
 from genrekit.data_tools.features import (
     FeatureConfig,
     check_features,
+    db_to_image,
+    db_to_mfcc,
     default_kinds,
     extract,
     get_kind,
@@ -201,12 +210,11 @@ def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res
     variants = ac.variants() if split == "train" else [Variant("original", "original")]
     source = track.path.relative_to(root).as_posix()  # as seen under the data folder
     files = []
+    clip = _ClipVariants(audio.y, fc, ac, keep_spectra=any(v.family in _MASKS for v in variants))
     for variant in variants:
         rng = variant_rng(settings.seed, track.track_id, variant.name)
-        y = apply_waveform(audio.y, fc.sr, variant)
-        spec = spec_transform_for(variant, ac)
         for kind in settings.kinds:
-            segs = extract(y, fc, kind, spec_transform=spec, rng=rng)
+            segs = clip.features(variant, kind, rng)
             check_features(kind, [f for _, f in segs])
             for seg, feat in segs:
                 rel = _feature_relpath(kind, track.track_id, variant.name, seg.index)
@@ -217,6 +225,67 @@ def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res
                                  "start_s": f"{seg.start_s:.3f}", "padded_s": f"{seg.padded_s:.3f}",
                                  "source": source})
     return files
+
+
+_MASKS = ("freqmask", "timemask")
+
+
+class _ClipVariants:
+    """The features of one clip's variants, sharing what the original already computed:
+
+    - the original: :func:`extract` on the decoded waveform, as predict computes it;
+    - a SpecAugment mask: the mask on the original's spectrograms, kept when the original was
+      rendered (the same values, hence the same bytes, as rendering the original again);
+    - a time stretch or pitch shift of a mel-family kind (:data:`SPECTRAL_KINDS`): read from
+      the original's magnitude STFT, computed once (:func:`spectral_variant`);
+    - anything else (tempogram, a kind registered later, a clip too long for its STFT to be
+      held): the variant's waveform (audiomentations, made once per variant) through
+      :func:`extract`, as before.
+    The order of the random draws is the same as rendering every variant from its waveform."""
+
+    def __init__(self, y, fc: FeatureConfig, ac: AugmentConfig, keep_spectra: bool):
+        self.y, self.fc, self.ac, self.keep_spectra = y, fc, ac, keep_spectra
+        self.spectra: dict[str, tuple[list, list]] = {}  # kind -> (segments, spectrograms)
+        self._mag = None
+        self._wave = (None, None)  # (variant name, waveform)
+        self.spectral = magnitude_stft_bytes(len(y), fc.n_fft, fc.hop_length) <= SPECTRAL_MAX_BYTES
+
+    def features(self, variant: Variant, kind: str, rng):
+        fam = variant.family
+        if fam == "original":
+            if not (self.keep_spectra and kind in SPECTRAL_KINDS):
+                return extract(self.y, self.fc, kind, rng=rng)
+            kept = []
+
+            def keep(spec, _rng):  # sees each segment's spectrogram, changes nothing
+                kept.append(spec.copy())
+                return spec
+
+            segs = extract(self.y, self.fc, kind, spec_transform=keep, rng=rng)
+            empty = np.zeros(0, dtype=np.float32)
+            self.spectra[kind] = ([replace(seg, audio=empty) for seg, _ in segs], kept)
+            return segs
+        if fam in _MASKS and kind in self.spectra:
+            mask = spec_transform_for(variant, self.ac)
+            segs, kept = self.spectra[kind]
+            out = []
+            for seg, spec in zip(segs, kept):
+                m = mask(spec, rng)
+                if kind == "mel":
+                    feat = db_to_image(m, self.fc)
+                elif kind == "mfcc":
+                    feat = db_to_mfcc(m, self.fc)
+                else:  # a window kind: time first, as frame_windows gives it
+                    feat = np.ascontiguousarray(np.ascontiguousarray(m.T), dtype=np.float32)
+                out.append((seg, feat))
+            return out
+        if fam in ("stretch", "pitch") and kind in SPECTRAL_KINDS and self.spectral:
+            if self._mag is None:
+                self._mag = magnitude_stft(self.y, self.fc.n_fft, self.fc.hop_length)
+            return spectral_variant(self._mag, len(self.y), self.fc, kind, variant)
+        if self._wave[0] != variant.name:
+            self._wave = (variant.name, apply_waveform(self.y, self.fc.sr, variant))
+        return extract(self._wave[1], self.fc, kind, spec_transform=spec_transform_for(variant, self.ac), rng=rng)
 
 
 def process_track(args) -> TrackResult:
@@ -264,6 +333,18 @@ def process_track(args) -> TrackResult:
     except OSError as exc:
         raise DataError(f"cannot write features of {track.track_id} in {out}: {exc.strerror or exc}") from None
     return res
+
+
+def _preload() -> None:
+    """Import what rendering a track needs (librosa's spectrum code alone takes seconds)."""
+    import librosa
+    import PIL.PngImagePlugin  # noqa: F401
+    import scipy.fft  # noqa: F401
+    import soundfile  # noqa: F401
+
+    for name in ("stft", "power_to_db", "filters", "feature", "util"):
+        getattr(librosa, name)  # librosa loads its submodules on first use
+    librosa.feature.melspectrogram  # noqa: B018
 
 
 def _init_worker():
@@ -452,6 +533,8 @@ def _run_pool(jobs: list, workers: int, bar) -> list[TrackResult]:
     a crash in a C library) breaks the pool: that is reported with one line, never waited on
     forever; the tracks finished so far are kept and a rerun resumes."""
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    if ctx.get_start_method() == "fork":
+        _preload()  # imported once here, inherited by every worker instead of imported by each
     results: list[TrackResult] = []
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker)
     try:
