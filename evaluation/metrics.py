@@ -10,25 +10,34 @@ from sklearn import metrics as skm
 from genrekit.evaluation.errors import EvaluationError
 
 
-def top_k_hits(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
-    """Boolean per sample: is the true class among the k highest probabilities?
-
-    Ties are broken against the true class (a class only counts as in the top k when fewer
-    than k classes score strictly higher *and* ties do not push it out), matching
-    ``sklearn.metrics.top_k_accuracy_score``.
-    """
+def top_k_accuracy(y_true, proba, k: int) -> float:
+    """Fraction of samples whose true class is among the ``k`` highest probabilities:
+    ``sklearn.metrics.top_k_accuracy_score`` over every class of ``proba``'s columns (so a class
+    absent from ``y_true`` still ranks). scikit-learn's rule for ties: among equal probabilities
+    the class of higher index ranks first (probabilities [0.5, 0.25, 0.25], k=2: class 2 is in
+    the top 2, class 1 is not); with two classes, class 1 wins only above 0.5."""
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
-    true_p = proba[np.arange(len(y_true)), y_true]
-    higher = (proba > true_p[:, None]).sum(axis=1)
-    ties = (proba == true_p[:, None]).sum(axis=1) - 1
-    return (higher + ties) < k
-
-
-def top_k_accuracy(y_true, proba, k: int) -> float:
     if len(y_true) == 0:
         raise EvaluationError("no samples to evaluate")
-    return float(top_k_hits(y_true, proba, k).mean())
+    n_cls = proba.shape[1]
+    if k >= n_cls:  # every class is in the top k (scikit-learn would warn and say the same)
+        return 1.0
+    # two classes: scikit-learn takes the positive class's score (a 2-column array is refused)
+    score = proba[:, 1] if n_cls == 2 else proba
+    return float(skm.top_k_accuracy_score(y_true, score, k=k, labels=np.arange(n_cls)))
+
+
+def cross_entropy(y_true, proba) -> float:
+    """Mean negative log-likelihood of the true class (``sklearn.metrics.log_loss``), each
+    probability floored at ``LOSS_FLOOR`` so a confident miss costs at most -ln(1e-12) = 27.6."""
+    proba = np.asarray(proba, dtype=np.float64)
+    p = np.clip(proba, LOSS_FLOOR, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)  # rows of float32 softmax outputs sum to 1 only within 1e-7
+    return float(skm.log_loss(np.asarray(y_true), p, labels=np.arange(proba.shape[1])))
+
+
+LOSS_FLOOR = 1e-12
 
 
 def aggregate_tracks(track_ids, y_true, proba):
@@ -58,16 +67,14 @@ def classification_figures(y_true, proba, labels: list[str]) -> dict:
         raise EvaluationError("no samples to evaluate")
     if proba.shape[1] != n_cls:
         raise EvaluationError(f"model gives {proba.shape[1]} classes but there are {n_cls} labels")
+    if not np.isfinite(proba).all():
+        raise EvaluationError("the model gave non-finite probabilities (NaN or infinity)")
     y_pred = proba.argmax(axis=1)
     idx = list(range(n_cls))
-    eps = 1e-12
-    p = np.clip(proba, eps, 1.0)
-    loss = float(-np.mean(np.log(p[np.arange(len(y_true)), y_true])))
     prec, rec, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
     cm = skm.confusion_matrix(y_true, y_pred, labels=idx)
     with np.errstate(invalid="ignore", divide="ignore"):
         cm_norm = np.where(cm.sum(1, keepdims=True) > 0, cm / cm.sum(1, keepdims=True), 0.0)
-    hits1, hits2 = top_k_hits(y_true, proba, 1), top_k_hits(y_true, proba, 2)
     per_genre = {}
     roc = {}
     aucs = []
@@ -75,8 +82,8 @@ def classification_figures(y_true, proba, labels: list[str]) -> dict:
         mask = y_true == c
         entry = {"support": int(support[c]), "precision": float(prec[c]), "recall": float(rec[c]),
                  "f1": float(f1[c]),
-                 "top1": float(hits1[mask].mean()) if mask.any() else None,
-                 "top2": float(hits2[mask].mean()) if mask.any() else None}
+                 "top1": top_k_accuracy(y_true[mask], proba[mask], 1) if mask.any() else None,
+                 "top2": top_k_accuracy(y_true[mask], proba[mask], 2) if mask.any() else None}
         if 0 < mask.sum() < len(mask):
             fpr, tpr, _ = skm.roc_curve(mask.astype(int), proba[:, c])
             auc = float(skm.auc(fpr, tpr))
@@ -88,7 +95,8 @@ def classification_figures(y_true, proba, labels: list[str]) -> dict:
         per_genre[name] = entry
     return {
         "n": int(len(y_true)),
-        "top1": float(hits1.mean()), "top2": float(hits2.mean()), "loss": loss,
+        "top1": top_k_accuracy(y_true, proba, 1), "top2": top_k_accuracy(y_true, proba, 2),
+        "loss": cross_entropy(y_true, proba),
         "precision_macro": float(prec.mean()), "recall_macro": float(rec.mean()),
         "f1_macro": float(skm.f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
         "f1_micro": float(skm.f1_score(y_true, y_pred, labels=idx, average="micro", zero_division=0)),

@@ -13,21 +13,61 @@ from genrekit.evaluation.metrics import (
 LABELS = ["a", "b", "c"]
 
 
-def test_top2_with_ties_counts_against_the_true_class():
-    # sample 0: true a, probs a=.2 b=.4 c=.4 -> a ranks 3rd (two higher): miss
-    # sample 1: true b, probs a=.5 b=.25 c=.25 -> tie with c for 2nd: sklearn counts a tie as a miss
-    # sample 2: true c, probs c highest: hit
-    y = np.array([0, 1, 2])
-    p = np.array([[0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [0.1, 0.2, 0.7]])
-    assert top_k_accuracy(y, p, 1) == pytest.approx(1 / 3)
-    assert top_k_accuracy(y, p, 2) == pytest.approx(1 / 3)
+def test_top_k_ties_follow_scikit_learn():
+    """The issue's case: probabilities [0.5, 0.25, 0.25], k=2, true class 2 -> 1.0 (scikit-learn
+    ranks the higher index first among ties), true class 1 -> 0.0."""
+    p = np.array([[0.5, 0.25, 0.25]])
+    assert top_k_accuracy(np.array([2]), p, 2) == 1.0
+    assert top_k_accuracy(np.array([1]), p, 2) == 0.0
+    assert top_k_accuracy(np.array([0]), p, 1) == 1.0
+    # per genre too: class c's only sample is a top-2 hit, class b's is not
+    f = classification_figures(np.array([2, 1]), np.vstack([p, p]), LABELS)
+    assert f["per_genre"]["c"]["top2"] == 1.0 and f["per_genre"]["b"]["top2"] == 0.0
+    assert f["top2"] == 0.5
+
+
+@pytest.mark.parametrize("n_cls", [2, 3, 5, 10])
+def test_top_k_matches_scikit_learn_on_random_data(n_cls):
     from sklearn.metrics import top_k_accuracy_score
 
-    assert top_k_accuracy(y, p, 2) == pytest.approx(top_k_accuracy_score(y, p, k=2, labels=[0, 1, 2]))
-    # without the tie, the second sample is a top-2 hit
-    p2 = p.copy()
-    p2[1] = [0.5, 0.3, 0.2]
-    assert top_k_accuracy(y, p2, 2) == pytest.approx(2 / 3)
+    rng = np.random.default_rng(n_cls)
+    for trial in range(20):
+        n = int(rng.integers(1, 40))
+        # coarse scores make ties common; some classes never occur in y
+        raw = rng.integers(0, 4, size=(n, n_cls)).astype(float) + 1e-3 * (trial % 2) * rng.random((n, n_cls))
+        raw[raw.sum(axis=1) == 0] = 1.0
+        p = raw / raw.sum(axis=1, keepdims=True)
+        y = rng.integers(0, max(1, n_cls - 1), size=n)
+        for k in range(1, n_cls):
+            score = p[:, 1] if n_cls == 2 else p  # scikit-learn's own form for two classes
+            want = top_k_accuracy_score(y, score, k=k, labels=np.arange(n_cls))
+            assert top_k_accuracy(y, p, k) == pytest.approx(want), (trial, k)
+        f = classification_figures(y, p, [f"g{i}" for i in range(n_cls)])
+        assert f["top1"] == pytest.approx(top_k_accuracy_score(y, p[:, 1] if n_cls == 2 else p, k=1,
+                                                               labels=np.arange(n_cls)))
+        assert f["top2"] == (1.0 if n_cls == 2 else pytest.approx(
+            top_k_accuracy_score(y, p, k=2, labels=np.arange(n_cls))))
+
+
+def test_loss_is_scikit_learns_log_loss():
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(4), size=30)
+    y = rng.integers(0, 3, size=30)  # class 3 never occurs
+    f = classification_figures(y, p, list("abcd"))
+    assert f["loss"] == pytest.approx(log_loss(y, p, labels=[0, 1, 2, 3]), rel=1e-9)
+    assert f["loss"] == pytest.approx(-np.mean(np.log(p[np.arange(30), y])), rel=1e-9)
+
+
+def test_a_zero_probability_for_the_true_class_costs_a_finite_loss():
+    f = classification_figures(np.array([0, 1]), np.array([[0.0, 1.0], [0.0, 1.0]]), ["x", "y"])
+    assert f["loss"] == pytest.approx(-np.log(1e-12) / 2, rel=1e-6)  # floored at 1e-12, as before
+
+
+def test_non_finite_probabilities_are_refused():
+    with pytest.raises(EvaluationError, match="non-finite"):
+        classification_figures(np.array([0, 1]), np.array([[np.nan, 0.5], [0.5, 0.5]]), ["x", "y"])
 
 
 def test_a_class_absent_from_predictions():
@@ -75,3 +115,33 @@ def test_bad_inputs():
         classification_figures(np.array([0]), np.array([[1.0, 0.0]]), LABELS)
     with pytest.raises(EvaluationError, match="different labels"):
         aggregate_tracks(["t", "t"], np.array([0, 1]), np.array([[1.0, 0], [0, 1.0]]))
+
+
+def test_every_reported_figure_is_computed_and_reported_once():
+    """The one list of figures (evaluation.figures) names what metrics computes, and report.md
+    and the compare table take their rows and columns from it."""
+    from genrekit.evaluation.figures import COMPARE_FIGURES, FIGURES, PER_GENRE, figure
+    from genrekit.evaluation.report import COMPARE_FIELDS, compare_table, evaluation_report
+
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[.6, .3, .1], [.2, .5, .3], [.1, .2, .7], [.5, .1, .4]])
+    res = evaluate_predictions(["t1", "t2", "t3", "t4"], y, p, LABELS)
+    added_by_evaluate = {"top1_per_genre_mean"}
+    for lv in ("clip", "track"):
+        missing = [f.key for f in FIGURES if f.key not in res[lv] and f.key not in added_by_evaluate]
+        assert not missing, f"listed but not computed: {missing}"
+        assert all(f.key in res[lv]["per_genre"]["a"] for f in PER_GENRE)
+    md = evaluation_report(res, "t", [], {})
+    summary = md.split("## Summary")[1].split("## Per genre")[0]
+    for f in FIGURES:
+        if f.key not in added_by_evaluate:
+            assert f"| {f.label} | {f.format(res['clip'][f.key])} | {f.format(res['track'][f.key])} |" in summary
+    assert "balanced" not in summary  # only when evaluate added it
+    assert "| genre | n | top-1 | top-2 | precision | recall | F1 | AUC |" in md
+    assert figure("loss").higher_is_better is False and figure("top1").higher_is_better
+    assert figure("loss").format(0.12345) == "0.123" and figure("top1").format(0.12345) == "12.3"
+    assert figure("auc_macro").format(None) == "–"
+    assert [k for k in COMPARE_FIELDS if k in COMPARE_FIGURES] == list(COMPARE_FIGURES)
+    row = {k: None for k in COMPARE_FIELDS} | {"top1": 0.5, "f1_macro": 0.25}
+    table = compare_table([row])
+    assert "| top-1 | top-2 | F1 micro | F1 macro |" in table and "| 50.0 | – | – | 25.0 |" in table
