@@ -9,6 +9,7 @@ Units: ``sr`` in Hz, ``n_fft``/``hop_length`` in samples, ``*_seconds`` in secon
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from types import MappingProxyType
 import numpy as np
 
 from genrekit.data_tools.errors import DataError, FeatureError
-from genrekit.data_tools.fsio import save_npy_atomic, save_png_atomic
+from genrekit.data_tools.fsio import save_npy_atomic, save_png_atomic, write_json_atomic
 
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
 # 256-sample hop, 96 mel bands, log10(10000 * mel + 1), 187-frame (3 s) windows
@@ -173,8 +174,6 @@ class FeatureConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def save(self, folder) -> Path:
-        from genrekit.data_tools.fsio import write_json_atomic
-
         path = Path(folder) / CONFIG_NAME
         write_json_atomic(path, self.to_dict())
         return path
@@ -496,6 +495,8 @@ class FeatureKind:
     storage: Storage = NPY_ARRAY
     audio: Mapping[str, int] = field(default_factory=dict)  # the spectrogram settings it was made for
     default: bool = False  # rendered by `genrekit augment` when no kind is named
+    formula: Callable[[FeatureConfig], str] | None = None  # the computation in words, for model cards
+    hop: Callable[[FeatureConfig, float], FeatureConfig] | None = None  # cfg with windows every so many seconds
 
     @property
     def image(self) -> bool:
@@ -521,6 +522,22 @@ class FeatureKind:
     def to_input(self, feature: np.ndarray) -> np.ndarray:
         """A rendered feature as model input (the same values :meth:`load` gives for its file)."""
         return self.storage.to_input(feature)
+
+    def with_hop(self, cfg: FeatureConfig, hop_s: float | None) -> FeatureConfig:
+        """``cfg`` with this kind's windows every ``hop_s`` seconds (rounded to whole frames for
+        a kind cut from a spectrogram), the window length unchanged; None: ``cfg`` as it is."""
+        if hop_s is None:
+            return cfg
+        if self.hop is None:
+            raise DataError(f"feature kind {self.name!r} has no adjustable hop")
+        return self.hop(cfg, hop_s)
+
+    def describe(self, cfg: FeatureConfig) -> str:
+        """How one feature is computed from the decoded waveform ``y``, exactly enough to be
+        reproduced outside genrekit where that is practical (model cards)."""
+        if self.formula is None:
+            return f"{self.description}, see genrekit.data_tools.features (not reproduced outside genrekit)"
+        return self.formula(cfg)
 
 
 KINDS: dict[str, FeatureKind] = {}
@@ -569,6 +586,23 @@ def feature_config_for(kinds, **given) -> FeatureConfig:
 
 # -- the built-in kinds ----------------------------------------------------------------------
 
+def _mel_words(cfg: FeatureConfig, where: str = " over the whole file") -> str:
+    return (f"M = librosa.feature.melspectrogram(y=y, sr={cfg.sr}, n_fft={cfg.n_fft}, hop_length={cfg.hop_length}, "
+            f"n_mels={cfg.n_mels}, fmin={cfg.fmin}, fmax={cfg.fmax}){where} (power, librosa defaults "
+            "otherwise: centred frames, Hann window, Slaney mel)")
+
+
+def _db_words(cfg: FeatureConfig, kind: str) -> str:
+    return (f"D = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) per {cfg.seconds(kind):g} s "
+            f"segment ({_mel_words(cfg, '')})")
+
+
+def _hop_frames(field_name: str, frame_samples):
+    """``hop`` of a kind cut into frame windows: ``field_name`` set to ``hop_s`` in whole frames."""
+    return lambda cfg, hop_s: dataclasses.replace(
+        cfg, **{field_name: max(1, round(hop_s * cfg.sr / frame_samples(cfg)))})
+
+
 def _segment_work(kind: str):
     return lambda cfg, clip_seconds: cfg.segment_bytes(kind)
 
@@ -582,14 +616,20 @@ register_kind(FeatureKind(
     render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mel", db_to_image, spec, rng),
     windows=lambda cfg: Windows(cfg.image_seconds, cfg.image_hop_seconds, cfg.image_segments),
     shape=lambda cfg: (cfg.image_height, cfg.image_width),
-    work_bytes=_segment_work("mel"), storage=PNG_IMAGE, default=True))
+    work_bytes=_segment_work("mel"), storage=PNG_IMAGE, default=True,
+    hop=lambda cfg, hop_s: dataclasses.replace(cfg, image_hop_seconds=hop_s, image_segments=None),
+    formula=lambda cfg: (f"{_db_words(cfg, 'mel')}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to 0..1, "
+                         f"low frequencies at the bottom, bilinear resize to {cfg.image_height} x {cfg.image_width}, "
+                         "rounded to 0..255) divided by 255")))
 
 register_kind(FeatureKind(
     "mfcc", "MFCC sequences, time first, over --mfcc-seconds windows",
     render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mfcc", db_to_mfcc, spec, rng),
     windows=lambda cfg: Windows(cfg.mfcc_seconds, cfg.mfcc_hop_seconds, cfg.mfcc_segments),
     shape=lambda cfg: (1 + cfg.segment_samples("mfcc") // cfg.hop_length, cfg.n_mfcc),
-    work_bytes=_segment_work("mfcc"), default=True))
+    work_bytes=_segment_work("mfcc"), default=True,
+    hop=lambda cfg, hop_s: dataclasses.replace(cfg, mfcc_hop_seconds=hop_s, mfcc_segments=None),
+    formula=lambda cfg: f"{_db_words(cfg, 'mfcc')}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')[:{cfg.n_mfcc}], time first"))
 
 
 def _render_musicnn(y, cfg, spec_transform, rng):
@@ -603,7 +643,9 @@ register_kind(FeatureKind(
     windows=lambda cfg: Windows(cfg.musicnn_frames * cfg.hop_length / cfg.sr, frames=cfg.musicnn_frames,
                                 hop_frames=cfg.musicnn_hop_frames, frame_samples=cfg.hop_length),
     shape=lambda cfg: (cfg.musicnn_frames, cfg.n_mels),
-    work_bytes=lambda cfg, secs: _clip_work(cfg, "musicnn", secs), audio=MappingProxyType(MUSICNN_FEATURES)))
+    work_bytes=lambda cfg, secs: _clip_work(cfg, "musicnn", secs), audio=MappingProxyType(MUSICNN_FEATURES),
+    hop=_hop_frames("musicnn_hop_frames", lambda cfg: cfg.hop_length),
+    formula=lambda cfg: f"{_mel_words(cfg)}; x = log10(10000 * M + 1), float32"))
 
 
 def _render_melspec(y, cfg, spec_transform, rng):
@@ -616,7 +658,10 @@ register_kind(FeatureKind(
     windows=lambda cfg: Windows(cfg.melspec_frames * cfg.hop_length / cfg.sr, frames=cfg.melspec_frames,
                                 hop_frames=cfg.melspec_hop_frames, frame_samples=cfg.hop_length),
     shape=lambda cfg: (cfg.melspec_frames, cfg.n_mels),
-    work_bytes=lambda cfg, secs: _clip_work(cfg, "melspec", secs), audio=MappingProxyType(MELSPEC_64X400_FEATURES)))
+    work_bytes=lambda cfg, secs: _clip_work(cfg, "melspec", secs), audio=MappingProxyType(MELSPEC_64X400_FEATURES),
+    hop=_hop_frames("melspec_hop_frames", lambda cfg: cfg.hop_length),
+    formula=lambda cfg: (f"{_mel_words(cfg)}; x = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) "
+                         "(the floor is relative to the whole file's peak), float32")))
 
 
 def _render_tempogram(y, cfg, spec_transform, rng):
@@ -638,6 +683,7 @@ register_kind(FeatureKind(
                                 frames=cfg.tempo_frames, hop_frames=cfg.tempo_hop_frames,
                                 frame_samples=cfg.tempo_step_frames * cfg.tempo_hop_length),
     shape=lambda cfg: (cfg.tempo_frames, cfg.tempo_bins),
-    work_bytes=_tempogram_work))
+    work_bytes=_tempogram_work, hop=_hop_frames("tempo_hop_frames", lambda cfg: cfg.tempo_step_frames * cfg.tempo_hop_length),
+    formula=lambda cfg: "log-BPM tempogram, see genrekit.data_tools.features.tempogram (not reproduced outside genrekit)"))
 
 FEATURE_KINDS = kind_names()  # the built-in kinds (a kind registered later is in kind_names())

@@ -16,6 +16,10 @@ import warnings
 from pathlib import Path
 
 from genrekit import __version__
+from genrekit.data_tools.augment import AugmentConfig
+from genrekit.data_tools.features import KINDS, default_kinds, feature_config_for
+from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+from genrekit.data_tools.splits import ratio_numbers
 from genrekit.errors import UserError
 from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
 
@@ -154,15 +158,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _augment_defaults():
     """The defaults of `genrekit augment`: those of the config dataclasses (one place)."""
-    from genrekit.data_tools.pipeline import AugmentSettings
-
     return AugmentSettings()
 
 
 def _kind_note(key: str, default) -> str:
     """"; musicnn 16000" for every feature kind made for another value of a FeatureConfig field."""
-    from genrekit.data_tools.features import KINDS
-
     notes = [f"{k.name} {k.audio[key]}" for k in KINDS.values() if key in k.audio and k.audio[key] != default]
     return f"; {', '.join(notes)}" if notes else ""
 
@@ -189,8 +189,6 @@ def _add_feature_args(p: argparse.ArgumentParser, fc) -> None:
 def _feature_config(a, kinds):
     """The feature config of the options given: the dataclass defaults, the spectrogram settings
     of the chosen kinds (musicnn, melspec), then every option given."""
-    from genrekit.data_tools.features import feature_config_for
-
     height, width = a.image_size or (None, None)
     return feature_config_for(kinds, sr=a.sr, n_fft=a.n_fft, hop_length=a.hop_length, n_mels=a.n_mels,
                               top_db=a.top_db, image_height=height, image_width=width,
@@ -201,9 +199,6 @@ def _feature_config(a, kinds):
 
 def _features_help() -> str:
     """--features help, from the feature-kind registry and the models that read each kind."""
-    from genrekit.data_tools.features import KINDS, default_kinds
-    from genrekit.models.registry import REGISTRY
-
     parts = []
     for k in KINDS.values():
         archs = [s.name for s in REGISTRY.values() if s.feature == k.name]
@@ -214,10 +209,6 @@ def _features_help() -> str:
 
 
 def cmd_augment(a) -> int:
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
-    from genrekit.data_tools.splits import ratio_numbers
-
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
         features=_feature_config(a, a.features),

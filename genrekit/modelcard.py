@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genrekit.data_tools.features import get_kind
 from genrekit.runs import Run
 from genrekit.models.track import is_track_model
 
@@ -42,40 +43,21 @@ def input_spec(run: Run, track: bool) -> dict:
                         f"(librosa.load(path, sr={cfg.sr}, mono=True, res_type='soxr_hq'))",
             "min_seconds": MIN_SECONDS,
             "silent_windows": f"windows whose peak is below {SILENCE_DBFS:g} dBFS are left out"}
-    mel = (f"M = librosa.feature.melspectrogram(y=y, sr={cfg.sr}, n_fft={cfg.n_fft}, hop_length={cfg.hop_length}, "
-           f"n_mels={cfg.n_mels}, fmin={cfg.fmin}, fmax={cfg.fmax}) over the whole file (power, librosa defaults "
-           "otherwise: centred frames, Hann window, Slaney mel)")
-    if kind in ("musicnn", "melspec", "tempogram"):
-        frames = cfg.frames(kind)
-        hop = {"musicnn": cfg.musicnn_hop_frames, "melspec": cfg.melspec_hop_frames,
-               "tempogram": cfg.tempo_hop_frames}[kind] or frames
-        step_s = (cfg.tempo_step_frames * cfg.tempo_hop_length if kind == "tempogram" else cfg.hop_length) / cfg.sr
-        width = cfg.tempo_bins if kind == "tempogram" else cfg.n_mels
+    feature_kind, w = get_kind(kind), cfg.windows(kind)
+    if w.frames is not None:  # windows cut from the whole file's spectrogram
+        frames, hop = w.frames, w.hop_frames or w.frames
+        step_s = w.frame_samples / cfg.sr
+        width = feature_kind.shape(cfg)[1]
         spec.update(window_frames=frames, window_hop_frames=hop, window_seconds=round(frames * step_s, 6),
                     window_hop_seconds=round(hop * step_s, 6), window_shape=[frames, width])
         spec["windows"] = (f"X (frames, {width}) = the feature transposed to time first; windows X[i*{hop}:i*{hop}+{frames}] "
                            f"for i = 0, 1, ... while complete (an incomplete last window is dropped); a file shorter "
                            f"than one window is filled to {frames} frames with numpy.pad mode "
                            f"'{'wrap' if cfg.pad_mode == 'wrap' else 'constant'}'")
-        if kind == "musicnn":
-            spec["formula"] = f"{mel}; x = log10(10000 * M + 1), float32"
-        elif kind == "melspec":
-            spec["formula"] = (f"{mel}; x = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) "
-                               "(the floor is relative to the whole file's peak), float32")
-        else:
-            spec["formula"] = "log-BPM tempogram, see genrekit.data_tools.features.tempogram (not reproduced outside genrekit)"
-    else:
-        seg_s = cfg.seconds(kind)
-        hop_s = cfg.image_hop_seconds if kind == "mel" else cfg.mfcc_hop_seconds
-        count = cfg.image_segments if kind == "mel" else cfg.mfcc_segments
-        spec.update(window_seconds=seg_s, window_hop_seconds=hop_s, windows_per_file=count,
-                    window_shape=list(cfg.feature_shape(kind)) + ([1] if kind == "mel" else []))
-        db = (f"D = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) per {seg_s:g} s segment "
-              f"({mel.replace(' over the whole file', '')})")
-        spec["formula"] = (f"{db}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to 0..1, low frequencies "
-                           f"at the bottom, bilinear resize to {cfg.image_height} x {cfg.image_width}, "
-                           "rounded to 0..255) divided by 255" if kind == "mel" else
-                           f"{db}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')[:{cfg.n_mfcc}], time first")
+    else:  # segments of the waveform, each rendered on its own
+        spec.update(window_seconds=w.seconds, window_hop_seconds=w.hop_seconds, windows_per_file=w.count,
+                    window_shape=list(feature_kind.input_shape(cfg)))
+    spec["formula"] = feature_kind.describe(cfg)
     spec["model_input"] = ("one track: float32 (1, windows, " + ", ".join(map(str, spec["window_shape"])) +
                            "), all windows of the file at once; output: the track's class probabilities"
                            if track else
@@ -154,7 +136,9 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
                    "mean of the per-window probabilities over the file's windows",
                    "calibration": f"p_calibrated = p ** (1 / T) / sum(p ** (1 / T)) with T = {temperature:g} "
                                   "(calibration.json; T = 1 changes nothing)",
-                   "temperature": temperature, "reject_threshold": calibration.get("reject_threshold")},
+                   "temperature": temperature, "reject_threshold": calibration.get("reject_threshold"),
+                   "reject_rule": calibration.get("reject_rule", "top_probability"),
+                   "reject_distance": calibration.get("distance")},
         "intended_use": INTENDED_USE, "licence_notes": LICENCE_NOTES,
         "versions": run.config.get("versions"),
     }
@@ -197,7 +181,13 @@ def model_card_markdown(card: dict) -> str:
                                 "window_hop_frames", "window_hop_seconds") if k in inp}
     lines += [f"- settings: {', '.join(f'{k} {v}' for k, v in geo.items())}", "", "## Output", "",
               f"- {out['probabilities']}; {out['aggregation']}", f"- calibration: {out['calibration']}"]
-    if out.get("reject_threshold") is not None:
+    if out.get("reject_rule") == "embedding_distance" and out.get("reject_distance"):
+        d = out["reject_distance"]
+        lines.append(f"- genrekit predict --reject answers `unknown` when the track's pooled embedding is farther than "
+                     f"{d['threshold']:.4g} (mean squared distance to its {d['k']} nearest of {d['train_tracks']} "
+                     f"training tracks, standardised, {d['dims']} principal components; `openset.npz`) — the "
+                     f"threshold keeps {d['accept']:.0%} of {d['valid_tracks']} validation tracks accepted")
+    elif out.get("reject_threshold") is not None:
         lines.append(f"- genrekit predict --reject answers `unknown` below a calibrated top probability of "
                      f"{out['reject_threshold']:.3f}")
     lines += ["", "## Intended use", "", card["intended_use"], "", "## Licence notes", ""]

@@ -122,9 +122,12 @@ TOY = FeatureKind(
 
 
 @pytest.fixture
-def toy_kind(monkeypatch):
-    monkeypatch.setattr(features, "KINDS", dict(features.KINDS))  # the registry is restored afterwards
-    return register_kind(TOY)
+def toy_kind():
+    register_kind(TOY)
+    try:
+        yield TOY
+    finally:
+        del features.KINDS[TOY.name]  # the registry as it was
 
 
 def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, tmp_path, capsys):
@@ -203,3 +206,23 @@ def test_cli_feature_options_over_the_kinds_settings(argv, want):
 
     a = _augment_args(*argv)
     assert _feature_config(a, a.features) == want
+
+
+@pytest.mark.parametrize("name", FEATURE_KINDS)
+def test_every_kind_sets_its_hop_and_describes_itself(name):
+    kind, cfg = get_kind(name), FeatureConfig(image_segments=3, mfcc_segments=2)
+    assert kind.with_hop(cfg, None) is cfg
+    moved = kind.with_hop(cfg, 1.5)
+    length, hop = moved.windows(name).samples(moved.sr)
+    assert length == cfg.windows(name).samples(cfg.sr)[0]  # the window is unchanged ...
+    frame = moved.windows(name).frame_samples or 1
+    assert abs(hop - 1.5 * moved.sr) <= frame / 2 + 1  # ... its hop is 1.5 s (to the nearest frame)
+    words = kind.describe(cfg)
+    assert words and (f"sr={cfg.sr}" in words or name == "tempogram")
+
+
+def test_a_kind_without_hop_or_formula(toy_kind):
+    cfg = FeatureConfig()
+    assert "frame RMS energy windows" in toy_kind.describe(cfg)
+    with pytest.raises(DataError, match="no adjustable hop"):
+        toy_kind.with_hop(cfg, 1.0)
