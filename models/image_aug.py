@@ -11,6 +11,8 @@ saved model carries none of them and inference sees the plain image), each seede
 """
 from __future__ import annotations
 
+from genrekit.models.errors import ModelError
+
 IMAGE_AUGMENTATIONS = ("crop", "affine", "erase")
 
 
@@ -20,8 +22,6 @@ def image_augmenter(names, seed: int = 0):
 
     unknown = [n for n in names if n not in IMAGE_AUGMENTATIONS]
     if unknown:
-        from genrekit.models.errors import ModelError
-
         raise ModelError(f"unknown image augmentation(s) {', '.join(unknown)} "
                          f"(known: {', '.join(IMAGE_AUGMENTATIONS)})")
     layers = []
