@@ -359,15 +359,18 @@ def _init_worker():
 
 # -- the stage -----------------------------------------------------------------------------
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if not text:
+def check_shard(shard) -> tuple[int, int] | None:
+    """``shard`` as (K, N) with 1 <= K <= N (None: the whole run)."""
+    if shard is None:
         return None
     try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise DataError(f"bad --shard {text!r}: expected K/N, e.g. 1/4") from None
-    if n < 1 or not 1 <= k <= n:
-        raise DataError(f"bad --shard {text!r}: need 1 <= K <= N")
+        k, n = (int(x) for x in shard)
+        ok = (k, n) == tuple(shard) and 1 <= k <= n
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DataError(f"bad --shard {'/'.join(map(str, shard)) if isinstance(shard, (tuple, list)) else shard!r}: "
+                        "need K/N with 1 <= K <= N")
     return k, n
 
 
@@ -430,7 +433,7 @@ RUNNERS = ("local", "beam")
 
 
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,
-                shard: str | None = None, progress: bool = True, log=None,
+                shard: tuple[int, int] | None = None, progress: bool = True, log=None,
                 runner: str = "local", beam_options=()) -> dict:
     """Run the augmentation stage. Returns a summary dict (counts, paths).
 
@@ -451,7 +454,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     beam_flags = None
     if runner == "beam":
         beam_flags = beam_runner.beam_flags(beam_options, workers)
-    shard_kn = parse_shard(shard)
+    shard_kn = check_shard(shard)
     cat, all_genres = catalogue_for(data, list(settings.genres) if settings.genres else None)
     root, tracks = cat.root, cat.tracks
     out = Path(out).expanduser()

@@ -125,6 +125,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 1/4, got {text!r}") from None
+    return k, n
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         parts = [int(x) for x in text.lower().replace("×", "x").split("x")]
@@ -463,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help=f"skip files longer than this, checked from the header before decoding (default "
                         f"{d.max_seconds:g} = {d.max_seconds / 60:g} minutes; bounds the memory one file may take)")
-    a.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
+    a.add_argument("--shard", type=_shard, default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
     a.add_argument("--runner", choices=("local", "beam"), default="local",
                    help="local processes (default) or an Apache Beam pipeline (pip install 'genrekit[beam]'); "
                         "same files either way")

@@ -118,7 +118,7 @@ def test_shards_merge_to_the_full_run(audio_tree, tmp_path):
     run_augment(audio_tree, tmp_path / "full", small_settings(), workers=2, progress=False)
     sh = tmp_path / "sharded"
     for k in (1, 2, 3):
-        run_augment(audio_tree, sh, small_settings(), shard=f"{k}/3", progress=False)
+        run_augment(audio_tree, sh, small_settings(), shard=(k, 3), progress=False)
     with pytest.raises(DataError, match="missing shard"):
         (sh / "manifest.shard-2-of-3.csv").rename(sh / "x.csv")
         merge_shards(sh)
