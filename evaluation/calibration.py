@@ -11,9 +11,16 @@ Expected calibration error (Naeini et al., AAAI 2015; Guo et al. 2017) is the to
 version: predictions are put into ``n_bins`` equal-width bins of their top probability and
 ECE is the support-weighted mean of |accuracy - mean confidence| over the bins.
 
-Open-set rejection: a track whose top calibrated probability is below a threshold is called
-``unknown``. :func:`choose_reject_threshold` picks the threshold that keeps a given fraction
-of held-out (known-genre) tracks accepted.
+Open-set rejection, two rules. (1) Top probability: a track whose top calibrated probability
+is below a threshold is called ``unknown``; :func:`choose_reject_threshold` picks the threshold
+that keeps a given fraction of held-out (known-genre) tracks accepted. (2) Embedding distance
+(for models with a track embedding): the track's pooled embedding is standardised with the
+training tracks' statistics, projected on their first ``KNN_DIMS`` principal components, and
+its score is the mean squared distance to its ``KNN_K`` nearest training tracks
+(:func:`fit_knn_distance`, :func:`knn_distance`); above a threshold chosen the same way on
+validation tracks (:func:`choose_distance_threshold`) it is ``unknown``. Music unlike anything
+the model was trained on lies far from every training track even when the classifier is
+confident about it, which is why the second rule rejects more of it at the same cost.
 """
 from __future__ import annotations
 
@@ -155,6 +162,65 @@ def choose_reject_threshold(proba, accept: float = 0.95) -> float:
     return float(conf[min(k, len(conf) - 1)])
 
 
+KNN_K = 5  # neighbours averaged by the distance score
+KNN_DIMS = 30  # principal components kept (fewer when there are fewer training tracks)
+
+
+def fit_knn_distance(train_x, k: int = KNN_K, dims: int = KNN_DIMS) -> dict:
+    """What the embedding-distance score needs, from the (tracks x features) pooled embeddings
+    of the training tracks: the per-feature ``mean`` and ``scale`` (standard deviation, floored
+    at 1e-6 of the median one so a constant feature cannot blow up), the first ``dims``
+    principal axes of the standardised embeddings (``components``, dims x features, by SVD) and
+    the training tracks projected on them (``train``). All float32 arrays plus ``k``."""
+    x = np.asarray(train_x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
+        raise ValueError(f"need a finite (tracks, features) array of at least 2 tracks, got shape {x.shape}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    floor = max(1e-6 * float(np.median(scale)), 1e-12)
+    scale = np.maximum(scale, floor)
+    z = (x - mean) / scale
+    d = int(min(dims, len(x) - 1, x.shape[1]))
+    _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    comp = vt[:d]
+    return {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32), "components": comp.astype(np.float32),
+            "train": (z @ comp.T).astype(np.float32), "k": np.array(min(k, len(x)), dtype=np.int64)}
+
+
+def knn_distance(stats: dict, x) -> np.ndarray:
+    """The embedding-distance score of each row of ``x`` (tracks x features, or one vector): the
+    mean squared Euclidean distance, in the standardised principal-component space of
+    :func:`fit_knn_distance`, to its ``k`` nearest training tracks. Larger is farther from
+    everything the model was trained on."""
+    x = np.asarray(x, dtype=np.float64)
+    one = x.ndim == 1
+    x = x[None] if one else x
+    mean, scale = np.asarray(stats["mean"], np.float64), np.asarray(stats["scale"], np.float64)
+    comp, train = np.asarray(stats["components"], np.float64), np.asarray(stats["train"], np.float64)
+    if x.ndim != 2 or x.shape[1] != mean.shape[0]:
+        raise ValueError(f"embeddings have {x.shape[-1]} features; the distance statistics expect {mean.shape[0]}")
+    z = ((x - mean) / scale) @ comp.T
+    d2 = (z * z).sum(1)[:, None] - 2 * z @ train.T + (train * train).sum(1)[None]
+    k = int(stats["k"])
+    out = np.sort(np.maximum(d2, 0.0), axis=1)[:, :k].mean(axis=1)
+    return out[0] if one else out
+
+
+def choose_distance_threshold(distances, accept: float = 0.95) -> float:
+    """The smallest distance threshold that keeps at least ``accept`` of these (known-genre,
+    held-out) tracks accepted (distance <= threshold): the mirror of :func:`choose_reject_threshold`."""
+    d = np.sort(np.asarray(distances, dtype=np.float64).ravel())
+    if not len(d) or not np.isfinite(d).all():
+        raise ValueError("need at least one finite distance")
+    if not 0 < accept <= 1:
+        raise ValueError(f"accept must be in (0, 1], got {accept!r}")
+    k = int(math.floor((1.0 - accept) * len(d) + 1e-9))  # how many may fall above
+    return float(d[max(len(d) - 1 - k, 0)])
+
+
 def rejected(proba, threshold: float | None) -> np.ndarray:
     """Boolean per row: is its top probability below ``threshold`` (None: nothing rejected)?"""
     p = _check_proba(proba)
@@ -163,17 +229,20 @@ def rejected(proba, threshold: float | None) -> np.ndarray:
     return p.max(axis=1) < float(threshold)
 
 
-def open_set_figures(known_proba, known_true, unknown_proba, threshold: float) -> dict:
+def open_set_figures(known_proba, known_true, unknown_proba, threshold: float, known_rejected=None,
+                     unknown_rejected=None) -> dict:
     """What rejection at ``threshold`` does: the share of unknown music rejected, the share of
     known music accepted, the top-1 accuracy of the accepted known tracks, and the accuracy
     kept: correct known predictions still accepted / correct known predictions without
-    rejection. Either side may be empty (its figures are then None)."""
+    rejection. Either side may be empty (its figures are then None). ``known_rejected`` and
+    ``unknown_rejected`` (boolean per track) replace the top-probability rule, e.g. with the
+    embedding-distance rule's decisions; ``threshold`` is then only reported."""
     out: dict = {"threshold": float(threshold)}
     kp = np.asarray(known_proba, dtype=np.float64).reshape(-1, np.shape(known_proba)[-1]) \
         if np.size(known_proba) else None
     if kp is not None and len(kp):
         y = np.asarray(known_true, dtype=int)
-        acc = ~rejected(kp, threshold)
+        acc = ~(rejected(kp, threshold) if known_rejected is None else np.asarray(known_rejected, dtype=bool))
         hit = kp.argmax(axis=1) == y
         out.update({"known_n": int(len(y)), "known_accepted": float(acc.mean()),
                     "known_top1": float(hit.mean()),
@@ -185,7 +254,8 @@ def open_set_figures(known_proba, known_true, unknown_proba, threshold: float) -
     up = np.asarray(unknown_proba, dtype=np.float64)
     if up.size:
         up = up.reshape(-1, up.shape[-1])
-        out.update({"unknown_n": int(len(up)), "unknown_rejected": float(rejected(up, threshold).mean())})
+        rej = rejected(up, threshold) if unknown_rejected is None else np.asarray(unknown_rejected, dtype=bool)
+        out.update({"unknown_n": int(len(up)), "unknown_rejected": float(rej.mean())})
     else:
         out.update({"unknown_n": 0, "unknown_rejected": None})
     return out
@@ -217,8 +287,12 @@ def calibration_report(calibration: dict | None, open_set: dict | None) -> str:
         if th is None:
             L += [open_set.get("note", "no rejection threshold")]
         else:
-            L += [f"A track is rejected (`unknown`) when its top calibrated probability is below {th:.4f}"
-                  f" ({open_set.get('threshold_source', 'the run')}).", "",
+            if open_set.get("rule") == "embedding_distance":
+                what = (f"the mean squared distance of its pooled embedding to its {open_set.get('k', KNN_K)} nearest "
+                        f"training tracks (standardised, principal components) is above {th:.4g}")
+            else:
+                what = f"its top calibrated probability is below {th:.4f}"
+            L += [f"A track is rejected (`unknown`) when {what} ({open_set.get('threshold_source', 'the run')}).", "",
                   "| figure | value |", "| --- | --- |",
                   f"| unknown tracks | {open_set['unknown_n']} |",
                   f"| unknown tracks rejected (%) | {_pct(open_set['unknown_rejected'])} |",

@@ -26,11 +26,12 @@ def _save(fig, path) -> Path:
 
 def plot_history(rows: list[dict], path, title: str = "training curves") -> Path:
     """Loss and accuracy (or, for a tempo regressor, mean absolute error) per epoch for train
-    and validation (from history.csv rows)."""
+    and validation (from history.csv rows); the best epoch (lowest validation loss) is marked."""
     plt = _plt()
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     second = ("accuracy", "top-1 accuracy") if not rows or "accuracy" in rows[0] else ("mae", "MAE (scaled tempo)")
+    best = best_epoch_index(rows)
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], *second)):
         for prefix, style in (("", "-"), ("val_", "--")):
             k = prefix + key
@@ -40,12 +41,31 @@ def plot_history(rows: list[dict], path, title: str = "training curves") -> Path
             ax.plot(epochs, [float(r["top2"]) for r in rows], ":", label="train top-2")
             if "val_top2" in rows[0]:
                 ax.plot(epochs, [float(r["val_top2"]) for r in rows], "-.", label="validation top-2")
+        if best is not None:
+            ax.axvline(epochs[best], color="tab:red", lw=0.9, ls=":",
+                       label=f"best epoch {epochs[best]} (lowest validation loss)" if key == "loss" else None)
+            k = "val_" + key
+            if rows and k in rows[0] and rows[0][k] not in ("", None):
+                ax.plot([epochs[best]], [float(rows[best][k])], "o", color="tab:red", ms=5)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label if key != "accuracy" else "accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def best_epoch_index(rows: list[dict]) -> int | None:
+    """Index of the row with the lowest validation loss (the epoch early stopping keeps), or
+    None without validation losses."""
+    vals = []
+    for r in rows:
+        try:
+            vals.append(float(r.get("val_loss")))
+        except (TypeError, ValueError):
+            vals.append(np.nan)
+    vals = np.asarray(vals, dtype=float)
+    return int(np.nanargmin(vals)) if len(vals) and np.isfinite(vals).any() else None
 
 
 def plot_confusion(cm, labels: list[str], path, title: str = "confusion matrix") -> Path:
@@ -57,7 +77,11 @@ def plot_confusion(cm, labels: list[str], path, title: str = "confusion matrix")
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
+    absent = cm.sum(1) == 0
+    ax.set_yticks(range(n), [f"{g} (absent)" if a else g for g, a in zip(labels, absent, strict=True)])
+    for i in np.flatnonzero(absent):  # no track of this genre in the set: greyed, not a row of zeros
+        ax.add_patch(_plt().Rectangle((-0.5, i - 0.5), n, 1, facecolor="0.85", edgecolor="0.6", hatch="///", lw=0))
+        ax.get_yticklabels()[i].set_color("0.45")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for i in range(n):
@@ -71,18 +95,27 @@ def plot_confusion(cm, labels: list[str], path, title: str = "confusion matrix")
 
 
 def plot_per_genre(figs: dict, labels: list[str], path, title: str = "per-genre accuracy") -> Path:
+    """Top-1 and top-2 per genre; a genre absent from the set (no track of it) is a grey
+    hatched column labelled "absent", so it cannot be read as 0 %."""
     plt = _plt()
     n = len(labels)
+    absent = np.array([not figs["per_genre"][g].get("support") for g in labels])
     top1 = [figs["per_genre"][g]["top1"] or 0 for g in labels]
     top2 = [figs["per_genre"][g]["top2"] or 0 for g in labels]
     fig, ax = plt.subplots(figsize=(1.5 + 0.7 * n, 3.8))
     x = np.arange(n)
-    ax.bar(x - 0.2, top1, 0.4, label="top-1")
-    ax.bar(x + 0.2, top2, 0.4, label="top-2")
+    ax.bar(x[~absent] - 0.2, np.asarray(top1)[~absent], 0.4, label="top-1")
+    ax.bar(x[~absent] + 0.2, np.asarray(top2)[~absent], 0.4, label="top-2")
+    if absent.any():
+        ax.bar(x[absent], 1.0, 0.8, color="0.9", edgecolor="0.6", hatch="///", lw=0.5, label="absent from the set")
+        for i in np.flatnonzero(absent):
+            ax.text(x[i], 0.5, "absent", rotation=90, ha="center", va="center", fontsize=8, color="0.35")
     ax.set_xticks(x, labels, rotation=45, ha="right")
+    for i in np.flatnonzero(absent):
+        ax.get_xticklabels()[i].set_color("0.45")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
     return _save(fig, path)
@@ -91,10 +124,19 @@ def plot_per_genre(figs: dict, labels: list[str], path, title: str = "per-genre 
 def plot_roc(figs: dict, path, title: str = "one-vs-rest ROC") -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for g, c in figs["roc"].items():
+    styles, marks = ("-", "--", "-.", ":"), ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+    cmap = plt.get_cmap("tab10")
+    n = max(len(figs["roc"]) - 1, 1)
+    # curves often coincide (several genres at AUC 1): each has its own colour, line style and
+    # marker, and earlier curves are drawn wider and fainter underneath later ones
+    for j, (g, c) in enumerate(figs["roc"].items()):
         auc = figs["per_genre"][g]["auc"]
-        ax.plot(c["fpr"], c["tpr"], label=f"{g} (AUC {auc:.2f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.plot(c["fpr"], c["tpr"], ls=styles[j % len(styles)], marker=marks[j % len(marks)],
+                ms=3 + 4 * (n - j) / n, markevery=max(1, len(c["fpr"]) // 6), lw=1.0 + 3.0 * (n - j) / n,
+                alpha=0.55, color=cmap(j % 10), label=f"{g} (AUC {auc:.3f})", zorder=2 + j)
+    ax.plot([0, 1], [0, 1], color="0.5", ls=":", lw=0.8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     macro = figs.get("auc_macro")
@@ -188,4 +230,46 @@ def plot_tempo_scatter(true_bpm, pred_bpm, path, title: str = "tempo: true vs pr
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_timeline(start_s, end_s, proba, labels: list[str], path, title: str = "genre over time",
+                  max_genres: int = 6) -> Path:
+    """Genre probabilities over a track: a stacked area of the ``max_genres`` genres most
+    probable on average (the rest summed as "other"), each row drawn at its window's middle
+    (windows may overlap), and a strip of the top genre above it."""
+    plt = _plt()
+    p = np.asarray(proba, dtype=float).reshape(-1, len(labels))
+    s, e = np.asarray(start_s, float), np.asarray(end_s, float)
+    mid = (s + e) / 2 if len(s) else s
+    order = list(np.argsort(-p.mean(axis=0), kind="stable")[:max_genres]) if len(p) else []
+    colours = plt.get_cmap("tab10")
+    fig, (strip, ax) = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True, gridspec_kw={"height_ratios": [1, 6]})
+    if len(p):
+        layers = [p[:, i] for i in order]
+        names = [labels[i] for i in order]
+        rest = 1.0 - np.sum(layers, axis=0)
+        if len(labels) > len(order):
+            layers.append(np.clip(rest, 0, 1))
+            names.append("other")
+        # each row at its window's middle, held flat out to the first start and the last end
+        x = np.concatenate([[s.min()], mid, [e.max()]])
+        layers = [np.concatenate([[v[0]], v, [v[-1]]]) for v in layers]
+        ax.stackplot(x, *layers, labels=names, colors=[colours(j % 10) for j in range(len(order))] + ["lightgrey"],
+                     alpha=0.85)
+        top = p.argmax(axis=1)
+        cuts = (mid[1:] + mid[:-1]) / 2  # each row owns the time nearest its middle
+        for a, b, t in zip(np.concatenate([[s.min()], cuts]), np.concatenate([cuts, [e.max()]]), top, strict=True):
+            j = order.index(t) if t in order else None
+            strip.axvspan(a, b, color=colours(j % 10) if j is not None else "lightgrey", lw=0)
+    strip.set_yticks([])
+    strip.set_ylabel("top", rotation=0, ha="right", va="center", fontsize=8)
+    ax.set_ylim(0, 1)
+    if len(s):
+        ax.set_xlim(float(s.min()), float(e.max()))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability (calibrated)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    strip.set_title(title)
     return _save(fig, path)

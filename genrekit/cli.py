@@ -274,13 +274,32 @@ def cmd_train(a) -> int:
 # -- predict / export ------------------------------------------------------------------------
 
 def cmd_predict(a) -> int:
-    from genrekit.predict import format_table, predict_files
+    from genrekit.predict import CsvOut, check_csv_target, format_line, iter_predictions
 
-    results = predict_files(a.files, a.model, top_k=a.top_k, reject=a.reject, reject_threshold=a.reject_threshold)
-    print(json.dumps(results, indent=2) if a.json else format_table(results))
-    failed = [r for r in results if "error" in r]
-    for r in failed:
-        print(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+    preds = iter_predictions(a.files, a.model, top_k=a.top_k, reject=a.reject, reject_threshold=a.reject_threshold,
+                             hop_s=a.hop, timeline_dir=a.timeline)
+    if a.csv:
+        check_csv_target(a.csv)
+    show = a.progress if a.progress is not None else sys.stderr.isatty()
+    from tqdm import tqdm
+
+    results, failed = [], 0
+    with CsvOut(a.csv, preds.k) as out, tqdm(total=len(preds), file=sys.stderr, disable=not show, unit="file",
+                                              desc="predict", leave=False) as bar:
+        for r in preds:  # each result as it comes: a table line, or one error line and the rest goes on
+            bar.update(1)
+            out.write(r)
+            if a.json:
+                results.append(r)
+            if "error" in r:
+                failed += 1
+                bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+            elif not a.json:
+                bar.write(format_line(r), file=sys.stdout)
+    if a.json:
+        print(json.dumps(results, indent=2))
+    if a.csv:
+        print(f"csv: {a.csv}", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -528,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="top-k genres for audio files")
-    pr.add_argument("files", nargs="+", help="audio files (wav, au, mp3, flac, ogg)")
+    pr.add_argument("files", nargs="+", help="audio files or folders (recursive; wav, au, mp3, flac, ogg)")
     pr.add_argument("--model", required=True, help="run folder")
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -537,6 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "threshold (chosen on its validation split at training time)")
     pr.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="reject below this top probability instead of the run's threshold (implies --reject)")
+    pr.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                    help="hop between analysis windows (default: the run's own)")
+    pr.add_argument("--timeline", default=None, metavar="DIR",
+                    help="write each file's per-window genre probabilities (<name>.timeline.csv) and a plot of "
+                         "genre over time (<name>.timeline.png) into DIR")
+    pr.add_argument("--csv", default=None, metavar="FILE",
+                    help="also write the results as a CSV table (written when every file is done)")
+    pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar on stderr (default: when stderr is a terminal)")
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="export a run as a bundle: model (.keras, SavedModel, TFLite, ONNX), labels, "

@@ -21,11 +21,20 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
+from genrekit.data_tools.audio import (
+    AUDIO_EXTENSIONS,
+    audio_files_under,
+    audio_info,
+    load_audio,
+    stream_audio,
+)
 from genrekit.data_tools.errors import AudioDecodeError, DataError
-from genrekit.data_tools.features import extract
+from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
 from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
 from genrekit.errors import UserError
+from genrekit.models.errors import ModelError
+from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
+from genrekit.runs import Run
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
 FORMATS = ("npy", "csv")
@@ -34,7 +43,6 @@ BATCH_WINDOWS = 32  # windows per backbone call: bounds activation memory (as tr
 
 def run_embedder(run_path):
     """(source, per-window embedding model) of a run."""
-    from genrekit.runs import Run
     from genrekit.models.track import is_track_model, window_embedder
 
     run = Run(run_path)
@@ -57,9 +65,6 @@ def run_embedder(run_path):
 
 
 def backbone_embedder(name: str, weights: str = "msd", layer: str = "penultimate"):
-    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from genrekit.models.errors import ModelError
-    from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
 
     if name != "musicnn":
         raise UserError(f"unknown --backbone {name!r} (known: musicnn)")
@@ -80,7 +85,13 @@ def _inputs(feats, kind):
 def embed_file(path, emb) -> tuple[np.ndarray, np.ndarray]:
     """(start seconds of each window, embeddings windows x dims) of one audio file; a file
     longer than predict's streaming limit is read block by block, in bounded memory."""
-    from genrekit.predict import BLOCK_SECONDS, MIN_SECONDS, STREAM_ABOVE_SECONDS, window_geometry, streaming_config
+    from genrekit.predict import (
+        BLOCK_SECONDS,
+        MIN_SECONDS,
+        STREAM_ABOVE_SECONDS,
+        streaming_config,
+        window_geometry,
+    )
 
     cfg, sr = emb.feature_config, emb.feature_config.sr
     native_sr, _, frames = audio_info(path)

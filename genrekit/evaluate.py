@@ -18,13 +18,43 @@ from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.fsio import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
+from genrekit.data_tools.augment import AugmentConfig
+from genrekit.data_tools.catalogue import find_tracks
+from genrekit.data_tools.fsio import (
+    read_csv,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import read_manifest
+from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 from genrekit.errors import UserError
+from genrekit.evaluation.calibration import (
+    N_BINS,
+    UNKNOWN,
+    apply_temperature,
+    calibration_figures,
+    calibration_report,
+    open_set_figures,
+)
+from genrekit.evaluation.plots import (
+    plot_confusion,
+    plot_history,
+    plot_per_genre,
+    plot_reliability,
+    plot_roc,
+)
+from genrekit.evaluation.report import COMPARE_FIELDS, compare_table, evaluation_report
+from genrekit.openset import (
+    RULE_DISTANCE,
+    pooled_probabilities,
+    rejector_for,
+    rule_of,
+    track_embeddings,
+)
 from genrekit.prediction import run_rows
 from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
-
 
 EVAL_DIR = "eval"
 METRICS = "metrics.json"
@@ -111,7 +141,6 @@ def check_csv_target(path) -> None:
 def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:
     """ECE (15 bins), NLL and reliability bins before and after the run's temperature, at track
     level (mean window probabilities, what predict prints) and clip level."""
-    from genrekit.evaluation.calibration import N_BINS, calibration_figures
     from genrekit.evaluation.metrics import aggregate_tracks
 
     T = run.temperature
@@ -125,29 +154,81 @@ def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -
     return out
 
 
-def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, threshold: float | None) -> dict:
-    """Rejection at ``threshold`` (None: the run's own) of calibrated track probabilities: the
-    share of unknown music rejected, the share of known music accepted and the accuracy kept."""
-    from genrekit.evaluation.calibration import apply_temperature, open_set_figures
+def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, threshold: float | None,
+                     pooled: dict | None = None) -> dict:
+    """Rejection by the run's rule (``threshold`` given: the top-probability rule at it) of the
+    tracks: the share of unknown music rejected, the share of known music accepted and the
+    accuracy kept. ``pooled`` (track id -> pooled embedding) is needed by the run's
+    embedding-distance rule."""
     from genrekit.evaluation.metrics import aggregate_tracks
 
     T = run.temperature
-    _, ty, tp = aggregate_tracks(known_ids, y, proba)
-    tu = np.zeros((0, len(run.labels)))
+    kid, ty, tp = aggregate_tracks(known_ids, y, proba)
+    tu, uid = np.zeros((0, len(run.labels))), []
     out: dict = {}
     if len(unknown_ids):
-        _, _, tu = aggregate_tracks(unknown_ids, np.zeros(len(unknown_ids), int), unknown_proba)
+        uid, _, tu = aggregate_tracks(unknown_ids, np.zeros(len(unknown_ids), int), unknown_proba)
         top = np.bincount(tu.argmax(axis=1), minlength=len(run.labels))
         out["unknown_as"] = {run.labels[i]: int(top[i]) for i in np.argsort(-top, kind="stable") if top[i]}
-    source = "--reject-threshold" if threshold is not None else "the run's threshold, chosen on its validation split"
-    threshold = threshold if threshold is not None else run.reject_threshold
-    if threshold is None:
+    if threshold is None and run.reject_threshold is None and rule_of(run) != RULE_DISTANCE:
         out.update({"threshold": None, "unknown_n": int(len(tu)),
                     "note": "no rejection threshold: the run has none (made before calibration, or without a "
                             "validation split); pass --reject-threshold P"})
         return out
-    figs = open_set_figures(apply_temperature(tp, T), ty, apply_temperature(tu, T) if len(tu) else tu, threshold)
-    return {**figs, "threshold_source": source, **out}
+    rej = rejector_for(run, True, threshold)
+    kp, up = apply_temperature(tp, T), (apply_temperature(tu, T) if len(tu) else tu)
+    masks = {}
+    if rej.rule == RULE_DISTANCE:
+        if pooled is None:
+            raise ValueError("the embedding-distance rule needs the tracks' pooled embeddings")
+        masks["known_rejected"] = rej.rejected(rej.scores(None, np.stack([pooled[t] for t in kid])))
+        if len(uid):
+            masks["unknown_rejected"] = rej.rejected(rej.scores(None, np.stack([pooled[t] for t in uid])))
+    figs = open_set_figures(kp, ty, up, rej.threshold, **masks)
+    extra = {"rule": rej.rule, "threshold_source": rej.source}
+    if rej.rule == RULE_DISTANCE:
+        extra["k"] = int(rej.stats["k"])
+    return {**figs, **extra, **out}
+
+
+def macro_over_present(res: dict) -> dict:
+    """Macro figures over the genres present in the evaluated set: a set holding 3 of a run's
+    10 genres is averaged over those 3 (an absent genre has no F1, recall or AUC to speak of,
+    and counting it as 0 would halve the figure). Per level, ``precision_macro``,
+    ``recall_macro``, ``f1_macro`` and ``auc_macro`` are recomputed over the present genres,
+    ``top1_per_genre_mean`` (balanced top-1) is added and ``macro_over`` lists the genres used;
+    ``absent_genres`` (top level) lists the others. Changes ``res`` in place and returns it."""
+    absent = None
+    for level in ("clip", "track"):
+        figs = res[level]
+        pg = figs["per_genre"]
+        present = [g for g in res["labels"] if pg[g]["support"] > 0]
+        absent = [g for g in res["labels"] if pg[g]["support"] == 0] if absent is None else absent
+
+        def mean(key, names, pg=pg):
+            vals = [pg[g][key] for g in names if pg[g][key] is not None]
+            return float(np.mean(vals)) if vals else None
+
+        figs.update({"precision_macro": mean("precision", present), "recall_macro": mean("recall", present),
+                     "f1_macro": mean("f1", present), "auc_macro": mean("auc", present),
+                     "top1_per_genre_mean": mean("top1", present), "macro_over": present})
+    res["absent_genres"] = absent
+    return res
+
+
+def _uses_distance_rule(run: Run, threshold: float | None) -> bool:
+
+    return threshold is None and run.task == "genre" and rule_of(run) == RULE_DISTANCE
+
+
+def _track_model_rows(run: Run, folder: Path, rows: list[dict]) -> tuple[np.ndarray, dict]:
+    """(per-row probabilities, track id -> pooled embedding) of a track model, from one pass of
+    its backbone: each row carries its track's probabilities, as ``run_rows`` gives them."""
+
+    tids, emb = track_embeddings(run.model(), folder, rows)
+    tp = pooled_probabilities(run.model(), emb)
+    at = {t: i for i, t in enumerate(tids)}
+    return tp[[at[r["track_id"]] for r in rows]], dict(zip(tids, emb, strict=True))
 
 
 def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: str, context: list[str],
@@ -155,7 +236,6 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``;
     the results are labelled with ``split``. Rows of genre ``unknown`` (music of none of the
     run's genres) are kept out of the classification figures and give the open-set figures."""
-    from genrekit.evaluation.calibration import UNKNOWN
     from genrekit.evaluation.metrics import evaluate_predictions
 
     if not rows:
@@ -167,14 +247,18 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
         raise UserError(f"nothing to evaluate: every track is `{UNKNOWN}`; known genres are needed too "
                         "(the accuracy kept is measured on them)")
     y = label_ids(rows, run.labels)
-    both = run_rows(run, folder, rows + unknown, batch_size)
+    pooled = None
+    if _uses_distance_rule(run, reject_threshold):  # one backbone pass gives probabilities and embeddings
+        both, pooled = _track_model_rows(run, folder, rows + unknown)
+    else:
+        both = run_rows(run, folder, rows + unknown, batch_size)
     proba, unknown_proba = both[:len(rows)], both[len(rows):]
     ids = [r["track_id"] for r in rows]
-    res = evaluate_predictions(ids, y, proba, run.labels)
+    res = macro_over_present(evaluate_predictions(ids, y, proba, run.labels))
     res["calibration"] = calibration_results(run, ids, y, proba)
-    if unknown or reject_threshold is not None or run.reject_threshold is not None:
+    if unknown or reject_threshold is not None or run.reject_threshold is not None or pooled is not None:
         res["open_set"] = open_set_results(run, ids, y, proba, [r["track_id"] for r in unknown], unknown_proba,
-                                           reject_threshold)
+                                           reject_threshold, pooled)
     res["run"] = str(run.path)
     res["arch"] = run.arch
     res["split"] = split
@@ -190,7 +274,6 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
     """``predictions.csv``: one row per track (its windows' mean probabilities, calibrated with the
     run's temperature, as ``predict`` prints them): track, true genre, predicted genre, whether
     it is right, then the top-k genres with their probabilities."""
-    from genrekit.evaluation.calibration import apply_temperature
     from genrekit.evaluation.metrics import aggregate_tracks
 
     names = sorted(set(genres))
@@ -210,10 +293,9 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
 
 
 def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str]) -> None:
-    from genrekit.evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
-    from genrekit.evaluation.report import evaluation_report
 
     out.mkdir(parents=True, exist_ok=True)
+    title = f"{run.path.name}: {title}"  # the run's name and the split (or set) on every figure
     plots = {"confusion matrix (track level)": "confusion.png",
              "confusion matrix (clip level)": "confusion_clip.png",
              "per-genre top-1/top-2 (track level)": "per_genre.png", "ROC curves (track level)": "roc.png"}
@@ -222,7 +304,6 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
     plot_per_genre(res["track"], run.labels, out / "per_genre.png", f"{title} — per genre (tracks)")
     plot_roc(res["track"], out / "roc.png", f"{title} — ROC (tracks)")
     if res.get("calibration"):
-        from genrekit.evaluation.plots import plot_reliability
 
         cal = res["calibration"]["track"]
         plot_reliability(cal["reliability_before"], cal["reliability_after"], out / "reliability.png",
@@ -230,10 +311,9 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
         plots["reliability diagram before/after temperature scaling (track level)"] = "reliability.png"
     hist = run.path / HISTORY
     if hist.is_file() and read_csv(hist):
-        plot_history(read_csv(hist), out / "curves.png", f"{run.arch} training curves")
+        plot_history(read_csv(hist), out / "curves.png", f"{run.path.name} ({run.arch}): training curves")
         plots["training curves"] = "curves.png"
     write_json_atomic(out / METRICS, res, only_if_changed=False)
-    from genrekit.evaluation.calibration import calibration_report
 
     write_text_atomic(out / "report.md", evaluation_report(res, title, context, plots)
                       + calibration_report(res.get("calibration"), res.get("open_set")), only_if_changed=False)
@@ -271,15 +351,11 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     """Score a run on a folder-per-genre audio set (e.g. one built by fetch-spotify): render its
     features with the run's own feature config (no augmentation, every track in "test"), then
     evaluate through the same code as ``genrekit evaluate``."""
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.catalogue import find_tracks
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     run = Run(run_path)
     if run.task != "genre":
         raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
     genres = sorted({t.genre for t in find_tracks(audio_dir)})
-    from genrekit.evaluation.calibration import UNKNOWN
 
     unknown = [g for g in genres if g not in run.labels and g != UNKNOWN]
     if unknown:
@@ -322,7 +398,10 @@ def format_metrics(res: dict) -> str:
         f"{'F1 macro':12s} {c['f1_macro']:8.3f} {t['f1_macro']:8.3f}",
         f"{'F1 micro':12s} {c['f1_micro']:8.3f} {t['f1_micro']:8.3f}",
         f"{'AUC macro':12s} {c['auc_macro'] or float('nan'):8.3f} {t['auc_macro'] or float('nan'):8.3f}",
-        f"(n = {c['n']} clips, {t['n']} tracks)"] + _calibration_lines(res))
+        f"(n = {c['n']} clips, {t['n']} tracks)"]
+        + ([f"macro figures over the {len(t['macro_over'])} genres present; absent: {', '.join(res['absent_genres'])}"]
+           if res.get("absent_genres") else [])
+        + _calibration_lines(res))
 
 
 def _calibration_lines(res: dict) -> list[str]:
@@ -338,7 +417,8 @@ def _calibration_lines(res: dict) -> list[str]:
         def pct(x):
             return "n/a" if x is None else f"{100 * x:.1f}%"
 
-        lines.append(f"open set (threshold {o['threshold']:.3f}): unknown rejected {pct(o['unknown_rejected'])} "
+        rule = "embedding distance" if o.get("rule") == "embedding_distance" else "top probability"
+        lines.append(f"open set ({rule}, threshold {o['threshold']:.4g}): unknown rejected {pct(o['unknown_rejected'])} "
                      f"of {o['unknown_n']} tracks; known accepted {pct(o['known_accepted'])}, "
                      f"accuracy kept {pct(o['accuracy_kept'])}")
     elif o:
@@ -401,7 +481,6 @@ def split_results(run: Run, split: str) -> tuple[dict, str, Path | None]:
 def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "test") -> str:
     """One table of the runs' settings and their figures on ``split`` (each row names the split
     and where its figures come from); Markdown returned, CSV written."""
-    from genrekit.evaluation.report import COMPARE_FIELDS, compare_table
 
     check_split_name(split)
     if csv_path:

@@ -3,12 +3,14 @@ bundle (:func:`export_bundle`: the model files, labels.json, feature_config.json
 calibration.json and a model card) or as one model file (:func:`export`)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from genrekit.errors import UserError
 from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
+from genrekit.openset import OPENSET_FILE, load_distance_stats
 from genrekit.runs import EXPORT_MARKER, Run, atomic_output
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")
@@ -73,7 +75,12 @@ def export_bundle(run_path, formats, out=None) -> Path:
         write_json_atomic(work / "calibration.json", calibration, only_if_changed=False)
         write_json_atomic(work / "model_card.json", card, only_if_changed=False)
         write_text_atomic(work / "MODEL_CARD.md", model_card_markdown(card), only_if_changed=False)
-        files = sorted([MODEL_FILES[f] for f in formats] + list(BUNDLE_SIDE_FILES))
+        side = list(BUNDLE_SIDE_FILES)
+        if calibration.get("reject_rule") == "embedding_distance":  # what --reject's distance rule needs
+            load_distance_stats(run)  # a damaged file is refused, not shipped
+            shutil.copyfile(run.path / OPENSET_FILE, work / OPENSET_FILE)
+            side.append(OPENSET_FILE)
+        files = sorted([MODEL_FILES[f] for f in formats] + side)
         write_json_atomic(work / EXPORT_MARKER, {"bundle": 1, "formats": formats, "files": files,
                                                  "run": str(run.path.resolve()), "arch": run.arch,
                                                  "labels": run.labels}, only_if_changed=False)

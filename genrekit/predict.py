@@ -13,26 +13,42 @@ refused with one line, instead of getting a confident genre.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
+import os
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info, load_audio, stream_audio
+from genrekit.data_tools.audio import (
+    AUDIO_EXTENSIONS,
+    audio_files_under,
+    audio_info,
+    load_audio,
+    stream_audio,
+)
 from genrekit.data_tools.errors import AudioDecodeError
-from genrekit.data_tools.features import extract, image_to_input
+from genrekit.data_tools.features import extract, get_kind, image_to_input
+from genrekit.data_tools.fsio import _tmp_name
 from genrekit.errors import UserError
+from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
+from genrekit.evaluation.plots import plot_timeline
+from genrekit.models.track import is_track_model, window_embedder
+from genrekit.openset import rejector_for
 from genrekit.prediction import fusion_audio_inputs, predict_window_bpm, run_tempo_range
 from genrekit.runs import Run
-from genrekit.trackhead import predict_track
-from genrekit.models.track import is_track_model
+from genrekit.trackhead import embed_windows
 
 MIN_SECONDS = 1.0  # shorter files are refused (augment skips them too: --min-seconds 1)
 SILENCE_DBFS = -80.0  # a window whose peak is below this is silent and left out
 MAX_PEAK = 1000.0  # samples beyond +-1000 (60 dB over full scale) are not audio
 STREAM_ABOVE_SECONDS = 600.0  # longer files are analysed block by block
 BLOCK_SECONDS = 300.0  # audio per block when streaming (about 26 MB at 22,050 Hz)
+MAX_BLOCK_WINDOWS = 256  # at most this many windows per block (a short --hop would make more)
+MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.1, 3600.0  # --hop range
+TRACK_SPAN_SECONDS = 30.0  # a track model's timeline row covers this much music (GTZAN's clip length)
 
 
 def features_for(y: np.ndarray, run: Run) -> np.ndarray:
@@ -46,10 +62,13 @@ def _inputs(feats: list[np.ndarray], kind: str) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
-def window_geometry(run: Run, streaming: bool = False) -> tuple[int, int]:
+def window_geometry(run: Run, streaming: bool = False, hop_s: float | None = None) -> tuple[int, int]:
     """(window length, hop between windows) in samples at the run's sample rate for its kind
-    (``streaming``: the geometry of :func:`streaming_config`)."""
-    cfg, kind = streaming_config(run.feature_config) if streaming else run.feature_config, run.kind
+    (``streaming``: the geometry of :func:`streaming_config`; ``hop_s``: of :func:`config_with_hop`)."""
+    return _geometry(_analysis_config(run, streaming, hop_s), run.kind)
+
+
+def _geometry(cfg, kind: str) -> tuple[int, int]:
     if kind in ("mel", "mfcc"):
         seg = cfg.segment_samples(kind)
         hop_s = cfg.image_hop_seconds if kind == "mel" else cfg.mfcc_hop_seconds
@@ -73,22 +92,51 @@ def streaming_config(cfg):
                                mfcc_hop_seconds=None)
 
 
+def check_hop(hop_s) -> float | None:
+    """``--hop`` checked: None, or a finite number of seconds of at least ``MIN_HOP_SECONDS``."""
+    if hop_s is None:
+        return None
+    if not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and MIN_HOP_SECONDS <= hop_s <= MAX_HOP_SECONDS):
+        raise UserError(f"--hop must be a number of seconds from {MIN_HOP_SECONDS:g} to {MAX_HOP_SECONDS:g}, "
+                        f"got {hop_s!r}")
+    return float(hop_s)
+
+
+def config_with_hop(cfg, kind: str, hop_s: float | None):
+    """``cfg`` with windows of ``kind`` every ``hop_s`` seconds (the feature kind's own
+    ``with_hop``: rounded to whole frames for the kinds cut from a spectrogram; N evenly spaced
+    windows become windows every ``hop_s``); the window length is unchanged. None: ``cfg``."""
+    if hop_s is None:
+        return cfg
+    return get_kind(kind).with_hop(streaming_config(cfg), hop_s)
+
+
+def _analysis_config(run: Run, streaming: bool, hop_s: float | None = None):
+    cfg = streaming_config(run.feature_config) if streaming else run.feature_config
+    return config_with_hop(cfg, run.kind, hop_s)
+
+
 def _silent(y: np.ndarray) -> bool:
     return y.size == 0 or float(np.max(np.abs(y))) < 10.0 ** (SILENCE_DBFS / 20.0)
 
 
-def _audible_windows(y: np.ndarray, run: Run, streaming: bool = False) -> np.ndarray | None:
-    """Model inputs of the windows of ``y`` that are not silent (None when all are)."""
+def _audible(y: np.ndarray, cfg, kind: str) -> tuple[list[float], np.ndarray | None]:
+    """(start seconds, model inputs) of the windows of ``y`` that are not silent (None when all are)."""
     if _silent(y):
-        return None
-    cfg = streaming_config(run.feature_config) if streaming else run.feature_config
-    win, _ = window_geometry(run, streaming)
-    keep = []
-    for seg, f in extract(y, cfg, run.kind):
+        return [], None
+    win, _ = _geometry(cfg, kind)
+    keep, starts = [], []
+    for seg, f in extract(y, cfg, kind):
         start = int(round(seg.start_s * cfg.sr))
         if not _silent(y[start:start + win]):
             keep.append(f)
-    return _inputs(keep, run.kind) if keep else None
+            starts.append(float(seg.start_s))
+    return (starts, _inputs(keep, kind)) if keep else ([], None)
+
+
+def _audible_windows(y: np.ndarray, run: Run, streaming: bool = False) -> np.ndarray | None:
+    """Model inputs of the windows of ``y`` that are not silent (None when all are)."""
+    return _audible(y, _analysis_config(run, streaming), run.kind)[1]
 
 
 def _check_level(y: np.ndarray) -> None:
@@ -97,71 +145,165 @@ def _check_level(y: np.ndarray) -> None:
         raise AudioDecodeError(f"sample values reach {peak:.3g}, far outside -1..1: not usable audio")
 
 
-def _blocks(path, run: Run):
-    """The waveform of ``path`` as blocks that hold whole windows: the whole file when it is
-    short, else overlapping blocks of about ``BLOCK_SECONDS`` laid so that every window of the
-    whole track falls inside exactly one block."""
+def _blocks(path, run: Run, hop_s: float | None = None):
+    """The waveform of ``path`` as ``(block, streaming, first sample)``: the whole file when it
+    is short, else overlapping blocks of about ``BLOCK_SECONDS`` (and at most
+    ``MAX_BLOCK_WINDOWS`` windows) laid so that every window of the whole track falls inside
+    exactly one block."""
     native_sr, _, frames = audio_info(path)
     seconds = frames / native_sr
     if seconds < MIN_SECONDS:
         raise AudioDecodeError(f"too short: {seconds:.3g} s of audio; predict needs at least {MIN_SECONDS:g} s")
     sr = run.feature_config.sr
-    if seconds <= STREAM_ABOVE_SECONDS:
-        yield load_audio(path, sr=sr).y, False
+    win, hop = window_geometry(run, streaming=True, hop_s=hop_s)
+    if seconds <= STREAM_ABOVE_SECONDS and (hop_s is None or seconds * sr / hop <= MAX_BLOCK_WINDOWS):
+        yield load_audio(path, sr=sr).y, False, 0
         return
-    win, hop = window_geometry(run, streaming=True)
-    k = max(1, math.ceil(BLOCK_SECONDS * sr / hop))
+    k = max(1, min(math.ceil(BLOCK_SECONDS * sr / hop), MAX_BLOCK_WINDOWS))
     block, advance = (k - 1) * hop + win, k * hop
     for i, y in enumerate(stream_audio(path, sr, block, advance)):
         if i > 0 and len(y) < win:  # a tail shorter than a window: the whole track has no window there
             break
-        yield y, True
+        yield y, True, i * advance
 
 
-def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None) -> np.ndarray:
+class _PooledStats:
+    """Running statistics of a track's window embeddings (count, sum, sum of squares, max), so
+    its pooled embedding (mean, std, max as the model's pooling asks) is exact for any length
+    without keeping the windows."""
+
+    def __init__(self, stats):
+        self.stats, self.n, self.sum, self.sq, self.max = tuple(stats), 0, None, None, None
+
+    def add(self, emb: np.ndarray) -> None:
+        e = np.asarray(emb, dtype=np.float64)
+        if self.sum is None:
+            self.sum, self.sq, self.max = e.sum(0), (e * e).sum(0), e.max(0)
+        else:
+            self.sum += e.sum(0)
+            self.sq += (e * e).sum(0)
+            self.max = np.maximum(self.max, e.max(0))
+        self.n += len(e)
+
+    def pooled(self) -> np.ndarray:
+        mean = self.sum / self.n
+        parts = {"mean": mean, "std": np.sqrt(np.maximum(self.sq / self.n - mean * mean, 0.0)), "max": self.max}
+        return np.concatenate([parts[s] for s in self.stats]).astype(np.float32)
+
+
+def _track_block(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities of the block as one track, its window embeddings) of a track model:
+    the backbone run ``EMBED_STEP`` windows at a time, then the model's own pooling and head."""
+    emb = embed_windows(window_embedder(model), x)
+    shape_only = np.zeros((1, len(emb), 1), dtype=np.float32)  # the pooling reads (tracks, windows)
+    pooled = model.get_layer("track_pooling")([emb, shape_only])
+    return np.asarray(model.get_layer("predictions")(pooled), dtype=np.float64)[0], emb
+
+
+def _head_on_windows(model, emb: np.ndarray) -> np.ndarray:
+    """Class probabilities of one span of a track from its window embeddings (track models)."""
+    shape_only = np.zeros((1, len(emb), 1), dtype=np.float32)
+    pooled = model.get_layer("track_pooling")([np.asarray(emb, dtype=np.float32), shape_only])
+    return np.asarray(model.get_layer("predictions")(pooled), dtype=np.float64)[0]
+
+
+def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None, hop_s: float | None = None,
+                 timeline=None) -> np.ndarray:
     """Mean class probabilities of one file over its audible windows (a tempo run: the median
     BPM). A fusion run puts the tempo it fed in into ``info["tempo_bpm"]``; a file shorter than
     one window (filled as augment fills it) gets the seconds of fill in ``info["padded_s"]``.
+    ``hop_s`` sets the hop between windows; ``timeline`` (a :class:`Timeline`) receives the
+    per-window probabilities.
 
     Raises :class:`AudioDecodeError` for a file that is not decodable, shorter than
     ``MIN_SECONDS``, silent, or not audio (samples beyond ``MAX_PEAK``)."""
+    return analyse_file(path, run, batch_size, info, hop_s=hop_s, timeline=timeline)[0]
+
+
+def analyse_file(path, run: Run, batch_size: int = 32, info: dict | None = None, hop_s: float | None = None,
+                 timeline=None, pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`predict_file`'s probabilities and, with ``pooled`` for a track model, the track's
+    pooled embedding over all its audible windows (exact for any length: running statistics)."""
     sr = run.feature_config.sr
     total, n, bpms, tempo_bpms = None, 0, [], []
-    for i, (y, streaming) in enumerate(_blocks(path, run)):
+    model = None if run.task == "tempo" else run.model()
+    track_model = model is not None and is_track_model(model)
+    stats = _PooledStats(model.get_layer("track_pooling").stats) if track_model and pooled else None
+    spans = _Spans(model, timeline) if track_model and timeline is not None else None
+    win_s = None
+    for i, (y, streaming, first) in enumerate(_blocks(path, run, hop_s)):
         _check_level(y)
         if i == 0 and len(y) < MIN_SECONDS * sr:  # the header's length can be wrong (mp3)
             raise AudioDecodeError(f"too short: {len(y) / sr:.3g} s of audio; predict needs at least "
                                    f"{MIN_SECONDS:g} s")
-        if i == 0 and not streaming and info is not None:
-            win, _ = window_geometry(run)
-            if len(y) < win:
-                info["padded_s"] = round((win - len(y)) / sr, 2)
-        x = _audible_windows(y, run, streaming)
+        cfg = _analysis_config(run, streaming, hop_s)
+        win = _geometry(cfg, run.kind)[0]
+        win_s = win / sr
+        if i == 0 and not streaming and info is not None and len(y) < win:
+            info["padded_s"] = round((win - len(y)) / sr, 2)
+        starts, x = _audible(y, cfg, run.kind)
         if x is None:
             continue
+        starts = [first / sr + s for s in starts]
         if run.task == "tempo":
             bpms.extend(predict_window_bpm(run.model(), None, [], run_tempo_range(run), batch_size, x=x).tolist())
             continue
         if run.arch == "fusion":
             x, bpm = fusion_audio_inputs(run, y, x)
             tempo_bpms.append(bpm)
-        if is_track_model(run.model()):  # one answer per track (a block of a long file), weighted by its windows
-            m = len(x)
-            p = m * predict_track(run.model(), x)[None]
+        if track_model:  # one answer per track (a block of a long file), weighted by its windows
+            pb, emb = _track_block(model, x)
+            m = len(emb)
+            p = m * pb[None]
+            if stats is not None:
+                stats.add(emb)
+            if spans is not None:
+                spans.add(starts, win_s, emb)
         else:
-            p = run.model().predict(x, batch_size=batch_size, verbose=0)
+            p = model.predict(x, batch_size=batch_size, verbose=0)
             m = len(p)  # windows (a fusion run's x is a list of two inputs)
+            if timeline is not None:
+                for s, pw in zip(starts, p, strict=True):
+                    timeline.add(s, s + win_s, pw)
         total = p.sum(axis=0) if total is None else total + p.sum(axis=0)
         n += m
     if run.task == "tempo":
         if not bpms:
             raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to analyse")
-        return np.array([float(np.median(bpms))])
+        return np.array([float(np.median(bpms))]), None
     if total is None:
         raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to classify")
+    if spans is not None:
+        spans.finish()
     if info is not None and tempo_bpms:
         info["tempo_bpm"] = round(float(np.median(tempo_bpms)), 1)
-    return total / n
+    return total / n, (stats.pooled() if stats is not None else None)
+
+
+class _Spans:
+    """Timeline rows of a track model: one row per window start, the model applied to the
+    windows within ``TRACK_SPAN_SECONDS`` from it (a track model answers for a stretch of
+    music like the clips it was trained on, not for one 3-s window); kept in a rolling buffer,
+    so memory is one span whatever the length."""
+
+    def __init__(self, model, timeline):
+        self.model, self.timeline, self.buf, self.rows = model, timeline, deque(), 0
+
+    def add(self, starts, win_s: float, emb: np.ndarray) -> None:
+        for s, e in zip(starts, emb, strict=True):
+            self.buf.append((s, s + win_s, e))
+            while self.buf[-1][1] > self.buf[0][0] + TRACK_SPAN_SECONDS and len(self.buf) > 1:
+                self._emit(list(self.buf)[:-1])
+                self.buf.popleft()
+
+    def _emit(self, items) -> None:
+        self.timeline.add(items[0][0], items[-1][1], _head_on_windows(self.model, np.stack([e for _, _, e in items])))
+        self.rows += 1
+
+    def finish(self) -> None:
+        if self.buf:  # the last stretch (the whole track when it is shorter than a span)
+            self._emit(list(self.buf))
+            self.buf.clear()
 
 
 def expand_inputs(items) -> list[tuple[str, str | None]]:
@@ -185,73 +327,265 @@ def expand_inputs(items) -> list[tuple[str, str | None]]:
 
 
 def reject_threshold_for(run: Run, reject: bool, threshold: float | None) -> float | None:
-    """The rejection threshold to use: ``threshold`` when given (it implies ``reject``), else the
-    run's own (chosen on its validation split) when ``reject``; None for no rejection."""
-    if threshold is None and not reject:
+    """The top-probability threshold to use: ``threshold`` when given (it implies ``reject``),
+    else the run's own (chosen on its validation split) when ``reject``; None for no rejection.
+    (:func:`genrekit.openset.rejector_for` gives the run's full rule, embedding distance included.)"""
+    r = rejector_for(run, reject, threshold)
+    if r is None:
         return None
-    if run.task != "genre":
-        raise UserError(f"{run.path} is a {run.task} run; --reject is for genre classifiers")
-    if threshold is not None:
-        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 <= threshold <= 1):
-            raise UserError(f"--reject-threshold must be a probability in [0, 1], got {threshold!r}")
-        return float(threshold)
-    if run.reject_threshold is None:
-        raise UserError(f"{run.path} has no rejection threshold (made before genrekit calibrated runs, or "
-                        "trained without a validation split): pass --reject-threshold P")
-    return run.reject_threshold
+    return r.threshold if r.rule == "top_probability" else run.reject_threshold
 
 
-def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = False,
-                  reject_threshold: float | None = None) -> list[dict]:
-    """Top-k genres (or a tempo) for each file; a file that cannot be analysed gets ``error``.
-    Folders stand for the audio files below them. Genre probabilities are calibrated with the
-    run's temperature. With ``reject`` (or an explicit ``reject_threshold``) each result also
-    gets ``genre``: the top genre, or ``unknown`` when its probability is below the threshold."""
-    from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
+# -- timelines --------------------------------------------------------------------------------
 
-    run = Run(run_path)
-    threshold = reject_threshold_for(run, reject, reject_threshold)
-    temperature = run.temperature if run.task == "genre" else 1.0
-    k = max(1, min(top_k, len(run.labels)))
-    out = []
-    for f, problem in expand_inputs(files):
-        entry: dict = {"file": f}
-        if problem:
-            entry["error"] = problem
-        else:
-            try:
-                p = predict_file(f, run, info=entry)
-            except AudioDecodeError as exc:
-                entry["error"] = str(exc)
-            else:
-                if run.task == "tempo":
-                    entry["bpm"] = round(float(p[0]), 1)
-                else:
-                    p = apply_temperature(p, temperature)
-                    order = np.argsort(-p)[:k]
-                    entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
-                    if threshold is not None:
-                        entry["rejected"] = bool(p[order[0]] < threshold)
-                        entry["genre"] = UNKNOWN if entry["rejected"] else run.labels[order[0]]
-                        entry["reject_threshold"] = round(threshold, 4)
-        out.append(entry)
+TIMELINE_FIELDS = ("start_s", "end_s", "genre")
+
+
+class Timeline:
+    """Per-window genre probabilities of one file (calibrated with the run's temperature),
+    streamed to ``csv_path`` under a temporary name (renamed when complete) and plotted to
+    ``png_path`` at the end. Rows are kept as float32 for the plot (40 bytes a window for ten
+    genres: 0.5 MB for ten hours at a 3-s hop)."""
+
+    def __init__(self, csv_path: Path, png_path: Path, labels: list[str], temperature: float, title: str):
+        self.csv_path, self.png_path, self.labels, self.T, self.title = csv_path, png_path, labels, temperature, title
+        self.tmp = _tmp_name(csv_path)
+        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow([*TIMELINE_FIELDS, *labels])
+        self.start, self.end, self.proba = [], [], []
+
+    def add(self, start_s: float, end_s: float, proba) -> None:
+        p = apply_temperature(np.asarray(proba, dtype=np.float64), self.T)
+        self.writer.writerow([f"{start_s:.3f}", f"{end_s:.3f}", self.labels[int(np.argmax(p))],
+                              *(f"{v:.4f}" for v in p)])
+        self.start.append(start_s)
+        self.end.append(end_s)
+        self.proba.append(p.astype(np.float32))
+
+    def close(self) -> list[str]:
+        self.fh.close()
+        os.replace(self.tmp, self.csv_path)
+        plot_timeline(self.start, self.end, np.array(self.proba), self.labels, self.png_path, self.title)
+        return [str(self.csv_path), str(self.png_path)]
+
+    def abort(self) -> None:
+        self.fh.close()
+        try:
+            self.tmp.unlink()
+        except OSError:
+            pass
+
+
+def _is_timeline_csv(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().strip().split(",")[:3] == list(TIMELINE_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def timeline_targets(folder, files: list[str]) -> dict[str, tuple[Path, Path]]:
+    """``file -> (CSV, PNG)`` in ``folder`` for each file (``<stem>.timeline.csv/.png``; a stem
+    seen before gets ``-2``, ``-3``...). Refused with one line when ``folder`` is not a folder or
+    a target is in the way and not a genrekit timeline (a PNG is replaced only beside its own
+    genrekit CSV)."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"--timeline {folder} exists and is not a folder")
+    out, used = {}, set()
+    for f in files:
+        stem, i = Path(f).stem, 1
+        while (stem if i == 1 else f"{stem}-{i}") in used:
+            i += 1
+        name = stem if i == 1 else f"{stem}-{i}"
+        used.add(name)
+        csv_p, png_p = folder / f"{name}.timeline.csv", folder / f"{name}.timeline.png"
+        for t in (csv_p, png_p):
+            if t.is_symlink() or (t.exists() and not t.is_file()):
+                raise UserError(f"--timeline: {t} is in the way (not a regular file); choose another folder")
+        if csv_p.exists() and not _is_timeline_csv(csv_p):
+            raise UserError(f"--timeline: {csv_p} exists and is not a genrekit timeline; choose another folder")
+        if png_p.exists() and not csv_p.exists():
+            raise UserError(f"--timeline: {png_p} exists and was not written by genrekit; choose another folder")
+        out[f] = (csv_p, png_p)
     return out
 
 
+# -- predictions --------------------------------------------------------------------------------
+
+class Predictions:
+    """The results of ``predict`` on some inputs, computed one file at a time as they are
+    iterated (``len()`` is the number of files): what :func:`iter_predictions` returns. Every
+    argument is checked when it is made, before any file is analysed."""
+
+    def __init__(self, files, run_path, top_k: int = 3, reject: bool = False, reject_threshold: float | None = None,
+                 hop_s: float | None = None, timeline_dir=None):
+        self.run = run = Run(run_path)
+        self.rejector = rejector_for(run, reject, reject_threshold)
+        self.hop_s = check_hop(hop_s)
+        if timeline_dir is not None and run.task != "genre":
+            raise UserError(f"{run.path} is a {run.task} run; --timeline draws genre probabilities")
+        self.temperature = run.temperature if run.task == "genre" else 1.0
+        self.k = max(1, min(top_k, len(run.labels)))
+        self.items = expand_inputs(files)
+        self.timeline_dir = Path(timeline_dir) if timeline_dir is not None else None
+        self.targets = timeline_targets(self.timeline_dir, [f for f, e in self.items if not e]) \
+            if self.timeline_dir is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        for f, problem in self.items:
+            yield self._one(f, problem)
+
+    def _one(self, f: str, problem: str | None) -> dict:
+        run, entry = self.run, {"file": f}
+        if problem:
+            entry["error"] = problem
+            return entry
+        tl = None
+        if f in self.targets:
+            self.timeline_dir.mkdir(parents=True, exist_ok=True)
+            csv_p, png_p = self.targets[f]
+            tl = Timeline(csv_p, png_p, list(run.labels), self.temperature,
+                          f"{Path(f).name} — genre over time ({run.path.name})")
+        try:
+            p, pooled = analyse_file(f, run, info=entry, hop_s=self.hop_s, timeline=tl,
+                                     pooled=bool(self.rejector and self.rejector.needs_embedding))
+        except AudioDecodeError as exc:
+            if tl is not None:
+                tl.abort()
+            entry["error"] = str(exc)
+            return entry
+        except BaseException:
+            if tl is not None:
+                tl.abort()
+            raise
+        if run.task == "tempo":
+            entry["bpm"] = round(float(p[0]), 1)
+            return entry
+        p = apply_temperature(p, self.temperature)
+        order = np.argsort(-p)[:self.k]
+        entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
+        if self.rejector is not None:
+            score = float(self.rejector.scores(p, pooled)[0])
+            entry["rejected"] = bool(self.rejector.rejected(score)[0])
+            entry["genre"] = UNKNOWN if entry["rejected"] else run.labels[order[0]]
+            entry["reject_rule"] = self.rejector.rule
+            entry["reject_score"] = round(score, 4)
+            entry["reject_threshold"] = round(self.rejector.threshold, 4)
+        if tl is not None:
+            entry["timeline"] = tl.close()
+        return entry
+
+
+def iter_predictions(files, run_path, top_k: int = 3, reject: bool = False, reject_threshold: float | None = None,
+                     hop_s: float | None = None, timeline_dir=None) -> Predictions:
+    """:func:`predict_files` one file at a time (see :class:`Predictions`)."""
+    return Predictions(files, run_path, top_k, reject, reject_threshold, hop_s, timeline_dir)
+
+
+def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = False,
+                  reject_threshold: float | None = None, hop_s: float | None = None, timeline_dir=None) -> list[dict]:
+    """Top-k genres (or a tempo) for each file; a file that cannot be analysed gets ``error``.
+    Folders stand for the audio files below them. Genre probabilities are calibrated with the
+    run's temperature. With ``reject`` each result also gets ``genre``: the top genre, or
+    ``unknown`` when the run's rejection rule says so (``reject_rule``: ``embedding_distance``
+    for a model with a track embedding, else ``top_probability``; ``reject_score`` and
+    ``reject_threshold`` say how far); an explicit ``reject_threshold`` uses the top-probability
+    rule at that value. ``hop_s`` sets the hop between windows; ``timeline_dir`` gets each
+    file's per-window probabilities (``<stem>.timeline.csv`` and ``.png``)."""
+    return list(iter_predictions(files, run_path, top_k, reject, reject_threshold, hop_s, timeline_dir))
+
+
+def format_line(r: dict) -> str:
+    """One result as a table line (a file that failed: ``file: error: ...``)."""
+    if "error" in r:
+        return f"{r['file']}: error: {r['error']}"
+    if "bpm" in r:
+        return f"{r['file']}: {r['bpm']:.1f} BPM"
+    tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
+    if r.get("rejected"):
+        if r.get("reject_rule") == "embedding_distance":
+            why = f"embedding distance {r['reject_score']:.4g} > threshold {r['reject_threshold']:.4g}"
+        else:
+            why = (f"top probability {r['top'][0]['probability'] * 100:.1f}% < threshold "
+                   f"{r['reject_threshold'] * 100:.1f}%")
+        tops = f"unknown ({why})  {tops}"
+    tempo = f"  (tempo {r['tempo_bpm']:.1f} BPM)" if "tempo_bpm" in r else ""
+    padded = f"  (shorter than one window: {r['padded_s']:.1f} s filled)" if "padded_s" in r else ""
+    return f"{r['file']}: {tops}{tempo}{padded}"
+
+
 def format_table(results: list[dict]) -> str:
-    lines = []
-    for r in results:
-        if "error" in r:
-            lines.append(f"{r['file']}: error: {r['error']}")
-            continue
-        if "bpm" in r:
-            lines.append(f"{r['file']}: {r['bpm']:.1f} BPM")
-            continue
-        tops = "  ".join(f"{t['genre']} {t['probability'] * 100:5.1f}%" for t in r["top"])
-        if r.get("rejected"):
-            tops = (f"unknown (top probability {r['top'][0]['probability'] * 100:.1f}% < threshold "
-                    f"{r['reject_threshold'] * 100:.1f}%)  {tops}")
-        tempo = f"  (tempo {r['tempo_bpm']:.1f} BPM)" if "tempo_bpm" in r else ""
-        padded = f"  (shorter than one window: {r['padded_s']:.1f} s filled)" if "padded_s" in r else ""
-        lines.append(f"{r['file']}: {tops}{tempo}{padded}")
-    return "\n".join(lines)
+    return "\n".join(format_line(r) for r in results)
+
+
+# -- --csv --------------------------------------------------------------------------------------
+
+def csv_fields(k: int) -> list[str]:
+    return ["file", "genre"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("top", "p")] + \
+        ["rejected", "reject_rule", "reject_score", "reject_threshold", "bpm", "error"]
+
+
+def check_csv_target(path) -> None:
+    """Refuse a ``--csv`` path that holds anything but an earlier ``genrekit predict`` table."""
+    p = Path(path)
+    if p.is_symlink() or p.is_dir() or (p.exists() and not p.is_file()):
+        raise UserError(f"--csv {p} is not a regular file path")
+    if not p.parent.is_dir():
+        raise UserError(f"--csv {p}: folder {p.parent} not found")
+    if p.exists():
+        try:
+            with open(p, encoding="utf-8") as fh:
+                header = fh.readline().strip().split(",")
+        except (OSError, UnicodeDecodeError):
+            header = []
+        if header[:2] != ["file", "genre"] or "reject_rule" not in header:
+            raise UserError(f"--csv {p} already exists and is not a genrekit predict table; choose another path")
+
+
+class CsvOut:
+    """``--csv FILE``: rows written as results come, under a temporary name in FILE's folder,
+    renamed to FILE when every input is done (complete-or-absent; an earlier table is replaced
+    only then)."""
+
+    def __init__(self, path, k: int):
+        self.path, self.k, self.fh = (Path(path) if path else None), k, None
+        if self.path is None:  # no --csv: writes nothing
+            return
+        check_csv_target(path)
+        self.tmp = _tmp_name(self.path)
+        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=csv_fields(k))
+        self.writer.writeheader()
+
+    def write(self, r: dict) -> None:
+        if self.fh is None:
+            return
+        row = {"file": r["file"], "error": r.get("error", ""), "bpm": r.get("bpm", "")}
+        if "top" in r:
+            row["genre"] = r.get("genre", r["top"][0]["genre"])
+            for i, t in enumerate(r["top"][:self.k], 1):
+                row[f"top{i}"], row[f"p{i}"] = t["genre"], f"{t['probability']:.4f}"
+            for key in ("reject_rule", "reject_score", "reject_threshold"):
+                row[key] = r.get(key, "")
+            row["rejected"] = int(r["rejected"]) if "rejected" in r else ""
+        self.writer.writerow(row)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.fh is None:
+            return
+        self.fh.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            try:
+                self.tmp.unlink()
+            except OSError:
+                pass

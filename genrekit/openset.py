@@ -1,0 +1,197 @@
+"""Open-set rejection of a run: which rule it uses, fitting it at the end of training, applying it.
+
+Two rules (the maths is in :mod:`genrekit.evaluation.calibration`):
+
+- ``embedding_distance`` — for models with a track embedding (the default recipe, musicnn_lr):
+  the distance of a track's pooled embedding to its nearest training tracks. Fitted by
+  :func:`fit_open_set` at the end of training: the training tracks' statistics go into
+  ``openset.npz`` in the run folder (a few hundred kB of float32 arrays, loaded without
+  pickle) and the threshold, chosen to keep ``REJECT_ACCEPT`` of the validation tracks
+  accepted, into ``calibration.json`` (``reject_rule`` and ``distance``).
+- ``top_probability`` — the fallback for every other model (and for a run with too few
+  training or validation tracks): the top calibrated probability below the run's
+  ``reject_threshold`` (also in ``calibration.json``).
+
+``predict --reject``, ``evaluate``'s figures for an ``unknown`` folder and the export bundle
+use the rule the run names; ``--reject-threshold P`` always means the top-probability rule at P.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.loaders import select
+from genrekit.errors import UserError
+from genrekit.evaluation.calibration import (
+    KNN_DIMS,
+    KNN_K,
+    choose_distance_threshold,
+    fit_knn_distance,
+    knn_distance,
+)
+from genrekit.runs import CALIBRATION
+
+OPENSET_FILE = "openset.npz"
+RULE_DISTANCE = "embedding_distance"
+RULE_TOP_PROBABILITY = "top_probability"
+REJECT_ACCEPT = 0.95  # share of validation tracks the threshold keeps accepted
+MIN_TRACKS = 10  # fewer training or validation tracks: the top-probability rule
+STAT_KEYS = ("mean", "scale", "components", "train", "k")
+
+
+def has_track_embedding(model) -> bool:
+    """True for models whose tracks have a pooled embedding (a ``track_pooling`` layer)."""
+    from genrekit.models.track import is_track_model  # deferred: Keras
+
+    return is_track_model(model)
+
+
+def track_embeddings(model, folder, rows: list[dict]) -> tuple[list[str], np.ndarray]:
+    """(track ids sorted, pooled embeddings in that order) of the original rows in ``rows``,
+    through the model's own backbone and pooling (the order of ``aggregate_tracks``)."""
+    from genrekit.trackhead import pooled_embeddings, track_groups  # deferred: Keras
+
+    rows = [r for r in rows if r.get("augmentation", "original") == "original"]
+    groups = sorted(track_groups(rows), key=lambda ix: rows[ix[0]]["track_id"])
+    if not groups:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    return [rows[ix[0]]["track_id"] for ix in groups], pooled_embeddings(model, folder, rows, groups)
+
+
+def pooled_probabilities(model, pooled: np.ndarray) -> np.ndarray:
+    """The model's class probabilities from pooled track embeddings (its ``predictions`` layer)."""
+    return np.asarray(model.get_layer("predictions")(np.asarray(pooled, dtype=np.float32)), dtype=np.float64)
+
+
+def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: float = REJECT_ACCEPT,
+                 log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
+    """Choose and fit the run's rejection rule after ``calibration.json`` is written (by the
+    calibration step), and record it there: the embedding-distance rule when the model has a
+    track embedding and there are at least ``MIN_TRACKS`` training and validation tracks
+    (statistics written to ``openset.npz``), else the top-probability rule. Returns the
+    updated calibration."""
+    run_dir = Path(run_dir)
+    cal_path = run_dir / CALIBRATION
+    cal = json.loads(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
+    cal["reject_rule"] = RULE_TOP_PROBABILITY
+    cal.pop("distance", None)
+    if not has_track_embedding(model):
+        cal["reject_rule_note"] = "the model has no track embedding: rejection by top calibrated probability"
+    else:
+        def originals(split):
+            return [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]
+
+        n_train = len({r["track_id"] for r in originals("train")})
+        n_valid = len({r["track_id"] for r in originals("valid")})
+        if n_train < MIN_TRACKS or n_valid < MIN_TRACKS:
+            cal["reject_rule_note"] = (f"{n_train} training and {n_valid} validation tracks (fewer than {MIN_TRACKS}): "
+                                       "too few for the embedding-distance rule; rejection by top probability")
+        else:
+            _, xtr = track_embeddings(model, folder, originals("train"))
+            _, xva = track_embeddings(model, folder, originals("valid"))
+            stats = fit_knn_distance(xtr, KNN_K, KNN_DIMS)
+            th = choose_distance_threshold(knn_distance(stats, xva), accept)
+            buf = io.BytesIO()
+            np.savez(buf, **stats)
+            write_bytes_atomic(run_dir / OPENSET_FILE, buf.getvalue())
+            cal["reject_rule"] = RULE_DISTANCE
+            cal.pop("reject_rule_note", None)
+            cal["distance"] = {"file": OPENSET_FILE, "threshold": th, "accept": accept, "k": int(stats["k"]),
+                               "dims": int(stats["components"].shape[0]), "train_tracks": int(len(xtr)),
+                               "valid_tracks": int(len(xva)),
+                               "score": "mean squared distance of the pooled track embedding to its k nearest "
+                                        "training tracks (standardised, principal components)"}
+    write_json_atomic(cal_path, cal, only_if_changed=False)
+    if cal["reject_rule"] == RULE_DISTANCE:
+        d = cal["distance"]
+        log(f"open set: embedding-distance rule, threshold {d['threshold']:.4g} (keeps {accept:.0%} of "
+            f"{d['valid_tracks']} validation tracks; {d['train_tracks']} training tracks in {OPENSET_FILE})")
+    else:
+        log(f"open set: top-probability rule ({cal['reject_rule_note']})")
+    return cal
+
+
+def rule_of(run) -> str:
+    """The rejection rule a run uses: ``embedding_distance`` or ``top_probability``."""
+    return RULE_DISTANCE if run.calibration.get("reject_rule") == RULE_DISTANCE else RULE_TOP_PROBABILITY
+
+
+def load_distance_stats(run) -> dict:
+    """The embedding-distance statistics of a run (``openset.npz``), checked; refused with one
+    line when missing or damaged."""
+    where = Path(run.path) / OPENSET_FILE
+    d = run.calibration.get("distance")
+    if not isinstance(d, dict) or not isinstance(d.get("threshold"), (int, float)) \
+            or not math.isfinite(d["threshold"]) or d["threshold"] < 0:
+        raise UserError(f"{run.path}/calibration.json: reject_rule {RULE_DISTANCE} without a valid distance threshold")
+    try:
+        with np.load(where, allow_pickle=False) as z:
+            stats = {k: np.asarray(z[k]) for k in STAT_KEYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{where}: unreadable open-set statistics ({' '.join(str(exc).split())}); "
+                        "retrain the run or pass --reject-threshold P") from None
+    n_feat = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
+    ok = (n_feat > 0 and stats["scale"].shape == (n_feat,) and stats["components"].ndim == 2
+          and stats["components"].shape[1] == n_feat and stats["train"].ndim == 2
+          and stats["train"].shape[1] == stats["components"].shape[0] and stats["k"].ndim == 0
+          and 1 <= int(stats["k"]) <= len(stats["train"])
+          and all(np.isfinite(stats[k]).all() for k in STAT_KEYS) and (stats["scale"] > 0).all())
+    if not ok:
+        raise UserError(f"{where} is not a genrekit open-set statistics file (shapes or values do not fit)")
+    stats["threshold"] = float(d["threshold"])
+    return stats
+
+
+class Rejector:
+    """Decides ``unknown`` for one track: ``rule`` and ``threshold`` say how."""
+
+    def __init__(self, rule: str, threshold: float, stats: dict | None = None, source: str = "the run"):
+        self.rule, self.threshold, self.stats, self.source = rule, float(threshold), stats, source
+
+    @property
+    def needs_embedding(self) -> bool:
+        return self.rule == RULE_DISTANCE
+
+    def scores(self, proba, pooled=None) -> np.ndarray:
+        """Per track: the distance (distance rule) or the top calibrated probability."""
+        if self.rule == RULE_DISTANCE:
+            return np.atleast_1d(knn_distance(self.stats, np.atleast_2d(pooled)))
+        return np.atleast_2d(np.asarray(proba, dtype=np.float64)).max(axis=1)
+
+    def rejected(self, scores) -> np.ndarray:
+        s = np.atleast_1d(np.asarray(scores, dtype=np.float64))
+        return s > self.threshold if self.rule == RULE_DISTANCE else s < self.threshold
+
+    def describe(self) -> str:
+        if self.rule == RULE_DISTANCE:
+            return f"embedding distance > {self.threshold:.4g}"
+        return f"top probability < {self.threshold:.4f}"
+
+
+def rejector_for(run, reject: bool, threshold: float | None) -> Rejector | None:
+    """The rejection to apply: ``threshold`` when given (top-probability rule at that value; it
+    implies ``reject``), else with ``reject`` the run's own rule and threshold; None for none."""
+    if threshold is None and not reject:
+        return None
+    if run.task != "genre":
+        raise UserError(f"{run.path} is a {run.task} run; --reject is for genre classifiers")
+    if threshold is not None:
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 <= threshold <= 1):
+            raise UserError(f"--reject-threshold must be a probability in [0, 1], got {threshold!r}")
+        return Rejector(RULE_TOP_PROBABILITY, float(threshold), source="--reject-threshold")
+    if rule_of(run) == RULE_DISTANCE:
+        if not has_track_embedding(run.model()):
+            raise UserError(f"{run.path}: calibration.json names the {RULE_DISTANCE} rule but the model has no "
+                            "track embedding")
+        stats = load_distance_stats(run)
+        return Rejector(RULE_DISTANCE, stats["threshold"], stats, "the run's threshold, chosen on its validation split")
+    if run.reject_threshold is None:
+        raise UserError(f"{run.path} has no rejection threshold (made before genrekit calibrated runs, or "
+                        "trained without a validation split): pass --reject-threshold P")
+    return Rejector(RULE_TOP_PROBABILITY, run.reject_threshold, source="the run's threshold, chosen on its validation split")
