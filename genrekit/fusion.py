@@ -22,6 +22,7 @@ from genrekit.data_tools.features import FeatureConfig
 from genrekit.data_tools.loaders import label_ids, load_arrays, select
 from genrekit.data_tools.manifest import check_no_leak, read_manifest
 from genrekit.errors import UserError
+from genrekit.models.tempo import build_fusion
 from genrekit.prediction import (
     fusion_model_inputs,
     fusion_row_inputs,
@@ -86,8 +87,6 @@ class FusionTask(Task):
 
     def build(self, plan: Plan, opts: TrainOptions, spec):
         import keras
-
-        from genrekit.models.tempo import build_fusion
 
         tempi, lo_hi = plan.extra["tempi"], plan.extra["lo_hi"]
 

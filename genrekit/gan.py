@@ -19,7 +19,15 @@ from genrekit.data_tools.fsio import read_csv, save_npy_atomic, write_json_atomi
 from genrekit.data_tools.loaders import label_ids, load_arrays, select
 from genrekit.data_tools.manifest import check_no_leak, read_manifest, write_manifest
 from genrekit.errors import UserError
-from genrekit.runs import atomic_output, check_new_run_path, run_folder
+from genrekit.evaluation.gan_quality import format_quality, quality_report
+from genrekit.evaluation.plots import plot_gan_losses, plot_real_vs_generated
+from genrekit.runs import atomic_output, check_new_run_path, load_model, run_folder
+from genrekit.training import (
+    check_finite_features,
+    check_finite_model,
+    save_model,
+    stop_on_non_finite_loss,
+)
 
 
 def _real_by_genre(x: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
@@ -30,8 +38,6 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
               verbose: int = 2) -> dict:
     import keras
 
-    from genrekit.evaluation.gan_quality import format_quality, quality_report
-    from genrekit.training import check_finite_features, check_finite_model, save_model, stop_on_non_finite_loss
     from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
 
     for flag, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):
@@ -77,8 +83,6 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
         write_json_atomic(run / "quality.json", quality, only_if_changed=False)
         write_text_atomic(run / "quality.md", "# Real vs synthetic MFCC statistics (training split)\n\n"
                           + format_quality(quality), only_if_changed=False)
-        from genrekit.evaluation.plots import plot_gan_losses, plot_real_vs_generated
-
         plot_real_vs_generated(_real_by_genre(x, y, labels), fake, run / "real_vs_generated.png")
         if (run / "history.csv").is_file() and read_csv(run / "history.csv"):
             plot_gan_losses(read_csv(run / "history.csv"), run / "losses.png")
@@ -104,8 +108,6 @@ def _load_gan(run) -> tuple[dict, object]:
             or not all(isinstance(v, (int, float)) for v in config["standardise_mean"] + config["standardise_std"])
             or not isinstance(config.get("feature_config"), dict)):
         raise UserError(f"{p} is not a valid GAN config (labels, latent_dim, standardisation, feature_config)")
-    from genrekit.runs import load_model
-
     return config, load_model(run / "generator.keras")
 
 

@@ -27,7 +27,18 @@ from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.data_tools.loaders import label_ids, load_arrays, make_dataset, select
 from genrekit.data_tools.manifest import check_no_leak, read_manifest
 from genrekit.errors import UserError
+from genrekit.evaluation.calibration import (
+    apply_temperature,
+    choose_reject_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+)
+from genrekit.evaluation.metrics import aggregate_tracks
 from genrekit.gan import synthetic_rows
+from genrekit.models import build_model
+from genrekit.models.image_aug import image_augmenter
+from genrekit.models.transfer import set_phase, split_at_base
 from genrekit.openset import fit_open_set
 from genrekit.prediction import predict_rows
 from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
@@ -122,8 +133,6 @@ class GenreTask(Task):
             raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
         augmenter = None
         if opts.image_aug:
-            from genrekit.models.image_aug import image_augmenter
-
             augmenter = image_augmenter(tuple(opts.image_aug), seed=opts.seed)
         n_synthetic = 0
         if opts.synthetic:
@@ -161,9 +170,6 @@ class GenreTask(Task):
         import keras
         import tensorflow as tf
 
-        from genrekit.models import build_model
-        from genrekit.models.transfer import set_phase
-
         if opts.deterministic:
             tf.config.experimental.enable_op_determinism()
         gpus = tf.config.list_physical_devices("GPU")
@@ -199,8 +205,6 @@ class GenreTask(Task):
 
     def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
         import tensorflow as tf
-
-        from genrekit.models.transfer import split_at_base
 
         spec, kind, labels = plan.extra["spec"], plan.kind, plan.labels
         y_tr, y_va = plan.extra["y_tr"], plan.extra["y_va"]
@@ -298,15 +302,6 @@ def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = RE
     accepted. No valid split, fewer than ``MIN_CALIBRATION_TRACKS`` validation tracks, or a
     valid split without a single error (T has no finite optimum): T stays 1, and the file
     says why."""
-    from genrekit.evaluation.calibration import (
-        apply_temperature,
-        choose_reject_threshold,
-        expected_calibration_error,
-        fit_temperature,
-        nll,
-    )
-    from genrekit.evaluation.metrics import aggregate_tracks
-
     sr = [r for r in select(rows, kind, ("valid",)) if r["augmentation"] == "original"]
     cal: dict = {"temperature": 1.0, "level": "track", "reject_threshold": None, "reject_accept": accept,
                  "reject_score": "top calibrated track probability", "valid_tracks": 0}

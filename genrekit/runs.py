@@ -10,6 +10,7 @@ genrekit command writing next to it removes what a dead process left (and only t
 """
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import math
 import os
@@ -17,12 +18,14 @@ import shutil
 import socket
 import tempfile
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from genrekit.data_tools.features import FeatureConfig, kind_names
 from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.errors import UserError
+from genrekit.models import REGISTRY
 
 MODEL = "model.keras"
 LABELS = "labels.json"
@@ -225,8 +228,6 @@ def run_folder(out, arch: str, phase: str, root: str = "runs"):
 
 
 def library_versions() -> dict:
-    import importlib.metadata as md
-
     out = {}
     for pkg in ("genrekit", "tensorflow", "keras", "numpy", "librosa", "audiomentations", "scikit-learn"):
         try:
@@ -269,8 +270,6 @@ class Run:
     def _check_config(self) -> None:
         """A run's config.json and labels.json are read back, not trusted: an edited one is
         refused with one line."""
-        from genrekit.models import REGISTRY
-
         where = f"{self.path}/{CONFIG}"
         c = self.config
         if "arch" not in c or "feature_config" not in c:
@@ -391,8 +390,6 @@ def check_leakage(run: Run, track_ids) -> None:
 
 def load_model(path):
     """Load a .keras file in Keras' safe mode (nothing in the file is executed)."""
-    import zipfile
-
     import keras
 
     import genrekit.models.track  # noqa: F401 - registers genrekit's own layers (track pooling) for deserialisation

@@ -4,6 +4,7 @@ the tempo of a time-stretched variant, and the mapping of 40-250 BPM onto [0, 1]
 from __future__ import annotations
 
 import csv
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,6 @@ def load_tempi(path=None) -> dict[str, float]:
     """``track_id,bpm`` rows -> {track id: BPM}. ``None``: GTZAN's ground-truth tempi (package data).
     A track id may be genrekit's (``blues/blues.00000``) or the file's stem (``blues.00000``)."""
     if path is None:
-        from importlib import resources
-
         text = (resources.files("genrekit.data_tools") / "tempo_data" / "gtzan_tempo.csv").read_text(encoding="utf-8")
         where = "GTZAN tempi (package data)"
     else:

@@ -21,6 +21,7 @@ from genrekit.data_tools.manifest import check_no_leak, read_manifest
 from genrekit.errors import UserError
 from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.evaluation.plots import plot_history, plot_tempo_scatter
+from genrekit.models import build_model
 from genrekit.prediction import predict_window_bpm, run_tempo_range, track_tempi
 from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
 from genrekit.tempi import KIND, TEMPO_RANGE, load_tempi, row_bpm, scale
@@ -111,8 +112,6 @@ class TempoTask(Task):
 
     def build(self, plan: Plan, opts: TrainOptions, spec):
         import keras
-
-        from genrekit.models import build_model
 
         input_shape = plan.fc.feature_shape(KIND)
         hp = {"bpm_min": plan.fc.tempo_bpm_min, "bpm_max": plan.fc.tempo_bpm_max, "tempo_range": TEMPO_RANGE,

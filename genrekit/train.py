@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from genrekit import fusion, genre, tempo
 from genrekit.errors import UserError
+from genrekit.models import get_arch
 from genrekit.training import Task, TrainOptions, fit_task, format_summary, parse_hparams
 
 TASKS: dict[str, Task] = {t.name: t for t in (genre.TASK, tempo.TASK, fusion.TASK)}
@@ -29,8 +30,6 @@ def task_for(opts: TrainOptions, spec) -> Task:
 
 def train(opts: TrainOptions) -> dict:
     """Train a model as ``opts`` says; returns the run folder, its phase, figures and timing."""
-    from genrekit.models import get_arch
-
     return fit_task(task_for(opts, get_arch(opts.arch)), opts)
 
 

@@ -29,6 +29,10 @@ from genrekit.data_tools.fsio import read_csv, write_json_atomic
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import manifest_checksum
 from genrekit.errors import UserError
+from genrekit.evaluation.metrics import evaluate_predictions
+from genrekit.evaluation.plots import plot_history
+from genrekit.models import get_arch
+from genrekit.models.registry import check_hparams
 from genrekit.runs import (
     HISTORY,
     LABELS,
@@ -118,9 +122,6 @@ def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -
 def fit_task(task: Task, opts: TrainOptions) -> dict:
     """Train ``opts.arch`` with ``task``; the run folder appears only when complete."""
     import keras
-
-    from genrekit.models import get_arch
-    from genrekit.models.registry import check_hparams
 
     check_options(opts)
     spec = get_arch(opts.arch)
@@ -394,10 +395,6 @@ def epochs_run(run_dir: Path) -> int:
 
 
 def plot_curves(run_dir: Path, title: str) -> None:
-    from genrekit.evaluation.plots import (
-        plot_history,  # matplotlib, loaded only when a run is written
-    )
-
     p = run_dir / HISTORY
     if p.is_file():
         rows = read_csv(p)
@@ -405,12 +402,9 @@ def plot_curves(run_dir: Path, title: str) -> None:
             plot_history(rows, run_dir / "curves.png", title=title)
 
 
-
 def evaluate_splits(predict, rows, labels, kind) -> dict:
     """Top-1/top-2 at clip and track level on the valid and test splits (originals only);
     ``predict(rows) -> probabilities``."""
-    from genrekit.evaluation.metrics import evaluate_predictions
-
     out = {}
     for split in ("valid", "test"):
         sr = [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]

@@ -168,3 +168,77 @@ def test_a_users_models_package_does_not_shadow_genrekits(tmp_path, monkeypatch)
 
     assert registry.DEFAULT_ARCH
     assert Path(genrekit.__file__).parent.name == "genrekit"
+
+
+# Imports inside a function are only for loading a heavy library when a command needs it
+# (TensorFlow above all: ~5 s; also librosa, matplotlib, scikit-learn, the export converters,
+# Apache Beam), so that `genrekit --help` and the light commands stay fast. An import of
+# genrekit's own module inside a function is allowed only when that module loads one of them.
+HEAVY = {"tensorflow", "keras", "librosa", "matplotlib", "sklearn", "scipy", "audiomentations", "soundfile",
+         "soxr", "numba", "apache_beam", "tf2onnx", "onnx", "onnxruntime", "musicnn", "PIL", "tqdm", "requests",
+         "threadpoolctl", "spotipy"}
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def _deferred_imports(mods: dict[str, Path]) -> list[tuple[str, str, str]]:
+    """(module, function, imported name) for every import inside a function that defers nothing heavy."""
+    known = set(mods)
+    tops = {m: _module_level_imports(p) for m, p in mods.items()}
+
+    def resolve(name):
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name
+
+    heavy_cache: dict[str, bool] = {}
+
+    def heavy(mod, seen=frozenset()):
+        if mod not in heavy_cache:
+            heavy_cache[mod] = any(
+                x.split(".")[0] in HEAVY
+                or ((r := resolve(x)) and r != mod and r not in seen and heavy(r, seen | {mod}))
+                for x in tops[mod])
+        return heavy_cache[mod]
+
+    bad = []
+    for mod, path in mods.items():
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                         else [])
+                for name in names:
+                    if name.split(".")[0] in HEAVY:
+                        continue
+                    target = resolve(name)
+                    if target and heavy(target):
+                        continue
+                    bad.append((mod, fn.name, name))
+    return sorted(set(bad))
+
+
+def test_deferred_import_check_can_fail(tmp_path):
+    (tmp_path / "a.py").write_text("import json\n\ndef f():\n    import tensorflow\n    from genrekit.b import g\n")
+    (tmp_path / "b.py").write_text("import numpy\n\ndef g():\n    import json\n")
+    (tmp_path / "c.py").write_text("import keras\n")
+    (tmp_path / "d.py").write_text("def h():\n    from genrekit.c import x\n")
+    bad = _deferred_imports({"genrekit.a": tmp_path / "a.py", "genrekit.b": tmp_path / "b.py",
+                             "genrekit.c": tmp_path / "c.py", "genrekit.d": tmp_path / "d.py"})
+    assert bad == [("genrekit.a", "f", "genrekit.b"), ("genrekit.b", "g", "json")]
+
+
+def test_imports_inside_functions_only_defer_heavy_libraries():
+    bad = _deferred_imports(_modules())
+    assert not bad, f"{len(bad)} imports inside functions defer nothing heavy: " + "; ".join(
+        f"{m}.{f}: {n}" for m, f, n in bad[:40])
