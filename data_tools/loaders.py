@@ -1,10 +1,13 @@
 """Loading manifest rows as arrays and tf.data pipelines.
 
-PNG rows decode with ``tf.io.decode_png`` inside the pipeline (decode -> cache -> shuffle ->
-batch -> prefetch); MFCC rows are small ``.npy`` files read into memory.
+Image rows (PNG) are decoded inside the pipeline (decode -> cache -> shuffle -> batch ->
+prefetch) by the same reader as :func:`load_feature` and prediction: the kind's own
+(``genrekit.data_tools.features``: 8-bit grayscale -> float32 (H, W, 1) in [0, 1]), so one
+decoder serves every path. Array rows (``.npy``) are small and read into memory.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +79,8 @@ def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size:
     import tensorflow as tf
 
     folder = Path(folder)
-    if get_kind(kind).image:  # PNG files, decoded by TensorFlow inside the pipeline
+    feature_kind = get_kind(kind)
+    if feature_kind.image:  # image files, decoded inside the pipeline by the kind's own reader
         paths = [str(folder / r["path"]) for r in rows]
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
@@ -85,9 +89,13 @@ def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size:
             check_png(p)
         ds = tf.data.Dataset.from_tensor_slices((paths, y))
 
+        def read(p) -> np.ndarray:  # the one image decoder: the same function as load_feature
+            return feature_kind.load(os.fsdecode(p))
+
         def decode(p, label):
-            img = tf.io.decode_png(tf.io.read_file(p), channels=1)
-            return tf.cast(img, tf.float32) / 255.0, label
+            x = tf.numpy_function(read, [p], tf.float32, stateful=False)
+            x.set_shape((None, None, 1))  # (H, W, 1), as tf.io.decode_png(channels=1) gave
+            return x, label
 
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
