@@ -6,6 +6,7 @@ heavy libraries (TensorFlow) are imported only by the commands that need them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.abc
 import importlib.util
 import json
@@ -22,6 +23,7 @@ from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 from genrekit.data_tools.splits import ratio_numbers
 from genrekit.errors import UserError
 from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
+from genrekit.training import PHASE_DEFAULTS, TrainOptions, format_summary, parse_hparams
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -253,10 +255,13 @@ def _add_regularisation_args(p: argparse.ArgumentParser) -> None:
                    help="mixup with Beta(ALPHA, ALPHA) mixing weights, e.g. 0.2 (default 0: off)")
 
 
-def cmd_train(a) -> int:
-    from genrekit.train import TrainOptions, format_summary, parse_hparams, train
+def _train_defaults() -> dict:
+    """``genrekit train``'s defaults are TrainOptions' own (one place for both the CLI and the API)."""
+    return {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
 
-    from genrekit.models.registry import DEFAULT_ARCH
+
+def cmd_train(a) -> int:
+    from genrekit.train import train  # TensorFlow
 
     arch = a.arch or ("tempocnn" if a.task == "tempo" else DEFAULT_ARCH)
     opts = TrainOptions(data=a.data, arch=arch, phase=a.phase, out=a.out, from_run=a.from_run,
@@ -365,7 +370,6 @@ def cmd_compare(a) -> int:
 
 def cmd_cv(a) -> int:
     from genrekit.cv import cross_validate, format_cv
-    from genrekit.train import parse_hparams
 
     kw = {"epochs": a.epochs, "batch_size": a.batch_size, "patience": a.patience, "weights": a.weights,
           "hparams": parse_hparams(a.hparam), "label_smoothing": a.label_smoothing, "mixup": a.mixup,
@@ -512,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", default=None, metavar="ARCH", choices=list(REGISTRY), type=_arch_type(list(REGISTRY)),
                    help=f"architecture, by the features it reads: {arch_help()}. Default {DEFAULT_ARCH} "
                         f"({REGISTRY[DEFAULT_ARCH].description}); tempocnn for --task tempo")
-    t.add_argument("--task", default="genre", choices=("genre", "tempo"),
+    td = _train_defaults()
+    t.add_argument("--task", default=td["task"], choices=("genre", "tempo"),
                    help="genre classification (default) or tempo regression in BPM on tempogram features")
     t.add_argument("--tempo-file", default=None,
                    help="--task tempo: CSV track_id,bpm (default: GTZAN's ground-truth tempi, shipped)")
@@ -522,23 +527,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "vgg16/mobilenet*, scratch otherwise)")
     t.add_argument("--from", dest="from_run", default=None, help="transfer run to fine-tune (--phase finetune)")
     t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<phase>-<time>)")
-    t.add_argument("--epochs", type=int, default=None, help="default 30 scratch, 12 transfer, 10 finetune")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=None, help="default 1e-3 (1e-4 for finetune)")
-    t.add_argument("--optimizer", default="adam", help="adam | rmsprop | sgd")
-    t.add_argument("--patience", type=int, default=10, help="early-stopping patience on val loss (default 10)")
+    t.add_argument("--epochs", type=int, default=None, help="default " + ", ".join(
+        f"{e} {ph}" for ph, (e, _) in PHASE_DEFAULTS.items()) + " (tempo: 60, fusion: 30)")
+    t.add_argument("--batch-size", type=int, default=td["batch_size"], help=f"default {td['batch_size']}")
+    t.add_argument("--lr", type=float, default=None, help="default " + ", ".join(
+        f"{lr:g} {ph}" for ph, (_, lr) in PHASE_DEFAULTS.items()))
+    t.add_argument("--optimizer", default=td["optimizer"], help=f"adam | rmsprop | sgd (default {td['optimizer']})")
+    t.add_argument("--patience", type=int, default=td["patience"],
+                   help=f"early-stopping patience on val loss (default {td['patience']})")
     t.add_argument("--weights", default=None,
                    help="ImageNet models: imagenet (default; downloads as Keras does) | none | PATH to a "
                         ".weights.h5 file. musicnn: msd (default) | mtt | none")
     t.add_argument("--hparam", action="append", metavar="KEY=VALUE",
                    help="builder hyper-parameter, e.g. --hparam dropout=0.5 --hparam dense_units=128")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=td["seed"], help=f"default {td['seed']}")
     t.add_argument("--no-cache-base", action="store_true",
                    help="transfer phase: run the frozen base every epoch instead of once")
     t.add_argument("--mixed-precision", action="store_true", help="float16 compute on a GPU")
     t.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA compilation (default: on with a GPU)")
-    t.add_argument("--strategy", default="default", help="default | mirrored | multiworker (tf.distribute)")
+    t.add_argument("--strategy", default=td["strategy"], help="default | mirrored | multiworker (tf.distribute)")
     t.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
     _add_regularisation_args(t)
     t.add_argument("--synthetic", default=None,

@@ -43,6 +43,7 @@ from genrekit.openset import fit_open_set
 from genrekit.prediction import predict_rows
 from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
 from genrekit.training import (
+    PHASE_DEFAULTS,
     Plan,
     Task,
     TrainOptions,
@@ -55,11 +56,6 @@ from genrekit.training import (
     prepare_targets,
 )
 
-PHASE_DEFAULTS = {  # epochs, learning rate
-    "scratch": (30, 1e-3),
-    "transfer": (12, 1e-3),
-    "finetune": (10, 1e-4),
-}
 REJECT_ACCEPT = 0.95  # the rejection threshold keeps this share of validation tracks accepted
 MIN_CALIBRATION_TRACKS = 10  # fewer validation tracks leave T at 1 (a fit on 6 tracks gave T = 0.06)
 

@@ -43,6 +43,13 @@ from genrekit.runs import (
     write_config,
 )
 
+PHASE_DEFAULTS = {  # a genre classifier's epochs and learning rate per phase
+    "scratch": (30, 1e-3),
+    "transfer": (12, 1e-3),
+    "finetune": (10, 1e-4),
+}
+
+
 # -- the skeleton ----------------------------------------------------------------------------------
 
 @dataclass
