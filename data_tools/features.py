@@ -2,7 +2,9 @@
 
 ``augment``, ``predict``, ``evaluate`` and ``eval-spotify`` all call :func:`extract` with the
 :class:`FeatureConfig` saved in the feature folder (``feature_config.json``) and copied into
-every run folder, so features are never computed two ways.
+every run folder, so features are never computed two ways. Each feature kind (mel, mfcc,
+musicnn, melspec, tempogram) is one :class:`FeatureKind` in the registry at the end of this
+module (:func:`get_kind`, :func:`register_kind`).
 
 Units: ``sr`` in Hz, ``n_fft``/``hop_length`` in samples, ``*_seconds`` in seconds,
 ``top_db`` in dB below the segment's peak.
@@ -420,9 +422,10 @@ def image_to_input(img: np.ndarray) -> np.ndarray:
 # -- feature kinds -------------------------------------------------------------------------
 # Each kind is one FeatureKind: its window geometry and shape, how it is rendered from a
 # waveform, how it is stored and read back, the spectrogram settings it was designed for and
-# whether `genrekit augment` renders it by default. Everything else (augment, the CLI, the
-# loaders, predict, runs) asks the registry; adding a kind is one register_kind() call here
-# (plus its FeatureConfig fields, when it has settings of its own) and its test.
+# whether `genrekit augment` renders it by default, how it is described in a model card and
+# how its hop is set. augment, the CLI, the loaders, runs and model cards ask the registry;
+# adding a kind is one register_kind() call here (plus its FeatureConfig fields, when it has
+# settings of its own) and its test (tests/test_feature_kinds.py).
 
 Render = Callable[["np.ndarray", "FeatureConfig", "SpecTransform | None", "np.random.Generator"],
                   "list[tuple[Segment, np.ndarray]]"]
