@@ -1,11 +1,11 @@
 """Classification figures at clip (segment) and track level, from ``sklearn.metrics``.
 
-A track's prediction is the mean of its segments' probabilities.
+A track's prediction is the mean of its segments' probabilities. scikit-learn is imported by
+the functions that use it, so importing this module (the CLI does) stays light.
 """
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 from genrekit.evaluation.errors import EvaluationError
 
@@ -21,6 +21,8 @@ def top_k_accuracy(y_true, proba, k: int) -> float:
     if len(y_true) == 0:
         raise EvaluationError("no samples to evaluate")
     n_cls = proba.shape[1]
+    from sklearn import metrics as skm
+
     if k >= n_cls:  # every class is in the top k (scikit-learn would warn and say the same)
         return 1.0
     # two classes: scikit-learn takes the positive class's score (a 2-column array is refused)
@@ -31,6 +33,8 @@ def top_k_accuracy(y_true, proba, k: int) -> float:
 def cross_entropy(y_true, proba) -> float:
     """Mean negative log-likelihood of the true class (``sklearn.metrics.log_loss``), each
     probability floored at ``LOSS_FLOOR`` so a confident miss costs at most -ln(1e-12) = 27.6."""
+    from sklearn import metrics as skm
+
     proba = np.asarray(proba, dtype=np.float64)
     p = np.clip(proba, LOSS_FLOOR, 1.0)
     p = p / p.sum(axis=1, keepdims=True)  # rows of float32 softmax outputs sum to 1 only within 1e-7
@@ -60,6 +64,8 @@ def aggregate_tracks(track_ids, y_true, proba):
 
 def classification_figures(y_true, proba, labels: list[str]) -> dict:
     """Every figure the studies report, for one level (clips or tracks)."""
+    from sklearn import metrics as skm
+
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
     n_cls = len(labels)
