@@ -145,3 +145,16 @@ def test_every_reported_figure_is_computed_and_reported_once():
     row = {k: None for k in COMPARE_FIELDS} | {"top1": 0.5, "f1_macro": 0.25}
     table = compare_table([row])
     assert "| top-1 | top-2 | F1 micro | F1 macro |" in table and "| 50.0 | – | – | 25.0 |" in table
+
+
+def test_importing_the_metrics_and_reports_leaves_scikit_learn_unloaded():
+    """The CLI imports these modules; scikit-learn loads only when figures are computed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, genrekit.evaluation.metrics, genrekit.evaluation.report, genrekit.evaluation.figures\n"
+            "print('sklearn' in sys.modules)\n"
+            "genrekit.evaluation.metrics.top_k_accuracy([0], [[0.6, 0.3, 0.1]], 1)\n"
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
