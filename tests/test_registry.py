@@ -84,6 +84,16 @@ def test_the_transfer_modules_names_are_the_registrys():
             assert {registry.BASE, registry.HEAD_FLATTEN} <= set(spec.layers), name
 
 
+def test_every_architectures_feature_kind_is_registered():
+    """A spec's input kind is one of data_tools' feature kinds (fusion reads a genre run's)."""
+    from genrekit.data_tools.features import KINDS
+
+    for name, spec in REGISTRY.items():
+        if name != "fusion":
+            assert spec.feature in KINDS, f"{name} reads {spec.feature!r}, not a registered feature kind"
+            assert spec.feature in TINY
+
+
 def test_builders_are_plain_functions():
     for spec in REGISTRY.values():
         assert callable(spec.builder) and spec.builder.__module__.startswith("genrekit.models."), spec.name
