@@ -2,13 +2,15 @@
 
 Each mode renders the same tracks with the default augmentations (time stretch x1.25/x0.85,
 pitch +2/-1, frequency and time masks; train split only, originals for all) into mel PNGs,
-in its own subprocess so that its peak memory (RSS, workers included) is measured alone:
+in its own subprocess so that its peak memory is measured alone: the largest resident set of
+one process (the mode's process or one of its workers, from wait4) and, sampled four times a
+second, the proportional set size of the whole process tree summed (shared pages counted once):
 
     naive      a plain loop: load, augment, mel, save PNG
     genrekit1  genrekit's stage with --workers 1
     genrekit2  genrekit's stage with --workers 2
 
-Prints clips/s and peak RSS for each, and the ratios genrekit2/naive (target >= 3 on two
+Prints clips/s and both peaks for each, and the ratios genrekit2/naive (target >= 3 on two
 cores) and genrekit1/naive (target >= 1.5). The naive loop is the straightforward per-clip,
 per-variant computation (a waveform per variant through audiomentations, a mel spectrogram per
 variant); genrekit renders the stretch / pitch variants from the original's STFT and the masks
@@ -101,18 +103,56 @@ def child(mode: str, data: Path, out: Path) -> None:
     print(json.dumps({"mode": mode, "clips": n, "seconds": time.perf_counter() - t0}))
 
 
+def _tree_pss_kb(root: int) -> int:
+    """Proportional set size (kB) of ``root`` and its descendants, from /proc (0 elsewhere)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("Pss:"))
+        except (OSError, StopIteration, ValueError):
+            pass
+    return total
+
+
 def measure(mode: str, data: Path) -> dict:
+    import threading
+
     out = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
     try:
         proc = subprocess.Popen([sys.executable, str(HERE), "--child", mode, "--data", str(data), "--out", str(out)],
                                 stdout=subprocess.PIPE, text=True, cwd=HERE.parents[1])
+        peak, done = [0], threading.Event()
+
+        def sample():
+            while not done.wait(0.25):
+                peak[0] = max(peak[0], _tree_pss_kb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         stdout = proc.stdout.read()
+        done.set()
+        sampler.join()
         _, status, ru = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             raise SystemExit(f"{mode} failed with exit code {proc.returncode}")
         res = json.loads(stdout.strip().splitlines()[-1])
-        res["peak_rss_mb"] = ru.ru_maxrss / 1024  # the child and the workers it reaped
+        res["peak_rss_mb"] = ru.ru_maxrss / 1024  # the largest of the child and the workers it reaped
+        res["peak_pss_mb"] = peak[0] / 1024  # all of them together
         return res
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -133,10 +173,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = subset(a.data, a.per_genre, Path(tmp) / "data")
         results = {m: measure(m, data) for m in ("naive", "genrekit1", "genrekit2")}
-    print(f"{'mode':10s} {'clips':>6s} {'seconds':>8s} {'clips/s':>8s} {'peak RSS MB':>12s}")
+    print(f"{'mode':10s} {'clips':>6s} {'seconds':>8s} {'clips/s':>8s} {'peak RSS MB':>14s} {'peak PSS MB':>14s}")
+    print(f"{'':10s} {'':6s} {'':8s} {'':8s} {'(one process)':>14s} {'(all, summed)':>14s}")
     for m, r in results.items():
         r["cps"] = r["clips"] / r["seconds"]
-        print(f"{m:10s} {r['clips']:6d} {r['seconds']:8.1f} {r['cps']:8.2f} {r['peak_rss_mb']:12.0f}")
+        print(f"{m:10s} {r['clips']:6d} {r['seconds']:8.1f} {r['cps']:8.2f} {r['peak_rss_mb']:14.0f} {r['peak_pss_mb']:14.0f}")
     print(f"ratio genrekit --workers 2 / naive: {results['genrekit2']['cps'] / results['naive']['cps']:.2f} "
           "(target >= 3)")
     print(f"ratio genrekit --workers 1 / naive: {results['genrekit1']['cps'] / results['naive']['cps']:.2f} "

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.errors import DataError, FeatureError
+from genrekit.data_tools.features import Segment, db_to_image, db_to_mfcc, frame_windows, segment_starts
 
 AUGMENTATIONS = ("stretch", "pitch", "freqmask", "timemask")
+VARIANT_SOURCES = ("stft", "waveform")
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,15 @@ class AugmentConfig:
     freq_mask_bands: int = 30  # F: a mask covers 0..F mel bands
     time_mask_frames: int = 40  # T: a mask covers 0..T frames
     masks: int = 1  # masks of each kind per variant
+    # where stretch / pitch variants of the mel-family kinds come from: "stft" = read from the
+    # original's magnitude STFT (phase-vocoder magnitudes, see below), "waveform" = a waveform per
+    # variant from audiomentations (signalsmith), as genrekit did before; saved with the folder's
+    # settings, so a folder made one way is never resumed the other way
+    variant_source: str = "stft"
 
     def __post_init__(self):
+        if self.variant_source not in VARIANT_SOURCES:
+            raise DataError(f"unknown variant source {self.variant_source!r} (known: {', '.join(VARIANT_SOURCES)})")
         unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
         if unknown:
             raise DataError(f"unknown augmentation(s) {', '.join(unknown)} "
@@ -254,9 +263,6 @@ def spectral_variant(mag: np.ndarray, n_samples: int, cfg, kind: str, variant: V
     STFT ``mag`` (:func:`magnitude_stft` with ``cfg.n_fft``/``cfg.hop_length``; the clip had
     ``n_samples``): ``[(segment, feature), ...]`` with the segments, shapes and dtypes of
     :func:`~genrekit.data_tools.features.extract` on the variant's waveform."""
-    from genrekit.data_tools.errors import FeatureError
-    from genrekit.data_tools.features import Segment, db_to_image, db_to_mfcc, frame_windows, segment_starts
-
     rate, ratio = time_freq_factors(variant)
     n_var = stretched_length(n_samples, rate)  # samples of the variant's waveform
     hop = cfg.hop_length

@@ -239,8 +239,8 @@ class _ClipVariants:
     - a time stretch or pitch shift of a mel-family kind (:data:`SPECTRAL_KINDS`): read from
       the original's magnitude STFT, computed once (:func:`spectral_variant`);
     - anything else (tempogram, a kind registered later, a clip too long for its STFT to be
-      held): the variant's waveform (audiomentations, made once per variant) through
-      :func:`extract`, as before.
+      held, ``variant_source="waveform"``): the variant's waveform (audiomentations, made once
+      per variant) through :func:`extract`, as before.
     The order of the random draws is the same as rendering every variant from its waveform."""
 
     def __init__(self, y, fc: FeatureConfig, ac: AugmentConfig, keep_spectra: bool):
@@ -248,7 +248,8 @@ class _ClipVariants:
         self.spectra: dict[str, tuple[list, list]] = {}  # kind -> (segments, spectrograms)
         self._mag = None
         self._wave = (None, None)  # (variant name, waveform)
-        self.spectral = magnitude_stft_bytes(len(y), fc.n_fft, fc.hop_length) <= SPECTRAL_MAX_BYTES
+        self.spectral = (ac.variant_source == "stft"
+                         and magnitude_stft_bytes(len(y), fc.n_fft, fc.hop_length) <= SPECTRAL_MAX_BYTES)
 
     def features(self, variant: Variant, kind: str, rng):
         fam = variant.family

@@ -1,6 +1,8 @@
 """Stretch and pitch variants read from the original's STFT (data_tools.augment): the sound is
 right (tempo scales by the stretch rate, a tone moves by the semitones), they agree with the
 waveform back-end, and the masks reused from the original's spectrograms are the same bytes."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from genrekit.data_tools.augment import (
     variant_rng,
 )
 from genrekit.data_tools.features import FeatureConfig, extract, mel_db
+from genrekit.data_tools.pipeline import run_augment
 from tests.conftest import GTZAN_MINI, small_features, tone
 
 SR = 22050
@@ -188,10 +191,25 @@ def test_tempogram_and_long_clips_take_the_waveform_path(monkeypatch):
     for name in ("stretch_x1.25", "pitch_+2"):
         assert fast[(name, "tempogram")][0][1].tobytes() == slow[(name, "tempogram")][0][1].tobytes()
         assert fast[(name, "mel")][0][1].tobytes() != slow[(name, "mel")][0][1].tobytes()  # from the STFT
+    asked = _render_all(y, cfg, replace(ac, variant_source="waveform"), ("mel",))
     monkeypatch.setattr(pipeline, "SPECTRAL_MAX_BYTES", 0)  # a clip too long to hold its STFT
-    fast = _render_all(y, cfg, ac, ("mel",))
+    long = _render_all(y, cfg, ac, ("mel",))
     for name in ("stretch_x1.25", "pitch_+2"):
-        assert fast[(name, "mel")][0][1].tobytes() == slow[(name, "mel")][0][1].tobytes()
+        assert asked[(name, "mel")][0][1].tobytes() == slow[(name, "mel")][0][1].tobytes()
+        assert long[(name, "mel")][0][1].tobytes() == slow[(name, "mel")][0][1].tobytes()
+
+
+def test_a_folder_made_from_waveforms_is_not_resumed_from_the_stft(audio_tree, tmp_path):
+    from genrekit.data_tools.errors import DataError
+    from tests.conftest import small_settings
+
+    ac = AugmentConfig(augmentations=("pitch",), pitch_semitones=(1.0,), variant_source="waveform")
+    run_augment(audio_tree, tmp_path / "f", small_settings(augment=ac, kinds=("mel",)), progress=False)
+    with pytest.raises(DataError, match="other settings"):
+        run_augment(audio_tree, tmp_path / "f", small_settings(augment=replace(ac, variant_source="stft"),
+                                                                 kinds=("mel",)), progress=False)
+    with pytest.raises(DataError, match="unknown variant source"):
+        AugmentConfig(variant_source="rubberband")
 
 
 @pytest.fixture
