@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, get_kind
 from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.data_tools.loaders import label_ids, load_arrays, make_dataset, select
 from genrekit.data_tools.manifest import check_no_leak, read_manifest
@@ -125,7 +125,7 @@ class GenreTask(Task):
             raise UserError(f"no training rows of {kind} features in {data}")
         if not valid_rows and not logreg:
             raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
-        if opts.image_aug and kind != "mel":
+        if opts.image_aug and not get_kind(kind).image:
             raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
         augmenter = None
         if opts.image_aug:
@@ -176,7 +176,7 @@ class GenreTask(Task):
                 log("note: --mixed-precision ignored: no GPU")
         jit = opts.xla if opts.xla is not None else bool(gpus)
         kind, phase, parent = plan.kind, plan.phase, plan.extra["parent"]
-        input_shape = plan.fc.feature_shape(kind) + ((1,) if kind == "mel" else ())
+        input_shape = get_kind(kind).input_shape(plan.fc)
         plan.extra.update(gpus=bool(gpus), jit=jit, input_shape=input_shape, spec=spec,
                           y_tr=label_ids(plan.train_rows, plan.labels), y_va=label_ids(plan.valid_rows, plan.labels))
         strategy = _strategy(opts.strategy)

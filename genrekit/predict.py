@@ -30,7 +30,7 @@ from genrekit.data_tools.audio import (
     stream_audio,
 )
 from genrekit.data_tools.errors import AudioDecodeError
-from genrekit.data_tools.features import extract, get_kind, image_to_input
+from genrekit.data_tools.features import extract, get_kind
 from genrekit.data_tools.fsio import _tmp_name
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
@@ -57,9 +57,8 @@ def features_for(y: np.ndarray, run: Run) -> np.ndarray:
 
 
 def _inputs(feats: list[np.ndarray], kind: str) -> np.ndarray:
-    if kind == "mel":
-        return np.stack([image_to_input(f) for f in feats])
-    return np.stack(feats).astype(np.float32)
+    to_input = get_kind(kind).to_input  # what load_feature gives for the feature's file
+    return np.stack([to_input(f) for f in feats])
 
 
 def window_geometry(run: Run, streaming: bool = False, hop_s: float | None = None) -> tuple[int, int]:
@@ -69,18 +68,7 @@ def window_geometry(run: Run, streaming: bool = False, hop_s: float | None = Non
 
 
 def _geometry(cfg, kind: str) -> tuple[int, int]:
-    if kind in ("mel", "mfcc"):
-        seg = cfg.segment_samples(kind)
-        hop_s = cfg.image_hop_seconds if kind == "mel" else cfg.mfcc_hop_seconds
-        count = cfg.image_segments if kind == "mel" else cfg.mfcc_segments
-        return seg, (int(round(hop_s * cfg.sr)) if hop_s and count is None else seg)
-    if kind == "tempogram":
-        frame, hop = cfg.tempo_step_frames * cfg.tempo_hop_length, cfg.tempo_hop_frames
-    else:
-        frame = cfg.hop_length
-        hop = cfg.musicnn_hop_frames if kind == "musicnn" else cfg.melspec_hop_frames
-    n = cfg.frames(kind)
-    return n * frame, (hop or n) * frame
+    return cfg.windows(kind).samples(cfg.sr)
 
 
 def streaming_config(cfg):
