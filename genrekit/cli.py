@@ -19,7 +19,7 @@ from pathlib import Path
 from genrekit import __version__
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.features import KINDS, default_kinds, feature_config_for
-from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+from genrekit.data_tools.pipeline import AugmentSettings, merge_shards, run_augment
 from genrekit.data_tools.splits import ratio_numbers
 from genrekit.errors import UserError
 from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
@@ -238,8 +238,6 @@ def cmd_augment(a) -> int:
 
 
 def cmd_merge_shards(a) -> int:
-    from genrekit.data_tools.pipeline import merge_shards
-
     s = merge_shards(a.out)
     print(f"merged {s['shards']} shards, {s['files']} rows -> {s['manifest']}")
     return 0
