@@ -33,7 +33,7 @@ def harmonic_tone(f0: float, seconds: float = 2.0, sr: int = SR) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def clicks(bpm: float, seconds: float = 16.0, sr: int = SR) -> np.ndarray:
+def clicks(bpm: float, seconds: float = 10.0, sr: int = SR) -> np.ndarray:
     rng = np.random.default_rng(1)
     y = 0.01 * rng.standard_normal(int(seconds * sr))
     burst = rng.standard_normal(int(0.02 * sr)) * np.hanning(int(0.02 * sr))
