@@ -134,6 +134,9 @@ def test_train_saves_temperature_and_threshold(tone_run):
     assert run.temperature == pytest.approx(cal["temperature"]) and run.temperature > 0
     assert cal["level"] == "track" and cal["valid_tracks"] == 12
     assert run.reject_threshold == pytest.approx(cal["reject_threshold"]) and 0 < run.reject_threshold <= 1
+    # a CNN has no track embedding: its rule is the top probability, and calibration.json says why
+    assert cal["reject_rule"] == "top_probability" and "no track embedding" in cal["reject_rule_note"]
+    assert not (tone_run["run"] / "openset.npz").exists()
 
 
 def test_predict_applies_the_temperature_and_rejects(tone_run, tmp_path):

@@ -183,3 +183,94 @@ def test_eval_spotify_on_a_local_mp3_set(two_runs, tmp_path, capsys):
     sf.write(data / "polka" / "x.mp3", tone(300, 2.0, 22050), 22050, format="MP3", subtype="MPEG_LAYER_III")
     assert main(["eval-spotify", "--model", two_runs[0], "--data", str(data), "--out", str(tmp_path / "e2")]) == 2
     assert "polka" in capsys.readouterr().err
+
+
+# -- macro figures over the genres present; publishable plots (issue 15) -----------------------------
+
+def _capture_figures(monkeypatch):
+    """Record every figure evaluation.plots saves (and still save it)."""
+    from genrekit.evaluation import plots
+
+    figs = []
+    real = plots._save
+
+    def keep(fig, path):
+        figs.append((Path(path).name, fig, [t.get_text() for ax in fig.axes for t in ax.texts],
+                     " ".join([fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes])))
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figs
+
+
+def test_macro_figures_are_over_the_genres_present_and_absent_ones_are_named():
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from genrekit.evaluate import format_metrics, macro_over_present
+    from genrekit.evaluation.metrics import evaluate_predictions
+    from genrekit.evaluation.report import evaluation_report
+
+    labels = ["blues", "jazz", "rock", "pop"]
+    y = np.array([0, 0, 0, 1, 1, 1])  # only blues and jazz in the set
+    p = np.array([[.8, .1, .05, .05], [.6, .3, .05, .05], [.2, .1, .6, .1],  # one blues track called rock
+                  [.1, .8, .05, .05], [.2, .7, .05, .05], [.3, .6, .05, .05]])
+    res = macro_over_present(evaluate_predictions([f"t{i}" for i in range(6)], y, p, labels))
+    t = res["track"]
+    assert res["absent_genres"] == ["rock", "pop"] and t["macro_over"] == ["blues", "jazz"]
+    pred = p.argmax(1)
+    assert t["f1_macro"] == pytest.approx(f1_score(y, pred, labels=[0, 1], average="macro"))
+    assert t["f1_macro"] > f1_score(y, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0)  # not over 4
+    assert t["recall_macro"] == pytest.approx((2 / 3 + 1) / 2) and t["top1_per_genre_mean"] == pytest.approx(5 / 6)
+    assert t["auc_macro"] == pytest.approx(np.mean([t["per_genre"][g]["auc"] for g in ("blues", "jazz")]))
+    report = evaluation_report({**res, "split": "test"}, "x", [], {})
+    assert "genres absent from this set: rock, pop" in report and "0 (absent)" in report
+    assert "absent: rock, pop" in format_metrics(res)
+
+
+def test_plots_mark_absent_genres_the_best_epoch_and_keep_roc_curves_apart(tmp_path, monkeypatch):
+    import numpy as np
+
+    from genrekit.evaluate import macro_over_present
+    from genrekit.evaluation.metrics import evaluate_predictions
+    from genrekit.evaluation.plots import plot_confusion, plot_history, plot_per_genre, plot_roc
+
+    figs = _capture_figures(monkeypatch)
+    labels = ["blues", "jazz", "rock"]
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[.1, .9, 0], [.2, .8, 0], [.3, .7, 0], [.4, .6, 0]])  # blues: 0 % right; rock absent
+    t = macro_over_present(evaluate_predictions(["a", "b", "c", "d"], y, p, labels))["track"]
+    plot_per_genre(t, labels, tmp_path / "pg.png", "r1: cnn on the test split")
+    _, fig, texts, _ = figs[-1]
+    assert texts == ["absent"]  # rock says absent; blues (0 %) does not
+    ax = fig.axes[0]
+    hatched = [b for b in ax.patches if b.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].get_x() + hatched[0].get_width() / 2 == pytest.approx(2)
+    plot_confusion(t["confusion"], labels, tmp_path / "c.png", "r1")
+    ticks = [lab.get_text() for lab in figs[-1][1].axes[0].get_yticklabels()]
+    assert ticks == ["blues", "jazz", "rock (absent)"]
+    rows = [{"epoch": i, "loss": 1 / (i + 1), "val_loss": v, "accuracy": .5, "val_accuracy": .5}
+            for i, v in enumerate([1.0, 0.7, 0.5, 0.6, 0.65])]
+    plot_history([{k: str(v) for k, v in r.items()} for r in rows], tmp_path / "h.png", "r1 (cnn): training curves")
+    lines = [ln for ln in figs[-1][1].axes[0].lines if "best epoch" in str(ln.get_label())]
+    assert len(lines) == 1 and lines[0].get_xdata()[0] == 3  # epoch 3 (1-based) has the lowest validation loss
+    # two genres with identical ROC curves stay distinguishable
+    p2 = np.array([[.9, .1, 0], [.8, .2, 0], [.1, .9, 0], [.2, .8, 0]])
+    t2 = evaluate_predictions(["a", "b", "c", "d"], y, p2, labels)["track"]
+    plot_roc(t2, tmp_path / "roc.png", "r1")
+    curves = [ln for ln in figs[-1][1].axes[0].lines if "AUC" in str(ln.get_label())]
+    assert len(curves) == 2 and curves[0].get_xydata().tolist() == curves[1].get_xydata().tolist()
+    assert curves[0].get_linestyle() != curves[1].get_linestyle() and curves[0].get_marker() != curves[1].get_marker()
+    assert curves[0].get_linewidth() > curves[1].get_linewidth() and curves[0].get_alpha() < 1
+    assert [c.get_label() for c in curves] == ["blues (AUC 1.000)", "jazz (AUC 1.000)"]
+
+
+def test_evaluate_titles_carry_the_run_and_the_split(tiny_features, two_runs, tmp_path, monkeypatch):
+    figs = _capture_figures(monkeypatch)
+    evaluate(two_runs[0], tiny_features, split="test", out=tmp_path / "ev")
+    name = Path(two_runs[0]).name
+    assert {f[0] for f in figs} >= {"confusion.png", "per_genre.png", "roc.png", "curves.png"}
+    for fname, _, _, title in figs:
+        assert name in title, (fname, title)
+        if fname != "curves.png":
+            assert "test split" in title, (fname, title)

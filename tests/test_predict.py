@@ -9,6 +9,7 @@ import soundfile as sf
 
 from genrekit.data_tools.audio import load_audio, stream_audio
 from genrekit import predict as P
+from genrekit.errors import UserError
 from genrekit.runs import Run
 
 
@@ -126,3 +127,124 @@ def test_a_file_shorter_than_one_window_is_filled_and_said(mfcc_run, tmp_path, m
     assert "0.4 s filled" in P.format_table(res)
     sf.write(tmp_path / "long.wav", _music(3.0, sr), sr, subtype="FLOAT")
     assert "padded_s" not in P.predict_files([str(tmp_path / "long.wav")], mfcc_run.path)[0]
+
+
+# -- --hop, --timeline, --csv, folders with a bad file (issue 15) ---------------------------------
+
+def _folder_with_a_bad_file(tmp_path, sr):
+    d = tmp_path / "music"
+    (d / "sub").mkdir(parents=True)
+    sf.write(d / "a.wav", _music(3.0, sr), sr, subtype="FLOAT")
+    sf.write(d / "sub" / "b.wav", _music(4.0, sr)[::-1].copy(), sr, subtype="FLOAT")
+    (d / "broken.wav").write_bytes(b"RIFF\x00\x00 not really a wave file")
+    return d
+
+
+@pytest.mark.slow
+def test_cli_folder_with_a_bad_file_streams_a_table_and_one_error_line(mfcc_run, tmp_path, capsys):
+    from genrekit.cli import main
+
+    d = _folder_with_a_bad_file(tmp_path, mfcc_run.feature_config.sr)
+    csv_path = tmp_path / "out.csv"
+    assert main(["predict", str(d), "--model", str(mfcc_run.path), "--csv", str(csv_path), "--no-progress"]) == 2
+    cap = capsys.readouterr()
+    out = cap.out.strip().splitlines()
+    err = [line for line in cap.err.strip().splitlines() if line.startswith("genrekit:")]
+    assert [line.split(":")[0] for line in out] == [str(d / "a.wav"), str(d / "sub" / "b.wav")]
+    assert len(err) == 1 and err[0].startswith(f"genrekit: error: {d / 'broken.wav'}: ")
+    rows = list(__import__("csv").DictReader(csv_path.open()))
+    assert [r["file"] for r in rows] == [str(d / "a.wav"), str(d / "broken.wav"), str(d / "sub" / "b.wav")]
+    assert rows[1]["error"] and not rows[1]["top1"]
+    assert rows[0]["genre"] == rows[0]["top1"] and float(rows[0]["p1"]) >= float(rows[0]["p2"])
+    # the table is the same as predict_files gives, in the same order
+    ref = P.predict_files([str(d)], mfcc_run.path)
+    assert [P.format_line(r) for r in ref if "error" not in r] == out
+    # a file the user made is never overwritten; a genrekit table is replaced
+    mine = tmp_path / "mine.csv"
+    mine.write_text("name,score\nx,1\n")
+    assert main(["predict", str(d / "a.wav"), "--model", str(mfcc_run.path), "--csv", str(mine)]) == 2
+    assert mine.read_text() == "name,score\nx,1\n"
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("genrekit: error: --csv")
+    assert main(["predict", str(d / "a.wav"), "--model", str(mfcc_run.path), "--csv", str(csv_path)]) == 0
+    assert len(list(__import__("csv").DictReader(csv_path.open()))) == 1
+    assert not [p for p in tmp_path.iterdir() if "genrekit-tmp" in p.name]
+
+
+@pytest.mark.slow
+def test_the_progress_bar_is_on_stderr_only_when_asked(mfcc_run, tmp_path, capsys):
+    from genrekit.cli import main
+
+    d = _folder_with_a_bad_file(tmp_path, mfcc_run.feature_config.sr)
+    (d / "broken.wav").unlink()
+    assert main(["predict", str(d), "--model", str(mfcc_run.path), "--progress"]) == 0
+    cap = capsys.readouterr()
+    assert "predict" in cap.err and "2/2" in cap.err and "2/2" not in cap.out
+    assert main(["predict", str(d), "--model", str(mfcc_run.path)]) == 0  # stderr is not a terminal here
+    assert capsys.readouterr().err.strip() == ""
+
+
+@pytest.mark.slow
+def test_timeline_csv_and_plot_with_a_hop(mfcc_run, tmp_path):
+    sr = mfcc_run.feature_config.sr
+    sf.write(tmp_path / "song.wav", _music(6.0, sr), sr, subtype="FLOAT")
+    [r] = P.predict_files([str(tmp_path / "song.wav")], mfcc_run.path, timeline_dir=tmp_path / "tl")
+    lines = (tmp_path / "tl" / "song.timeline.csv").read_text().splitlines()
+    head, body = lines[0].split(","), [x.split(",") for x in lines[1:]]
+    assert head == ["start_s", "end_s", "genre", *mfcc_run.labels]
+    # the run's windows: 1 s every 0.5 s over 6 s
+    assert [float(b[0]) for b in body] == pytest.approx([0.5 * i for i in range(11)])
+    assert all(float(b[1]) - float(b[0]) == pytest.approx(1.0) for b in body)
+    p = np.array([[float(v) for v in b[3:]] for b in body])
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-3)
+    assert [b[2] for b in body] == [mfcc_run.labels[i] for i in p.argmax(1)]
+    # the track's answer is the (calibrated) mean of the same windows
+    from genrekit.evaluation.calibration import apply_temperature
+
+    raw = P.predict_file(tmp_path / "song.wav", mfcc_run)
+    assert r["top"][0]["probability"] == pytest.approx(float(apply_temperature(raw, mfcc_run.temperature).max()),
+                                                       abs=1e-4)
+    png = tmp_path / "tl" / "song.timeline.png"
+    assert r["timeline"] == [str(tmp_path / "tl" / "song.timeline.csv"), str(png)] and png.stat().st_size > 5000
+    # --hop 2: windows every 2 s; the same folder is reused (genrekit's own files are replaced)
+    P.predict_files([str(tmp_path / "song.wav")], mfcc_run.path, hop_s=2.0, timeline_dir=tmp_path / "tl")
+    body = [x.split(",") for x in (tmp_path / "tl" / "song.timeline.csv").read_text().splitlines()[1:]]
+    assert [float(b[0]) for b in body] == pytest.approx([0.0, 2.0, 4.0])
+
+
+def test_timeline_and_hop_refusals_create_nothing(mfcc_run, tmp_path):
+    sr = mfcc_run.feature_config.sr
+    sf.write(tmp_path / "song.wav", _music(3.0, sr), sr, subtype="FLOAT")
+    tl = tmp_path / "tl"
+    tl.mkdir()
+    (tl / "song.timeline.csv").write_text("my,own,table\n")
+    with pytest.raises(UserError, match="not a genrekit timeline"):
+        P.predict_files([str(tmp_path / "song.wav")], mfcc_run.path, timeline_dir=tl)
+    assert (tl / "song.timeline.csv").read_text() == "my,own,table\n" and len(list(tl.iterdir())) == 1
+    (tl / "song.timeline.csv").unlink()
+    (tl / "song.timeline.png").write_bytes(b"a user's picture")
+    with pytest.raises(UserError, match="not written by genrekit"):
+        P.predict_files([str(tmp_path / "song.wav")], mfcc_run.path, timeline_dir=tl)
+    for bad in (0.0, -1.0, float("nan"), 1e9):
+        with pytest.raises(UserError, match="--hop"):
+            P.predict_files([str(tmp_path / "song.wav")], mfcc_run.path, hop_s=bad)
+    with pytest.raises(UserError, match="not a folder"):
+        P.predict_files([str(tmp_path / "song.wav")], mfcc_run.path, timeline_dir=tmp_path / "song.wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav", "tl"]
+
+
+def test_two_files_with_one_name_get_two_timelines(tmp_path):
+    t = P.timeline_targets(tmp_path / "tl", ["a/x.wav", "b/x.mp3", "c/y.wav"])
+    assert [c.name for c, _ in t.values()] == ["x.timeline.csv", "x-2.timeline.csv", "y.timeline.csv"]
+
+
+def test_a_long_hop_bounded_block_matches_the_whole_file(mfcc_run, tmp_path, monkeypatch):
+    """A short --hop makes many windows: the file is then analysed in blocks of at most
+    MAX_BLOCK_WINDOWS windows, with the same answer as one pass."""
+    sr = mfcc_run.feature_config.sr
+    sf.write(tmp_path / "song.wav", _music(9.0, sr), sr, subtype="FLOAT")
+    whole = P.predict_file(tmp_path / "song.wav", mfcc_run, hop_s=0.25)
+    monkeypatch.setattr(P, "MAX_BLOCK_WINDOWS", 7)
+    blocks = list(P._blocks(tmp_path / "song.wav", mfcc_run, 0.25))
+    assert len(blocks) > 3 and all(b[1] for b in blocks)
+    np.testing.assert_allclose(P.predict_file(tmp_path / "song.wav", mfcc_run, hop_s=0.25), whole,
+                               rtol=1e-4, atol=1e-5)

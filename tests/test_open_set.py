@@ -1,0 +1,189 @@
+"""Open-set rejection by embedding distance (genrekit.openset): the maths against a brute-force
+reference, then a tiny default-recipe run (musicnn_lr, random backbone: offline) whose rule is
+fitted at the end of training and used by predict --reject, eval-spotify's `unknown` folder,
+the export bundle and a track model's timeline."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from genrekit.errors import UserError
+from genrekit.evaluation.calibration import (
+    UNKNOWN,
+    choose_distance_threshold,
+    fit_knn_distance,
+    knn_distance,
+)
+from tests.conftest import tone, write_tree
+
+SR16 = 16000
+
+
+def test_knn_distance_is_the_mean_squared_distance_to_the_nearest_training_tracks():
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(40, 12)) * rng.uniform(0.1, 10, 12) + 5
+    query = np.vstack([train[:3] + 0.01, rng.normal(size=(4, 12)) * 30])
+    stats = fit_knn_distance(train, k=5, dims=6)
+    got = knn_distance(stats, query)
+    sc = StandardScaler().fit(train)  # reference: scikit-learn's scaler and PCA, brute-force neighbours
+    pca = PCA(6).fit(sc.transform(train))
+    ztr, zq = pca.transform(sc.transform(train)), pca.transform(sc.transform(query))
+    ref = np.sort(((zq[:, None] - ztr[None]) ** 2).sum(-1), axis=1)[:, :5].mean(1)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert got[:3].max() < got[3:].min()  # near the training tracks is close, far noise is far
+    assert knn_distance(stats, query[0]) == pytest.approx(got[0], rel=1e-6)  # one vector
+    with pytest.raises(ValueError, match="features"):
+        knn_distance(stats, np.zeros((2, 5)))
+
+
+def test_distance_threshold_keeps_the_asked_share_accepted():
+    d = np.arange(1.0, 21.0)  # 20 validation tracks
+    th = choose_distance_threshold(d, 0.95)
+    assert th == 19.0 and (d <= th).mean() == 0.95
+    assert choose_distance_threshold(d, 1.0) == 20.0
+    with pytest.raises(ValueError):
+        choose_distance_threshold(d, 0.0)
+
+
+@pytest.fixture(scope="module")
+def lr_run(tmp_path_factory):
+    """A musicnn_lr run on three tone 'genres' with 12 training and 12 validation tracks (enough
+    for the distance rule), a probe folder of the known genres' new tracks plus `unknown` music
+    (noise bursts and chirps, nothing like a tone), and an export."""
+    from genrekit.cli import main
+    from genrekit.data_tools.augment import AugmentConfig
+    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+
+    base = tmp_path_factory.mktemp("openset")
+    data = write_tree(base / "d", per_genre=10, seconds=4.0, sr=SR16)
+    run_augment(data, base / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
+                                                  augment=AugmentConfig(augmentations=()), ratios=(40, 40, 20)),
+                progress=False)
+    run = base / "run"
+    assert main(["train", "--data", str(base / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
+    probe = base / "probe"
+    for gi, (g, f0) in enumerate((("low", 220.0), ("mid", 660.0), ("high", 1760.0))):
+        (probe / g).mkdir(parents=True)
+        for i in range(3):
+            sf.write(probe / g / f"new-{g}.{i}.wav", tone(f0 * (1.01 + 0.02 * i), 4.0, SR16, seed=700 + 10 * gi + i),
+                     SR16, subtype="PCM_16")
+    (probe / UNKNOWN).mkdir()
+    rng = np.random.default_rng(5)
+    t = np.arange(4 * SR16) / SR16
+    for i in range(4):
+        if i % 2:
+            y = 0.4 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * (2 + i) * t) > 0)  # noise bursts
+        else:
+            y = 0.5 * np.sin(2 * np.pi * (100 + 1500 * t ** 2 * (1 + i / 4)) * t)  # a fast chirp
+        sf.write(probe / UNKNOWN / f"other.{i}.wav", y.astype(np.float32), SR16, subtype="PCM_16")
+    return {"run": run, "feats": base / "f", "probe": probe, "base": base}
+
+
+def test_training_fits_the_distance_rule(lr_run):
+    from genrekit.openset import OPENSET_FILE, RULE_DISTANCE, load_distance_stats, rule_of
+    from genrekit.runs import Run
+
+    cal = json.loads((lr_run["run"] / "calibration.json").read_text())
+    assert cal["reject_rule"] == RULE_DISTANCE and "reject_threshold" in cal  # the fallback is kept too
+    d = cal["distance"]
+    assert d["train_tracks"] == 12 and d["valid_tracks"] == 12 and d["k"] == 5 and d["accept"] == 0.95
+    assert d["dims"] == 11  # at most one fewer than the training tracks
+    run = Run(lr_run["run"])
+    stats = load_distance_stats(run)
+    assert rule_of(run) == RULE_DISTANCE and stats["train"].shape == (12, 11)
+    assert (lr_run["run"] / OPENSET_FILE).stat().st_size < 100_000
+
+
+def test_predict_rejects_the_probe_more_than_known_genres(lr_run, capsys):
+    from genrekit.cli import main
+    from genrekit.predict import predict_files
+
+    res = predict_files([str(lr_run["probe"])], lr_run["run"], reject=True)
+    assert all(r["reject_rule"] == "embedding_distance" for r in res)
+    unknown = [r for r in res if f"/{UNKNOWN}/" in r["file"]]
+    known = [r for r in res if f"/{UNKNOWN}/" not in r["file"]]
+    assert len(unknown) == 4 and len(known) == 9
+    rej_u = np.mean([r["rejected"] for r in unknown])
+    rej_k = np.mean([r["rejected"] for r in known])
+    assert rej_u > rej_k and rej_u >= 0.75
+    for r in res:
+        assert r["rejected"] == (r["reject_score"] > r["reject_threshold"])
+        assert r["genre"] == (UNKNOWN if r["rejected"] else r["top"][0]["genre"])
+    # the table says which rule and how far; an explicit threshold is the top-probability rule
+    assert main(["predict", str(lr_run["probe"] / UNKNOWN), "--model", str(lr_run["run"]), "--reject"]) == 0
+    out = capsys.readouterr().out
+    assert "embedding distance" in out and "> threshold" in out
+    [r] = predict_files([str(lr_run["probe"] / "low" / "new-low.0.wav")], lr_run["run"], reject_threshold=1.0)
+    assert r["reject_rule"] == "top_probability" and r["rejected"]
+
+
+def test_a_damaged_statistics_file_is_refused_in_one_line(lr_run, tmp_path):
+    from genrekit.predict import predict_files
+
+    run = tmp_path / "run"
+    shutil.copytree(lr_run["run"], run)
+    (run / "openset.npz").write_bytes(b"not a numpy file")
+    f = str(lr_run["probe"] / "low" / "new-low.0.wav")
+    with pytest.raises(UserError, match="openset.npz"):
+        predict_files([f], run, reject=True)
+    assert predict_files([f], run)[0]["top"]  # without --reject the file is not needed
+    np.savez(run / "openset.npz", mean=np.zeros(3), scale=np.ones(3), components=np.zeros((2, 4)),
+             train=np.zeros((5, 2)), k=np.array(5))
+    with pytest.raises(UserError, match="not a genrekit open-set"):
+        predict_files([f], run, reject=True)
+
+
+def test_eval_spotify_reports_the_distance_rule(lr_run, capsys):
+    from genrekit.cli import main
+
+    out = lr_run["base"] / "ev"
+    assert main(["eval-spotify", "--model", str(lr_run["run"]), "--data", str(lr_run["probe"]), "--out", str(out),
+                 "--quiet"]) == 0
+    assert "open set (embedding distance" in capsys.readouterr().out
+    o = json.loads((out / "metrics.json").read_text())["open_set"]
+    assert o["rule"] == "embedding_distance" and o["unknown_n"] == 4 and o["known_n"] == 9
+    assert o["unknown_rejected"] > 1 - o["known_accepted"]
+    assert "nearest training tracks" in (out / "report.md").read_text()
+    # the figures agree with predict --reject on the same tracks
+    from genrekit.predict import predict_files
+
+    res = predict_files([str(lr_run["probe"] / UNKNOWN)], lr_run["run"], reject=True)
+    assert o["unknown_rejected"] == pytest.approx(np.mean([r["rejected"] for r in res]))
+
+
+def test_the_export_bundle_carries_the_rule(lr_run, tmp_path):
+    from genrekit.export import export_bundle
+    from genrekit.runs import EXPORT_MARKER
+
+    out = export_bundle(lr_run["run"], ["keras"], tmp_path / "bundle")
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["reject_rule"] == "embedding_distance" and cal["distance"]["threshold"] > 0
+    assert (out / "openset.npz").read_bytes() == (lr_run["run"] / "openset.npz").read_bytes()
+    assert "openset.npz" in json.loads((out / EXPORT_MARKER).read_text())["files"]
+    assert "farther than" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_a_track_models_timeline_follows_the_music(lr_run, tmp_path, monkeypatch):
+    """Low tone then high tone: the timeline's first rows say low, its last rows high; each row
+    covers TRACK_SPAN_SECONDS of windows (shortened here to fit a short test file)."""
+    from genrekit import predict as P
+
+    monkeypatch.setattr(P, "TRACK_SPAN_SECONDS", 6.0)
+    y = np.concatenate([tone(222.0, 15.0, SR16, seed=1), tone(1790.0, 15.0, SR16, seed=2)])
+    sf.write(tmp_path / "two.wav", y, SR16, subtype="PCM_16")
+    [r] = P.predict_files([str(tmp_path / "two.wav")], lr_run["run"], timeline_dir=tmp_path / "tl")
+    rows = (tmp_path / "tl" / "two.timeline.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    assert head[:3] == ["start_s", "end_s", "genre"] and sorted(head[3:]) == ["high", "low", "mid"]
+    body = [line.split(",") for line in rows[1:]]
+    assert body[0][2] == "low" and body[-1][2] == "high"
+    spans = [float(b[1]) - float(b[0]) for b in body]
+    assert max(spans) <= 6.0 + 1e-6 and float(body[-1][1]) == pytest.approx(30.0, abs=3.0)
+    assert r["timeline"][1].endswith("two.timeline.png") and Path(r["timeline"][1]).stat().st_size > 5000
