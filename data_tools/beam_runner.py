@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -32,8 +33,6 @@ LOCAL_RUNNERS = ("", "DirectRunner", "FnApiRunner")
 
 
 def _import_beam():
-    import logging
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # Beam's import logs optional-client warnings on the root logger

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrekit.data_tools.errors import DataError
+
 TMP_SUFFIX = ".genrekit-tmp"
 _TMP_RE = re.compile(r"^\..+\.\d+\.genrekit-tmp$")
 
@@ -137,8 +139,6 @@ def remove_stale_temporaries(folder, recursive: bool = False) -> int:
 def check_writable(folder) -> None:
     """Create ``folder`` if needed and prove a file can be written there. On failure, folders
     this call created are removed again (nothing is left behind)."""
-    from genrekit.data_tools.errors import DataError
-
     folder = Path(folder)
     created = []
     p = folder

@@ -8,6 +8,7 @@ folder are used only for the fold's training tracks (``--no-augmented`` drops th
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.data_tools.loaders import select
 from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
+from genrekit.models import get_arch
+from genrekit.models.registry import check_hparams
+from genrekit.runs import Run, atomic_output, make_folders
+from genrekit.training import TrainOptions, check_options
 
 CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
 
@@ -30,13 +35,6 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     Resumable: ``OUT/cv_settings.json`` records the settings; a rerun with the same settings
     keeps every finished fold (its run folder and evaluation are complete-or-absent) and does
     only the rest; a finished cross-validation is reported again. Other settings are refused."""
-    import json
-
-    from genrekit.runs import make_folders
-    from genrekit.training import TrainOptions, check_options
-    from genrekit.models import get_arch
-    from genrekit.models.registry import check_hparams
-
     spec = get_arch(arch)
     if spec.task != "genre" or spec.name == "fusion":
         raise UserError(f"cv cross-validates genre classifiers trained from features; {arch} is not one")
@@ -109,11 +107,8 @@ def _run_folds(out: Path, data: Path, arch: str, folds: int, seed: int, rows, ge
                keep_augmented: bool, kw0: dict, fold_kwargs, log) -> list[dict]:
     """Each fold: its view, its run (complete-or-absent), its test evaluation (complete-or-absent);
     a fold whose evaluation is complete is taken as it is."""
-    import json
-
-    from genrekit.evaluate import evaluate_rows
-    from genrekit.runs import Run, atomic_output
-    from genrekit.train import TrainOptions, train
+    from genrekit.evaluate import evaluate_rows  # TensorFlow
+    from genrekit.train import train
 
     per_fold = []
     for k, test in enumerate(fold_tracks, start=1):

@@ -7,10 +7,14 @@ predict on fresh clips the model has never seen, all through the same code as re
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
-from genrekit.synth import SYNTH_GENRES, synth_track
+from genrekit.data_tools.features import FeatureConfig
+from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+from genrekit.synth import SYNTH_GENRES, synth_track, write_synthetic_set
+from genrekit.training import TrainOptions, format_summary
 
 
 def _say(msg: str) -> None:
@@ -18,9 +22,6 @@ def _say(msg: str) -> None:
 
 
 def demo_settings():
-    from genrekit.data_tools.features import FeatureConfig
-    from genrekit.data_tools.pipeline import AugmentSettings
-
     # 10 s clips, two 5 s images per clip at 128x128: small enough for 2 CPU cores
     fc = FeatureConfig(image_height=128, image_width=128, image_seconds=5.0)
     return AugmentSettings(features=fc, kinds=("mel",), ratios=(60, 20, 20), seed=0)
@@ -29,10 +30,8 @@ def demo_settings():
 def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
     import soundfile as sf
 
-    from genrekit.data_tools.pipeline import run_augment
-    from genrekit.predict import format_table, predict_files
-    from genrekit.synth import write_synthetic_set
-    from genrekit.train import TrainOptions, format_summary, train
+    from genrekit.predict import format_table, predict_files  # TensorFlow
+    from genrekit.train import train
 
     out = Path(out)
     per_genre = 6 if quick else 12
@@ -48,8 +47,6 @@ def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
 
     run_dir = out / "runs" / "cnn"
     if (run_dir / "model.keras").exists():
-        import shutil
-
         shutil.rmtree(run_dir)
     result = train(TrainOptions(data=str(feats), arch="cnn", out=str(run_dir), epochs=4 if quick else 15,
                                 patience=5, seed=0, verbose=0))

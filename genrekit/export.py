@@ -3,15 +3,19 @@ bundle (:func:`export_bundle`: the model files, labels.json, feature_config.json
 calibration.json and a model card) or as one model file (:func:`export`)."""
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from genrekit.errors import UserError
 from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
+from genrekit.errors import UserError
 from genrekit.openset import OPENSET_FILE, load_distance_stats
-from genrekit.runs import EXPORT_MARKER, Run, atomic_output
+from genrekit.runs import EXPORT_MARKER, Run, atomic_output, load_model
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")
 SUFFIX_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}  # --out FILE: the model file alone
@@ -98,8 +102,6 @@ def _need_tf2onnx() -> None:
 def _check_bundle_target(target: Path, run: Run) -> bool:
     """Refuse a bundle folder genrekit may not write; True when it holds an earlier genrekit
     export that may be replaced."""
-    import json
-
     if target.is_symlink():
         raise UserError(f"--out {target} is a symbolic link; give a new path")
     if not target.exists():
@@ -132,9 +134,6 @@ def _check_bundle_target(target: Path, run: Run) -> bool:
 def _write(model, fmt: str, path: Path) -> None:
     """Write ``model`` as ``fmt``; the converters' listings of signatures and tensors (printed
     on stdout by Keras/TensorFlow) are kept off the command's output."""
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):
         _write_model(model, fmt, path)
 
@@ -187,8 +186,6 @@ def is_export_file(path: Path, fmt: str) -> bool:
     """Whether ``path`` is a model file of ``fmt`` (what an earlier export wrote)."""
     try:
         if fmt == "keras":
-            import zipfile
-
             with zipfile.ZipFile(path) as z:
                 return {"config.json", "metadata.json"} <= set(z.namelist())
         if fmt == "tflite":
@@ -226,8 +223,6 @@ def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
     """Outputs of an exported model on ``x`` (used by the tests to check the round trip)."""
     x = np.asarray(x, dtype=np.float32)
     if fmt == "keras":
-        from genrekit.runs import load_model
-
         return np.asarray(load_model(path)(x))
     if fmt == "saved_model":
         import tensorflow as tf
