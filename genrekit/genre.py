@@ -38,6 +38,7 @@ from genrekit.evaluation.metrics import aggregate_tracks
 from genrekit.gan import synthetic_rows
 from genrekit.models import build_model
 from genrekit.models.image_aug import image_augmenter
+from genrekit.models.registry import INPUT_NORM
 from genrekit.models.transfer import set_phase, split_at_base
 from genrekit.openset import fit_open_set
 from genrekit.prediction import predict_rows
@@ -51,7 +52,6 @@ from genrekit.training import (
     check_finite_features,
     compile_classifier,
     evaluate_splits,
-    find_layer,
     log,
     prepare_targets,
 )
@@ -192,7 +192,7 @@ class GenreTask(Task):
                 model = build_model(spec.name, input_shape, len(plan.labels), **hp)
                 if spec.is_transfer and phase == "transfer" and spec.head == "keras":
                     set_phase(model, "transfer")  # scratch: every layer, BatchNorm included, learns
-            norm = find_layer(model, "input_norm")
+            norm = model.get_layer(INPUT_NORM) if INPUT_NORM in spec.layers else None
             if norm is not None and parent is None:
                 norm.adapt(check_finite_features(load_arrays(plan.data, plan.train_rows, kind), plan.train_rows,
                                                  plan.data))

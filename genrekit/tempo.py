@@ -22,6 +22,7 @@ from genrekit.errors import UserError
 from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.evaluation.plots import plot_history, plot_tempo_scatter
 from genrekit.models import build_model
+from genrekit.models.registry import INPUT_NORM
 from genrekit.prediction import predict_window_bpm, run_tempo_range, track_tempi
 from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
 from genrekit.tempi import KIND, TEMPO_RANGE, load_tempi, row_bpm, scale
@@ -30,7 +31,6 @@ from genrekit.training import (
     Task,
     TrainOptions,
     check_finite_features,
-    find_layer,
     log,
     make_optimizer,
 )
@@ -119,7 +119,7 @@ class TempoTask(Task):
         model = build_model(spec.name, input_shape, 1, **hp)
         x_tr = check_finite_features(load_arrays(plan.data, plan.train_rows, KIND), plan.train_rows, plan.data)
         x_va = check_finite_features(load_arrays(plan.data, plan.valid_rows, KIND), plan.valid_rows, plan.data)
-        norm = find_layer(model, "input_norm")
+        norm = model.get_layer(INPUT_NORM) if INPUT_NORM in spec.layers else None
         if norm is not None:
             norm.adapt(x_tr)
         model.compile(optimizer=make_optimizer(opts.optimizer, plan.lr), loss="mse",

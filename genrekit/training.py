@@ -389,13 +389,6 @@ def _features_only(x, y):
     return x
 
 
-def find_layer(model, name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
-
-
 def epochs_run(run_dir: Path) -> int:
     p = run_dir / HISTORY
     return len(read_csv(p)) if p.is_file() else 0
