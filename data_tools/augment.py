@@ -200,10 +200,13 @@ def variant_magnitude(mag: np.ndarray, frame_pos: np.ndarray, ratio: float = 1.0
     original's top bin). A NaN position is silence (constant padding)."""
     n_freq, n_frames = mag.shape
     pos = np.clip(np.nan_to_num(frame_pos, nan=0.0), 0.0, n_frames - 1)
-    lo = np.minimum(np.floor(pos).astype(np.intp), max(n_frames - 2, 0))
+    lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, n_frames - 1)
     w = (pos - lo).astype(np.float32)
-    out = mag[:, lo] * (1.0 - w) + mag[:, hi] * w
+    if not w.any():  # whole frames (a pitch shift): nothing to interpolate in time
+        out = mag if np.array_equal(lo, np.arange(n_frames)) else mag[:, lo]
+    else:
+        out = mag[:, lo] * (1.0 - w) + mag[:, hi] * w
     if ratio != 1.0:
         src = np.arange(n_freq) / ratio
         inside = src <= n_freq - 1
@@ -216,6 +219,7 @@ def variant_magnitude(mag: np.ndarray, frame_pos: np.ndarray, ratio: float = 1.0
         out = shifted
     silent = np.isnan(frame_pos)
     if silent.any():
+        out = out.copy() if out is mag else out
         out[:, silent] = 0.0
     return out.astype(np.float32, copy=False)
 

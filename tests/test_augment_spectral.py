@@ -64,6 +64,24 @@ def test_magnitude_stft_is_librosas_centred_stft_in_chunks(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("ratio", [1.0, 2 ** (2 / 12), 2 ** (-1 / 12)])
+@pytest.mark.parametrize("rate", [1.0, 1.25, 0.85])
+def test_variant_magnitude_is_linear_interpolation_in_time_then_frequency(rate, ratio):
+    rng = np.random.default_rng(0)
+    mag = rng.random((65, 90)).astype(np.float32)
+    pos = np.arange(int(90 / rate)) * rate
+    pos[-3:] = np.nan  # silence (constant padding)
+    before = mag.copy()
+    got = variant_magnitude(mag, pos, ratio)
+    in_time = np.stack([np.interp(np.nan_to_num(pos), np.arange(90), row) for row in mag])
+    src = np.arange(65) / ratio
+    want = np.stack([np.interp(src, np.arange(65), col, right=0.0) for col in in_time.T], axis=1)
+    want[:, -3:] = 0.0
+    assert got.shape == (65, len(pos)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.array_equal(mag, before)  # the original's STFT is shared by every variant: never written
+
+
 @pytest.mark.parametrize("semitones", [2.0, -1.0, 7.0])
 def test_pitch_shift_moves_the_chroma_peak_by_the_semitones(semitones):
     import librosa
