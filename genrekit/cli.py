@@ -13,22 +13,31 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 from genrekit import __version__
+from genrekit.cv import cross_validate, format_cv
 from genrekit.data_tools.augment import AugmentConfig
+from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.features import KINDS, default_kinds, feature_config_for
 from genrekit.data_tools.pipeline import AugmentSettings, merge_shards, run_augment
 from genrekit.data_tools.splits import ratio_numbers
+from genrekit.demo import run_demo
+from genrekit.embed import FORMATS as EMBED_FORMATS
+from genrekit.embed import backbone_embedder, embed_files, run_embedder
 from genrekit.errors import UserError
+from genrekit.evaluation.gan_quality import format_quality
+from genrekit.export import FORMATS as EXPORT_FORMATS
+from genrekit.export import SUFFIX_FORMATS, export, export_bundle
+from genrekit.gan import gan_generate, gan_train
 from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
 from genrekit.training import PHASE_DEFAULTS, TrainOptions, format_summary, parse_hparams
+from genrekit.weights import fetch
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from genrekit.data_tools.errors import DataError
-
     errs: list[type[BaseException]] = [UserError, DataError]
     for mod, name in (("genrekit.models.errors", "ModelError"), ("genrekit.evaluation.errors", "EvaluationError")):
         if mod in sys.modules:
@@ -59,8 +68,6 @@ class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        import tempfile
-
         try:
             sys.stderr.flush()
             saved = os.dup(2)
@@ -307,11 +314,9 @@ def cmd_predict(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from genrekit.export import FORMATS, SUFFIX_FORMATS, export, export_bundle
-
-    unknown = [f for f in a.format if f not in FORMATS]
+    unknown = [f for f in a.format if f not in EXPORT_FORMATS]
     if unknown or not a.format:
-        raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
+        raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(EXPORT_FORMATS)})")
     suffix = Path(a.out).suffix.lower() if a.out else ""
     if suffix in SUFFIX_FORMATS:  # --out model.onnx: the model file alone, as before bundles
         if list(a.format) != [SUFFIX_FORMATS[suffix]]:
@@ -328,13 +333,11 @@ def cmd_export(a) -> int:
 
 
 def cmd_embed(a) -> int:
-    from genrekit.embed import FORMATS, backbone_embedder, embed_files, run_embedder
-
     if (a.model is None) == (a.backbone is None):
         raise UserError("give either --model RUN or --backbone musicnn")
-    unknown = [f for f in a.format if f not in FORMATS]
+    unknown = [f for f in a.format if f not in EMBED_FORMATS]
     if unknown or not a.format:
-        raise UserError(f"unknown --format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
+        raise UserError(f"unknown --format {', '.join(unknown) or repr('')} (known: {', '.join(EMBED_FORMATS)})")
     emb = run_embedder(a.model) if a.model else backbone_embedder(a.backbone, a.weights, a.layer)
     results = embed_files(a.files, a.out, emb, a.format, progress=sys.stderr.isatty())
     for r in results:
@@ -367,8 +370,6 @@ def cmd_compare(a) -> int:
 
 
 def cmd_cv(a) -> int:
-    from genrekit.cv import cross_validate, format_cv
-
     kw = {"epochs": a.epochs, "batch_size": a.batch_size, "patience": a.patience, "weights": a.weights,
           "hparams": parse_hparams(a.hparam), "label_smoothing": a.label_smoothing, "mixup": a.mixup,
           "image_aug": a.image_aug or (), "deterministic": a.deterministic}
@@ -414,9 +415,6 @@ def cmd_eval_spotify(a) -> int:
 # -- gan ---------------------------------------------------------------------------------------
 
 def cmd_gan_train(a) -> int:
-    from genrekit.evaluation.gan_quality import format_quality
-    from genrekit.gan import gan_train
-
     res = gan_train(a.data, out=a.out, epochs=a.epochs, batch_size=a.batch_size, latent_dim=a.latent_dim,
                     seed=a.seed, verbose=0 if a.quiet else 2)
     print(f"GAN run: {res['run']}")
@@ -425,8 +423,6 @@ def cmd_gan_train(a) -> int:
 
 
 def cmd_gan_generate(a) -> int:
-    from genrekit.gan import gan_generate
-
     res = gan_generate(a.model, a.per_genre, a.out, seed=a.seed)
     print(f"{res['rows']} synthetic MFCC sequences (train split only) in {res['out']}")
     return 0
@@ -435,8 +431,6 @@ def cmd_gan_generate(a) -> int:
 # -- weights -----------------------------------------------------------------------------------
 
 def cmd_weights_fetch(a) -> int:
-    from genrekit.weights import fetch
-
     dest = fetch(a.name, source=a.source)
     print(f"{a.name} weights verified and installed in {dest}")
     return 0
@@ -445,8 +439,6 @@ def cmd_weights_fetch(a) -> int:
 # -- demo ------------------------------------------------------------------------------------
 
 def cmd_demo(a) -> int:
-    from genrekit.demo import run_demo
-
     if a.workers < 1:
         raise UserError(f"--workers must be at least 1, got {a.workers}")
     run_demo(a.out, workers=a.workers, quick=a.quick)
