@@ -1,0 +1,21 @@
+"""The cached transfer phase's one pass of the frozen base (genrekit.genre.base_outputs)."""
+import numpy as np
+
+
+def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
+    import tensorflow as tf
+
+    from genrekit.genre import base_outputs
+    from genrekit.models import build_model
+    from genrekit.models.transfer import set_phase, split_at_base
+
+    m = build_model("mobilenet", (32, 32, 1), 3, weights=None, bn_inference=True)
+    set_phase(m, "transfer")
+    extractor, _ = split_at_base(m)
+    x = np.random.default_rng(0).random((5, 32, 32, 1)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(5))).batch(2)  # batches of 2, 2, 1
+    out = base_outputs(extractor, ds, 5)
+    assert out.shape == (5, *extractor.output_shape[1:]) and out.dtype == np.float32
+    np.testing.assert_allclose(out, np.asarray(extractor(x, training=False)), rtol=1e-5, atol=1e-6)
+    # each row is its own input's output, not a neighbour's
+    np.testing.assert_allclose(out[4], np.asarray(extractor(x[4:], training=False))[0], rtol=1e-5, atol=1e-6)
