@@ -550,10 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
     pr.add_argument("--reject", action="store_true",
-                    help="answer `unknown` when the top calibrated probability is below the run's rejection "
-                         "threshold (chosen on its validation split at training time)")
+                    help="answer `unknown` when the run's rejection rule says so (chosen at training time, "
+                         "threshold on the validation split): the embedding distance to the training tracks "
+                         "for models with a track embedding (the default recipe), else the top calibrated "
+                         "probability")
     pr.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
-                    help="reject below this top probability instead of the run's threshold (implies --reject)")
+                    help="reject below this top probability instead of the run's rule (implies --reject)")
     pr.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                     help="hop between analysis windows (default: the run's own)")
     pr.add_argument("--timeline", default=None, metavar="DIR",

@@ -38,6 +38,7 @@ from genrekit.evaluation.calibration import (
     calibration_report,
     open_set_figures,
 )
+from genrekit.evaluation.metrics import aggregate_tracks, evaluate_predictions
 from genrekit.evaluation.plots import (
     plot_confusion,
     plot_history,
@@ -141,7 +142,6 @@ def check_csv_target(path) -> None:
 def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:
     """ECE (15 bins), NLL and reliability bins before and after the run's temperature, at track
     level (mean window probabilities, what predict prints) and clip level."""
-    from genrekit.evaluation.metrics import aggregate_tracks
 
     T = run.temperature
     _, ty, tp = aggregate_tracks(track_ids, y, proba)
@@ -160,7 +160,6 @@ def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, 
     tracks: the share of unknown music rejected, the share of known music accepted and the
     accuracy kept. ``pooled`` (track id -> pooled embedding) is needed by the run's
     embedding-distance rule."""
-    from genrekit.evaluation.metrics import aggregate_tracks
 
     T = run.temperature
     kid, ty, tp = aggregate_tracks(known_ids, y, proba)
@@ -236,7 +235,6 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``;
     the results are labelled with ``split``. Rows of genre ``unknown`` (music of none of the
     run's genres) are kept out of the classification figures and give the open-set figures."""
-    from genrekit.evaluation.metrics import evaluate_predictions
 
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
@@ -274,7 +272,6 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
     """``predictions.csv``: one row per track (its windows' mean probabilities, calibrated with the
     run's temperature, as ``predict`` prints them): track, true genre, predicted genre, whether
     it is right, then the top-k genres with their probabilities."""
-    from genrekit.evaluation.metrics import aggregate_tracks
 
     names = sorted(set(genres))
     tracks, y, p = aggregate_tracks(track_ids, np.array([names.index(g) for g in genres]), proba)
