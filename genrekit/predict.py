@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
 from genrekit.models.track import is_track_model, window_embedder
 from genrekit.openset import rejector_for
-from genrekit.prediction import fusion_audio_inputs, predict_window_bpm, run_tempo_range
+from genrekit.prediction import call_windows, fusion_audio_inputs, predict_window_bpm, run_tempo_range, split_rows
 from genrekit.runs import Run
 
 MIN_SECONDS = 1.0  # shorter files are refused (augment skips them too: --min-seconds 1)
@@ -51,6 +52,10 @@ MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.1, 3600.0  # --hop range
 # (measured peak: 0.8 GB for 8 windows a call, 2.3 GB for 32, and 8 at a time was no slower)
 PREDICT_EMBED_STEP = 8
 TRACK_SPAN_SECONDS = 30.0  # a track model's timeline row covers this much music (GTZAN's clip length)
+# a folder is analysed in batches: the windows of up to BATCH_FILES files (fewer once they reach
+# BATCH_WINDOWS) go through the model together, while a worker thread decodes the next files
+BATCH_FILES, BATCH_WINDOWS = 8, 64
+WINDOW_STEP = 32  # windows per call of a window classifier (as Keras' predict batches)
 
 
 def features_for(y: np.ndarray, run: Run) -> np.ndarray:
@@ -135,20 +140,56 @@ def _check_level(y: np.ndarray) -> None:
         raise AudioDecodeError(f"sample values reach {peak:.3g}, far outside -1..1: not usable audio")
 
 
+def _streamed(path, run: Run, hop_s: float | None = None) -> bool:
+    """Whether ``path`` is read block by block (long, or too many windows at ``hop_s``); refuses
+    a file shorter than ``MIN_SECONDS`` by its header."""
+    native_sr, _, frames = audio_info(path)
+    seconds = frames / native_sr
+    if seconds < MIN_SECONDS:
+        raise AudioDecodeError(f"too short: {seconds:.3g} s of audio; predict needs at least {MIN_SECONDS:g} s")
+    _, hop = window_geometry(run, streaming=True, hop_s=hop_s)
+    return not (seconds <= STREAM_ABOVE_SECONDS and
+                (hop_s is None or seconds * run.feature_config.sr / hop <= MAX_BLOCK_WINDOWS))
+
+
+def _block_windows(y: np.ndarray, i: int, streaming: bool, run: Run, hop_s: float | None,
+                   info: dict | None) -> tuple[int, list[float], np.ndarray | None]:
+    """(window length in samples, start seconds in the block and model inputs of the audible
+    windows, or None when all are silent) of block ``i`` of a file, checked as predict checks audio."""
+    sr = run.feature_config.sr
+    _check_level(y)
+    if i == 0 and len(y) < MIN_SECONDS * sr:  # the header's length can be wrong (mp3)
+        raise AudioDecodeError(f"too short: {len(y) / sr:.3g} s of audio; predict needs at least "
+                               f"{MIN_SECONDS:g} s")
+    cfg = _analysis_config(run, streaming, hop_s)
+    win = _geometry(cfg, run.kind)[0]
+    if i == 0 and not streaming and info is not None and len(y) < win:
+        info["padded_s"] = round((win - len(y)) / sr, 2)
+    starts, x = _audible(y, cfg, run.kind)
+    return win, starts, x
+
+
+def _whole_file_windows(path, run: Run, hop_s: float | None, info: dict) -> np.ndarray | None:
+    """The model inputs of a file analysed whole (what :func:`analyse_file` feeds the model), or
+    None for a file read block by block; raises :class:`AudioDecodeError` as it does."""
+    if _streamed(path, run, hop_s):
+        return None
+    _, _, x = _block_windows(load_audio(path, sr=run.feature_config.sr).y, 0, False, run, hop_s, info)
+    if x is None:
+        raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to classify")
+    return x
+
+
 def _blocks(path, run: Run, hop_s: float | None = None):
     """The waveform of ``path`` as ``(block, streaming, first sample)``: the whole file when it
     is short, else overlapping blocks of about ``BLOCK_SECONDS`` (and at most
     ``MAX_BLOCK_WINDOWS`` windows) laid so that every window of the whole track falls inside
     exactly one block."""
-    native_sr, _, frames = audio_info(path)
-    seconds = frames / native_sr
-    if seconds < MIN_SECONDS:
-        raise AudioDecodeError(f"too short: {seconds:.3g} s of audio; predict needs at least {MIN_SECONDS:g} s")
     sr = run.feature_config.sr
-    win, hop = window_geometry(run, streaming=True, hop_s=hop_s)
-    if seconds <= STREAM_ABOVE_SECONDS and (hop_s is None or seconds * sr / hop <= MAX_BLOCK_WINDOWS):
+    if not _streamed(path, run, hop_s):
         yield load_audio(path, sr=sr).y, False, 0
         return
+    win, hop = window_geometry(run, streaming=True, hop_s=hop_s)
     k = max(1, min(math.ceil(BLOCK_SECONDS * sr / hop), MAX_BLOCK_WINDOWS))
     block, advance = (k - 1) * hop + win, k * hop
     for i, y in enumerate(stream_audio(path, sr, block, advance)):
@@ -184,13 +225,8 @@ class _PooledStats:
 def _track_block(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class probabilities of the block as one track, its window embeddings) of a track model:
     the backbone run ``PREDICT_EMBED_STEP`` windows at a time, then the model's own pooling and head."""
-    embedder = window_embedder(model)
-    x = np.asarray(x, dtype=np.float32)
-    emb = np.concatenate([np.asarray(embedder(x[i:i + PREDICT_EMBED_STEP], training=False))
-                          for i in range(0, len(x), PREDICT_EMBED_STEP)])
-    shape_only = np.zeros((1, len(emb), 1), dtype=np.float32)  # the pooling reads (tracks, windows)
-    pooled = model.get_layer("track_pooling")([emb, shape_only])
-    return np.asarray(model.get_layer("predictions")(pooled), dtype=np.float64)[0], emb
+    emb = call_windows(window_embedder(model), x, PREDICT_EMBED_STEP)
+    return _head_on_windows(model, emb), emb
 
 
 def _head_on_windows(model, emb: np.ndarray) -> np.ndarray:
@@ -225,16 +261,8 @@ def analyse_file(path, run: Run, batch_size: int = 32, info: dict | None = None,
     spans = _Spans(model, timeline) if track_model and timeline is not None else None
     win_s = None
     for i, (y, streaming, first) in enumerate(_blocks(path, run, hop_s)):
-        _check_level(y)
-        if i == 0 and len(y) < MIN_SECONDS * sr:  # the header's length can be wrong (mp3)
-            raise AudioDecodeError(f"too short: {len(y) / sr:.3g} s of audio; predict needs at least "
-                                   f"{MIN_SECONDS:g} s")
-        cfg = _analysis_config(run, streaming, hop_s)
-        win = _geometry(cfg, run.kind)[0]
+        win, starts, x = _block_windows(y, i, streaming, run, hop_s, info)
         win_s = win / sr
-        if i == 0 and not streaming and info is not None and len(y) < win:
-            info["padded_s"] = round((win - len(y)) / sr, 2)
-        starts, x = _audible(y, cfg, run.kind)
         if x is None:
             continue
         starts = [first / sr + s for s in starts]
@@ -253,7 +281,8 @@ def analyse_file(path, run: Run, batch_size: int = 32, info: dict | None = None,
             if spans is not None:
                 spans.add(starts, win_s, emb)
         else:
-            p = model.predict(x, batch_size=batch_size, verbose=0)
+            p = model.predict(x, batch_size=batch_size, verbose=0) if run.arch == "fusion" \
+                else call_windows(model, x, batch_size)
             m = len(p)  # windows (a fusion run's x is a list of two inputs)
             if timeline is not None:
                 for s, pw in zip(starts, p, strict=True):
@@ -271,6 +300,27 @@ def analyse_file(path, run: Run, batch_size: int = 32, info: dict | None = None,
     if info is not None and tempo_bpms:
         info["tempo_bpm"] = round(float(np.median(tempo_bpms)), 1)
     return total / n, (stats.pooled() if stats is not None else None)
+
+
+def batch_probabilities(model, xs: list[np.ndarray], pooled: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(class probabilities, pooled embedding or None) of each file whose audible windows are in
+    ``xs``, the model applied once to all of them: what :func:`analyse_file` gives file by file
+    for a file analysed whole (a window classifier: the mean over its windows; a track model: its
+    own pooling and head over its windows' embeddings)."""
+    if not xs:
+        return []
+    counts = [len(x) for x in xs]
+    x = np.concatenate(xs)
+    if not is_track_model(model):
+        return [(p.sum(axis=0) / len(p), None) for p in split_rows(call_windows(model, x, WINDOW_STEP), counts)]
+    out = []
+    for emb in split_rows(call_windows(window_embedder(model), x, PREDICT_EMBED_STEP), counts):
+        stats = None
+        if pooled:
+            stats = _PooledStats(model.get_layer("track_pooling").stats)
+            stats.add(emb)
+        out.append((_head_on_windows(model, emb), stats.pooled() if stats is not None else None))
+    return out
 
 
 class _Spans:
@@ -413,8 +463,9 @@ class Predictions:
     argument is checked when it is made, before any file is analysed."""
 
     def __init__(self, files, run_path, top_k: int = 3, reject: bool = False, reject_threshold: float | None = None,
-                 hop_s: float | None = None, timeline_dir=None):
-        self.run = run = Run(run_path)
+                 hop_s: float | None = None, timeline_dir=None, batch: bool = True):
+        self.run = run = run_path if isinstance(run_path, Run) else Run(run_path)  # a Run: its loaded model reused
+        self.batch = batch
         self.rejector = rejector_for(run, reject, reject_threshold)
         self.hop_s = check_hop(hop_s)
         if timeline_dir is not None and run.task != "genre":
@@ -430,8 +481,60 @@ class Predictions:
         return len(self.items)
 
     def __iter__(self):
-        for f, problem in self.items:
-            yield self._one(f, problem)
+        run = self.run
+        if not self.batch or run.task != "genre" or run.arch == "fusion":
+            for f, problem in self.items:
+                yield self._one(f, problem)
+            return
+        # batches: a worker thread decodes and cuts the files ahead (at most two batches) while the
+        # model runs on the windows of the batch before; results still come in input order
+        items, ahead = iter(self.items), deque()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrekit-predict")
+
+        def fill():
+            while len(ahead) < 2 * BATCH_FILES:
+                nxt = next(items, None)
+                if nxt is None:
+                    return
+                f, problem = nxt
+                entry = {"file": f}
+                if problem:
+                    entry["error"] = problem
+                job = None if problem or f in self.targets else \
+                    pool.submit(_whole_file_windows, f, run, self.hop_s, entry)
+                ahead.append((f, entry, job))
+
+        try:
+            fill()
+            while ahead:
+                batch, n = [], 0
+                while ahead and len(batch) < BATCH_FILES and n < BATCH_WINDOWS:
+                    f, entry, job = ahead.popleft()
+                    x = None
+                    if job is not None:
+                        try:
+                            x = job.result()
+                        except AudioDecodeError as exc:
+                            entry["error"] = str(exc)
+                        n += 0 if x is None else len(x)
+                    batch.append((f, entry, x))
+                fill()
+                yield from self._batch(batch)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _batch(self, batch):
+        """The results of one batch in order: the model applied once to all its files' windows."""
+        ready = [x for _, _, x in batch if x is not None]
+        answers = iter(batch_probabilities(self.run.model(), ready,
+                                           pooled=bool(self.rejector and self.rejector.needs_embedding)))
+        for f, entry, x in batch:
+            if x is not None:
+                yield self._answer(entry, *next(answers))
+            elif "error" in entry:
+                yield entry
+            else:  # a long file (read block by block) or one with a --timeline: analysed on its own
+                yield self._one(f, None)
 
     def _one(self, f: str, problem: str | None) -> dict:
         run, entry = self.run, {"file": f}
@@ -459,6 +562,14 @@ class Predictions:
         if run.task == "tempo":
             entry["bpm"] = round(float(p[0]), 1)
             return entry
+        self._answer(entry, p, pooled)
+        if tl is not None:
+            entry["timeline"] = tl.close()
+        return entry
+
+    def _answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
+        """``entry`` completed with the top-k genres (and the rejection) of probabilities ``p``."""
+        run = self.run
         p = apply_temperature(p, self.temperature)
         order = np.argsort(-p)[:self.k]
         entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
@@ -469,15 +580,15 @@ class Predictions:
             entry["reject_rule"] = self.rejector.rule
             entry["reject_score"] = round(score, 4)
             entry["reject_threshold"] = round(self.rejector.threshold, 4)
-        if tl is not None:
-            entry["timeline"] = tl.close()
         return entry
 
 
 def iter_predictions(files, run_path, top_k: int = 3, reject: bool = False, reject_threshold: float | None = None,
-                     hop_s: float | None = None, timeline_dir=None) -> Predictions:
-    """:func:`predict_files` one file at a time (see :class:`Predictions`)."""
-    return Predictions(files, run_path, top_k, reject, reject_threshold, hop_s, timeline_dir)
+                     hop_s: float | None = None, timeline_dir=None, batch: bool = True) -> Predictions:
+    """:func:`predict_files` as results come, in input order (see :class:`Predictions`); ``batch``
+    (default) applies the model to several files' windows at once, False one file at a time
+    (the same probabilities to float round-off)."""
+    return Predictions(files, run_path, top_k, reject, reject_threshold, hop_s, timeline_dir, batch)
 
 
 def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = False,

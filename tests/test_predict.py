@@ -248,3 +248,64 @@ def test_a_long_hop_bounded_block_matches_the_whole_file(mfcc_run, tmp_path, mon
     assert len(blocks) > 3 and all(b[1] for b in blocks)
     np.testing.assert_allclose(P.predict_file(tmp_path / "song.wav", mfcc_run, hop_s=0.25), whole,
                                rtol=1e-4, atol=1e-5)
+
+
+# -- batched folders (issue 16) -------------------------------------------------------------------
+
+def _folder_of_tracks(tmp_path, sr):
+    """Six short tracks in order, the third not audio at all and the fifth silent."""
+    d = tmp_path / "tracks"
+    d.mkdir()
+    for i in range(6):
+        name = d / f"t{i}.wav"
+        if i == 2:
+            name.write_bytes(b"RIFF\x00\x00 not really a wave file")
+        elif i == 4:
+            sf.write(name, np.zeros(int(3.0 * sr), np.float32), sr, subtype="FLOAT")
+        else:
+            y = _music(3.0 + i, sr)
+            sf.write(name, np.roll(y, 977 * i) * (0.5 + 0.1 * i), sr, subtype="FLOAT")
+    return d
+
+
+@pytest.mark.slow
+def test_a_batched_folder_gives_the_per_file_results_in_order(mfcc_run, tmp_path, monkeypatch):
+    d = _folder_of_tracks(tmp_path, mfcc_run.feature_config.sr)
+    monkeypatch.setattr(P, "BATCH_FILES", 2)  # several batches, one of them holding the bad file
+    one = list(P.iter_predictions([str(d)], mfcc_run, top_k=5, batch=False))
+    many = list(P.iter_predictions([str(d)], mfcc_run, top_k=5))
+    assert [r["file"] for r in many] == [str(d / f"t{i}.wav") for i in range(6)]
+    assert [("error" in r) for r in many] == [False, False, True, False, True, False]
+    assert many[2]["error"] == one[2]["error"] and many[4]["error"] == one[4]["error"]
+    for a, b in zip(one, many, strict=True):
+        assert a.keys() == b.keys()
+        for ta, tb in zip(a.get("top", []), b.get("top", []), strict=True):
+            assert ta["probability"] == pytest.approx(tb["probability"], abs=1e-4)  # rounded to 4 places
+    # the unrounded probabilities: the model applied to all files' windows at once = file by file
+    good = [d / f"t{i}.wav" for i in (0, 1, 3, 5)]
+    xs = [P._whole_file_windows(f, mfcc_run, None, {}) for f in good]
+    batched = P.batch_probabilities(mfcc_run.model(), xs)
+    assert len({len(x) for x in xs}) > 1  # files of different lengths
+    for f, (p, pooled) in zip(good, batched, strict=True):
+        np.testing.assert_allclose(p, P.predict_file(f, mfcc_run), atol=1e-5)
+        assert pooled is None
+
+
+def test_a_track_model_batched_over_files_equals_file_by_file():
+    """The default recipe's model (random backbone weights: offline) on three tracks' windows at
+    once: each track's probabilities and pooled embedding as when it is analysed alone."""
+    from genrekit.models import build_model
+
+    m = build_model("musicnn_lr", (187, 96), 3, weights="none", embedding="pooled")
+    rng = np.random.default_rng(5)
+    m.get_layer("predictions").set_weights([rng.normal(size=(3012, 3)).astype(np.float32) * 0.01,
+                                            np.zeros(3, np.float32)])
+    xs = [rng.normal(size=(n, 187, 96)).astype(np.float32) for n in (3, P.PREDICT_EMBED_STEP + 2, 1)]
+    batched = P.batch_probabilities(m, xs, pooled=True)
+    for x, (p, pooled) in zip(xs, batched, strict=True):
+        p1, emb = P._track_block(m, x)
+        np.testing.assert_allclose(p, p1, atol=1e-5)
+        np.testing.assert_allclose(p, np.asarray(m(x[None], training=False))[0], atol=1e-5)
+        stats = P._PooledStats(m.get_layer("track_pooling").stats)
+        stats.add(emb)
+        np.testing.assert_allclose(pooled, stats.pooled(), atol=1e-5)
