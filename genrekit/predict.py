@@ -38,7 +38,13 @@ from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
 from genrekit.models.track import is_track_model, window_embedder
 from genrekit.openset import rejector_for
-from genrekit.prediction import call_windows, fusion_audio_inputs, predict_window_bpm, run_tempo_range, split_rows
+from genrekit.prediction import (
+    call_windows,
+    fusion_audio_inputs,
+    predict_window_bpm,
+    run_tempo_range,
+    split_rows,
+)
 from genrekit.runs import Run
 
 MIN_SECONDS = 1.0  # shorter files are refused (augment skips them too: --min-seconds 1)
