@@ -228,6 +228,7 @@ class GenreTask(Task):
             # the head trains on the cached arrays through one tf.data pipeline (shuffled per
             # epoch, prefetched, the validation batches cached), not Keras' per-epoch array adapter
             compile_classifier(head, opts, lr, jit)
+            head.optimizer = fused_adam(head.optimizer)  # the same Adam, one kernel per update
             # the optimizer's slots made now, not inside the first trace of the train step (a
             # tf.function that creates variables is traced twice: ~1 s of a 10 s run here)
             head.optimizer.build(head.trainable_variables)
@@ -312,6 +313,36 @@ def base_outputs(extractor, ds, n: int, jit=False) -> np.ndarray:
     if i != n:
         raise RuntimeError(f"the base pass gave {i} outputs for {n} inputs")
     return out
+
+
+def fused_adam(optimizer):
+    """``optimizer`` if it is not exactly Keras' Adam; otherwise the same Adam (its config)
+    whose update of each variable is TensorFlow's fused ``ResourceApplyAdam`` kernel: the same
+    formula (m, v, and the bias-corrected step with epsilon outside the square root), one pass
+    over the variable instead of about ten element-wise ops. On the 65,536 x 64 head_dense kernel
+    of the cached transfer phase that halves the CPU time of a head step."""
+    import keras
+    import tensorflow as tf
+
+    if type(optimizer) is not keras.optimizers.Adam or optimizer.amsgrad:
+        return optimizer
+
+    class FusedAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            dt = variable.dtype
+            step = tf.cast(self.iterations + 1, dt)
+            i = self._get_variable_index(variable)
+
+            def c(v):
+                return tf.cast(v, dt)
+
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[i].handle, v=self._velocities[i].handle,
+                beta1_power=tf.pow(c(self.beta_1), step), beta2_power=tf.pow(c(self.beta_2), step),
+                lr=c(learning_rate), beta1=c(self.beta_1), beta2=c(self.beta_2), epsilon=c(self.epsilon),
+                grad=c(gradient), use_locking=False)
+
+    return FusedAdam.from_config(optimizer.get_config())
 
 
 def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = REJECT_ACCEPT) -> dict:
