@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         feats = a.features or gtzan_features(Path(tmp) / "feats", genres=a.genres.split(",") if a.genres else None)
         results = {}
+        load = [os.getloadavg()[0]]
         for name, cache in (("plain", False), ("cached", True)):
             timer = epoch_timer()
             epochs = a.epochs if cache else a.plain_epochs
@@ -41,12 +43,15 @@ def main() -> None:
             cfg = json.loads((Path(r["run"]) / "config.json").read_text())
             results[name] = {"epochs": timer.times, "base_s": cfg["base_feature_seconds"],
                              "total_s": cfg["train_seconds"], "n": cfg["data"]["train_rows"]}
+            load.append(os.getloadavg()[0])
     plain = statistics.median(results["plain"]["epochs"][1:] or results["plain"]["epochs"])
     head = statistics.median(results["cached"]["epochs"][1:])
     n_ep = len(results["cached"]["epochs"])
     # the whole cached run: base pass, every head epoch (the first compiles), the final checkpoint
     amortised = results["cached"]["total_s"] / n_ep
     print(f"MobileNet transfer phase, {results['plain']['n']} training images 256x256, weights: {Path(weights).name}")
+    print(f"1-min load average before / after plain / after cached: {' / '.join(f'{v:.2f}' for v in load)} "
+          f"({os.cpu_count()} cores)")
     print(f"plain model.fit, frozen base      : {plain:7.2f} s/epoch (median of {len(results['plain']['epochs'])} epochs, first dropped)")
     print(f"cached base, head-only epochs     : {head:7.2f} s/epoch (median; the first, with tracing: "
           f"{results['cached']['epochs'][0]:.2f} s)")
@@ -57,6 +62,8 @@ def main() -> None:
     print(f"plain, whole {n_ep:2d}-epoch run (est.)   : {plain_run:7.2f} s (first epoch + {n_ep - 1} x median)")
     print(f"cached, whole {n_ep:2d}-epoch run         : {results['cached']['total_s']:7.2f} s")
     print(f"speed-up per {n_ep}-epoch run          : {plain_run / results['cached']['total_s']:6.1f}x   (target >= 10x)")
+    print(f"ceiling if the head cost nothing  : {plain_run / results['cached']['base_s']:6.1f}x   "
+          f"(plain run / the one base pass, {results['cached']['base_s'] / plain:.2f} plain epochs)")
     print(f"speed-up per epoch (amortised)    : {plain / amortised:6.1f}x   (steady plain epochs only)")
     print(f"speed-up per epoch (head only)    : {plain / head:6.1f}x")
 
