@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,24 @@ def is_temporary(name: str) -> bool:
     return bool(_TMP_RE.match(name))
 
 
+@contextmanager
+def atomic_path(path, tmp: Path | None = None):
+    """Yield a temporary path beside ``path`` (default ``.<name>.<pid>.genrekit-tmp``) for the
+    caller to write; it is renamed onto ``path`` when the block completes and removed when the
+    block fails, so ``path`` is either its old self or complete."""
+    path = Path(path)
+    tmp = _tmp_name(path) if tmp is None else Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bool = False) -> bool:
     """Write ``data`` to ``path`` atomically. Returns True when the file was (re)written."""
     path = Path(path)
@@ -43,17 +62,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bo
         except OSError:
             pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
     return True
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.features import FeatureConfig
-from genrekit.data_tools.fsio import read_csv, write_json_atomic
+from genrekit.data_tools.fsio import atomic_path, read_csv, write_json_atomic
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import manifest_checksum
 from genrekit.errors import UserError
@@ -280,16 +280,8 @@ def best_model_checkpoint(full_model, path: Path, monitor: str = "val_loss", mod
 
 def save_model(model, path: Path) -> None:
     """Save a .keras file atomically (a temporary name, renamed when complete)."""
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path, path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 def stop_on_non_finite_loss():
