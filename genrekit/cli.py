@@ -28,11 +28,14 @@ from genrekit.demo import run_demo
 from genrekit.embed import FORMATS as EMBED_FORMATS
 from genrekit.embed import backbone_embedder, embed_files, run_embedder
 from genrekit.errors import UserError
+from genrekit.evaluate import compare, eval_dir, evaluate, evaluate_folder, format_metrics
 from genrekit.evaluation.gan_quality import format_quality
 from genrekit.export import FORMATS as EXPORT_FORMATS
 from genrekit.export import SUFFIX_FORMATS, export, export_bundle
 from genrekit.gan import gan_generate, gan_train
 from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
+from genrekit.predict import CsvOut, check_csv_target, format_line, iter_predictions
+from genrekit.train import train
 from genrekit.training import PHASE_DEFAULTS, TrainOptions, format_summary, parse_hparams
 from genrekit.weights import fetch
 
@@ -266,8 +269,6 @@ def _train_defaults() -> dict:
 
 
 def cmd_train(a) -> int:
-    from genrekit.train import train  # TensorFlow
-
     arch = a.arch or ("tempocnn" if a.task == "tempo" else DEFAULT_ARCH)
     opts = TrainOptions(data=a.data, arch=arch, phase=a.phase, out=a.out, from_run=a.from_run,
                         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
@@ -284,8 +285,6 @@ def cmd_train(a) -> int:
 # -- predict / export ------------------------------------------------------------------------
 
 def cmd_predict(a) -> int:
-    from genrekit.predict import CsvOut, check_csv_target, format_line, iter_predictions
-
     preds = iter_predictions(a.files, a.model, top_k=a.top_k, reject=a.reject, reject_threshold=a.reject_threshold,
                              hop_s=a.hop, timeline_dir=a.timeline)
     if a.csv:
@@ -351,8 +350,6 @@ def cmd_embed(a) -> int:
 # -- evaluate / compare / cv -----------------------------------------------------------------
 
 def cmd_evaluate(a) -> int:
-    from genrekit.evaluate import eval_dir, evaluate, format_metrics
-
     res = evaluate(a.model, a.data, split=a.split, out=a.out, batch_size=a.batch_size, tempo_file=a.tempo_file,
                    reject_threshold=a.reject_threshold)
     print(format_metrics(res))
@@ -361,8 +358,6 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    from genrekit.evaluate import compare
-
     print(compare(a.runs, csv_path=a.csv, level=a.level, split=a.split), end="")
     if a.csv:
         print(f"\nCSV: {a.csv}")
@@ -402,8 +397,6 @@ def cmd_fetch_spotify(a) -> int:
 
 
 def cmd_eval_spotify(a) -> int:
-    from genrekit.evaluate import evaluate_folder, format_metrics
-
     res = evaluate_folder(a.model, a.data, out=a.out, features_dir=a.features, workers=a.workers,
                           batch_size=a.batch_size, progress=not a.quiet, reject_threshold=a.reject_threshold)
     print(format_metrics(res))

@@ -19,9 +19,11 @@ from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.data_tools.loaders import select
 from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
+from genrekit.evaluate import evaluate_rows
 from genrekit.models import get_arch
 from genrekit.models.registry import check_hparams
 from genrekit.runs import Run, atomic_output, make_folders
+from genrekit.train import train
 from genrekit.training import TrainOptions, check_options
 
 CV_FIGURES = ("top1", "top2", "f1_macro", "f1_micro", "auc_macro")
@@ -107,8 +109,6 @@ def _run_folds(out: Path, data: Path, arch: str, folds: int, seed: int, rows, ge
                keep_augmented: bool, kw0: dict, fold_kwargs, log) -> list[dict]:
     """Each fold: its view, its run (complete-or-absent), its test evaluation (complete-or-absent);
     a fold whose evaluation is complete is taken as it is."""
-    from genrekit.evaluate import evaluate_rows  # TensorFlow
-    from genrekit.train import train
 
     per_fold = []
     for k, test in enumerate(fold_tracks, start=1):

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from genrekit.data_tools.features import FeatureConfig
 from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+from genrekit.predict import format_table, predict_files
 from genrekit.synth import SYNTH_GENRES, synth_track, write_synthetic_set
+from genrekit.train import train
 from genrekit.training import TrainOptions, format_summary
 
 
@@ -30,8 +32,6 @@ def demo_settings():
 def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
     import soundfile as sf
 
-    from genrekit.predict import format_table, predict_files  # TensorFlow
-    from genrekit.train import train
 
     out = Path(out)
     per_genre = 6 if quick else 12

@@ -34,6 +34,15 @@ from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
 from genrekit.errors import UserError
 from genrekit.models.errors import ModelError
 from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
+from genrekit.models.track import is_track_model, window_embedder
+from genrekit.predict import (
+    BLOCK_SECONDS,
+    MIN_SECONDS,
+    STREAM_ABOVE_SECONDS,
+    streaming_config,
+    window_geometry,
+)
+from genrekit.predict import _inputs as model_inputs
 from genrekit.runs import Run
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
@@ -43,8 +52,6 @@ BATCH_WINDOWS = 32  # windows per backbone call: bounds activation memory (as tr
 
 def run_embedder(run_path):
     """(source, per-window embedding model) of a run."""
-    from genrekit.models.track import is_track_model, window_embedder
-
     run = Run(run_path)
     if run.task != "genre" or run.arch == "fusion" or len(run.model().inputs) != 1:
         raise UserError(f"{run.path}: embed takes a genre run with one input (this is a {run.task} {run.arch} run)")
@@ -77,7 +84,6 @@ def backbone_embedder(name: str, weights: str = "msd", layer: str = "penultimate
 
 
 def _inputs(feats, kind):
-    from genrekit.predict import _inputs as model_inputs
 
     return model_inputs(feats, kind)
 
@@ -85,14 +91,6 @@ def _inputs(feats, kind):
 def embed_file(path, emb) -> tuple[np.ndarray, np.ndarray]:
     """(start seconds of each window, embeddings windows x dims) of one audio file; a file
     longer than predict's streaming limit is read block by block, in bounded memory."""
-    from genrekit.predict import (
-        BLOCK_SECONDS,
-        MIN_SECONDS,
-        STREAM_ABOVE_SECONDS,
-        streaming_config,
-        window_geometry,
-    )
-
     cfg, sr = emb.feature_config, emb.feature_config.sr
     native_sr, _, frames = audio_info(path)
     seconds = frames / native_sr

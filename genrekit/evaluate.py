@@ -56,6 +56,7 @@ from genrekit.openset import (
 )
 from genrekit.prediction import run_rows
 from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
+from genrekit.tempo import evaluate_tempo, format_tempo
 
 EVAL_DIR = "eval"
 METRICS = "metrics.json"
@@ -142,7 +143,6 @@ def check_csv_target(path) -> None:
 def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:
     """ECE (15 bins), NLL and reliability bins before and after the run's temperature, at track
     level (mean window probabilities, what predict prints) and clip level."""
-
     T = run.temperature
     _, ty, tp = aggregate_tracks(track_ids, y, proba)
     out = {"temperature": T, "bins": N_BINS, "track": calibration_figures(tp, ty, T, N_BINS),
@@ -160,7 +160,6 @@ def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, 
     tracks: the share of unknown music rejected, the share of known music accepted and the
     accuracy kept. ``pooled`` (track id -> pooled embedding) is needed by the run's
     embedding-distance rule."""
-
     T = run.temperature
     kid, ty, tp = aggregate_tracks(known_ids, y, proba)
     tu, uid = np.zeros((0, len(run.labels))), []
@@ -223,7 +222,6 @@ def _uses_distance_rule(run: Run, threshold: float | None) -> bool:
 def _track_model_rows(run: Run, folder: Path, rows: list[dict]) -> tuple[np.ndarray, dict]:
     """(per-row probabilities, track id -> pooled embedding) of a track model, from one pass of
     its backbone: each row carries its track's probabilities, as ``run_rows`` gives them."""
-
     tids, emb = track_embeddings(run.model(), folder, rows)
     tp = pooled_probabilities(run.model(), emb)
     at = {t: i for i, t in enumerate(tids)}
@@ -235,7 +233,6 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     """Predict ``rows`` (feature files under ``folder``), write metrics, plots and report to ``out``;
     the results are labelled with ``split``. Rows of genre ``unknown`` (music of none of the
     run's genres) are kept out of the classification figures and give the open-set figures."""
-
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
     check_leakage(run, {r["track_id"] for r in rows})
@@ -272,7 +269,6 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
     """``predictions.csv``: one row per track (its windows' mean probabilities, calibrated with the
     run's temperature, as ``predict`` prints them): track, true genre, predicted genre, whether
     it is right, then the top-k genres with their probabilities."""
-
     names = sorted(set(genres))
     tracks, y, p = aggregate_tracks(track_ids, np.array([names.index(g) for g in genres]), proba)
     p = apply_temperature(p, run.temperature) if run.task == "genre" else p
@@ -301,7 +297,6 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
     plot_per_genre(res["track"], run.labels, out / "per_genre.png", f"{title} — per genre (tracks)")
     plot_roc(res["track"], out / "roc.png", f"{title} — ROC (tracks)")
     if res.get("calibration"):
-
         cal = res["calibration"]["track"]
         plot_reliability(cal["reliability_before"], cal["reliability_after"], out / "reliability.png",
                          f"{title} — reliability (tracks)", temperature=res["calibration"]["temperature"])
@@ -329,8 +324,6 @@ def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32
     check_results_folder(out)
     run.model()  # a model whose outputs don't match labels.json fails here, first
     if run.task == "tempo":
-        from genrekit.tempo import evaluate_tempo
-
         with created_or_absent(out):
             return evaluate_tempo(run, data, split, out, tempo_file)
     fc = check_feature_config(run, data)
@@ -348,7 +341,6 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     """Score a run on a folder-per-genre audio set (e.g. one built by fetch-spotify): render its
     features with the run's own feature config (no augmentation, every track in "test"), then
     evaluate through the same code as ``genrekit evaluate``."""
-
     run = Run(run_path)
     if run.task != "genre":
         raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
@@ -384,8 +376,6 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
 
 def format_metrics(res: dict) -> str:
     if res.get("task") == "tempo":
-        from genrekit.tempo import format_tempo
-
         return format_tempo(res)
     c, t = res["clip"], res["track"]
     return "\n".join([
@@ -478,7 +468,6 @@ def split_results(run: Run, split: str) -> tuple[dict, str, Path | None]:
 def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "test") -> str:
     """One table of the runs' settings and their figures on ``split`` (each row names the split
     and where its figures come from); Markdown returned, CSV written."""
-
     check_split_name(split)
     if csv_path:
         check_csv_target(csv_path)

@@ -14,6 +14,7 @@ import numpy as np
 
 from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.errors import UserError
+from genrekit.modelcard import MODEL_FILES, model_card, model_card_markdown
 from genrekit.openset import OPENSET_FILE, load_distance_stats
 from genrekit.runs import EXPORT_MARKER, Run, atomic_output, load_model
 
@@ -55,7 +56,6 @@ def export_bundle(run_path, formats, out=None) -> Path:
     into place, so a failed export leaves the previous bundle as it was. An existing ``out`` is
     replaced only when it is a genrekit bundle holding nothing else (or an empty folder, or a
     folder of earlier genrekit model exports); anything else is refused, never deleted."""
-    from genrekit.modelcard import MODEL_FILES, model_card, model_card_markdown
 
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]

@@ -43,6 +43,7 @@ from genrekit.models.transfer import set_phase, split_at_base
 from genrekit.openset import fit_open_set
 from genrekit.prediction import predict_rows
 from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
+from genrekit.trackhead import fit_track_head
 from genrekit.training import (
     PHASE_DEFAULTS,
     Plan,
@@ -212,8 +213,6 @@ class GenreTask(Task):
         head_fit = None
         t_base = 0.0
         if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
-            from genrekit.trackhead import fit_track_head
-
             head_fit = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
                                       variants=bool(opts.hparams.get("variants", False)), log=log)
         elif cached:

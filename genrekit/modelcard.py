@@ -198,7 +198,7 @@ def model_card_markdown(card: dict) -> str:
               "`genrekit predict` (to 1e-4) for the musicnn and melspec feature kinds:", "", "```python",
               "import json, librosa, numpy as np, onnxruntime as ort",
               "cfg = json.load(open('feature_config.json')); labels = json.load(open('labels.json'))",
-              f"y, _ = librosa.load('song.wav', sr=cfg['sr'], mono=True, res_type='soxr_hq')",
+              "y, _ = librosa.load('song.wav', sr=cfg['sr'], mono=True, res_type='soxr_hq')",
               "# ... features and windows as in 'Input' above -> x",
               "sess = ort.InferenceSession('model.onnx')",
               "p = sess.run(None, {sess.get_inputs()[0].name: x})[0]" +

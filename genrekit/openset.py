@@ -35,7 +35,9 @@ from genrekit.evaluation.calibration import (
     fit_knn_distance,
     knn_distance,
 )
+from genrekit.models.track import is_track_model
 from genrekit.runs import CALIBRATION
+from genrekit.trackhead import pooled_embeddings, track_groups
 
 OPENSET_FILE = "openset.npz"
 RULE_DISTANCE = "embedding_distance"
@@ -47,16 +49,12 @@ STAT_KEYS = ("mean", "scale", "components", "train", "k")
 
 def has_track_embedding(model) -> bool:
     """True for models whose tracks have a pooled embedding (a ``track_pooling`` layer)."""
-    from genrekit.models.track import is_track_model  # deferred: Keras
-
     return is_track_model(model)
 
 
 def track_embeddings(model, folder, rows: list[dict]) -> tuple[list[str], np.ndarray]:
     """(track ids sorted, pooled embeddings in that order) of the original rows in ``rows``,
     through the model's own backbone and pooling (the order of ``aggregate_tracks``)."""
-    from genrekit.trackhead import pooled_embeddings, track_groups  # deferred: Keras
-
     rows = [r for r in rows if r.get("augmentation", "original") == "original"]
     groups = sorted(track_groups(rows), key=lambda ix: rows[ix[0]]["track_id"])
     if not groups:
@@ -150,7 +148,6 @@ def load_distance_stats(run) -> dict:
 
 class Rejector:
     """Decides ``unknown`` for one track: ``rule`` and ``threshold`` say how."""
-
     def __init__(self, rule: str, threshold: float, stats: dict | None = None, source: str = "the run"):
         self.rule, self.threshold, self.stats, self.source = rule, float(threshold), stats, source
 

@@ -392,7 +392,7 @@ def load_model(path):
     """Load a .keras file in Keras' safe mode (nothing in the file is executed)."""
     import keras
 
-    import genrekit.models.track  # noqa: F401 - registers genrekit's own layers (track pooling) for deserialisation
+    import genrekit.models.track_layers  # noqa: F401 - registers genrekit's own layers (track pooling) for deserialisation
 
     if str(path).endswith(".keras") and Path(path).is_file() and not zipfile.is_zipfile(path):
         raise UserError(f"model file {path} is unreadable: truncated or corrupt (not a complete .keras archive)")

@@ -111,7 +111,7 @@ def test_importing_the_registry_does_not_load_tensorflow():
 
 def test_the_tensorflow_check_can_fail():
     """The same subprocess check sees a module that does load Keras."""
-    code = ("import sys, genrekit.models.track\n"
+    code = ("import sys, genrekit.models.track_layers\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "keras" in out.stdout

@@ -284,13 +284,13 @@ def test_tempo_annotations_must_be_finite_and_positive(tmp_path, bpm):
 
 
 def test_a_cv_that_fails_before_any_fold_finishes_leaves_nothing(tiny_features, tmp_path, capsys, monkeypatch):
-    import genrekit.train
+    import genrekit.cv
     from genrekit.errors import UserError
 
     def fails(opts):
         raise UserError("simulated failure in fold 1")
 
-    monkeypatch.setattr(genrekit.train, "train", fails)
+    monkeypatch.setattr(genrekit.cv, "train", fails)  # the name cv calls
     line = _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
                                     "--out", str(tmp_path / "new" / "cv")]))
     assert "simulated failure" in line and list(tmp_path.iterdir()) == []

@@ -49,7 +49,8 @@ def test_two_classes_give_two_columns():
 def test_track_pooling_layer_matches_numpy():
     import keras
 
-    from genrekit.models.track import TrackPooling, pool_track
+    from genrekit.models.track import pool_track
+    from genrekit.models.track_layers import TrackPooling
 
     x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype(np.float32)
     layer = TrackPooling(("mean", "std", "max"))
