@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from genrekit.models.errors import ModelError
+from genrekit.models.track import build_track_classifier
 
 if TYPE_CHECKING:
     import keras
@@ -242,7 +243,6 @@ def build_musicnn_track(input_shape, num_classes: int, weights: str | None = "ms
     regularised logistic regression (``genrekit train`` does this; see genrekit.models.track).
     ``variants`` is read by the training, not here: fit on augment's training variants too
     (default: the original recordings only, which held up better on music from outside GTZAN)."""
-    from genrekit.models.track import build_track_classifier
 
     stats = tuple(s.strip() for s in stats.split(",") if s.strip()) if isinstance(stats, str) else tuple(stats)
     base = embedding_model(input_shape, weights, weights_dir, variant, embedding)
