@@ -89,6 +89,16 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def csv_header(path) -> list[str]:
+    """The column names on an existing CSV file's first line; ``[]`` when it cannot be read as text
+    (how a command recognises a table it wrote before replacing it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
 def save_npy_atomic(path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)

@@ -21,6 +21,7 @@ import numpy as np
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.catalogue import find_tracks
 from genrekit.data_tools.fsio import (
+    csv_header,
     read_csv,
     write_csv_atomic,
     write_json_atomic,
@@ -130,14 +131,8 @@ def check_csv_target(path) -> None:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"--csv {p} is a folder")
-    if p.exists():
-        try:
-            with open(p, encoding="utf-8") as fh:
-                header = fh.readline().strip().split(",")
-        except (OSError, UnicodeDecodeError):
-            header = []
-        if header[:2] != ["run", "arch"]:
-            raise UserError(f"--csv {p} already exists and is not a genrekit compare table; choose another path")
+    if p.exists() and csv_header(p)[:2] != ["run", "arch"]:
+        raise UserError(f"--csv {p} already exists and is not a genrekit compare table; choose another path")
 
 
 def calibration_results(run: Run, track_ids, y: np.ndarray, proba: np.ndarray) -> dict:

@@ -32,7 +32,7 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError
 from genrekit.data_tools.features import extract, get_kind
-from genrekit.data_tools.fsio import _tmp_name
+from genrekit.data_tools.fsio import _tmp_name, csv_header
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
@@ -647,14 +647,9 @@ def check_csv_target(path) -> None:
         raise UserError(f"--csv {p} is not a regular file path")
     if not p.parent.is_dir():
         raise UserError(f"--csv {p}: folder {p.parent} not found")
-    if p.exists():
-        try:
-            with open(p, encoding="utf-8") as fh:
-                header = fh.readline().strip().split(",")
-        except (OSError, UnicodeDecodeError):
-            header = []
-        if header[:2] != ["file", "genre"] or "reject_rule" not in header:
-            raise UserError(f"--csv {p} already exists and is not a genrekit predict table; choose another path")
+    header = csv_header(p) if p.exists() else None
+    if header is not None and (header[:2] != ["file", "genre"] or "reject_rule" not in header):
+        raise UserError(f"--csv {p} already exists and is not a genrekit predict table; choose another path")
 
 
 class CsvOut:
