@@ -3,8 +3,6 @@ import numpy as np
 
 
 def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
-    import tensorflow as tf
-
     from genrekit.genre import base_outputs
     from genrekit.models import build_model
     from genrekit.models.transfer import set_phase, split_at_base
@@ -13,8 +11,7 @@ def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
     set_phase(m, "transfer")
     extractor, _ = split_at_base(m)
     x = np.random.default_rng(0).random((5, 32, 32, 1)).astype("float32")
-    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(5))).batch(2)  # batches of 2, 2, 1
-    out = base_outputs(extractor, ds, 5)
+    out = base_outputs(extractor, iter([x[0:2], x[2:4], x[4:5]]), 5)  # a partial last batch
     assert out.shape == (5, *extractor.output_shape[1:]) and out.dtype == np.float32
     np.testing.assert_allclose(out, np.asarray(extractor(x, training=False)), rtol=1e-5, atol=1e-6)
     # each row is its own input's output, not a neighbour's
@@ -45,3 +42,25 @@ def test_fused_adam_follows_keras_adam():
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
         assert np.abs(b - s).max() > 1e-3  # the fused updates moved every weight
     assert int(model.optimizer.iterations) == 12
+
+
+def test_cached_batches_come_in_the_order_of_a_shuffled_tensor_slice_dataset():
+    """The head's batches are gathered from the cached array where it lies, in the order (and
+    per-epoch reshuffling) that ``from_tensor_slices(...).shuffle(n, seed).batch(b)`` gives."""
+    import tensorflow as tf
+
+    from genrekit.genre import cached_batches
+
+    rng = np.random.default_rng(3)
+    f, y = rng.random((23, 4, 2)).astype("float32"), rng.integers(0, 5, 23)
+    ours = cached_batches(f, y, 5, seed=7)
+    ref = tf.data.Dataset.from_tensor_slices((f, y)).shuffle(23, seed=7, reshuffle_each_iteration=True).batch(5)
+    epochs = []
+    for _ in range(2):
+        got, want = list(ours), list(ref)
+        assert [len(b[0]) for b in got] == [5, 5, 5, 5, 3]
+        for (xa, ya), (xb, yb) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(np.asarray(xa), np.asarray(xb))
+            np.testing.assert_array_equal(np.asarray(ya), np.asarray(yb))
+        epochs.append(np.concatenate([np.asarray(b[1]) for b in got]))
+    assert not np.array_equal(epochs[0], epochs[1]) or len(set(y)) == 1  # reshuffled every epoch
