@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genrekit.data_tools.audio import load_audio, stream_audio
 from genrekit import predict as P
+from genrekit.data_tools.audio import load_audio, stream_audio
 from genrekit.errors import UserError
 from genrekit.runs import Run
 
@@ -289,6 +289,32 @@ def test_a_batched_folder_gives_the_per_file_results_in_order(mfcc_run, tmp_path
     for f, (p, pooled) in zip(good, batched, strict=True):
         np.testing.assert_allclose(p, P.predict_file(f, mfcc_run), atol=1e-5)
         assert pooled is None
+
+
+@pytest.mark.slow
+def test_blas_runs_on_one_thread_while_predicting_and_is_given_back(mfcc_run, tmp_path):
+    """OpenBLAS's spinning threads took the cores the model call and the decoding workers need:
+    predict limits NumPy's BLAS to one thread while it iterates, in both modes, and only then."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # NumPy's BLAS loaded
+    d = _folder_of_tracks(tmp_path, mfcc_run.feature_config.sr)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        for batch in (False, True):
+            seen = []
+            for _ in P.iter_predictions([str(d)], mfcc_run, batch=batch):
+                seen.append(blas_threads())
+            assert len(seen) == 6 and all(s == {1} for s in seen)
+            assert blas_threads() == {2}  # given back when the iteration ends
+        it = iter(P.iter_predictions([str(d)], mfcc_run))
+        next(it)
+        assert blas_threads() == {1}
+        it.close()  # ... or is abandoned
+        assert blas_threads() == {2}
 
 
 def test_a_track_model_batched_over_files_equals_file_by_file():
