@@ -222,7 +222,7 @@ class GenreTask(Task):
             all_rows = train_rows + valid_rows
             log(f"computing frozen {spec.name} base outputs once for {len(train_rows)} + {len(valid_rows)} inputs")
             f_all = base_outputs(extractor, feature_batches(data, all_rows, kind, opts.batch_size), len(all_rows), jit)
-            f_tr, f_va = f_all[:len(train_rows)], f_all[len(train_rows):]
+            n_tr = len(train_rows)
             t_base = time.perf_counter() - t0
             # the head trains on the cached arrays through one tf.data pipeline (shuffled per
             # epoch, prefetched, the validation batches cached), not Keras' per-epoch array adapter
@@ -231,8 +231,9 @@ class GenreTask(Task):
             # the optimizer's slots made now, not inside the first trace of the train step (a
             # tf.function that creates variables is traced twice: ~1 s of a 10 s run here)
             head.optimizer.build(head.trainable_variables)
-            fds_tr = cached_batches(f_tr, y_tr, opts.batch_size, opts.seed)
+            fds_tr = cached_batches(f_all, np.arange(n_tr), y_tr, opts.batch_size, opts.seed)
             fds_tr = prepare_targets(fds_tr, opts, len(labels), train=True).prefetch(2)
+            f_va = tf.gather(f_all, np.arange(n_tr, len(all_rows)))
             fds_va = prepare_targets(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
                                      len(labels), train=False).cache()
             # no full-model checkpoint at every improving epoch: only the head changes in this phase,
@@ -300,14 +301,16 @@ def feature_batches(folder, rows: list[dict], kind: str, batch_size: int):
         yield load_arrays(folder, rows[i:i + batch_size], kind)
 
 
-def base_outputs(extractor, batches, n: int, jit=False) -> np.ndarray:
+def base_outputs(extractor, batches, n: int, jit=False):
     """The frozen base's outputs for the ``n`` inputs of ``batches`` (arrays of inputs, in
-    order), in one preallocated array. One
-    function traced for every batch size: Keras' ``predict``
-    traces the whole base again for a partial last batch (a second trace of ~1 s on a 2-core
-    CPU, in a pass of ~5 s over 150 images). The base runs as its inference copy with the
-    BatchNorm layers folded into the convolutions (``genrekit.models.folding``: the same outputs
-    to float round-off, the MobileNet base ~1.5x faster on a CPU)."""
+    order), in one TensorFlow variable of shape (n, ...), not trainable, written batch by batch
+    in place: the head's batches are gathered from it (:func:`cached_batches`) with no copy of
+    the whole (a NumPy array then a tensor made of it took 1.5-2 s more for MobileNet's
+    370 x 65,536 outputs on a 2-core CPU). One function traced for every batch size: Keras'
+    ``predict`` traces the whole base again for a partial last batch (a second trace of ~1 s).
+    The base runs as its inference copy with the BatchNorm layers folded into the convolutions
+    (``genrekit.models.folding``: the same outputs to float round-off, the MobileNet base ~1.5x
+    faster on a CPU)."""
     import tensorflow as tf
 
     extractor = fold_batchnorm(extractor)
@@ -316,26 +319,28 @@ def base_outputs(extractor, batches, n: int, jit=False) -> np.ndarray:
                        jit_compile=bool(jit))
     out, i = None, 0
     for x in batches:
-        f = step(x).numpy()
+        f = step(x)
         if out is None:
-            out = np.empty((n, *f.shape[1:]), f.dtype)
-        out[i:i + len(f)] = f
+            out = tf.Variable(tf.zeros((n, *f.shape[1:]), f.dtype), trainable=False, name="base_outputs")
+        if i + len(f) > n:
+            raise RuntimeError(f"the base pass gave more than {n} outputs")
+        out[i:i + len(f)].assign(f)
         i += len(f)
     if i != n:
         raise RuntimeError(f"the base pass gave {i} outputs for {n} inputs")
     return out
 
 
-def cached_batches(f: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """Shuffled batches (x, y) of the cached base outputs ``f``, reshuffled every epoch: the same
-    order as ``from_tensor_slices((f, y)).shuffle(len(y), seed).batch(batch_size)``, but the
-    shuffled rows are indices and each batch is gathered from one tensor of ``f``. Building that
-    dataset from MobileNet's 350 x 65,536 outputs took 0.65 s on a 2-core CPU (5-10 % of the
-    cached run); one tensor and a gather per batch take 0.2 s and ~0.01 s an epoch."""
+def cached_batches(features, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """Shuffled batches (x, y) of the cached base outputs ``features[rows]`` (a tensor or
+    variable, e.g. :func:`base_outputs`), reshuffled every epoch: the same order as
+    ``from_tensor_slices((features[rows], y)).shuffle(len(y), seed).batch(batch_size)``, but
+    the shuffled elements are row numbers and each batch is gathered from ``features`` where it
+    lies (building that dataset copies all the rows into a new tensor first: 0.65 s for
+    MobileNet's 350 x 65,536 outputs on a 2-core CPU, 5-10 % of the cached run)."""
     import tensorflow as tf
 
-    features = tf.constant(f)
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(y), dtype=np.int64), y))
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, dtype=np.int64), y))
     ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     return ds.map(lambda i, label: (tf.gather(features, i), label))
 

@@ -1,5 +1,6 @@
 """The cached transfer phase's one pass of the frozen base (genrekit.genre.base_outputs)."""
 import numpy as np
+import pytest
 
 
 def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
@@ -11,7 +12,7 @@ def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
     set_phase(m, "transfer")
     extractor, _ = split_at_base(m)
     x = np.random.default_rng(0).random((5, 32, 32, 1)).astype("float32")
-    out = base_outputs(extractor, iter([x[0:2], x[2:4], x[4:5]]), 5)  # a partial last batch
+    out = np.asarray(base_outputs(extractor, iter([x[0:2], x[2:4], x[4:5]]), 5))  # a partial last batch
     assert out.shape == (5, *extractor.output_shape[1:]) and out.dtype == np.float32
     np.testing.assert_allclose(out, np.asarray(extractor(x, training=False)), rtol=1e-5, atol=1e-6)
     # each row is its own input's output, not a neighbour's
@@ -52,9 +53,10 @@ def test_cached_batches_come_in_the_order_of_a_shuffled_tensor_slice_dataset():
     from genrekit.genre import cached_batches
 
     rng = np.random.default_rng(3)
-    f, y = rng.random((23, 4, 2)).astype("float32"), rng.integers(0, 5, 23)
-    ours = cached_batches(f, y, 5, seed=7)
-    ref = tf.data.Dataset.from_tensor_slices((f, y)).shuffle(23, seed=7, reshuffle_each_iteration=True).batch(5)
+    f, y = rng.random((30, 4, 2)).astype("float32"), rng.integers(0, 5, 23)
+    rows = np.arange(23)  # the first 23 rows of the cache (the training inputs), not the rest
+    ours = cached_batches(tf.Variable(f, trainable=False), rows, y, 5, seed=7)
+    ref = tf.data.Dataset.from_tensor_slices((f[:23], y)).shuffle(23, seed=7, reshuffle_each_iteration=True).batch(5)
     epochs = []
     for _ in range(2):
         got, want = list(ours), list(ref)
@@ -64,3 +66,17 @@ def test_cached_batches_come_in_the_order_of_a_shuffled_tensor_slice_dataset():
             np.testing.assert_array_equal(np.asarray(ya), np.asarray(yb))
         epochs.append(np.concatenate([np.asarray(b[1]) for b in got]))
     assert not np.array_equal(epochs[0], epochs[1]) or len(set(y)) == 1  # reshuffled every epoch
+
+
+def test_base_outputs_refuse_a_count_that_does_not_match():
+    from genrekit.genre import base_outputs
+    from genrekit.models import build_model
+    from genrekit.models.transfer import set_phase, split_at_base
+
+    m = build_model("mobilenet", (32, 32, 1), 3, weights=None)
+    set_phase(m, "transfer")
+    extractor, _ = split_at_base(m)
+    x = np.zeros((3, 32, 32, 1), np.float32)
+    for n in (2, 4):
+        with pytest.raises(RuntimeError, match="outputs"):
+            base_outputs(extractor, iter([x]), n)
