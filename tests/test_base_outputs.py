@@ -1,4 +1,6 @@
 """The cached transfer phase's one pass of the frozen base (genrekit.genre.base_outputs)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,27 @@ def test_base_outputs_refuse_a_count_that_does_not_match():
     for n in (2, 4):
         with pytest.raises(RuntimeError, match="outputs"):
             base_outputs(extractor, iter([x]), n)
+
+
+def test_feature_batches_read_ahead_in_order_and_name_a_broken_file(tiny_features, tmp_path):
+    import shutil
+
+    from genrekit.data_tools.errors import DataError
+    from genrekit.data_tools.loaders import load_arrays
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.genre import feature_batches
+
+    rows = [r for r in read_manifest(tiny_features) if r["feature"] == "mel"][:11]
+    got = list(feature_batches(tiny_features, rows, "mel", 4))
+    assert [len(x) for x in got] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(got), load_arrays(tiny_features, rows, "mel"))
+    assert list(feature_batches(tiny_features, [], "mel", 4)) == []
+    # a truncated file in the third batch: the first two come, then an error naming it
+    copy = tmp_path / "feats"
+    shutil.copytree(tiny_features, copy)
+    bad = copy / rows[9]["path"]
+    bad.write_bytes(bad.read_bytes()[:40])
+    it = feature_batches(copy, rows, "mel", 4)
+    assert len(next(it)) == 4 and len(next(it)) == 4
+    with pytest.raises(DataError, match=re.escape(rows[9]["path"].split("/")[-1])):
+        next(it)
