@@ -330,8 +330,9 @@ def base_outputs(extractor, batches, n: int, jit=False):
     out, i = None, 0
     for x in batches:
         f = step(x)
-        if out is None:
-            out = tf.Variable(tf.zeros((n, *f.shape[1:]), f.dtype), trainable=False, name="base_outputs")
+        if out is None:  # in host memory, as the cache always was (the head's batches are gathered by tf.data)
+            with tf.device("/CPU:0"):
+                out = tf.Variable(tf.zeros((n, *f.shape[1:]), f.dtype), trainable=False, name="base_outputs")
         if i + len(f) > n:
             raise RuntimeError(f"the base pass gave more than {n} outputs")
         out[i:i + len(f)].assign(f)

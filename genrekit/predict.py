@@ -496,7 +496,8 @@ class Predictions:
         # bank on one clip), and OpenBLAS's threads spin after each call, taking the cores that
         # TensorFlow's model call and the decoding workers need (MobileNet, 100 files on 2
         # cores: one file at a time used 1.96 cores for the speed that 1.05 gave without them;
-        # batched 37 -> 48-55 files/s)
+        # batched 37 -> 48-55 files/s). The limit is process-wide while the results are being
+        # iterated, and restored when the iteration ends or is closed.
         with threadpool_limits(limits=1, user_api="blas"):
             yield from self._results()
 

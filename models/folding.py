@@ -42,20 +42,31 @@ def foldable_pairs(model: keras.Model) -> dict[int, tuple]:
     """``{id(layer): (layer, bn)}`` for each linear Dense/Conv layer whose only consumer is a
     channels-last BatchNormalization layer, and ``{id(bn): (bn, None)}`` for that BatchNorm;
     nested models included."""
+    import keras
     from keras import activations, layers
 
+    inside = list(model._flatten_layers(include_self=False))
+    own = {id(x) for x in inside}
+    # tensors that a model (this one or a nested one) gives out: a layer's output that is one
+    # of them is seen outside, so the BatchNorm after it cannot be folded into it
+    outputs = {id(t) for m in [model] + [x for x in inside if isinstance(x, keras.Model)]
+               for t in keras.tree.flatten(getattr(m, "outputs", None) or [])}
     pairs: dict[int, tuple] = {}
-    for bn in model._flatten_layers(include_self=False):
+    for bn in inside:
         if not isinstance(bn, layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
             continue
         if bn.axis not in (-1, len(bn.input.shape) - 1):
             continue
-        src = bn._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        x = bn._inbound_nodes[0].input_tensors[0]
+        src = x._keras_history.operation
         if not isinstance(src, (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
             continue
-        if (src.activation is not activations.linear or len(src._inbound_nodes) != 1
+        if (id(src) not in own or id(x) in outputs  # a model that starts after src, or src's output given out
+                or src.activation is not activations.linear or len(src._inbound_nodes) != 1
                 or len(src._outbound_nodes) != 1 or getattr(src, "data_format", "channels_last") != "channels_last"
-                or getattr(src, "lora_enabled", False) or src.dtype_policy.quantization_mode is not None):
+                or getattr(src, "lora_enabled", False) or src.dtype_policy.quantization_mode is not None
+                # float32 only: under mixed precision the folded scale would be applied in float16
+                or src.compute_dtype != "float32" or bn.compute_dtype != "float32"):
             continue
         pairs[id(src)] = (src, bn)
         pairs[id(bn)] = (bn, None)
@@ -113,6 +124,8 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         if id(a) in pairs:
             if pairs[id(a)][1] is not None:
                 b.set_weights(folded_weights(*pairs[id(a)]))
-        elif a.weights:
-            b.set_weights(a.get_weights())
+        elif a.weights:  # the layer's own state, as saving and loading copy it (a Normalization
+            store: dict = {}  # layer recomputes its adapted mean and variance on loading)
+            a.save_own_variables(store)
+            b.load_own_variables(store)
     return copy

@@ -27,7 +27,10 @@ def test_the_folded_copy_computes_what_the_model_computes(name):
 
     model, shapes = _tiny_model(name)
     _randomise_batchnorm(model)
-    x = np.random.default_rng(1).random((3, *shapes[0])).astype("float32")
+    x = np.random.default_rng(1).random((3, *shapes[0])).astype("float32") * 5 + 3
+    for layer in model._flatten_layers(include_self=False):  # an input_norm adapted far from (0, 1)
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
+            layer.adapt(x)
     want = np.asarray(model(x, training=False))
     pairs = foldable_pairs(model)
     folded = fold_batchnorm(model)
@@ -74,3 +77,36 @@ def test_the_copy_owns_its_weights_and_a_conv_with_an_activation_is_not_folded()
     model.get_layer("c").set_weights([w * 0 for w in model.get_layer("c").get_weights()])
     assert not np.allclose(np.asarray(model(x, training=False)), want)
     np.testing.assert_allclose(np.asarray(folded(x, training=False)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_conv_seen_from_outside_is_not_folded():
+    """A conv whose output is also a model output, or that lies before the model's own input,
+    keeps its BatchNorm."""
+    import keras
+
+    def conv_bn():
+        inp = keras.Input((6, 6, 2))
+        t = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
+        return inp, t, keras.layers.BatchNormalization(name="bn")(t)
+
+    inp, t, u = conv_bn()
+    both = keras.Model(inp, [u, t])  # the conv's output is given out too
+    assert foldable_pairs(both) == {} and fold_batchnorm(both) is both
+    inp, t, u = conv_bn()
+    after = keras.Model(t, u)  # a model that starts at the conv's output
+    assert foldable_pairs(after) == {} and fold_batchnorm(after) is after
+    inp, t, u = conv_bn()
+    whole = keras.Model(inp, u)  # nothing seen from outside: folds
+    assert sorted(layer.name for layer, b in foldable_pairs(whole).values() if b is not None) == ["conv"]
+
+
+def test_nothing_folds_under_mixed_precision():
+    import keras
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        inp = keras.Input((6, 6, 2))
+        model = keras.Model(inp, keras.layers.BatchNormalization()(keras.layers.Conv2D(3, 3, use_bias=False)(inp)))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert foldable_pairs(model) == {} and fold_batchnorm(model) is model
