@@ -299,12 +299,11 @@ def feature_batches(folder, rows: list[dict], kind: str, batch_size: int):
     threads as it likes, fought the model for a 2-core CPU's cores: MobileNet's base pass took
     1-2 s longer than decoding each batch between two model calls; one thread one batch ahead
     is ~0.2 s faster than that.)"""
-    starts = range(0, len(rows), batch_size)
     if not rows:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrekit-features") as pool:
         ahead = pool.submit(load_arrays, folder, rows[:batch_size], kind)
-        for i in starts:
+        for i in range(0, len(rows), batch_size):
             x = ahead.result()
             if i + batch_size < len(rows):
                 ahead = pool.submit(load_arrays, folder, rows[i + batch_size:i + 2 * batch_size], kind)

@@ -75,24 +75,21 @@ def foldable_pairs(model: keras.Model) -> dict[int, tuple]:
 
 def folded_weights(layer, bn) -> list[np.ndarray]:
     """[kernel, bias] of ``layer`` with the inference-mode ``bn`` after it folded in."""
+    from keras import layers
+
+    depthwise = isinstance(layer, layers.DepthwiseConv2D)
     kernel = np.asarray(layer.kernel, dtype=np.float64)
     bias = np.asarray(layer.bias, dtype=np.float64) if layer.use_bias else 0.0
     gamma = np.asarray(bn.gamma, dtype=np.float64) if bn.scale else 1.0
     beta = np.asarray(bn.beta, dtype=np.float64) if bn.center else 0.0
     s = gamma / np.sqrt(np.asarray(bn.moving_variance, dtype=np.float64) + bn.epsilon)
-    if kernel.shape[-1] * (kernel.shape[-2] if _is_depthwise(layer) else 1) != len(s):
+    if kernel.shape[-1] * (kernel.shape[-2] if depthwise else 1) != len(s):
         raise ValueError(f"{layer.name}: {kernel.shape} kernel does not match {bn.name}'s {len(s)} channels")
     # a depthwise kernel is (h, w, in, multiplier): output channel c * multiplier + m
-    k = kernel * s.reshape(kernel.shape[-2:]) if _is_depthwise(layer) else kernel * s
+    k = kernel * s.reshape(kernel.shape[-2:]) if depthwise else kernel * s
     b = (bias - np.asarray(bn.moving_mean, dtype=np.float64)) * s + beta
     dtype = layer.kernel.dtype
     return [k.astype(dtype), b.astype(dtype)]
-
-
-def _is_depthwise(layer) -> bool:
-    from keras import layers
-
-    return isinstance(layer, layers.DepthwiseConv2D)
 
 
 def fold_batchnorm(model: keras.Model) -> keras.Model:
