@@ -111,6 +111,29 @@ def fit_temperature(proba, y_true, t_range: tuple[float, float] = T_RANGE) -> fl
     return float(math.exp(best))
 
 
+SHARPEN_MARGIN = 0.02  # nats per track a sharper temperature must gain on held-out tracks to be used
+
+
+def choose_temperature(proba, y_true, allow_sharpen: bool, margin: float = SHARPEN_MARGIN) -> tuple[float, str | None]:
+    """(T, note): the NLL-optimal temperature of held-out predictions, never sharper than the
+    raw model (T < 1) unless ``allow_sharpen`` and the sharper T lowers the held-out NLL by at
+    least ``margin`` nats per track. ``note`` says when T was held at 1.
+
+    Held-out tracks of the collection a model was trained on say little about other music: on
+    GTZAN the out-of-fold NLL of genrekit's default run falls from 0.52 to 0.20 at T = 0.34,
+    while on 150 non-GTZAN tracks that T raises the expected calibration error from 0.14 to 0.23.
+    So only held-out tracks of *other* music (the user's own, in ``genrekit adapt``) may sharpen."""
+    t = fit_temperature(proba, y_true)
+    if t >= 1.0:
+        return t, None
+    gain = nll(proba, y_true) - nll(apply_temperature(proba, t), y_true)
+    if allow_sharpen and gain >= margin:
+        return t, None
+    why = ("the held-out tracks come from the training collection, which says nothing of other music"
+           if not allow_sharpen else f"it gains only {gain:.3f} nats per track (less than {margin:g})")
+    return 1.0, f"a sharper temperature ({t:.3g}) was not used: {why}"
+
+
 def reliability_bins(proba, y_true, n_bins: int = N_BINS) -> dict:
     """Top-label reliability table: per equal-width confidence bin, the number of predictions,
     their mean top probability (confidence) and their accuracy (None for an empty bin)."""

@@ -31,8 +31,8 @@ from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     apply_temperature,
     choose_reject_threshold,
+    choose_temperature,
     expected_calibration_error,
-    fit_temperature,
     nll,
 )
 from genrekit.evaluation.metrics import aggregate_tracks
@@ -42,10 +42,11 @@ from genrekit.models.folding import fold_batchnorm
 from genrekit.models.image_aug import image_augmenter
 from genrekit.models.registry import INPUT_NORM
 from genrekit.models.transfer import set_phase, split_at_base
-from genrekit.openset import fit_open_set
+from genrekit.openset import fit_open_set, track_embeddings
 from genrekit.prediction import predict_rows
 from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
-from genrekit.trackhead import fit_track_head
+from genrekit.trackhead import fit_track_head, grouped_folds
+from genrekit.trackrun import refit_rules, save_embeddings
 from genrekit.training import (
     PHASE_DEFAULTS,
     Plan,
@@ -215,8 +216,10 @@ class GenreTask(Task):
         head_fit = None
         t_base = 0.0
         if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
-            head_fit = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
-                                      variants=bool(opts.hparams.get("variants", False)), log=log)
+            head_fit, fitted = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
+                                              variants=bool(opts.hparams.get("variants", False)), log=log)
+            if not head_fit["variants"]:  # one pooled embedding per training track: kept for the run
+                plan.extra["head_embeddings"] = fitted
         elif cached:
             extractor, head = split_at_base(model)
             # one pass of the frozen base over train + valid (decoded images not kept)
@@ -254,6 +257,7 @@ class GenreTask(Task):
                                                  seed=opts.seed), opts, len(labels), train=False)
             model.fit(ds_tr, validation_data=ds_va, epochs=plan.epochs, callbacks=callbacks, verbose=opts.verbose,
                       shuffle=False)  # the dataset shuffles itself
+        plan.extra["head_fit"] = head_fit
         return {"cached": cached, "head_fit": head_fit, "t_base": t_base}
 
     def save(self, plan: Plan, opts: TrainOptions, model, run_dir: Path, info: dict) -> None:
@@ -288,9 +292,43 @@ class GenreTask(Task):
                 seen[key] = predict_rows(model, plan.data, rs, plan.kind, opts.batch_size)
             return seen[key]
 
-        calibrate_run(run_dir, predict, plan.rows, plan.labels, plan.kind)
-        fit_open_set(run_dir, model, plan.data, plan.rows, plan.kind)  # the rejection rule (genrekit.openset)
+        if plan.extra["spec"].head == "logreg":  # out-of-fold calibration and rules over every known track
+            keep_track_embeddings(run_dir, model, plan, opts.seed)
+        else:
+            calibrate_run(run_dir, predict, plan.rows, plan.labels, plan.kind)
+            fit_open_set(run_dir, model, plan.data, plan.rows, plan.kind)  # the rejection rule (genrekit.openset)
         return evaluate_splits(predict, plan.rows, plan.labels, plan.kind)
+
+
+def keep_track_embeddings(run_dir: Path, model, plan: Plan, seed: int) -> None:
+    """A track-model run keeps the pooled embeddings of its training and validation tracks
+    (``embeddings.npz``, for ``genrekit adapt``), and its temperature and rejection rules are
+    fitted on out-of-fold predictions over all of them (:mod:`genrekit.trackrun`)."""
+    def originals(split):
+        return [r for r in select(plan.rows, plan.kind, (split,)) if r["augmentation"] == "original"]
+
+    if "head_embeddings" in plan.extra:
+        x_tr, y_tr, ids_tr = plan.extra["head_embeddings"]
+    else:  # the head was fitted on augmented variants too: the originals' embeddings
+        ids, x_tr = track_embeddings(model, plan.data, originals("train"))
+        ids_tr = ids
+        y_tr = label_ids([{"genre": g} for g in genres_of(plan.rows, ids)], plan.labels)
+    ids_va, x_va = track_embeddings(model, plan.data, originals("valid"))
+    y_va = label_ids([{"genre": g} for g in genres_of(plan.rows, ids_va)], plan.labels)
+    x = np.concatenate([x_tr, x_va]) if len(ids_va) else np.asarray(x_tr)
+    y = np.concatenate([np.asarray(y_tr), np.asarray(y_va)]).astype(int)
+    ids = [*map(str, ids_tr), *ids_va]
+    save_embeddings(run_dir, x, [plan.labels[i] for i in y], ids,
+                    ["train"] * len(ids_tr) + ["valid"] * len(ids_va), ["run"] * len(ids))
+    C = float(plan.extra["head_fit"]["C"])
+    refit_rules(run_dir, model, x, y, grouped_folds(y, np.array(ids), 5, seed), len(plan.labels), C, seed=seed,
+                log=log)
+
+
+def genres_of(rows: list[dict], track_ids) -> list[str]:
+    """The genre of each track id, from the manifest rows."""
+    genre = {r["track_id"]: r["genre"] for r in rows}
+    return [genre[t] for t in track_ids]
 
 
 def feature_batches(folder, rows: list[dict], kind: str, batch_size: int):
@@ -407,8 +445,10 @@ def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = RE
         elif (tp.argmax(axis=1) == ty).all():
             cal["note"] = ("every validation track is right: the NLL has no finite optimum, "
                            "temperature left at 1")
-        else:
-            cal["temperature"] = fit_temperature(tp, ty)
+        else:  # the validation split is the training collection's: no sharper than the raw model
+            cal["temperature"], note = choose_temperature(tp, ty, allow_sharpen=False)
+            if note:
+                cal["note"] = note
         after = apply_temperature(tp, cal["temperature"])
         cal["reject_threshold"] = choose_reject_threshold(after, accept)
         cal.update({"valid_ece_before": expected_calibration_error(tp, ty),

@@ -186,7 +186,8 @@ def model_card_markdown(card: dict) -> str:
         lines.append(f"- genrekit predict --reject answers `unknown` when the track's pooled embedding is farther than "
                      f"{d['threshold']:.4g} (mean squared distance to its {d['k']} nearest of {d['train_tracks']} "
                      f"training tracks, standardised, {d['dims']} principal components; `openset.npz`) — the "
-                     f"threshold keeps {d['accept']:.0%} of {d['valid_tracks']} validation tracks accepted")
+                     f"threshold keeps {d['accept']:.0%} of {d.get('heldout_tracks', d.get('valid_tracks'))} held-out "
+                     f"tracks accepted ({d.get('threshold_from', 'validation tracks')})")
     elif out.get("reject_threshold") is not None:
         lines.append(f"- genrekit predict --reject answers `unknown` below a calibrated top probability of "
                      f"{out['reject_threshold']:.3f}")

@@ -67,13 +67,55 @@ def pooled_probabilities(model, pooled: np.ndarray) -> np.ndarray:
     return np.asarray(model.get_layer("predictions")(np.asarray(pooled, dtype=np.float32)), dtype=np.float64)
 
 
+def out_of_fold_distances(x: np.ndarray, splits) -> np.ndarray:
+    """Each held-out track's embedding distance to the tracks of the other folds (what a
+    track the rule has never seen scores), for the (train, held-out) index pairs ``splits``."""
+    d = np.full(len(x), np.nan)
+    for tr, te in splits:
+        d[te] = knn_distance(fit_knn_distance(x[tr], KNN_K, KNN_DIMS), x[te])
+    return d
+
+
+def write_distance_rule(run_dir, cal: dict, x: np.ndarray, splits, accept: float = REJECT_ACCEPT) -> dict:
+    """The embedding-distance rule fitted on pooled embeddings ``x`` of every known track the
+    run has (statistics in ``openset.npz``), its threshold chosen on out-of-fold distances
+    (``splits``) to keep ``accept`` of those tracks accepted; recorded in ``cal``."""
+    stats = fit_knn_distance(x, KNN_K, KNN_DIMS)
+    held = out_of_fold_distances(x, splits)
+    held = held[np.isfinite(held)]
+    th = choose_distance_threshold(held, accept)
+    buf = io.BytesIO()
+    np.savez(buf, **stats)
+    write_bytes_atomic(Path(run_dir) / OPENSET_FILE, buf.getvalue())
+    cal["reject_rule"] = RULE_DISTANCE
+    cal.pop("reject_rule_note", None)
+    cal["distance"] = {"file": OPENSET_FILE, "threshold": th, "accept": accept, "k": int(stats["k"]),
+                       "dims": int(stats["components"].shape[0]), "train_tracks": int(len(x)),
+                       "heldout_tracks": int(len(held)), "threshold_from": "out-of-fold distances",
+                       "score": "mean squared distance of the pooled track embedding to its k nearest "
+                                "training tracks (standardised, principal components)"}
+    return cal
+
+
+def log_rule(cal: dict, accept: float, log) -> None:
+    if cal["reject_rule"] == RULE_DISTANCE:
+        d = cal["distance"]
+        log(f"open set: embedding-distance rule, threshold {d['threshold']:.4g} (keeps {accept:.0%} of "
+            f"{d.get('heldout_tracks', d.get('valid_tracks'))} held-out tracks; {d['train_tracks']} tracks in "
+            f"{OPENSET_FILE})")
+    else:
+        log(f"open set: top-probability rule ({cal['reject_rule_note']})")
+
+
 def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: float = REJECT_ACCEPT,
-                 log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
+                 log=lambda m: print(m, file=sys.stderr, flush=True), embeddings=None) -> dict:
     """Choose and fit the run's rejection rule after ``calibration.json`` is written (by the
     calibration step), and record it there: the embedding-distance rule when the model has a
     track embedding and there are at least ``MIN_TRACKS`` training and validation tracks
-    (statistics written to ``openset.npz``), else the top-probability rule. Returns the
-    updated calibration."""
+    (statistics written to ``openset.npz``), else the top-probability rule. ``embeddings``
+    (a track model's ``(x, splits)``: pooled embeddings of its known tracks and out-of-fold
+    splits over them, as the default recipe computes them) fits the distance rule on all of
+    them with its threshold chosen out of fold. Returns the updated calibration."""
     run_dir = Path(run_dir)
     cal_path = run_dir / CALIBRATION
     cal = json.loads(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
@@ -81,6 +123,13 @@ def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: fl
     cal.pop("distance", None)
     if not has_track_embedding(model):
         cal["reject_rule_note"] = "the model has no track embedding: rejection by top calibrated probability"
+    elif embeddings is not None:
+        x, splits = embeddings
+        if len(x) < 2 * MIN_TRACKS or not splits:
+            cal["reject_rule_note"] = (f"{len(x)} known tracks (fewer than {2 * MIN_TRACKS}, or too few per genre for "
+                                       "folds): too few for the embedding-distance rule; rejection by top probability")
+        else:
+            write_distance_rule(run_dir, cal, x, splits, accept)
     else:
         def originals(split):
             return [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]
@@ -102,16 +151,12 @@ def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: fl
             cal.pop("reject_rule_note", None)
             cal["distance"] = {"file": OPENSET_FILE, "threshold": th, "accept": accept, "k": int(stats["k"]),
                                "dims": int(stats["components"].shape[0]), "train_tracks": int(len(xtr)),
-                               "valid_tracks": int(len(xva)),
+                               "valid_tracks": int(len(xva)), "heldout_tracks": int(len(xva)),
+                               "threshold_from": "validation tracks",
                                "score": "mean squared distance of the pooled track embedding to its k nearest "
                                         "training tracks (standardised, principal components)"}
     write_json_atomic(cal_path, cal, only_if_changed=False)
-    if cal["reject_rule"] == RULE_DISTANCE:
-        d = cal["distance"]
-        log(f"open set: embedding-distance rule, threshold {d['threshold']:.4g} (keeps {accept:.0%} of "
-            f"{d['valid_tracks']} validation tracks; {d['train_tracks']} training tracks in {OPENSET_FILE})")
-    else:
-        log(f"open set: top-probability rule ({cal['reject_rule_note']})")
+    log_rule(cal, accept, log)
     return cal
 
 

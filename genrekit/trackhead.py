@@ -68,54 +68,187 @@ def pooled_embeddings(model, folder, rows: list[dict], groups: list[list[int]], 
     return np.stack(out)
 
 
-def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int = 0,
-                            folds: int = 5) -> dict:
-    """Standardise, then logistic regression with C chosen by stratified, grouped inner CV.
-    Returns the layer's ``kernel`` (features x classes) and ``bias`` with the standardisation
-    folded in, and what was chosen."""
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import StratifiedGroupKFold
+def _standardiser(x: np.ndarray, sample_weight=None):
+    """A StandardScaler fitted on ``x`` whose scales are floored: a near-constant feature would
+    get a huge folded weight that magnifies float round-off in other runtimes (ONNX, TFLite),
+    so its scale is floored at 1e-3 of the median feature's."""
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(x)
-    # a near-constant feature would get a huge folded weight that magnifies float round-off in
-    # other runtimes (ONNX, TFLite): its scale is floored at 1e-3 of the median feature's
+    scaler = StandardScaler().fit(x, sample_weight=sample_weight)
     scaler.scale_ = np.maximum(scaler.scale_, 1e-3 * np.median(scaler.scale_))
-    z = scaler.transform(x)
-    tracks_per_class = [len(set(groups[y == c])) for c in np.unique(y)]
-    k = min(folds, min(tracks_per_class))
-    if k >= 2:
-        splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(z, y, groups))
-        with warnings.catch_warnings():  # scikit-learn's notices of future defaults; these are set here
-            warnings.simplefilter("ignore", FutureWarning)
-            clf = LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="accuracy", max_iter=5000,
-                                       random_state=seed).fit(z, y)
-        c = float(clf.C_[0])
-    else:  # too few tracks per genre to cross-validate: a strongly regularised default
-        c = 0.01
-        clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(z, y)
+    return scaler
+
+
+def _quiet_fit(clf, z, y, sample_weight=None):
+    with warnings.catch_warnings():  # scikit-learn's notices of future defaults; these are set here
+        warnings.simplefilter("ignore", FutureWarning)
+        return clf.fit(z, y, sample_weight=sample_weight)
+
+
+def _layer_weights(clf, scaler, n_classes: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Keras ``predictions`` layer's (kernel, bias) for a fitted classifier, the
+    standardisation folded in; every label gets a column and a class absent from the fit can
+    never win."""
     coef, intercept = clf.coef_, clf.intercept_
     present = list(clf.classes_)
     if coef.shape[0] == 1:  # two classes: scikit-learn keeps one row (logit of the second class)
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.array([0.0, intercept[0]])
-    # every label gets a column; a genre absent from the training rows can never win
-    w = np.zeros((n_classes, x.shape[1]))
+    w = np.zeros((n_classes, n_features))
     b = np.full(n_classes, -1e4)
     for row, cls in enumerate(present):
         w[int(cls)] = coef[row]
         b[int(cls)] = intercept[row]
     kernel = (w / scaler.scale_).T
     bias = b - (scaler.mean_ / scaler.scale_) @ w.T
-    return {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32), "C": c, "cv_folds": int(k),
-            "scaler": scaler, "classifier": clf}
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def grouped_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) index pairs, stratified by class where it can be and *grouped by
+    track* (a track's rows never sit on both sides); ``[]`` when a class has fewer than two
+    tracks."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    tracks_per_class = [len(set(groups[y == c])) for c in np.unique(y)]
+    k = min(folds, min(tracks_per_class)) if len(tracks_per_class) else 0
+    if k < 2:
+        return []
+    return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, groups))
+
+
+def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int = 0,
+                            folds: int = 5) -> dict:
+    """Standardise, then logistic regression with C chosen by stratified, grouped inner CV.
+    Returns the layer's ``kernel`` (features x classes) and ``bias`` with the standardisation
+    folded in, and what was chosen (``C``, ``cv_folds``, the inner CV's accuracy ``cv_accuracy``
+    and the ``splits`` it used)."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+    scaler = _standardiser(x)
+    z = scaler.transform(x)
+    splits = grouped_folds(y, groups, folds, seed)
+    cv_accuracy = None
+    if splits:
+        clf = _quiet_fit(LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="accuracy", max_iter=5000,
+                                              random_state=seed), z, y)
+        c = float(clf.C_[0])
+        cv_accuracy = float(np.mean(next(iter(clf.scores_.values())), axis=0).max())
+    else:  # too few tracks per genre to cross-validate: a strongly regularised default
+        c = 0.01
+        clf = _quiet_fit(LogisticRegression(C=c, max_iter=5000, random_state=seed), z, y)
+    kernel, bias = _layer_weights(clf, scaler, n_classes, x.shape[1])
+    return {"kernel": kernel, "bias": bias, "C": c, "cv_folds": len(splits), "cv_accuracy": cv_accuracy,
+            "splits": splits, "scaler": scaler, "classifier": clf}
+
+
+def fit_weighted(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, sample_weight=None, seed: int = 0):
+    """One standardised logistic regression at ``C`` with per-row weights: (kernel, bias) of
+    the ``predictions`` layer, and a function giving probabilities (samples x n_classes) of
+    pooled embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    scaler = _standardiser(x, sample_weight)
+    clf = _quiet_fit(LogisticRegression(C=C, max_iter=5000, random_state=seed), scaler.transform(x), y,
+                     sample_weight)
+    kernel, bias = _layer_weights(clf, scaler, n_classes, x.shape[1])
+    return kernel, bias
+
+
+def head_probabilities(kernel: np.ndarray, bias: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of the ``predictions`` layer (kernel, bias) on pooled embeddings:
+    what the Keras layer computes, in float64."""
+    z = np.asarray(x, dtype=np.float64) @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, splits, sample_weight=None,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, which rows were held out) over ``splits``: each held-out row predicted by
+    a head fitted at ``C`` without its track. Rows that no split holds out get no prediction
+    (``held`` False)."""
+    proba = np.zeros((len(x), n_classes))
+    held = np.zeros(len(x), dtype=bool)
+    for tr, te in splits:
+        w = None if sample_weight is None else np.asarray(sample_weight)[tr]
+        kernel, bias = fit_weighted(x[tr], y[tr], n_classes, C, w, seed)
+        proba[te] = head_probabilities(kernel, bias, x[te])
+        held[te] = True
+    return proba, held
+
+
+ADAPT_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)  # C searched when adapting (more regularised than training's)
+ADAPT_WEIGHTS = (1.0, 3.0, 10.0, 30.0)  # weight of one of the user's tracks against one of the run's
+
+
+def user_folds(y_user: np.ndarray, g_user: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds over the user's tracks only (grouped by track, stratified by genre where it can
+    be): up to ``folds`` of them, one per track when there are fewer tracks."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    n_tracks = len(set(g_user))
+    k = min(folds, n_tracks)
+    if k < 2:
+        return []
+    with warnings.catch_warnings():  # a genre with fewer tracks than folds: stratified as far as it goes
+        warnings.simplefilter("ignore", UserWarning)
+        if min(len(set(g_user[y_user == c])) for c in np.unique(y_user)) >= k:
+            return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y_user, y_user, g_user))
+        return list(GroupKFold(n_splits=k).split(y_user, y_user, g_user))
+
+
+def fit_adapted_head(x_run: np.ndarray, y_run: np.ndarray, x_user: np.ndarray, y_user: np.ndarray,
+                     g_user: np.ndarray, n_classes: int, seed: int = 0, folds: int = 5,
+                     c_grid=ADAPT_C_GRID, weights=ADAPT_WEIGHTS) -> dict:
+    """The ``predictions`` layer refitted on a run's pooled track embeddings plus the user's.
+
+    The inverse regularisation C and the weight of each user track against each of the run's
+    tracks are chosen together by cross-validation over the *user's* tracks (grouped by track,
+    stratified where it can be): each fold fits on all the run's tracks and the other user
+    tracks and is scored by the log-loss of the held-out user tracks — the music the adapted
+    model is for. Ties (within 1e-9) go to the smaller weight, then the smaller C. With a
+    single user track there is nothing to hold out: weight 1 and the middle C.
+    Returns kernel, bias, C, weight, the CV log-loss and accuracy of the choice, and the folds."""
+    from sklearn.metrics import log_loss
+
+    x = np.concatenate([x_run, x_user]).astype(np.float64)
+    y = np.concatenate([y_run, y_user]).astype(int)
+    n_run = len(x_run)
+    splits = user_folds(np.asarray(y_user), np.asarray(g_user), folds, seed)
+    table = []
+    if splits:
+        for w in weights:
+            sw = np.concatenate([np.ones(n_run), np.full(len(x_user), w)])
+            for c in c_grid:
+                losses, hits, n = [], 0, 0
+                for tr_u, te_u in splits:
+                    tr = np.concatenate([np.arange(n_run), n_run + tr_u])
+                    kernel, bias = fit_weighted(x[tr], y[tr], n_classes, c, sw[tr], seed)
+                    p = head_probabilities(kernel, bias, x_user[te_u])
+                    losses.append(log_loss(y_user[te_u], np.clip(p, 1e-12, 1.0), labels=np.arange(n_classes))
+                                  * len(te_u))
+                    hits += int((p.argmax(axis=1) == y_user[te_u]).sum())
+                    n += len(te_u)
+                table.append({"weight": float(w), "C": float(c), "cv_log_loss": float(sum(losses) / n),
+                              "cv_accuracy": hits / n})
+        best = min(table, key=lambda r: (round(r["cv_log_loss"], 9), r["weight"], r["C"]))
+    else:
+        best = {"weight": 1.0, "C": float(c_grid[len(c_grid) // 2]), "cv_log_loss": None, "cv_accuracy": None}
+    sw = np.concatenate([np.ones(n_run), np.full(len(x_user), best["weight"])])
+    kernel, bias = fit_weighted(x, y, n_classes, best["C"], sw, seed)
+    return {"kernel": kernel, "bias": bias, "C": best["C"], "weight": best["weight"],
+            "cv_log_loss": best["cv_log_loss"], "cv_accuracy": best["cv_accuracy"], "cv_folds": len(splits),
+            "grid": table, "sample_weight": sw}
 
 
 def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: int, seed: int = 0,
-                   variants: bool = False, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
+                   variants: bool = False, log=lambda m: print(m, file=sys.stderr, flush=True)) -> tuple:
     """Fit the ``predictions`` layer of a track classifier on the training rows: the original
     recordings, or with ``variants`` every augmented variant too (each one more sample);
-    returns what was chosen (C, inner folds, samples)."""
+    returns what was chosen (C, inner folds, samples) and the pooled embeddings it fitted on
+    ``(x, class ids, track ids)``, one row per track or variant."""
     if not variants:
         keep = [i for i, r in enumerate(rows) if r.get("augmentation", "original") == "original"]
         if not keep:
@@ -129,8 +262,9 @@ def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: in
     fit = fit_logistic_regression(x, gy, gtrack, n_classes, seed=seed)
     model.get_layer("predictions").set_weights([fit["kernel"], fit["bias"]])
     log(f"logistic regression: C = {fit['C']:.3g} chosen by {fit['cv_folds']}-fold inner CV grouped by track")
-    return {"C": fit["C"], "cv_folds": fit["cv_folds"], "samples": len(groups), "variants": bool(variants),
-            "tracks": int(len(set(gtrack))), "pooled_features": int(x.shape[1])}
+    summary = {"C": fit["C"], "cv_folds": fit["cv_folds"], "cv_accuracy": fit["cv_accuracy"], "samples": len(groups),
+               "variants": bool(variants), "tracks": int(len(set(gtrack))), "pooled_features": int(x.shape[1])}
+    return summary, (x, gy, gtrack)
 
 
 def embed_windows(embedder, x: np.ndarray) -> np.ndarray:

@@ -93,11 +93,14 @@ def test_training_fits_the_distance_rule(lr_run):
     cal = json.loads((lr_run["run"] / "calibration.json").read_text())
     assert cal["reject_rule"] == RULE_DISTANCE and "reject_threshold" in cal  # the fallback is kept too
     d = cal["distance"]
-    assert d["train_tracks"] == 12 and d["valid_tracks"] == 12 and d["k"] == 5 and d["accept"] == 0.95
-    assert d["dims"] == 11  # at most one fewer than the training tracks
+    # fitted on all 24 known tracks (12 training + 12 validation), the threshold on their
+    # out-of-fold distances (each track scored against the folds without it)
+    assert d["train_tracks"] == 24 and d["heldout_tracks"] == 24 and d["k"] == 5 and d["accept"] == 0.95
+    assert d["threshold_from"] == "out-of-fold distances"
+    assert d["dims"] == 23  # at most one fewer than the tracks
     run = Run(lr_run["run"])
     stats = load_distance_stats(run)
-    assert rule_of(run) == RULE_DISTANCE and stats["train"].shape == (12, 11)
+    assert rule_of(run) == RULE_DISTANCE and stats["train"].shape == (24, 23)
     assert (lr_run["run"] / OPENSET_FILE).stat().st_size < 100_000
 
 
