@@ -345,16 +345,16 @@ def _as_requests_response(r: Response) -> requests.Response:
 
 
 class SpotifySession(requests.Session):
-    """The session spotipy sends through: every request goes to one of the ``allowed`` origins (the
-    API's and the token service's) or is refused, follows no redirect, and is fetched by
+    """The session spotipy sends through: every request goes to the API's origin (``api_origin``)
+    or is the POST to ``token_url``, or it is refused; it follows no redirect, and is fetched by
     :class:`Http` (whole-request deadline, body-size cap, 429 and 5xx retried with back-off and a
     Retry-After bounded by ``max_wait_s``, never past the deadline). spotipy's ``timeout`` and
     ``proxies`` arguments are not used: the deadline and per-read timeout are Http's, proxies come
     from the environment; ``allow_redirects`` is ignored (a redirect is refused)."""
 
-    def __init__(self, allowed, like: Http | None = None):
+    def __init__(self, api_origin: tuple, token_url: str, like: Http | None = None):
         super().__init__()
-        self.allowed = set(allowed)
+        self.api_origin, self.token_url = api_origin, token_url
         self.max_bytes = API_MAX_BYTES
         h = like or Http()
         self.http = Http(retries=h.retries, backoff_s=h.backoff_s, timeout_s=h.timeout_s, deadline_s=h.deadline_s,
@@ -364,7 +364,7 @@ class SpotifySession(requests.Session):
                 verify=True, json=None, allow_redirects=False, **unsupported):
         if unsupported or json is not None or verify is not True:
             raise TypeError(f"SpotifySession does not take {sorted(unsupported) or ['json/verify']}")
-        if origin(url) not in self.allowed:
+        if origin(url) != self.api_origin and not (method.upper() == "POST" and url == self.token_url):
             raise Refused(f"{_where(url)} is not on the Spotify API host; the token is not sent there")
         r = self.http.fetch(url, method=method, params=params, data=data, headers=headers,
                             follow_redirects=False, max_bytes=self.max_bytes)
@@ -395,7 +395,7 @@ class SpotifyApi:
             raise DataError(f"the Spotify API base {printable(self.api_base)} is not an http(s) URL")
         if origin(self.token_url) is None:
             raise DataError(f"the Spotify token URL {printable(self.token_url)} is not an http(s) URL")
-        self.session = SpotifySession({self.origin, origin(self.token_url)}, like=http)
+        self.session = SpotifySession(self.origin, self.token_url, like=http)
         self.auth = SpotifyClientCredentials(client_id, client_secret, requests_session=self.session,
                                              cache_handler=MemoryCacheHandler())
         self.auth.OAUTH_TOKEN_URL = self.token_url

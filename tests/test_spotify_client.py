@@ -48,6 +48,9 @@ def test_the_session_refuses_other_hosts_itself(apis):
         api.session.get(foreign.base + "/v1/search", headers={"Authorization": "Bearer tok"})
     with pytest.raises(Refused):
         api.sp._get(foreign.base + "/v1/search")  # spotipy's own call, below genrekit's host check
+    api.token_url = api.auth.OAUTH_TOKEN_URL = api.session.token_url = foreign.base + "/api/token"
+    with pytest.raises(Refused):  # the token service's host takes its one POST, no API call
+        api.session.get(foreign.base + "/api/token", headers={"Authorization": "Bearer tok"})
     assert foreign.requests == []
 
 
@@ -135,3 +138,12 @@ def test_a_token_refused_early_is_replaced_once(apis):
                                                 "expires_at": int(time.time()) + 3600})
     assert api.search_playlists("jazz", 5)
     assert a.hits["/api/token"] == 1 and a.hits["/v1/search"] == 2
+
+
+def test_token_service_on_another_host_gets_only_the_token_post(apis):
+    a, accounts = apis  # as on Spotify: accounts.spotify.com and api.spotify.com
+    api = SpotifyApi("my-client-id", a.accept_secret, http=Http(retries=0, deadline_s=5),
+                     token_url=accounts.base + "/api/token")
+    assert api.search_playlists("jazz", 5)
+    assert [(p, (auth or "").split()[0]) for p, auth in accounts.requests] == [("/api/token", "Basic")]
+    assert all(auth == "Bearer tok" for _, auth in a.requests)
