@@ -289,10 +289,11 @@ def db_to_image(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 
 def db_to_mfcc(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """MFCC sequence, time first: (frames, n_mfcc) float32."""
-    import scipy.fft
+    """MFCC sequence, time first: (frames, n_mfcc) float32 (``librosa.feature.mfcc`` of the mel dB:
+    an orthonormal type-II DCT over the mel bands, no liftering)."""
+    import librosa
 
-    m = scipy.fft.dct(db, axis=0, type=2, norm="ortho")[: cfg.n_mfcc]
+    m = librosa.feature.mfcc(S=db, n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho", lifter=0)
     return np.ascontiguousarray(m.T, dtype=np.float32)
 
 

@@ -6,6 +6,7 @@ feature files stay where they are.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +33,19 @@ def track_folds(track_genres: dict[str, str], k: int, seed: int = 0) -> list[lis
 
 
 def inner_validation(train_tracks: list[str], track_genres: dict[str, str], fraction: float, seed: int) -> set[str]:
-    """A stratified share of the training tracks held out for early stopping."""
-    rng = np.random.default_rng(seed)
-    out = set()
-    by_genre: dict[str, list[str]] = {}
-    for t in sorted(train_tracks):
-        by_genre.setdefault(track_genres[t], []).append(t)
-    for g in sorted(by_genre):
-        ts = by_genre[g]
-        n = min(max(1, int(round(fraction * len(ts)))), len(ts) - 1)  # keep at least one to train on
-        out.update(ts[i] for i in rng.permutation(len(ts))[:n])
-    return out
+    """A stratified share of the training tracks held out for early stopping: ``fraction`` of
+    each genre's tracks (rounded, at least one, and always leaving one to train on; a genre with a
+    single track keeps it for training), drawn by ``StratifiedShuffleSplit`` (seeded)."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    counts = Counter(track_genres[t] for t in train_tracks)
+    ids = sorted(t for t in set(train_tracks) if counts[track_genres[t]] >= 2)
+    n_valid = sum(min(max(1, int(round(fraction * n))), n - 1) for n in counts.values() if n >= 2)
+    if n_valid == 0:
+        return set()
+    split = StratifiedShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
+    _, valid = next(split.split(np.zeros(len(ids)), [track_genres[t] for t in ids]))
+    return {ids[i] for i in valid}
 
 
 def write_view(view: Path, source: Path, rows: list[dict], split_of: dict[str, str],

@@ -14,20 +14,24 @@ Everything that comes from the network is untrusted. :class:`Http` therefore
 - honours ``Retry-After`` on 429 and retries 5xx and connection errors with exponential back-off,
   but never beyond the deadline; a body that stops short or stalls is not retried.
 
-:class:`SpotifyApi` does the client-credentials flow (ids from ``SPOTIPY_CLIENT_ID`` /
-``SPOTIPY_CLIENT_SECRET``; the token lives in memory only) and sends the token only to the
-origin (scheme, host, port) of the configured API base: a ``next`` link that points anywhere
-else is refused, never requested.
+:class:`SpotifyApi` is ``spotipy.Spotify`` with ``SpotifyClientCredentials`` (ids from
+``SPOTIPY_CLIENT_ID`` / ``SPOTIPY_CLIENT_SECRET``; the token in a ``MemoryCacheHandler``, never
+in a ``.cache`` file) sending through :class:`SpotifySession`, a requests.Session whose every
+request is an :class:`Http` fetch (deadline, size cap, bounded Retry-After, no redirects) and is
+refused unless it goes to the API's or the token service's origin. A ``next`` link is checked to
+lie on the API's origin (scheme, host, port) before ``Spotify.next`` follows it. spotipy's logger
+is kept at CRITICAL: its DEBUG lines print the Authorization headers.
 """
 from __future__ import annotations
 
-import base64
 import json
+import logging
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass
+from http.client import responses as HTTP_REASONS
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -116,8 +120,9 @@ class Http:
     """GET/POST with a whole-request deadline, a size cap, checked redirects and retries."""
 
     def __init__(self, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 15.0,
-                 deadline_s: float = 120.0, max_wait_s: float = 60.0, max_redirects: int = 5, sleep=time.sleep):
-        self.session = requests.Session()
+                 deadline_s: float = 120.0, max_wait_s: float = 60.0, max_redirects: int = 5, sleep=time.sleep,
+                 session: requests.Session | None = None):
+        self.session = requests.Session() if session is None else session
         self.session.trust_env = True
         self.session.headers["User-Agent"] = "genrekit (music genre research toolkit)"
         self.session.headers["Accept-Encoding"] = "identity"  # no compression: sizes are what they say
@@ -209,7 +214,9 @@ class Http:
 
         def work():
             try:
-                r = self.session.request(method, url, stream=True, allow_redirects=False, timeout=(t, t), **kw)
+                # requests' own Session.request, also under a subclass that routes its request() here
+                r = requests.Session.request(self.session, method, url, stream=True, allow_redirects=False,
+                                             timeout=(t, t), **kw)
             except requests.RequestException as exc:
                 r, state["exc"] = None, exc
             except Exception as exc:  # noqa: BLE001 - reported below, in the caller's thread
@@ -322,14 +329,63 @@ def _where(url: str) -> str:
         return "(invalid URL)"
 
 
-# -- the Spotify Web API ------------------------------------------------------------------------
+# -- the Spotify Web API, through spotipy ----------------------------------------------------
+
+logging.getLogger("spotipy").setLevel(logging.CRITICAL)  # its DEBUG lines carry the credentials
+
+
+def _as_requests_response(r: Response) -> requests.Response:
+    """A :class:`Response` (body read in full under the cap) as the requests.Response spotipy reads."""
+    out = requests.Response()
+    out.status_code, out.url, out.encoding = r.status, r.url, "utf-8"
+    out.headers = requests.structures.CaseInsensitiveDict(r.headers)
+    out.reason = HTTP_REASONS.get(r.status, "")
+    out._content, out._content_consumed = r.body, True
+    return out
+
+
+class SpotifySession(requests.Session):
+    """The session spotipy sends through: every request goes to the API's origin (``api_origin``)
+    or is the POST to ``token_url``, or it is refused; it follows no redirect, and is fetched by
+    :class:`Http` (whole-request deadline, body-size cap, 429 and 5xx retried with back-off and a
+    Retry-After bounded by ``max_wait_s``, never past the deadline). spotipy's ``timeout`` and
+    ``proxies`` arguments are not used: the deadline and per-read timeout are Http's, proxies come
+    from the environment; ``allow_redirects`` is ignored (a redirect is refused)."""
+
+    def __init__(self, api_origin: tuple, token_url: str, like: Http | None = None):
+        super().__init__()
+        self.api_origin, self.token_url = api_origin, token_url
+        self.max_bytes = API_MAX_BYTES
+        h = like or Http()
+        self.http = Http(retries=h.retries, backoff_s=h.backoff_s, timeout_s=h.timeout_s, deadline_s=h.deadline_s,
+                         max_wait_s=h.max_wait_s, max_redirects=0, sleep=h.sleep, session=self)
+
+    def request(self, method, url, params=None, data=None, headers=None, timeout=None, proxies=None,
+                verify=True, json=None, allow_redirects=False, **unsupported):
+        if unsupported or json is not None or verify is not True:
+            raise TypeError(f"SpotifySession does not take {sorted(unsupported) or ['json/verify']}")
+        if origin(url) != self.api_origin and not (method.upper() == "POST" and url == self.token_url):
+            raise Refused(f"{_where(url)} is not on the Spotify API host; the token is not sent there")
+        r = self.http.fetch(url, method=method, params=params, data=data, headers=headers,
+                            follow_redirects=False, max_bytes=self.max_bytes)
+        return _as_requests_response(r)
+
+
+# what spotipy raises on an answer of the wrong shape (it indexes the parsed JSON directly), and
+# json's error on an answer nested too deeply
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+
 
 class SpotifyApi:
-    """Client-credentials access to the few Web API calls fetch-spotify needs."""
+    """The few Web API calls fetch-spotify needs, on ``spotipy.Spotify`` with client credentials
+    (token in memory only: ``MemoryCacheHandler``, no ``.cache`` file)."""
 
     def __init__(self, client_id: str, client_secret: str, http: Http | None = None,
                  api_base: str | None = None, token_url: str | None = None):
-        self.http = http or Http()
+        import spotipy
+        from spotipy.cache_handler import MemoryCacheHandler
+        from spotipy.oauth2 import SpotifyClientCredentials
+
         self.api_base = api_base or endpoint("GENREKIT_SPOTIFY_API")
         if not self.api_base.endswith("/"):
             self.api_base += "/"
@@ -339,76 +395,82 @@ class SpotifyApi:
             raise DataError(f"the Spotify API base {printable(self.api_base)} is not an http(s) URL")
         if origin(self.token_url) is None:
             raise DataError(f"the Spotify token URL {printable(self.token_url)} is not an http(s) URL")
-        self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-        self._token: str | None = None
-        self._expires = 0.0
+        self.session = SpotifySession(self.origin, self.token_url, like=http)
+        self.auth = SpotifyClientCredentials(client_id, client_secret, requests_session=self.session,
+                                             cache_handler=MemoryCacheHandler())
+        self.auth.OAUTH_TOKEN_URL = self.token_url
+        self.sp = spotipy.Spotify(auth_manager=self.auth, requests_session=self.session)
+        self.sp.prefix = self.api_base
 
     def __repr__(self) -> str:  # never show the credentials
         return f"SpotifyApi({self.api_base!r})"
 
     def _bearer(self) -> str:
-        if self._token and time.monotonic() < self._expires:
-            return self._token
+        """A valid access token (fetched when none is held or it is about to expire)."""
+        from spotipy.exceptions import SpotifyOauthError
+
         try:
-            r = self.http.fetch(self.token_url, method="POST", data={"grant_type": "client_credentials"},
-                                headers={"Authorization": f"Basic {self._basic}"}, follow_redirects=False,
-                                max_bytes=1_000_000)
+            tok = self.auth.get_access_token(as_dict=False)
         except Refused as exc:
             raise NetworkError(f"Spotify token request refused: {exc}") from None
         except NetworkError as exc:
             raise NetworkError(f"cannot reach the Spotify accounts service: {exc}") from None
-        d = r.json() if r.status in (200, 400, 401, 403) else None
-        if r.status in (400, 401, 403):
-            why = d.get("error") if isinstance(d, dict) and isinstance(d.get("error"), str) else f"HTTP {r.status}"
+        except SpotifyOauthError as exc:
+            why = exc.error if isinstance(exc.error, str) and len(exc.error) < 40 else "refused"
             raise DataError(f"Spotify rejected the credentials ({printable(why, 40)}); "
-                            "check SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET")
-        tok = d.get("access_token") if isinstance(d, dict) else None
-        if r.status != 200 or not isinstance(tok, str) or not tok or not tok.isprintable():
-            raise NetworkError(f"Spotify token request failed (HTTP {r.status})")
-        life = _retry_after(d.get("expires_in"), 3600.0)
-        self._token, self._expires = tok, time.monotonic() + max(0.0, min(life, 86400.0) - 60.0)
+                            "check SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET") from None
+        except _MALFORMED:
+            raise NetworkError("Spotify token request failed (a malformed answer)") from None
+        if not isinstance(tok, str) or not tok or not tok.isprintable():
+            self.auth.cache_handler.save_token_to_cache(None)
+            raise NetworkError("Spotify token request failed (no usable token in the answer)")
         return tok
 
     def is_api_url(self, url) -> bool:
         return isinstance(url, str) and origin(url) == self.origin
 
-    def get(self, url: str, params: dict | None = None) -> dict:
-        """GET a Web API path (relative to the base) or an absolute URL on the API's own origin."""
-        if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url):  # no scheme: a path under the API base
-            url = self.api_base + url
-        if not self.is_api_url(url):
-            raise Refused(f"{_where(url)} is not on the Spotify API host; the token is not sent there")
-        for attempt in range(2):
-            r = self.http.fetch(url, params=params, headers={"Authorization": f"Bearer {self._bearer()}"},
-                                follow_redirects=False)
-            if r.status == 401 and attempt == 0:
-                self._token = None  # expired early: one fresh token
-                continue
-            break
-        d = r.json()
-        if r.status != 200:
-            msg = ""
-            if isinstance(d, dict) and isinstance(d.get("error"), dict):
-                msg = d["error"].get("message") or ""
-            raise NetworkError(f"Spotify API error {r.status}: {printable(msg, 80) or _where(url)}")
+    def _call(self, what: str, fn, *args, **kwargs) -> dict:
+        """One spotipy call; its errors and malformed answers as one-line :class:`NetworkError`."""
+        from spotipy.exceptions import SpotifyException
+
+        self._bearer()  # credential and token-service errors as one line (spotipy then uses it)
+        try:
+            try:
+                d = fn(*args, **kwargs)
+            except SpotifyException as exc:
+                if exc.http_status != 401:
+                    raise
+                self.auth.cache_handler.save_token_to_cache(None)  # expired early: one fresh token
+                self._bearer()
+                d = fn(*args, **kwargs)
+        except SpotifyException as exc:
+            detail = printable(str(exc.msg).rpartition("\n ")[2], 80) if exc.msg else what
+            raise NetworkError(f"Spotify API error {exc.http_status}: {detail} ({what})") from None
+        except _MALFORMED as exc:
+            raise NetworkError(f"Spotify API: {what} gave a malformed answer ({type(exc).__name__})") from None
         if not isinstance(d, dict):
-            raise NetworkError(f"Spotify API: {_where(url)} did not return a JSON object")
+            raise NetworkError(f"Spotify API: {what} did not return a JSON object")
         return d
 
+    def get(self, url: str, params: dict | None = None) -> dict:
+        """GET a Web API path (relative to the base) or an absolute URL on the API's own origin."""
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) and not self.is_api_url(url):
+            raise Refused(f"{_where(url)} is not on the Spotify API host; the token is not sent there")
+        if not self.is_api_url(url):
+            url = self.api_base + url
+        return self._call(_where(url), self.sp._get, url, **(params or {}))
+
     def search_playlists(self, query: str, limit: int, market: str | None = None) -> list[dict]:
-        params = {"q": query, "type": "playlist", "limit": max(1, min(50, limit))}
-        if market:
-            params["market"] = market
-        d = self.get("search", params)
+        d = self._call("search", self.sp.search, query, limit=max(1, min(50, limit)), type="playlist", market=market)
         items = (d.get("playlists") or {}).get("items") if isinstance(d.get("playlists"), dict) else None
         return [p for p in (items or []) if isinstance(p, dict)] if isinstance(items, list) else []
 
     def playlist_pages(self, playlist_id: str, market: str | None = None, max_pages: int = 200, refused=None):
-        """The pages of a playlist's items, following ``next`` only on the API's own origin."""
-        params = {"limit": 100, "offset": 0, "additional_types": "track"}
-        if market:
-            params["market"] = market
-        page = self.get(f"playlists/{playlist_id}/items", params)
+        """The pages of a playlist's items, following ``next`` (``Spotify.next``) only on the API's
+        own origin."""
+        what = f"playlist {playlist_id}"
+        page = self._call(what, self.sp.playlist_items, playlist_id, limit=100, market=market,
+                          additional_types=("track",))
         seen = set()
         for _ in range(max_pages):
             yield page
@@ -424,7 +486,7 @@ class SpotifyApi:
             if nxt in seen:
                 return  # a loop of next links
             seen.add(nxt)
-            page = self.get(nxt)
+            page = self._call(what, self.sp.next, page)
 
 
 def spotify_api(http: Http | None = None) -> SpotifyApi:

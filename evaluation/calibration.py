@@ -68,18 +68,27 @@ def apply_temperature(proba, temperature: float) -> np.ndarray:
 
 
 def nll(proba, y_true) -> float:
-    """Mean negative log-likelihood of the true classes (probabilities floored at 1e-12)."""
+    """Mean negative log-likelihood of the true classes (``sklearn.metrics.log_loss``), with the
+    probabilities floored at 1e-12 and each row renormalised to sum to 1."""
+    from sklearn.metrics import log_loss
+
     p = _check_proba(proba)
     y = np.asarray(y_true, dtype=int)
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
+    q = np.clip(p, 1e-12, 1.0)
+    if q.shape[1] == 1:  # log_loss needs two classes; the second one is impossible
+        q = np.hstack([q, np.full_like(q, 1e-12)])
+    q /= q.sum(axis=1, keepdims=True)
+    return float(log_loss(y, q, labels=np.arange(q.shape[1])))
 
 
 def fit_temperature(proba, y_true, t_range: tuple[float, float] = T_RANGE) -> float:
     """The temperature that minimises the NLL of ``y_true`` under ``apply_temperature(proba, T)``.
 
-    The NLL is convex in 1/T (it is ``-z_y / T + logsumexp(z / T)`` with ``z = log p``), so a
-    coarse log-spaced grid followed by a golden-section search around its best point finds
-    the minimum; T is kept inside ``t_range``."""
+    The NLL is convex in 1/T (it is ``-z_y / T + logsumexp(z / T)`` with ``z = log p``), so it has
+    one minimum in log T, found by ``scipy.optimize.minimize_scalar`` (bounded Brent) over
+    ``t_range``. A flat NLL (e.g. every prediction one-hot) gives the lowest T of the range."""
+    from scipy.optimize import minimize_scalar
+
     p = _check_proba(proba)
     y = np.asarray(y_true, dtype=int)
     if len(y) == 0 or len(y) != len(p):
@@ -89,25 +98,9 @@ def fit_temperature(proba, y_true, t_range: tuple[float, float] = T_RANGE) -> fl
     def f(log_t: float) -> float:
         return nll(apply_temperature(p, math.exp(log_t)), y)
 
-    grid = np.linspace(lo, hi, 61)
-    vals = [f(g) for g in grid]
-    i = int(np.argmin(vals))
-    a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    g = (math.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(40):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = f(d)
-    best = (a + b) / 2
-    if vals[i] < f(best):  # a flat NLL (e.g. every prediction one-hot): keep the grid's point
-        best = grid[i]
+    best = minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10}).x
+    if f(lo) <= f(best):  # flat, or lowest at the bottom of the range
+        best = lo
     return float(math.exp(best))
 
 
@@ -191,33 +184,38 @@ KNN_DIMS = 30  # principal components kept (fewer when there are fewer training 
 
 def fit_knn_distance(train_x, k: int = KNN_K, dims: int = KNN_DIMS) -> dict:
     """What the embedding-distance score needs, from the (tracks x features) pooled embeddings
-    of the training tracks: the per-feature ``mean`` and ``scale`` (standard deviation, floored
-    at 1e-6 of the median one so a constant feature cannot blow up), the first ``dims``
-    principal axes of the standardised embeddings (``components``, dims x features, by SVD) and
-    the training tracks projected on them (``train``). All float32 arrays plus ``k``."""
+    of the training tracks: the per-feature ``mean`` and ``scale`` (``StandardScaler``'s mean and
+    standard deviation, floored at 1e-6 of the median one so a constant feature cannot blow up),
+    the first ``dims`` principal axes of the standardised embeddings (``components``, dims x
+    features, ``PCA``) and the training tracks projected on them (``train``). All plain float32
+    arrays plus ``k`` (saved with np.savez, no pickle)."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
     x = np.asarray(train_x, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
         raise ValueError(f"need a finite (tracks, features) array of at least 2 tracks, got shape {x.shape}")
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    floor = max(1e-6 * float(np.median(scale)), 1e-12)
-    scale = np.maximum(scale, floor)
-    z = (x - mean) / scale
+    scaler = StandardScaler().fit(x)
+    scale = np.sqrt(scaler.var_)
+    scaler.scale_ = np.maximum(scale, max(1e-6 * float(np.median(scale)), 1e-12))
+    z = scaler.transform(x)
     d = int(min(dims, len(x) - 1, x.shape[1]))
-    _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
-    comp = vt[:d]
-    return {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32), "components": comp.astype(np.float32),
-            "train": (z @ comp.T).astype(np.float32), "k": np.array(min(k, len(x)), dtype=np.int64)}
+    comp = PCA(n_components=d, svd_solver="full").fit(z).components_
+    return {"mean": scaler.mean_.astype(np.float32), "scale": scaler.scale_.astype(np.float32),
+            "components": comp.astype(np.float32), "train": (z @ comp.T).astype(np.float32),
+            "k": np.array(min(k, len(x)), dtype=np.int64)}
 
 
 def knn_distance(stats: dict, x) -> np.ndarray:
     """The embedding-distance score of each row of ``x`` (tracks x features, or one vector): the
     mean squared Euclidean distance, in the standardised principal-component space of
-    :func:`fit_knn_distance`, to its ``k`` nearest training tracks. Larger is farther from
-    everything the model was trained on."""
+    :func:`fit_knn_distance`, to its ``k`` nearest training tracks (``NearestNeighbors``). Larger
+    is farther from everything the model was trained on."""
+    from sklearn.neighbors import NearestNeighbors
+
     x = np.asarray(x, dtype=np.float64)
     one = x.ndim == 1
     x = x[None] if one else x
@@ -226,9 +224,8 @@ def knn_distance(stats: dict, x) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != mean.shape[0]:
         raise ValueError(f"embeddings have {x.shape[-1]} features; the distance statistics expect {mean.shape[0]}")
     z = ((x - mean) / scale) @ comp.T
-    d2 = (z * z).sum(1)[:, None] - 2 * z @ train.T + (train * train).sum(1)[None]
-    k = int(stats["k"])
-    out = np.sort(np.maximum(d2, 0.0), axis=1)[:, :k].mean(axis=1)
+    dist, _ = NearestNeighbors(n_neighbors=int(stats["k"])).fit(train).kneighbors(z)
+    out = (dist ** 2).mean(axis=1)
     return out[0] if one else out
 
 

@@ -54,6 +54,7 @@ class FakeApis:
         self.half_sent = threading.Event()
         self.broken = set()  # preview names answering 503
         self.foreign_base = ""  # another loopback server, for redirects off this host
+        self.scripted: dict = {}  # path -> (status, body, headers) answered instead of the route's own
 
     def playlists(self):
         b = self.base
@@ -82,6 +83,8 @@ class FakeApis:
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         self.hits[u.path] += 1
         self.requests.append((h.path, h.headers.get("Authorization")))
+        if u.path in self.scripted:
+            return self.scripted[u.path]
         pls, items = self.playlists()
         if u.path == "/api/token":
             length = int(h.headers.get("Content-Length") or 0)
