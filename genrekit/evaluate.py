@@ -22,6 +22,7 @@ from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.catalogue import find_tracks
 from genrekit.data_tools.fsio import (
     csv_header,
+    own_folder_marker,
     read_csv,
     write_csv_atomic,
     write_json_atomic,
@@ -29,7 +30,7 @@ from genrekit.data_tools.fsio import (
 )
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import read_manifest
-from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+from genrekit.data_tools.pipeline import SETTINGS_NAME, AugmentSettings, run_augment
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     N_BINS,
@@ -348,13 +349,15 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
                         f"into a folder named `{UNKNOWN}`: it gives the rejection figures)")
     out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
     check_results_folder(out)
-    run.model()
     features_dir = Path(features_dir) if features_dir else out / "features"
+    own_folder_marker(features_dir, SETTINGS_NAME, "--features", "genrekit augment")  # before the model loads
+    run.model()
     settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
                                kinds=run.input_kinds, split="all-test", seed=0)
     with created_or_absent(out), created_or_absent(features_dir):
         skipped: list[str] = []  # shown once the set is known to hold audio: a refusal stays one line
-        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress, log=skipped.append)
+        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress, log=skipped.append,
+                        out_flag="--features")
         if s["ok"] == 0:
             why = f" ({len(skipped)} file(s) skipped, e.g. {skipped[0]})" if skipped else ""
             raise UserError(f"no decodable audio in {audio_dir}{why}")
