@@ -22,7 +22,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from genrekit.data_tools.features import FeatureConfig, kind_names
+from genrekit.data_tools.features import FeatureConfig, fingerprint_of, kind_names
 from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.errors import UserError
 from genrekit.models import REGISTRY
@@ -290,6 +290,10 @@ class Run:
             self.feature_config = FeatureConfig.from_dict(c["feature_config"])
         except Exception as exc:  # noqa: BLE001 - any bad value in an edited file is the file's fault
             raise UserError(f"{where}: bad feature_config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        recorded = c.get("feature_fingerprint")
+        if recorded is not None and recorded != fingerprint_of(c["feature_config"]):  # as written at training
+            raise UserError(f"{where}: feature_config does not match its feature_fingerprint {recorded!r} "
+                            "(the file was edited); the model was trained with other features")
         for key in ("tempo_range",):
             v = c.get(key)
             if v is not None and not (isinstance(v, list) and len(v) == 2
