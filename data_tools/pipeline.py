@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -350,7 +351,25 @@ def _preload() -> None:
     librosa.feature.melspectrogram  # noqa: B018
 
 
-def _init_worker():
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when its parent dies (a kill -9 of augment leaves no worker
+    behind), and exit now if the parent is already gone; elsewhere nothing is done."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(parent: int | None = None):
+    if parent is not None:
+        _die_with_parent(parent)
     # one BLAS/OpenMP thread per process: N processes on N cores, no oversubscription
     try:
         from threadpoolctl import threadpool_limits
@@ -546,7 +565,8 @@ def _run_pool(jobs: list, workers: int, bar) -> list[TrackResult]:
     if ctx.get_start_method() == "fork":
         _preload()  # imported once here, inherited by every worker instead of imported by each
     results: list[TrackResult] = []
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker)
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(),))
     try:
         pending = {pool.submit(process_track, j): j[0].track_id for j in jobs}
         while pending:

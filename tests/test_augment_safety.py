@@ -369,3 +369,55 @@ def test_augment_never_writes_through_a_link_planted_in_its_folder(tmp_path, cap
     line = _one_error_line(capsys)
     assert "symbolic link" in line and str(out / rel) in line, line
     assert _tree(tmp_path) == before
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_augment_leaves_no_worker_alive(tmp_path):
+    """Issue 27 item 9: the workers of a killed `augment --workers 2` end with it."""
+    data = write_tree(tmp_path / "data", per_genre=8, seconds=4.0)
+    out = tmp_path / "o"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "genrekit", "augment", "--data", str(data), "--out", str(out),
+                             "--quiet", "--workers", "2", "--sr", str(SR), "--n-fft", "256", "--hop-length", "128",
+                             "--n-mels", "32", "--image-size", "32x48"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        for _ in range(60000):  # a safety net against a hung child, not a timing assertion
+            if proc.poll() is not None:
+                break
+            workers = _children(proc.pid)
+            if len(workers) >= 2 and len(list((out / ".state").rglob("*.json"))) >= 1:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None and len(workers) >= 2, "augment finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    for _ in range(3000):
+        if not any(_running(w) for w in workers):
+            break
+        time.sleep(0.01)
+    alive = [w for w in workers if _running(w)]
+    for w in alive:  # never leave them running, even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"worker(s) {alive} outlived their killed parent"
