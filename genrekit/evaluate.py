@@ -10,6 +10,7 @@ run folder itself: they are still read, by the split recorded in them).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -57,7 +58,15 @@ from genrekit.openset import (
     track_embeddings,
 )
 from genrekit.prediction import run_rows
-from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
+from genrekit.runs import (
+    HISTORY,
+    TMP_PREFIX,
+    Run,
+    check_feature_config,
+    check_leakage,
+    make_temporary_folder,
+    remove_stale_temporaries,
+)
 from genrekit.tempo import evaluate_tempo, format_tempo
 
 EVAL_DIR = "eval"
@@ -254,11 +263,38 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     res["arch"] = run.arch
     res["split"] = split
     res["context"] = context
-    with created_or_absent(out):
-        _write_results(run, res, out, title, context)
-        write_predictions(out / PREDICTIONS, run, [r["track_id"] for r in rows + unknown],
+    with created_or_absent(out), results_as_a_set(out) as work:
+        _write_results(run, res, work, title, context)
+        write_predictions(work / PREDICTIONS, run, [r["track_id"] for r in rows + unknown],
                           [r["genre"] for r in rows + unknown], both)
     return res
+
+
+@contextmanager
+def results_as_a_set(out: Path):
+    """Yield a genrekit temporary folder inside ``out`` to write the results into; once they are
+    all written they are moved in as a set: the earlier results (genrekit's: check_results_folder
+    let them through) that the new set lacks are removed, ``metrics.json`` goes in last. A killed
+    evaluation leaves the earlier set whole, never a mix of two splits (its temporary folder is
+    removed by the next command writing there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    holder = out / f"{TMP_PREFIX}{os.getpid()}-results"
+    if holder.exists():
+        shutil.rmtree(holder)
+    make_temporary_folder(holder, "results")
+    try:
+        work = holder / "results"
+        work.mkdir()
+        yield work
+        new = sorted(os.listdir(work), key=lambda n: n == METRICS)
+        for name in RESULT_FILES:
+            if name not in new and ((out / name).is_file() or (out / name).is_symlink()):
+                (out / name).unlink()
+        for name in new:
+            os.replace(work / name, out / name)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:

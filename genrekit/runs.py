@@ -159,6 +159,14 @@ def _swap_in(work: Path, final: Path, replace: bool) -> None:
     _remove(old)
 
 
+def make_temporary_folder(holder: Path, final_name: str) -> None:
+    """Create ``holder`` (named ``.genrekit-tmp-<pid>-...``) with genrekit's marker inside, so that
+    :func:`remove_stale_temporaries` removes it once this process is gone."""
+    holder.mkdir()
+    (holder / TMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                 "final": final_name}) + "\n", encoding="utf-8")
+
+
 @contextmanager
 def atomic_output(final, folder: bool, replace: bool = False):
     """Yield a path to write instead of ``final`` (a file path with the same name, or an empty
@@ -177,9 +185,7 @@ def atomic_output(final, folder: bool, replace: bool = False):
         shutil.rmtree(holder)
     ok = False
     try:
-        holder.mkdir()
-        (holder / TMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                     "final": final.name}) + "\n", encoding="utf-8")
+        make_temporary_folder(holder, final.name)
         work = holder / final.name
         if folder:
             work.mkdir()
