@@ -16,9 +16,11 @@ and is reported, and a worker process killed by the system stops the run with on
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -356,9 +358,6 @@ def _die_with_parent(parent: int) -> None:
     behind), and exit now if the parent is already gone; elsewhere nothing is done."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-            import signal
-
             PR_SET_PDEATHSIG = 1
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
