@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -211,12 +212,16 @@ def own_folder_marker(folder, marker: str, flag: str, command: str) -> dict | No
 def check_no_links(root, folders, flag: str = "--out", files=()) -> None:
     """Refuse, in one line, to write below ``root`` when one of ``folders`` (paths relative to
     ``root``) is reached through a symbolic link or is not a folder, or one of ``files`` is a
-    link: genrekit never writes through a link planted inside its output folder."""
+    link or a file made read-only: genrekit never writes through a link planted inside its
+    output folder, nor replaces a file someone protected."""
     root = Path(root)
     for rel in files:
         if (root / rel).is_symlink():
             raise DataError(f"{root / rel} is a symbolic link inside {flag} {root}; genrekit does not write "
                             f"through links: remove it or choose a new {flag}")
+        if (root / rel).is_file() and not (root / rel).stat().st_mode & stat.S_IWUSR:
+            raise DataError(f"{root / rel} is read-only; genrekit does not replace a file made read-only: "
+                            f"make it writable or choose a new {flag}")
     seen: set[Path] = set()
     for rel in folders:
         p = root

@@ -371,6 +371,21 @@ def test_augment_never_writes_through_a_link_planted_in_its_folder(tmp_path, cap
     assert _tree(tmp_path) == before
 
 
+def test_augment_refuses_to_replace_a_read_only_output(tmp_path, capsys):
+    data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+    out = tmp_path / "o"
+    args = ["augment", "--data", str(data), "--out", str(out), "--quiet", "--augment", "none", "--sr", str(SR),
+            "--n-fft", "256", "--hop-length", "128", "--n-mels", "32", "--image-size", "32x48", "--features", "mfcc"]
+    assert main(args) == 0
+    (out / "report.md").write_text("# edited and protected\n")
+    (out / "report.md").chmod(0o444)
+    capsys.readouterr()
+    before = _tree(tmp_path)
+    assert main(args) == 2
+    assert "report.md is read-only" in _one_error_line(capsys)
+    assert _tree(tmp_path) == before
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for d in Path("/proc").iterdir():
