@@ -84,18 +84,22 @@ def _recorded(target: Path, run: Run) -> bool:
         return False
 
 
-def _owner_folder(target: Path, run: Run, own_run_ok: bool) -> Path | None:
-    """The run folder or export bundle ``target`` would be written into, if any (its parent
-    folders are looked at): genrekit never writes into another run's or bundle's folder."""
-    own = run.path.resolve()
+def _refuse_inside_owner(target: Path, run: Run, own_run_ok: bool) -> None:
+    """Refuse a ``target`` inside a run folder or an export bundle (its parent folders are looked
+    at): genrekit never writes into another run's or bundle's folder (nor, for a single file, into
+    the run's own, where its checkpoint lies)."""
     for folder in Path(os.path.abspath(target)).parents:
         if (folder / EXPORT_MARKER).is_file():
-            return folder
-        if (folder / "config.json").is_file() and ((folder / "model.keras").exists() or (folder / "labels.json").exists()):
-            if own_run_ok and folder.resolve() == own:
-                return None
-            return folder
-    return None
+            what = "an export bundle"
+        elif (folder / "config.json").is_file() and ((folder / "model.keras").exists()
+                                                      or (folder / "labels.json").exists()):
+            if own_run_ok and folder.resolve() == run.path.resolve():
+                return
+            what = "a run folder"
+        else:
+            continue
+        raise UserError(f"--out {target} lies inside {what} ({folder}); genrekit does not write into a run's or "
+                        "bundle's folder: give a path outside it")
 
 
 def _check_file_target(target: Path, fmt: str, run: Run) -> tuple[bool, list[str]]:
@@ -107,11 +111,7 @@ def _check_file_target(target: Path, fmt: str, run: Run) -> tuple[bool, list[str
     if target.is_dir():
         raise UserError(f"--out {target} is a folder; --format {fmt} writes one file: give a file path "
                         f"(e.g. {target / ('model.' + fmt)})")
-    owner = _owner_folder(target, run, own_run_ok=False)
-    if owner is not None:
-        what = "an export bundle" if (owner / EXPORT_MARKER).is_file() else "a run folder"
-        raise UserError(f"--out {target} lies inside {what} ({owner}); genrekit does not write into a run's or "
-                        "bundle's folder: give a path outside it")
+    _refuse_inside_owner(target, run, own_run_ok=False)
     rec = _record_path(target)
     if rec.is_symlink() or (rec.exists() and not rec.is_file()):
         raise UserError(f"{rec} (the record of a single-file export) is not a regular file; give a new --out")
@@ -151,11 +151,7 @@ def export_bundle(run_path, formats, out=None) -> Path:
         raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
     run = Run(run_path)
     target = Path(out) if out else run.path / "export"
-    owner = _owner_folder(target, run, own_run_ok=True)
-    if owner is not None:
-        what = "an export bundle" if (owner / EXPORT_MARKER).is_file() else "another run's folder"
-        raise UserError(f"--out {target} lies inside {what} ({owner}); genrekit does not write into a run's or "
-                        "bundle's folder: give a path outside it")
+    _refuse_inside_owner(target, run, own_run_ok=True)
     replace = _check_bundle_target(target, run)
     if "onnx" in formats:
         _need_tf2onnx()

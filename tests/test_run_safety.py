@@ -128,7 +128,7 @@ def test_a_single_file_export_replaces_only_its_own_recorded_export(run_copy, tm
                            ("keras", tmp_path / "theirs.keras", "not an earlier single-file export"),  # another run's
                            ("tflite", tmp_path / "ro.tflite", "read-only"),
                            ("keras", user_dir, "not a genrekit export bundle"),  # E10
-                           ("keras,tflite", tmp_path / "runs" / "lstm" / "exp", "another run's folder")]:
+                           ("keras,tflite", tmp_path / "runs" / "lstm" / "exp", "inside a run folder")]:
         line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
         assert says in line and str(out) in line, line
         assert _sha_tree(tmp_path) == before, (fmt, out)
