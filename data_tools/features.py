@@ -172,8 +172,7 @@ class FeatureConfig:
         return cls(**d)
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return fingerprint_of(self.to_dict())
 
     def save(self, folder) -> Path:
         path = Path(folder) / CONFIG_NAME
@@ -567,6 +566,11 @@ def get_kind(name: str) -> FeatureKind:
 def kind_names() -> tuple[str, ...]:
     """Every registered kind, in registration order."""
     return tuple(KINDS)
+
+
+def fingerprint_of(config: dict) -> str:
+    """The fingerprint of a feature config as a mapping (what a run's config.json records beside it)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_kinds() -> tuple[str, ...]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.features import FeatureConfig
-from genrekit.data_tools.manifest import write_manifest
+from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.manifest import VIEW_SOURCE, write_manifest
 
 
 def track_folds(track_genres: dict[str, str], k: int, seed: int = 0) -> list[list[str]]:
@@ -61,6 +62,7 @@ def write_view(view: Path, source: Path, rows: list[dict], split_of: dict[str, s
         if r["augmentation"] != "original" and (split != "train" or not keep_augmented):
             continue
         out.append({**r, "split": split, "path": str((source / r["path"]).resolve())})
+    write_json_atomic(view / VIEW_SOURCE, {"source": str(source.resolve())})  # where its paths may lie
     write_manifest(view / "manifest.csv", out)
     FeatureConfig.load(source).save(view)
     return view

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -133,11 +134,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder, recursive: bool = False) -> int:
+def remove_stale_temporaries(folder, recursive: bool = False, of: str | None = None) -> int:
     """Delete temporaries a killed run left in ``folder`` (and below it if ``recursive``: pass
     only folders genrekit itself writes): only files named by :func:`_tmp_name` whose process
     is gone (a concurrent shard's writes in flight are left alone), never a user's file,
-    never through a link. Returns how many were removed."""
+    never through a link; with ``of``, only the temporaries of that one file name (what a
+    command writing one file into a user's folder may clean). Returns how many were removed."""
     n = 0
     try:
         entries = list(os.scandir(folder))
@@ -147,8 +149,9 @@ def remove_stale_temporaries(folder, recursive: bool = False) -> int:
         if e.is_symlink():
             continue
         if recursive and e.is_dir(follow_symlinks=False):
-            n += remove_stale_temporaries(e.path, recursive=True)
-        elif is_temporary(e.name) and e.is_file(follow_symlinks=False) and not _alive(_tmp_pid(e.name)):
+            n += remove_stale_temporaries(e.path, recursive=True, of=of)
+        elif (is_temporary(e.name) and (of is None or e.name.rsplit(".", 2)[0] == f".{of}")
+              and e.is_file(follow_symlinks=False) and not _alive(_tmp_pid(e.name))):
             try:
                 os.unlink(e.path)
                 n += 1
@@ -178,3 +181,60 @@ def check_writable(folder) -> None:
             except OSError:
                 pass
         raise DataError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+
+
+def own_folder_marker(folder, marker: str, flag: str, command: str) -> dict | None:
+    """The one rule for an output folder a command writes into: it is new, empty (genrekit's
+    own temporaries aside), or holds ``marker``, a JSON object the command itself wrote there
+    (returned). A link, a file, or a folder holding anything else without it is refused, so
+    a user's folder is never written into; file names alone prove nothing."""
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise DataError(f"{flag} {folder} is a broken symbolic link; choose a new {flag}")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{flag} {folder} exists and is not a folder; choose a new {flag}")
+    try:
+        names = [n for n in os.listdir(folder) if not is_temporary(n)] if folder.is_dir() else []
+    except OSError as exc:
+        raise DataError(f"cannot read {flag} {folder}: {exc.strerror or exc}") from None
+    if not names:
+        return None
+    try:
+        doc = json.loads((folder / marker).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or (folder / marker).is_symlink():
+        raise DataError(f"{flag} {folder} is a folder that {command} did not make (no {marker}); "
+                        f"genrekit does not write into folders it did not make: choose a new or empty {flag}")
+    return doc
+
+
+def check_no_links(root, folders, flag: str = "--out", files=()) -> None:
+    """Refuse, in one line, to write below ``root`` when one of ``folders`` (paths relative to
+    ``root``) is reached through a symbolic link or is not a folder, or one of ``files`` is a
+    link or a file made read-only: genrekit never writes through a link planted inside its
+    output folder, nor replaces a file someone protected."""
+    root = Path(root)
+    for rel in files:
+        if (root / rel).is_symlink():
+            raise DataError(f"{root / rel} is a symbolic link inside {flag} {root}; genrekit does not write "
+                            f"through links: remove it or choose a new {flag}")
+        if (root / rel).is_file() and not (root / rel).stat().st_mode & stat.S_IWUSR:
+            raise DataError(f"{root / rel} is read-only; genrekit does not replace a file made read-only: "
+                            f"make it writable or choose a new {flag}")
+    seen: set[Path] = set()
+    for rel in folders:
+        p = root
+        for part in Path(rel).parts:
+            p = p / part
+            if p in seen:
+                continue
+            seen.add(p)
+            if p.is_symlink():
+                raise DataError(f"{p} is a symbolic link inside {flag} {root}; genrekit does not write through "
+                                f"links: remove it or choose a new {flag}")
+            if not p.exists():
+                break
+            if not p.is_dir():
+                raise DataError(f"{p} is in the way inside {flag} {root} (a file where genrekit writes a folder); "
+                                f"remove it or choose a new {flag}")

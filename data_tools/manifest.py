@@ -8,6 +8,8 @@ relative to the data root).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 from genrekit.data_tools.errors import DataError
@@ -17,6 +19,40 @@ MANIFEST_NAME = "manifest.csv"
 FIELDS = ["path", "feature", "track_id", "genre", "split", "augmentation", "segment",
           "start_s", "padded_s", "source"]
 REQUIRED = ["path", "track_id", "genre", "split", "augmentation", "segment"]
+
+
+VIEW_SOURCE = "view_source.json"  # in a manifest view (cv): the feature folder its absolute paths lie in
+
+
+def check_paths(manifest: Path, rows: list[dict]) -> None:
+    """Every row's ``path`` lies inside the feature folder: relative, no ``..``, and not led out by
+    a link (a view's absolute paths lie inside the folder its ``view_source.json`` names). A row
+    that points elsewhere (an edited manifest) is refused with one line naming it."""
+    folder = manifest.parent
+    root, absolute = folder, False
+    if (folder / VIEW_SOURCE).is_file():
+        try:
+            root, absolute = Path(json.loads((folder / VIEW_SOURCE).read_text(encoding="utf-8"))["source"]), True
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise DataError(f"unreadable {folder / VIEW_SOURCE}; rerun the command that made {folder}") from None
+    base = os.path.realpath(root)
+    inside: dict[str, bool] = {}
+    for i, r in enumerate(rows, start=1):
+        rel = str(r.get("path") or "")
+        full = os.path.join(root, rel)
+        ok = bool(rel) and os.path.isabs(rel) == absolute and ".." not in Path(rel).parts
+        if ok:
+            parent = os.path.dirname(full)
+            if parent not in inside:
+                inside[parent] = _within(os.path.realpath(parent), base)
+            ok = inside[parent] and (not os.path.islink(full) or _within(os.path.realpath(full), base))
+        if not ok:
+            raise DataError(f"manifest {manifest} row {i}: path {rel!r} lies outside the feature folder {root} "
+                            "(an edited manifest?); genrekit reads only feature files inside it")
+
+
+def _within(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
@@ -41,6 +77,7 @@ def read_manifest(folder_or_file) -> list[dict]:
         missing = [c for c in REQUIRED if c not in rows[0]]
         if missing:
             raise DataError(f"manifest {p} lacks column(s): {', '.join(missing)}")
+    check_paths(p, rows)
     return rows
 
 

@@ -16,8 +16,11 @@ and is reported, and a worker process killed by the system stops the run with on
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
+import os
+import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -44,6 +47,7 @@ from genrekit.data_tools.augment import (
 from genrekit.data_tools.catalogue import Catalogue, Track, scan_tracks
 from genrekit.data_tools.errors import AudioDecodeError, AudioTooLongError, DataError
 from genrekit.data_tools.features import (
+    CONFIG_NAME,
     FeatureConfig,
     check_features,
     db_to_image,
@@ -54,7 +58,9 @@ from genrekit.data_tools.features import (
     kind_names,
 )
 from genrekit.data_tools.fsio import (
+    check_no_links,
     check_writable,
+    own_folder_marker,
     remove_stale_temporaries,
     write_json_atomic,
     write_text_atomic,
@@ -347,7 +353,22 @@ def _preload() -> None:
     librosa.feature.melspectrogram  # noqa: B018
 
 
-def _init_worker():
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when its parent dies (a kill -9 of augment leaves no worker
+    behind), and exit now if the parent is already gone; elsewhere nothing is done."""
+    if sys.platform.startswith("linux"):
+        try:
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(parent: int | None = None):
+    if parent is not None:
+        _die_with_parent(parent)
     # one BLAS/OpenMP thread per process: N processes on N cores, no oversubscription
     try:
         from threadpoolctl import threadpool_limits
@@ -434,7 +455,7 @@ RUNNERS = ("local", "beam")
 
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,
                 shard: tuple[int, int] | None = None, progress: bool = True, log=None,
-                runner: str = "local", beam_options=()) -> dict:
+                runner: str = "local", beam_options=(), out_flag: str = "--out") -> dict:
     """Run the augmentation stage. Returns a summary dict (counts, paths).
 
     ``runner="beam"`` runs the same per-track jobs as an Apache Beam pipeline
@@ -460,7 +481,11 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} exists and is not a folder")
+    own_folder_marker(out, SETTINGS_NAME, out_flag, "genrekit augment")  # never a user's folder
     _check_settings(out, settings)
+    check_no_links(out, [STATE_DIR, *{Path(get_kind(k).relpath(t.track_id, "original", 0)).parent
+                                      for k in settings.kinds for t in tracks}], out_flag,
+                   files=(MANIFEST_NAME, "report.md", "splits.csv", SETTINGS_NAME, CONFIG_NAME))
 
     # 1. the split, before anything else
     split = _decide_split(tracks, all_genres, settings)
@@ -477,10 +502,10 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
     for sub in (STATE_DIR, *kind_names()):
         remove_stale_temporaries(out / sub, recursive=True)
+    settings_doc = settings.to_dict() | {"data_root": str(root)}
+    write_json_atomic(out / SETTINGS_NAME, settings_doc)  # first: it marks the folder as augment's
     if not splits_path.is_file():
         write_splits_csv(splits_path, tracks, split)
-    settings_doc = settings.to_dict() | {"data_root": str(root)}
-    write_json_atomic(out / SETTINGS_NAME, settings_doc)
     settings.features.save(out)
     for path, why in cat.skipped:
         log(f"skipped {path}: {why}")
@@ -539,7 +564,8 @@ def _run_pool(jobs: list, workers: int, bar) -> list[TrackResult]:
     if ctx.get_start_method() == "fork":
         _preload()  # imported once here, inherited by every worker instead of imported by each
     results: list[TrackResult] = []
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker)
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(),))
     try:
         pending = {pool.submit(process_track, j): j[0].track_id for j in jobs}
         while pending:

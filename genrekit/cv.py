@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.folds import inner_validation, track_folds, write_view
-from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
+from genrekit.data_tools.fsio import check_no_links, write_json_atomic, write_text_atomic
 from genrekit.data_tools.loaders import select
 from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
@@ -78,6 +78,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     elif out.is_dir() and any(out.iterdir()):
         raise UserError(f"--out {out} is a folder that is not empty and holds no genrekit cross-validation; "
                         "choose another --out")
+    check_no_links(out, [f"fold-{k}/{sub}" for k in range(1, folds + 1) for sub in ("view", "run", "eval")],
+                   files=("cv_settings.json", "cv.json", "cv.md"))
     created = make_folders(out)
     try:
         write_json_atomic(settings_path, settings, only_if_changed=True)

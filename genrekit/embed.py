@@ -30,7 +30,7 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError, DataError
 from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
-from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.fsio import check_no_links, write_bytes_atomic, write_json_atomic
 from genrekit.errors import UserError
 from genrekit.models.errors import ModelError
 from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
@@ -196,6 +196,8 @@ def embed_files(items, out, emb, formats=FORMATS, progress: bool = False) -> lis
         raise UserError(f"unknown --format {','.join(formats)!r} (known: {', '.join(FORMATS)})")
     mine = _check_out(out)
     plan = _plan(items, out)
+    check_no_links(out, sorted({stem.parent.relative_to(out) for _, stem, _ in plan if stem is not None}),
+                   files=(MARKER,))
     results, seen = [], set()
     made = not out.exists()
     for n, (f, stem, problem) in enumerate(plan, 1):

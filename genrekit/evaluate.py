@@ -10,6 +10,7 @@ run folder itself: they are still read, by the split recorded in them).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -22,6 +23,7 @@ from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.catalogue import find_tracks
 from genrekit.data_tools.fsio import (
     csv_header,
+    own_folder_marker,
     read_csv,
     write_csv_atomic,
     write_json_atomic,
@@ -29,7 +31,7 @@ from genrekit.data_tools.fsio import (
 )
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import read_manifest
-from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+from genrekit.data_tools.pipeline import SETTINGS_NAME, AugmentSettings, run_augment
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     N_BINS,
@@ -56,7 +58,15 @@ from genrekit.openset import (
     track_embeddings,
 )
 from genrekit.prediction import run_rows
-from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
+from genrekit.runs import (
+    HISTORY,
+    TMP_PREFIX,
+    Run,
+    check_feature_config,
+    check_leakage,
+    make_temporary_folder,
+    remove_stale_temporaries,
+)
 from genrekit.tempo import evaluate_tempo, format_tempo
 
 EVAL_DIR = "eval"
@@ -253,11 +263,38 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     res["arch"] = run.arch
     res["split"] = split
     res["context"] = context
-    with created_or_absent(out):
-        _write_results(run, res, out, title, context)
-        write_predictions(out / PREDICTIONS, run, [r["track_id"] for r in rows + unknown],
+    with created_or_absent(out), results_as_a_set(out) as work:
+        _write_results(run, res, work, title, context)
+        write_predictions(work / PREDICTIONS, run, [r["track_id"] for r in rows + unknown],
                           [r["genre"] for r in rows + unknown], both)
     return res
+
+
+@contextmanager
+def results_as_a_set(out: Path):
+    """Yield a genrekit temporary folder inside ``out`` to write the results into; once they are
+    all written they are moved in as a set: the earlier results (genrekit's: check_results_folder
+    let them through) that the new set lacks are removed, ``metrics.json`` goes in last. A killed
+    evaluation leaves the earlier set whole, never a mix of two splits (its temporary folder is
+    removed by the next command writing there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    holder = out / f"{TMP_PREFIX}{os.getpid()}-results"
+    if holder.exists():
+        shutil.rmtree(holder)
+    make_temporary_folder(holder, "results")
+    try:
+        work = holder / "results"
+        work.mkdir()
+        yield work
+        new = sorted(os.listdir(work), key=lambda n: n == METRICS)
+        for name in RESULT_FILES:
+            if name not in new and ((out / name).is_file() or (out / name).is_symlink()):
+                (out / name).unlink()
+        for name in new:
+            os.replace(work / name, out / name)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
@@ -348,13 +385,15 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
                         f"into a folder named `{UNKNOWN}`: it gives the rejection figures)")
     out = Path(out) if out else run.path / f"eval-{Path(audio_dir).resolve().name}"
     check_results_folder(out)
-    run.model()
     features_dir = Path(features_dir) if features_dir else out / "features"
+    own_folder_marker(features_dir, SETTINGS_NAME, "--features", "genrekit augment")  # before the model loads
+    run.model()
     settings = AugmentSettings(features=run.feature_config, augment=AugmentConfig(augmentations=()),
                                kinds=run.input_kinds, split="all-test", seed=0)
     with created_or_absent(out), created_or_absent(features_dir):
         skipped: list[str] = []  # shown once the set is known to hold audio: a refusal stays one line
-        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress, log=skipped.append)
+        s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress, log=skipped.append,
+                        out_flag="--features")
         if s["ok"] == 0:
             why = f" ({len(skipped)} file(s) skipped, e.g. {skipped[0]})" if skipped else ""
             raise UserError(f"no decodable audio in {audio_dir}{why}")

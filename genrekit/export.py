@@ -4,9 +4,12 @@ calibration.json and a model card) or as one model file (:func:`export`)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import os
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -35,7 +38,10 @@ def export(run_path, fmt: str, out: str | None = None) -> Path:
     target = Path(out) if out else {
         "keras": stem / "model.keras", "saved_model": stem / "saved_model",
         "tflite": stem / "model.tflite", "onnx": stem / "model.onnx"}[fmt]
-    replace = _check_target(target, fmt)
+    if out is not None and fmt != "saved_model":
+        replace, keep = _check_file_target(target, fmt, run)
+    else:
+        replace, keep = _check_target(target, fmt), []
     if fmt == "onnx":
         _need_tf2onnx()
     model = run.model()
@@ -45,7 +51,89 @@ def export(run_path, fmt: str, out: str | None = None) -> Path:
             write_json_atomic(work / EXPORT_MARKER, {"format": fmt, "run": str(run.path.resolve()),
                                                      "arch": run.arch, "labels": run.labels},
                               only_if_changed=False)
+        elif out is not None:  # the record that lets a later export of this run replace it, and only that
+            write_json_atomic(_record_path(target), {"format": fmt, "run": str(run.path.resolve()),
+                                                     "sha256": keep + [_sha256(work)]}, only_if_changed=False)
     return target
+
+
+def _record_path(target: Path) -> Path:
+    """The record beside a single-file export: ``.<name>.genrekit-export.json``."""
+    return target.with_name(f".{target.name}.genrekit-export.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _recorded(target: Path, run: Run) -> bool:
+    """Whether ``target`` is a single-file export of ``run`` that nobody replaced since: its record
+    names the run and the file's checksum (magic bytes or a file name prove nothing)."""
+    rec = _record_path(target)
+    if rec.is_symlink() or target.is_symlink() or not target.is_file():
+        return False
+    try:
+        doc = json.loads(rec.read_text(encoding="utf-8"))
+        return (isinstance(doc, dict) and doc.get("run") == str(run.path.resolve())
+                and isinstance(doc.get("sha256"), list) and _sha256(target) in doc["sha256"])
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def _refuse_inside_owner(target: Path, run: Run, own_run_ok: bool) -> None:
+    """Refuse a ``target`` inside a run folder or an export bundle (its parent folders are looked
+    at): genrekit never writes into another run's or bundle's folder (nor, for a single file, into
+    the run's own, where its checkpoint lies)."""
+    for folder in Path(os.path.abspath(target)).parents:
+        if (folder / EXPORT_MARKER).is_file():
+            what = "an export bundle"
+        elif (folder / "config.json").is_file() and ((folder / "model.keras").exists()
+                                                      or (folder / "labels.json").exists()):
+            if own_run_ok and folder.resolve() == run.path.resolve():
+                return
+            what = "a run folder"
+        else:
+            continue
+        raise UserError(f"--out {target} lies inside {what} ({folder}); genrekit does not write into a run's or "
+                        "bundle's folder: give a path outside it")
+
+
+def _check_file_target(target: Path, fmt: str, run: Run) -> tuple[bool, list[str]]:
+    """A single-file export (``--out FILE.keras|.tflite|.onnx``) goes to a path that does not
+    exist, or replaces an earlier single-file export of the same run recorded as such. Returns
+    (replace, the checksums of that earlier export, kept in the new record)."""
+    if target.is_symlink():
+        raise UserError(f"--out {target} is a symbolic link; give a new path")
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder; --format {fmt} writes one file: give a file path "
+                        f"(e.g. {target / ('model.' + fmt)})")
+    _refuse_inside_owner(target, run, own_run_ok=False)
+    rec = _record_path(target)
+    if rec.is_symlink() or (rec.exists() and not rec.is_file()):
+        raise UserError(f"{rec} (the record of a single-file export) is not a regular file; give a new --out")
+    if not target.exists():
+        if rec.exists() and not _is_record(rec):
+            raise UserError(f"{rec} exists and genrekit did not write it; give a new --out")
+        return False, []
+    if not _recorded(target, run):
+        raise UserError(f"--out {target} exists and is not an earlier single-file export of this run (no matching "
+                        f"record {rec.name}); genrekit does not replace what it did not write: choose a new --out")
+    if not target.stat().st_mode & stat.S_IWUSR:
+        raise UserError(f"--out {target} is read-only; genrekit does not replace a file made read-only: "
+                        "choose a new --out")
+    return True, [_sha256(target)]
+
+
+def _is_record(rec: Path) -> bool:
+    try:
+        doc = json.loads(rec.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("run"), str) and isinstance(doc.get("sha256"), list)
 
 
 def export_bundle(run_path, formats, out=None) -> Path:
@@ -63,6 +151,7 @@ def export_bundle(run_path, formats, out=None) -> Path:
         raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
     run = Run(run_path)
     target = Path(out) if out else run.path / "export"
+    _refuse_inside_owner(target, run, own_run_ok=True)
     replace = _check_bundle_target(target, run)
     if "onnx" in formats:
         _need_tf2onnx()
@@ -119,10 +208,15 @@ def _check_bundle_target(target: Path, run: Run) -> bool:
             mine = {f for f in marker["files"] if isinstance(f, str)} | {EXPORT_MARKER}
     except (OSError, UnicodeDecodeError, ValueError):
         pass
-    # model files genrekit exported one by one (RUN/export/model.*, before bundles or since)
+    # model files genrekit exported one by one into the run's own RUN/export/ (before bundles), or
+    # recorded as this run's single-file exports; a model file elsewhere may be the user's own
     legacy = {"model.keras": "keras", "model.tflite": "tflite", "model.onnx": "onnx"}
-    mine |= {n for n in names - mine if (n in legacy and is_export_file(target / n, legacy[n]))
-             or (n == "saved_model" and (target / n / EXPORT_MARKER).is_file())}
+    own_dir = os.path.realpath(target) == os.path.realpath(run.path / "export")
+    mine |= {n for n in names - mine if (n in legacy and ((own_dir and is_export_file(target / n, legacy[n]))
+                                                          or _recorded(target / n, run)))
+             or (own_dir and n == "saved_model" and (target / n / EXPORT_MARKER).is_file())}
+    mine |= {n for n in names - mine if n.endswith(".genrekit-export.json") and n.startswith(".")
+             and _recorded(target / n[1:-len(".genrekit-export.json")], run)}
     other = sorted(names - mine)
     if other:
         what = "holds files genrekit did not write" if EXPORT_MARKER in mine else "is not a genrekit export bundle"

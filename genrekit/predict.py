@@ -33,7 +33,7 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError
 from genrekit.data_tools.features import extract, get_kind
-from genrekit.data_tools.fsio import _tmp_name, csv_header
+from genrekit.data_tools.fsio import _tmp_name, csv_header, remove_stale_temporaries
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
@@ -704,6 +704,7 @@ class CsvOut:
         self.fh.close()
         if exc_type is None:
             os.replace(self.tmp, self.path)
+            remove_stale_temporaries(self.path.parent, of=self.path.name)  # what a killed earlier run left
         else:
             try:
                 self.tmp.unlink()

@@ -22,7 +22,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from genrekit.data_tools.features import FeatureConfig, kind_names
+from genrekit.data_tools.features import FeatureConfig, fingerprint_of, kind_names
 from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.errors import UserError
 from genrekit.models import REGISTRY
@@ -159,6 +159,14 @@ def _swap_in(work: Path, final: Path, replace: bool) -> None:
     _remove(old)
 
 
+def make_temporary_folder(holder: Path, final_name: str) -> None:
+    """Create ``holder`` (named ``.genrekit-tmp-<pid>-...``) with genrekit's marker inside, so that
+    :func:`remove_stale_temporaries` removes it once this process is gone."""
+    holder.mkdir()
+    (holder / TMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                 "final": final_name}) + "\n", encoding="utf-8")
+
+
 @contextmanager
 def atomic_output(final, folder: bool, replace: bool = False):
     """Yield a path to write instead of ``final`` (a file path with the same name, or an empty
@@ -177,9 +185,7 @@ def atomic_output(final, folder: bool, replace: bool = False):
         shutil.rmtree(holder)
     ok = False
     try:
-        holder.mkdir()
-        (holder / TMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                     "final": final.name}) + "\n", encoding="utf-8")
+        make_temporary_folder(holder, final.name)
         work = holder / final.name
         if folder:
             work.mkdir()
@@ -290,6 +296,10 @@ class Run:
             self.feature_config = FeatureConfig.from_dict(c["feature_config"])
         except Exception as exc:  # noqa: BLE001 - any bad value in an edited file is the file's fault
             raise UserError(f"{where}: bad feature_config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        recorded = c.get("feature_fingerprint")
+        if recorded is not None and recorded != fingerprint_of(c["feature_config"]):  # as written at training
+            raise UserError(f"{where}: feature_config does not match its feature_fingerprint {recorded!r} "
+                            "(the file was edited); the model was trained with other features")
         for key in ("tempo_range",):
             v = c.get(key)
             if v is not None and not (isinstance(v, list) and len(v) == 2

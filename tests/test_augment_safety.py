@@ -282,3 +282,157 @@ def test_kill_9_then_rerun_gives_the_same_bytes(tmp_path):
     assert len(read_manifest(full)) > 100
     assert not [p for p in killed.rglob("*") if "genrekit-tmp" in p.name]
     assert not list(systmp.iterdir())
+
+
+# -- issue 27: a user's folder is never written into, nor anything through a planted link -------
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (links not followed): sha256 of each file, the target of each link."""
+    snap = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                snap[rel] = "link:" + os.readlink(p)
+            elif p.is_file():
+                snap[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                snap[rel] = "dir"
+    return snap
+
+
+def _user_folder_a07(out: Path) -> None:
+    out.mkdir()
+    (out / "report.md").write_text("# my thesis notes\n")
+
+
+def _user_folder_a05(out: Path) -> None:
+    (out / "mel" / "low").mkdir(parents=True)
+    (out / "report.md").write_text("# mine\n")
+    (out / "manifest.csv").write_text("path,track_id\nmine.png,x\n")
+    (out / "feature_config.json").write_text("{}\n")
+    (out / "mel" / "low" / "low.00000.original.000.png").write_bytes(b"my own image")
+    np.save(out / "mel" / "low" / "low.00001.original.000.npy", np.arange(3))
+
+
+@pytest.mark.parametrize("make", [_user_folder_a07, _user_folder_a05])
+def test_augment_refuses_a_folder_it_did_not_make(tmp_path, capsys, make):
+    data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+    out = tmp_path / "mine"
+    make(out)
+    before = _tree(tmp_path)
+    assert main(["augment", "--data", str(data), "--out", str(out), "--quiet", "--augment", "none"]) == 2
+    line = _one_error_line(capsys)
+    assert "did not make (no augment_config.json)" in line and str(out) in line
+    assert _tree(tmp_path) == before
+
+
+def test_augment_resumes_its_own_folder_and_one_emptied(tmp_path):
+    from genrekit.data_tools.augment import AugmentConfig
+
+    data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+    settings = small_settings(augment=AugmentConfig(augmentations=()))
+    (tmp_path / "empty").mkdir()
+    run_augment(data, tmp_path / "empty", settings, progress=False)
+    s = run_augment(data, tmp_path / "empty", settings, progress=False)
+    assert s["resumed"] == 6 and s["ok"] == 6
+
+
+def _plant(out: Path, rel: str, target: Path) -> None:
+    import shutil
+
+    p = out / rel
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(target, p.parent), p)
+
+
+@pytest.mark.parametrize("rel", ["mfcc", ".state", "mel/low", "manifest.csv"])
+def test_augment_never_writes_through_a_link_planted_in_its_folder(tmp_path, capsys, rel):
+    data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+    out = tmp_path / "o"
+    args = ["augment", "--data", str(data), "--out", str(out), "--quiet", "--augment", "none", "--sr", str(SR),
+            "--n-fft", "256", "--hop-length", "128", "--n-mels", "32", "--image-size", "32x48",
+            "--image-seconds", "1", "--mfcc-seconds", "1", "--features", "mel,mfcc"]
+    assert main(args) == 0
+    capsys.readouterr()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    _plant(out, rel, victim / "keep.txt" if rel.endswith(".csv") else victim)
+    before = _tree(tmp_path)
+    assert main(args) == 2
+    line = _one_error_line(capsys)
+    assert "symbolic link" in line and str(out / rel) in line, line
+    assert _tree(tmp_path) == before
+
+
+def test_augment_refuses_to_replace_a_read_only_output(tmp_path, capsys):
+    data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+    out = tmp_path / "o"
+    args = ["augment", "--data", str(data), "--out", str(out), "--quiet", "--augment", "none", "--sr", str(SR),
+            "--n-fft", "256", "--hop-length", "128", "--n-mels", "32", "--image-size", "32x48", "--features", "mfcc"]
+    assert main(args) == 0
+    (out / "report.md").write_text("# edited and protected\n")
+    (out / "report.md").chmod(0o444)
+    capsys.readouterr()
+    before = _tree(tmp_path)
+    assert main(args) == 2
+    assert "report.md is read-only" in _one_error_line(capsys)
+    assert _tree(tmp_path) == before
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_augment_leaves_no_worker_alive(tmp_path):
+    """Issue 27 item 9: the workers of a killed `augment --workers 2` end with it."""
+    data = write_tree(tmp_path / "data", per_genre=8, seconds=4.0)
+    out = tmp_path / "o"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "genrekit", "augment", "--data", str(data), "--out", str(out),
+                             "--quiet", "--workers", "2", "--sr", str(SR), "--n-fft", "256", "--hop-length", "128",
+                             "--n-mels", "32", "--image-size", "32x48"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        for _ in range(60000):  # a safety net against a hung child, not a timing assertion
+            if proc.poll() is not None:
+                break
+            workers = _children(proc.pid)
+            if len(workers) >= 2 and len(list((out / ".state").rglob("*.json"))) >= 1:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None and len(workers) >= 2, "augment finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    for _ in range(3000):
+        if not any(_running(w) for w in workers):
+            break
+        time.sleep(0.01)
+    alive = [w for w in workers if _running(w)]
+    for w in alive:  # never leave them running, even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"worker(s) {alive} outlived their killed parent"

@@ -116,6 +116,35 @@ def tampered_config(w: World, ws: Path, **changes) -> Path:
     return run
 
 
+def user_folder(ws: Path, name: str = "u") -> Path:
+    """A user's folder holding files with genrekit's names (issue 27 A05, S02)."""
+    u = ws / name
+    (u / "mel" / "low").mkdir(parents=True)
+    (u / "report.md").write_text("# my thesis notes\n")
+    (u / "manifest.csv").write_text("path,track_id\nmine.png,x\n")
+    (u / "feature_config.json").write_text("{}\n")
+    (u / "mel" / "low" / "low.00000.original.000.png").write_bytes(b"my own image")
+    return u
+
+
+def traversal_manifest(w: World, ws: Path) -> Path:
+    """A copy of the feature folder whose third row points at ../../etc/passwd."""
+    feats = copy_feats(w, ws)
+    lines = (feats / "manifest.csv").read_text().splitlines()
+    cols = lines[0].split(",")
+    row = lines[3].split(",")
+    row[cols.index("path")] = "../../etc/passwd"
+    lines[3] = ",".join(row)
+    (feats / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return feats
+
+
+def refingerprinted(w: World, ws: Path) -> Path:
+    """A copy of the run whose feature_config was edited (its feature_fingerprint left as it was)."""
+    fc = json.loads((w.run / "config.json").read_text())["feature_config"]
+    return tampered_config(w, ws, feature_config={**fc, "hop_length": fc["hop_length"] * 2})
+
+
 def corrupt_metrics(w: World, ws: Path) -> Path:
     run = copy_run(w, ws)
     (run / "eval" / "test").mkdir(parents=True)
@@ -189,6 +218,8 @@ CASES = [
     Case("augment-split-unknown-genre", lambda ws, w: [
         (ws / "s.csv").write_text("track_id,split\npolka/p1,train\n"),
         "augment", "--data", str(audio_tree(ws)), "--out", _o(ws), "--split", str(ws / "s.csv")][1:], "polka"),
+    Case("augment-out-is-a-user-folder", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out",
+                                                        str(user_folder(ws))], "did not make"),
     # ---- merge-shards
     Case("merge-shards-missing", lambda ws, w: ["merge-shards", str(ws / "nope")], "nope"),
     Case("merge-shards-no-shards", lambda ws, w: [(ws / "f").mkdir(), "merge-shards", str(ws / "f")][1:], "shard"),
@@ -211,6 +242,8 @@ CASES = [
                                                  "--out", str(copy_run(w, ws))], "already"),
     Case("train-truncated-png", lambda ws, w: ["train", "--data", str(truncated_png(w, ws)), "--arch", "cnn",
                                                "--epochs", "1", "--out", _o(ws)], ".png"),
+    Case("train-manifest-path-traversal", lambda ws, w: ["train", "--data", str(traversal_manifest(w, ws)), "--arch",
+                                                         "cnn", "--out", _o(ws)], "row 3"),
     # ---- cv
     Case("cv-one-fold", lambda ws, w: ["cv", "--data", str(w.feats), "--arch", "cnn", "--folds", "1",
                                        "--out", _o(ws)], "fold"),
@@ -267,6 +300,9 @@ CASES = [
     Case("evaluate-out-holds-a-user-report", lambda ws, w: [
         (ws / "o").mkdir(), (ws / "o" / "report.md").write_text("# my thesis notes\n"),
         "evaluate", "--model", str(w.run), "--data", str(w.feats), "--out", str(ws / "o")][2:], "report.md"),
+    Case("evaluate-feature-config-edited", lambda ws, w: ["evaluate", "--model", str(refingerprinted(w, ws)),
+                                                          "--data", str(w.feats), "--out", _o(ws)],
+         "feature_fingerprint"),
     # ---- compare
     Case("compare-csv-over-a-user-file", lambda ws, w: [
         (ws / "grades.csv").write_text("student,grade\nann,A\n"), "compare", str(w.run), "--csv",
@@ -287,6 +323,15 @@ CASES = [
     Case("export-saved-model-onto-a-user-folder", lambda ws, w: [
         (ws / "feats").mkdir(), (ws / "feats" / "thesis.docx").write_text("x"),
         "export", "--model", str(w.run), "--format", "saved_model", "--out", str(ws / "feats")][2:], "exists"),
+    Case("export-keras-over-another-runs-model", lambda ws, w: [
+        "export", "--model", str(w.run), "--format", "keras", "--out", str(copy_run(w, ws, "lstm") / "model.keras")],
+        "inside a run folder"),
+    Case("export-keras-over-a-users-model", lambda ws, w: [
+        shutil.copyfile(w.run / "model.keras", ws / "my_own_model.keras"), "export", "--model", str(w.run),
+        "--format", "keras", "--out", str(ws / "my_own_model.keras")][1:], "not an earlier single-file export"),
+    Case("export-bundle-over-a-users-model-folder", lambda ws, w: [
+        (ws / "m").mkdir(), shutil.copyfile(w.run / "model.keras", ws / "m" / "model.keras"), "export", "--model",
+        str(w.run), "--out", str(ws / "m")][2:], "not a genrekit export bundle"),
     Case("export-missing-run", lambda ws, w: ["export", "--model", str(ws / "nope")], "not found"),
     # ---- embed
     Case("embed-missing-file", lambda ws, w: ["embed", str(ws / "nope.wav"), "--model", str(w.run), "--out", _o(ws)],
@@ -317,6 +362,9 @@ CASES = [
         (ws / "set" / "low").mkdir(parents=True), (ws / "set" / "low" / "a.mp3").write_bytes(os.urandom(3000)),
         "eval-spotify", "--model", str(w.run), "--data", str(ws / "set"), "--out", _o(ws), "--quiet"][2:],
         "decodable"),
+    Case("eval-spotify-features-is-a-user-folder", lambda ws, w: [
+        wav(ws / "set" / "low" / "a.wav", tone()), "eval-spotify", "--model", str(w.run), "--data", str(ws / "set"),
+        "--features", str(user_folder(ws)), "--out", _o(ws), "--quiet"][1:], "did not make"),
     # ---- gan
     Case("gan-train-missing-data", lambda ws, w: ["gan", "train", "--data", str(ws / "nope"), "--out", _o(ws)],
          "nope"),

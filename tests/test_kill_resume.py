@@ -143,3 +143,62 @@ def test_export_killed_midway_keeps_the_previous_export(tiny_features, tmp_path)
     assert sorted(p.name for p in (run / "export").iterdir()) == sorted([
         "saved_model", "labels.json", "feature_config.json", "calibration.json", "MODEL_CARD.md", "model_card.json",
         "genrekit_export.json"])
+
+
+def test_a_successful_predict_csv_removes_what_a_killed_one_left(tmp_path):
+    """Issue 27 item 9: `.pk.csv.<pid>.genrekit-tmp` of a dead process goes with the next complete
+    table; a live process's temporary, another file's and the user's files stay."""
+    import hashlib
+
+    from genrekit.predict import CsvOut
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    stale = tmp_path / f".pk.csv.{dead}.genrekit-tmp"
+    stale.write_text("file,genre\nhalf")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        keep = [tmp_path / f".pk.csv.{sleeper.pid}.genrekit-tmp", tmp_path / f".other.csv.{dead}.genrekit-tmp",
+                tmp_path / "pk.csv.notes", tmp_path / ".pk.csv.genrekit-tmp"]
+        for p in keep:
+            p.write_text("not this run's")
+        before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in keep}
+        with CsvOut(tmp_path / "pk.csv", 3) as out:
+            out.write({"file": "a.wav", "top": [{"genre": "low", "probability": 0.9}], "rejected": False})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not stale.exists() and (tmp_path / "pk.csv").read_text().startswith("file,genre")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in keep} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "pk.csv"])
+
+
+def test_evaluate_killed_with_another_split_keeps_the_earlier_set_whole(tiny_features, tmp_path):
+    """Issue 27 item 9: a kill -9 of `evaluate --split valid` over the results of `--split test`
+    leaves the test results whole (not a mix of two splits); the rerun gives the valid set alone."""
+    import hashlib
+
+    from genrekit.train import TrainOptions, train
+
+    run = train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=1, batch_size=8, verbose=0,
+                             out=str(tmp_path / "run")))["run"]
+    env = _env(tmp_path / "systmp")
+    out = tmp_path / "ev"
+
+    def results() -> dict:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.is_file()}
+
+    first = _genrekit(["evaluate", "--model", run, "--data", str(tiny_features), "--split", "test",
+                       "--out", str(out)], env)
+    assert first.returncode == 0, first.stderr
+    before = results()
+    args = ["evaluate", "--model", run, "--data", str(tiny_features), "--split", "valid", "--out", str(out)]
+    _kill_when(args, env, lambda: any(out.glob(".genrekit-tmp-*/results/confusion.png")))
+    assert results() == before
+    assert json.loads((out / "metrics.json").read_text())["split"] == "test"
+    again = _genrekit(args, env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "metrics.json").read_text())["split"] == "valid"
+    assert set(results()) == set(before) and results() != before
+    assert "valid" in (out / "report.md").read_text()
+    assert _leftovers(tmp_path) == []

@@ -66,8 +66,8 @@ def test_export_never_deletes_or_replaces_what_it_did_not_write(run_copy, tmp_pa
                            ("keras", user, "not a genrekit export bundle"),
                            ("keras", tmp_path / "exports.tflite", "names one tflite file"),
                            ("tflite", user, "not a genrekit export bundle"),
-                           ("tflite", tmp_path / "model.tflite", "not a tflite model file"),
-                           ("keras", tmp_path / "other.keras", "not a keras model file")]:
+                           ("tflite", tmp_path / "model.tflite", "not an earlier single-file export"),
+                           ("keras", tmp_path / "other.keras", "not an earlier single-file export")]:
         line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
         assert says in line, line
         assert _tree(tmp_path) == before, (fmt, out)
@@ -83,6 +83,61 @@ def test_export_replaces_its_own_previous_export(run_copy, tmp_path, capsys):
     assert (tmp_path / "sm" / EXPORT_MARKER).is_file() and (tmp_path / "sm" / "saved_model" / "saved_model.pb").is_file()
     assert zipfile.is_zipfile(tmp_path / "m.keras")
     assert (run_copy / "export" / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    assert _leftovers(tmp_path) == []
+
+
+def _sha_tree(root: Path) -> dict:
+    """sha256 of every file under ``root``, the target of every link (links not followed)."""
+    import hashlib
+
+    snap = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            snap[str(p.relative_to(root))] = ("link:" + os.readlink(p) if p.is_symlink() else
+                                              hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+    return snap
+
+
+def test_a_single_file_export_replaces_only_its_own_recorded_export(run_copy, tmp_path, capsys):
+    """Issue 27 E07-E13, E22b: a model file of the user's, another run's model.keras, the run's own
+    checkpoint, a file inside a bundle, TFLite magic bytes, a link, a read-only export: refused."""
+    other = Path(shutil.copytree(run_copy, tmp_path / "runs" / "lstm"))
+    shutil.copyfile(run_copy / "model.keras", run_copy / "checkpoint.keras")
+    shutil.copyfile(run_copy / "model.keras", tmp_path / "my_own_model.keras")  # a real .keras, the user's
+    (tmp_path / "mine.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3 my bytes")
+    assert main(["export", "--model", str(other), "--format", "keras", "--out", str(tmp_path / "bundle")]) == 0
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "victim.keras").write_bytes(b"victim")
+    os.symlink(tmp_path / "outside" / "victim.keras", tmp_path / "link.keras")
+    assert main(["export", "--model", str(other), "--format", "keras", "--out", str(tmp_path / "theirs.keras")]) == 0
+    assert main(["export", "--model", str(run_copy), "--format", "tflite", "--out", str(tmp_path / "ro.tflite")]) == 0
+    (tmp_path / "ro.tflite").chmod(0o444)
+    user_dir = tmp_path / "models"
+    user_dir.mkdir()
+    shutil.copyfile(run_copy / "model.keras", user_dir / "model.keras")
+    capsys.readouterr()
+    before = _sha_tree(tmp_path)
+    for fmt, out, says in [("keras", tmp_path / "my_own_model.keras", "not an earlier single-file export"),  # E07
+                           ("keras", other / "model.keras", "inside a run folder"),  # E08
+                           ("keras", run_copy / "checkpoint.keras", "inside a run folder"),  # E09
+                           ("keras", tmp_path / "bundle" / "model.keras", "inside an export bundle"),  # E22b
+                           ("keras", tmp_path / "bundle" / "new.keras", "inside an export bundle"),
+                           ("tflite", tmp_path / "mine.tflite", "not an earlier single-file export"),  # E13
+                           ("keras", tmp_path / "link.keras", "symbolic link"),
+                           ("keras", tmp_path / "theirs.keras", "not an earlier single-file export"),  # another run's
+                           ("tflite", tmp_path / "ro.tflite", "read-only"),
+                           ("keras", user_dir, "not a genrekit export bundle"),  # E10
+                           ("keras,tflite", tmp_path / "runs" / "lstm" / "exp", "inside a run folder")]:
+        line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
+        assert says in line and str(out) in line, line
+        assert _sha_tree(tmp_path) == before, (fmt, out)
+    # its own recorded export is replaced, and only the record and the file change
+    (tmp_path / "ro.tflite").chmod(0o644)
+    assert main(["export", "--model", str(run_copy), "--format", "tflite", "--out", str(tmp_path / "ro.tflite")]) == 0
+    after = _sha_tree(tmp_path)
+    assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} <= {
+        "ro.tflite", ".ro.tflite.genrekit-export.json"}
     assert _leftovers(tmp_path) == []
 
 
@@ -229,6 +284,13 @@ def _edit_config(key, value):
     return edit
 
 
+def _edit_feature_config(run):
+    """A valid feature config other than the one the run was trained with (and fingerprinted)."""
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["feature_config"]["hop_length"] *= 2
+    (run / "config.json").write_text(json.dumps(cfg))
+
+
 def _edit_model_config(old, new):
     def edit(run):
         src = run / "model.keras"
@@ -250,8 +312,9 @@ def _edit_model_config(old, new):
     _edit_model_config(b'"class_name": "Dense"', b'"class_name": "NoSuchLayer"'),
     _edit_model_config(b'"class_name": "Dense"', b'"class_name": "Lambda"'),
     lambda run: (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:500]),  # truncated
+    _edit_feature_config,
 ], ids=["arch", "kind", "fc-str", "fc-key", "tempo-range", "list", "labels-dict", "labels-dup", "layer", "lambda",
-        "truncated"])
+        "truncated", "fc-fingerprint"])
 def test_an_edited_run_folder_is_refused_in_one_line(run_copy, capsys, tamper):
     tamper(run_copy)
     before = _tree(run_copy)
@@ -294,3 +357,35 @@ def test_a_cv_that_fails_before_any_fold_finishes_leaves_nothing(tiny_features, 
     line = _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
                                     "--out", str(tmp_path / "new" / "cv")]))
     assert "simulated failure" in line and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["../../etc/passwd", "/etc/passwd", "mel/../../../x.png", "link"])
+def test_manifest_paths_are_confined_to_the_feature_folder(tiny_features, tmp_path, capsys, where):
+    """Issue 27 item 11: a row path that leads out of the feature folder is refused, naming the row."""
+    feats = Path(shutil.copytree(tiny_features, tmp_path / "feats"))
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.npy").write_bytes(b"not yours")
+    lines = (feats / "manifest.csv").read_text().splitlines()
+    cols = lines[0].split(",")
+    row = lines[3].split(",")
+    if where == "link":
+        os.symlink(tmp_path / "outside" / "secret.npy", feats / "mfcc" / "leak.npy")
+        row[cols.index("path")] = "mfcc/leak.npy"
+    else:
+        row[cols.index("path")] = where
+    lines[3] = ",".join(row)
+    (feats / "manifest.csv").write_text("\n".join(lines) + "\n")
+    before = _sha_tree(tmp_path)
+    line = _one_error(capsys, main(["train", "--data", str(feats), "--arch", "lstm", "--epochs", "1",
+                                    "--out", str(tmp_path / "run")]))
+    assert "row 3" in line and "outside the feature folder" in line, line
+    assert _sha_tree(tmp_path) == before
+
+
+def test_cv_views_still_read_their_source(tiny_features, tmp_path):
+    from genrekit.data_tools.folds import write_view
+    from genrekit.data_tools.manifest import read_manifest
+
+    rows = read_manifest(tiny_features)
+    view = write_view(tmp_path / "view", Path(tiny_features), rows, {r["track_id"]: "train" for r in rows})
+    assert len(read_manifest(view)) == len(rows)

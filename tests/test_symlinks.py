@@ -147,3 +147,61 @@ def test_eval_spotify_on_a_linked_library(linked_and_copied, tiny_features, tmp_
     ml = json.loads((results["linked"] / "metrics.json").read_text())
     mc = json.loads((results["copied"] / "metrics.json").read_text())
     assert ml["track"] == mc["track"] and ml["track"]["n"] == 12
+
+
+# -- issue 27 item 7: never a write through a link planted inside an output folder ---------------
+
+def _tree(root: Path) -> dict[str, str]:
+    snap = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            snap[str(p.relative_to(root))] = ("link:" + os.readlink(p) if p.is_symlink() else
+                                              hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+    return snap
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genrekit: error:"), err
+    return err[0]
+
+
+def _link_in_place_of(folder: Path, target: Path) -> None:
+    shutil.rmtree(folder)
+    os.symlink(os.path.relpath(target, folder.parent), folder)
+
+
+@pytest.mark.slow
+def test_embed_and_cv_reruns_refuse_a_planted_link(tiny_features, tmp_path, capsys):
+    import soundfile as sf
+
+    from tests.conftest import SR, tone
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    # embed: emb/music/live -> ../../victim
+    assert main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    music = tmp_path / "music"
+    (music / "live").mkdir(parents=True)
+    sf.write(music / "live" / "a.wav", tone(500.0, 3.0), SR)
+    sf.write(music / "b.wav", tone(700.0, 3.0), SR)
+    emb = tmp_path / "emb"
+    embed = ["embed", str(music), "--model", str(tmp_path / "run"), "--out", str(emb)]
+    assert main(embed) == 0
+    _link_in_place_of(emb / "music" / "live", victim)
+    # cv resumed with fold-2 a link
+    cv = ["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2", "--epochs", "1", "--batch-size", "8",
+          "--out", str(tmp_path / "cv")]
+    assert main(cv) == 0
+    (tmp_path / "cv" / "cv.json").unlink()
+    _link_in_place_of(tmp_path / "cv" / "fold-2", victim)
+    capsys.readouterr()
+    before = _tree(tmp_path)
+    for argv, link in ((embed, emb / "music" / "live"), (cv, tmp_path / "cv" / "fold-2")):
+        assert main(argv) == 2
+        line = _one_line(capsys)
+        assert "symbolic link" in line and str(link) in line, line
+        assert _tree(tmp_path) == before
