@@ -179,68 +179,17 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, splits, 
     return proba, held
 
 
-ADAPT_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)  # C searched when adapting (more regularised than training's)
-ADAPT_WEIGHTS = (1.0, 3.0, 10.0, 30.0)  # weight of one of the user's tracks against one of the run's
+def adapt_folds(y: np.ndarray, groups: np.ndarray, seed: int, folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Out-of-fold splits over every known track of an adapted run (grouped by track, stratified
+    by genre as far as it goes: a genre the user labelled once sits in one fold only)."""
+    from sklearn.model_selection import StratifiedGroupKFold
 
-
-def user_folds(y_user: np.ndarray, g_user: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Folds over the user's tracks only (grouped by track, stratified by genre where it can
-    be): up to ``folds`` of them, one per track when there are fewer tracks."""
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
-
-    n_tracks = len(set(g_user))
-    k = min(folds, n_tracks)
+    k = min(folds, len(set(groups)))
     if k < 2:
         return []
-    with warnings.catch_warnings():  # a genre with fewer tracks than folds: stratified as far as it goes
+    with warnings.catch_warnings():  # a genre with fewer tracks than folds
         warnings.simplefilter("ignore", UserWarning)
-        if min(len(set(g_user[y_user == c])) for c in np.unique(y_user)) >= k:
-            return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y_user, y_user, g_user))
-        return list(GroupKFold(n_splits=k).split(y_user, y_user, g_user))
-
-
-def fit_adapted_head(x_run: np.ndarray, y_run: np.ndarray, x_user: np.ndarray, y_user: np.ndarray,
-                     g_user: np.ndarray, n_classes: int, seed: int = 0, folds: int = 5,
-                     c_grid=ADAPT_C_GRID, weights=ADAPT_WEIGHTS) -> dict:
-    """The ``predictions`` layer refitted on a run's pooled track embeddings plus the user's.
-
-    The inverse regularisation C and the weight of each user track against each of the run's
-    tracks are chosen together by cross-validation over the *user's* tracks (grouped by track,
-    stratified where it can be): each fold fits on all the run's tracks and the other user
-    tracks and is scored by the log-loss of the held-out user tracks — the music the adapted
-    model is for. Ties (within 1e-9) go to the smaller weight, then the smaller C. With a
-    single user track there is nothing to hold out: weight 1 and the middle C.
-    Returns kernel, bias, C, weight, the CV log-loss and accuracy of the choice, and the folds."""
-    from sklearn.metrics import log_loss
-
-    x = np.concatenate([x_run, x_user]).astype(np.float64)
-    y = np.concatenate([y_run, y_user]).astype(int)
-    n_run = len(x_run)
-    splits = user_folds(np.asarray(y_user), np.asarray(g_user), folds, seed)
-    table = []
-    if splits:
-        for w in weights:
-            sw = np.concatenate([np.ones(n_run), np.full(len(x_user), w)])
-            for c in c_grid:
-                losses, hits, n = [], 0, 0
-                for tr_u, te_u in splits:
-                    tr = np.concatenate([np.arange(n_run), n_run + tr_u])
-                    kernel, bias = fit_weighted(x[tr], y[tr], n_classes, c, sw[tr], seed)
-                    p = head_probabilities(kernel, bias, x_user[te_u])
-                    losses.append(log_loss(y_user[te_u], np.clip(p, 1e-12, 1.0), labels=np.arange(n_classes))
-                                  * len(te_u))
-                    hits += int((p.argmax(axis=1) == y_user[te_u]).sum())
-                    n += len(te_u)
-                table.append({"weight": float(w), "C": float(c), "cv_log_loss": float(sum(losses) / n),
-                              "cv_accuracy": hits / n})
-        best = min(table, key=lambda r: (round(r["cv_log_loss"], 9), r["weight"], r["C"]))
-    else:
-        best = {"weight": 1.0, "C": float(c_grid[len(c_grid) // 2]), "cv_log_loss": None, "cv_accuracy": None}
-    sw = np.concatenate([np.ones(n_run), np.full(len(x_user), best["weight"])])
-    kernel, bias = fit_weighted(x, y, n_classes, best["C"], sw, seed)
-    return {"kernel": kernel, "bias": bias, "C": best["C"], "weight": best["weight"],
-            "cv_log_loss": best["cv_log_loss"], "cv_accuracy": best["cv_accuracy"], "cv_folds": len(splits),
-            "grid": table, "sample_weight": sw}
+        return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, groups))
 
 
 def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: int, seed: int = 0,
