@@ -20,6 +20,7 @@ between 20 settings; the rule is simpler and inside the noise or better.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 import time
@@ -29,11 +30,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from genrekit.data_tools.audio import AUDIO_EXTENSIONS
+from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under
 from genrekit.data_tools.catalogue import scan_tracks
 from genrekit.data_tools.errors import AudioDecodeError, DataError
-from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.errors import UserError
+from genrekit.evaluation.calibration import apply_temperature
 from genrekit.predict import analyse_file
 from genrekit.runs import (
     LABELS,
@@ -78,6 +80,16 @@ class AdaptResult:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def adaptable_run(run_path, command: str = "adapt") -> Run:
+    """The run at ``run_path`` if it is one of the default recipe's (a logistic-regression head
+    on a track embedding), else one line saying why not."""
+    run = Run(run_path)
+    if run.task != "genre" or run.config.get("head") != "logreg":
+        raise UserError(f"{run.path} is a {run.arch} run; {command} works with the default recipe's runs "
+                        "(`genrekit train` with no --arch: musicnn embeddings and a logistic-regression head)")
+    return run
 
 
 def read_label_csv(path) -> list[Labelled]:
@@ -201,17 +213,66 @@ def adapted_model(model, kernel: np.ndarray, bias: np.ndarray):
     return new
 
 
+@dataclass
+class AdaptedHead:
+    """The refitted head over the run's kept tracks and the user's, with what it was fitted on."""
+    labels: list[str]
+    new_genres: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    track_ids: np.ndarray
+    sample_weight: np.ndarray
+    is_user: np.ndarray
+    splits: list
+    weight: float
+    kernel: np.ndarray
+    bias: np.ndarray
+    oof_proba: np.ndarray
+    oof_held: np.ndarray
+    notes: list[str]
+
+
+def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], labels_old: list[str],
+                     user_ids: list[str], weight: float | None = None, seed: int = 0,
+                     out_of_fold_too: bool = True) -> AdaptedHead:
+    """The head of an adapted run: the run's kept embeddings (``known``, from
+    :func:`genrekit.trackrun.load_embeddings`) plus the user's (``x_user`` with their genres),
+    the label set grown by the user's new genres, each user track weighing :func:`user_weight`
+    run tracks (or ``weight``), fitted at ``ADAPT_C``; with ``out_of_fold_too`` also its
+    out-of-fold probabilities over the folds of :func:`genrekit.trackhead.adapt_folds`."""
+    notes: list[str] = []
+    new_genres = sorted({g for g in user_genres if g not in labels_old})
+    label_list = list(labels_old) + new_genres
+    y_run = np.array([label_list.index(g) for g in known["genre"]])
+    y_user = np.array([label_list.index(g) for g in user_genres])
+    n_run, n_user = len(y_run), len(y_user)
+    w = weight if weight is not None else user_weight(n_run, n_user, len(set(user_genres)), notes)
+    x = np.concatenate([known["x"], x_user]).astype(np.float64)
+    y = np.concatenate([y_run, y_user])
+    ids = np.concatenate([np.asarray(known["track_id"], dtype=str), np.asarray(user_ids, dtype=str)])
+    sw = np.concatenate([np.ones(n_run), np.full(n_user, w)])
+    is_user = np.arange(len(y)) >= n_run
+    splits = adapt_folds(y, ids, seed) if out_of_fold_too else []
+    with threadpool_limits(limits=1, user_api="blas"):
+        kernel, bias = fit_weighted(x, y, len(label_list), ADAPT_C, sw, seed)
+        if splits:
+            proba, held = out_of_fold(x, y, len(label_list), ADAPT_C, splits, sw, seed)
+        else:
+            proba, held = np.zeros((len(y), len(label_list))), np.zeros(len(y), dtype=bool)
+    return AdaptedHead(label_list, new_genres, x, y, ids, sw, is_user, splits, float(w), kernel, bias,
+                       proba, held, notes)
+
+
 def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool = False,
           weight: float | None = None) -> AdaptResult:
     """Refit ``run_path``'s head with the user's labelled tracks into the new run folder ``out``."""
     t0 = time.perf_counter()
-    run = Run(run_path)
-    if run.task != "genre" or run.config.get("head") != "logreg":
-        raise UserError(f"{run.path} is a {run.arch} run; adapt refits the head of the default recipe's runs "
-                        "(musicnn_lr, `genrekit train` with no --arch)")
+    run = adaptable_run(run_path)
     known = load_embeddings(run)
     out = Path(out)
     check_new_run_path(out)
+    if not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed must be in 0 .. 2**32 - 1, got {seed}")
     if weight is not None and not (np.isfinite(weight) and 0 < weight <= 1000):
         raise UserError(f"--weight must be a number in (0, 1000], got {weight!r}")
     items = read_labelled(data, labels)
@@ -225,24 +286,14 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
         j = int(same_music(x_user[i:i + 1], x_user[:i])[0])
         if j >= 0:
             raise UserError(f"{items[i].path} and {items[j].path} are the same music; keep one")
-    notes: list[str] = []
-    labels_old = list(run.labels)
+    head = fit_adapted_head(known, x_user, [it.genre for it in items], list(run.labels),
+                            [f"user:{it.track_id}" for it in items], weight, seed)
+    notes, labels_old, label_list, new_genres = head.notes, list(run.labels), head.labels, head.new_genres
+    x, y, sw, is_user, splits, w = head.x, head.y, head.sample_weight, head.is_user, head.splits, head.weight
+    kernel, bias, proba, held = head.kernel, head.bias, head.oof_proba, head.oof_held
+    n_run, n_user = int((~is_user).sum()), int(is_user.sum())
+    y_user = y[is_user]
     user_genres = sorted({it.genre for it in items})
-    new_genres = [g for g in user_genres if g not in labels_old]
-    label_list = labels_old + new_genres
-    y_run = np.array([label_list.index(g) for g in known["genre"]])
-    y_user = np.array([label_list.index(it.genre) for it in items])
-    n_run, n_user = len(y_run), len(y_user)
-    w = weight if weight is not None else user_weight(n_run, n_user, len(user_genres), notes)
-    x = np.concatenate([known["x"], x_user]).astype(np.float64)
-    y = np.concatenate([y_run, y_user])
-    ids = np.concatenate([known["track_id"], [f"user:{it.track_id}" for it in items]])
-    sw = np.concatenate([np.ones(n_run), np.full(n_user, w)])
-    is_user = np.arange(len(y)) >= n_run
-    splits = adapt_folds(y, ids, seed)
-    with threadpool_limits(limits=1, user_api="blas"):
-        kernel, bias = fit_weighted(x, y, len(label_list), ADAPT_C, sw, seed)
-        proba, held = out_of_fold(x, y, len(label_list), ADAPT_C, splits, sw, seed)
     knew = np.array([g in labels_old for g in (it.genre for it in items)])
     before = float((p_before.argmax(axis=1)[knew] == y_user[knew]).mean()) if knew.any() else None
     uh = held[is_user]
@@ -256,7 +307,7 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
         run.feature_config.save(run_dir)
         with threadpool_limits(limits=1, user_api="blas"):
             cal = refit_rules(run_dir, model, x, y, splits, len(label_list), ADAPT_C, sw, is_user, seed, log=_log)
-        save_embeddings(run_dir, x, [label_list[i] for i in y], ids,
+        save_embeddings(run_dir, x, [label_list[i] for i in y], head.track_ids,
                         [*known["split"], *(["user"] * n_user)], [*known["origin"], *(["user"] * n_user)])
         config = dict(run.config)
         data_cfg = dict(config.get("data", {}))
@@ -294,3 +345,138 @@ def format_result(r: AdaptResult) -> str:
     if fig:
         lines.append("; ".join(fig))
     return "\n".join(lines)
+
+
+# -- suggest ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Suggestion:
+    path: Path
+    guess: str  # the run's top genre (calibrated probability below)
+    probability: float
+    margin: float  # top-1 minus top-2 calibrated probability: small = the run hesitates
+
+
+def check_new_file(path, flag: str) -> Path | None:
+    """An output path of ``suggest``: a new file in an existing folder (a CSV the user may
+    already have filled in is never replaced)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        raise UserError(f"{flag} {p} already exists; choose a new file name (genrekit never replaces it)")
+    if not p.parent.is_dir():
+        raise UserError(f"{flag} {p}: folder {p.parent} not found")
+    return p
+
+
+def rank_suggestions(proba: np.ndarray, x: np.ndarray, scale: np.ndarray, n: int) -> list[int]:
+    """Which ``n`` tracks to label first: the genres the run guesses take turns (the guess with
+    most tracks first), each giving its most hesitant track (smallest top-1 minus top-2 margin)
+    that is not a near-duplicate of a track already picked (standardised pooled embeddings
+    closer than half the median nearest-neighbour distance of the candidates). A near-duplicate
+    is taken only once nothing else is left."""
+    m = len(proba)
+    n = min(n, m)
+    if n <= 0:
+        return []
+    top2 = np.sort(proba, axis=1)[:, ::-1][:, :2]
+    margin = top2[:, 0] - (top2[:, 1] if proba.shape[1] > 1 else 0.0)
+    z = x / scale
+    d = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(axis=2))
+    np.fill_diagonal(d, np.inf)
+    near = 0.5 * float(np.median(d.min(axis=1))) if m > 1 else 0.0
+    guess = proba.argmax(axis=1)
+    queues = {g: sorted(np.flatnonzero(guess == g), key=lambda i: (margin[i], i)) for g in set(guess.tolist())}
+    order = sorted(queues, key=lambda g: (-len(queues[g]), g))
+    picked: list[int] = []
+    while len(picked) < n and any(queues.values()):
+        for g in order:
+            q = queues[g]
+            while q and picked and d[q[0], picked].min() < near:
+                q.pop(0)  # a near-duplicate of a pick: left for the second pass
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    rest = sorted((i for i in range(m) if i not in picked), key=lambda i: (margin[i], i))
+    return picked + rest[:n - len(picked)]
+
+
+def suggest(run_path, data, n: int = 10, csv_path=None, m3u_path=None, progress: bool = False,
+            log=_log) -> list[Suggestion]:
+    """The ``n`` tracks of the user's unlabelled music under ``data`` whose labels would help
+    the run most (:func:`rank_suggestions`); tracks the run already knows (the same audio as one
+    of its training or validation tracks, or a track adapted in) are left out. ``csv_path``: a
+    ``path,genre,guess,probability,margin`` table with the genre column empty for the user to
+    fill in (``adapt --labels`` reads it; paths relative to the CSV's folder); ``m3u_path``: the
+    same tracks as a playlist."""
+    if n < 1:
+        raise UserError(f"-n must be at least 1, got {n}")
+    run = adaptable_run(run_path, "suggest")
+    known = load_embeddings(run)
+    folder = Path(data)
+    if not folder.is_dir():
+        raise UserError(f"--data {folder}: folder not found")
+    csv_out, m3u_out = check_new_file(csv_path, "--csv"), check_new_file(m3u_path, "--m3u")
+    files = audio_files_under(folder)
+    if not files:
+        raise UserError(f"--data {folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    from tqdm import tqdm
+
+    paths, xs, ps, known_n = [], [], [], 0
+    for f in tqdm(files, desc="suggest", unit="track", file=sys.stderr, disable=not progress):
+        try:
+            p, e = analyse_file(str(f), run, pooled=True)
+        except AudioDecodeError as exc:
+            log(f"left out: {f}: {exc}")
+            continue
+        if same_music(e[None], known["x"])[0] >= 0:
+            known_n += 1
+            continue
+        paths.append(f)
+        xs.append(e)
+        ps.append(apply_temperature(p, run.temperature))
+    if known_n:
+        log(f"left out {known_n} track(s) the run already knows")
+    if not paths:
+        raise UserError(f"--data {folder}: no track left to suggest")
+    x, proba = np.stack(xs).astype(np.float64), np.stack(ps)
+    scale = known["x"].std(axis=0) + 1e-6
+    labels = list(run.labels)
+    out = []
+    for i in rank_suggestions(proba, x, scale, n):
+        top = np.sort(proba[i])[::-1]
+        out.append(Suggestion(paths[i], labels[int(proba[i].argmax())], float(top[0]),
+                              float(top[0] - (top[1] if len(top) > 1 else 0.0))))
+    if csv_out is not None:
+        write_text_atomic(csv_out, suggestion_csv(out, csv_out.parent), only_if_changed=False)
+    if m3u_out is not None:
+        write_text_atomic(m3u_out, suggestion_m3u(out, m3u_out.parent), only_if_changed=False)
+    return out
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+    except ValueError:  # another drive (Windows)
+        return str(Path(path).resolve())
+
+
+def suggestion_csv(items: list[Suggestion], folder: Path) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "genre", "guess", "probability", "margin"])
+    for s in items:
+        w.writerow([_relative(s.path, folder), "", s.guess, f"{s.probability:.4f}", f"{s.margin:.4f}"])
+    return buf.getvalue()
+
+
+def suggestion_m3u(items: list[Suggestion], folder: Path) -> str:
+    lines = ["#EXTM3U"]
+    for s in items:
+        lines += [f"#EXTINF:-1,{Path(s.path).stem} (guess: {s.guess} {s.probability:.0%})", _relative(s.path, folder)]
+    return "\n".join(lines) + "\n"
+
+
+def format_suggestions(items: list[Suggestion]) -> str:
+    return "\n".join(f"{i:>3}. {s.path}  guess {s.guess} {s.probability:.0%} (margin {s.margin:.2f})"
+                     for i, s in enumerate(items, 1))

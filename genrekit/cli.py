@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from genrekit import __version__
+from genrekit.adapt import adapt, format_result, format_suggestions, suggest
 from genrekit.cv import cross_validate, format_cv
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.errors import DataError
@@ -312,6 +313,28 @@ def cmd_predict(a) -> int:
     return 2 if failed else 0
 
 
+def _show_progress(a) -> bool:
+    return a.progress if a.progress is not None else sys.stderr.isatty()
+
+
+def cmd_adapt(a) -> int:
+    print(format_result(adapt(a.model, a.out, data=a.data, labels=a.labels, seed=a.seed, weight=a.weight,
+                              progress=_show_progress(a))))
+    return 0
+
+
+def cmd_suggest(a) -> int:
+    items = suggest(a.model, a.data, n=a.n, csv_path=a.csv, m3u_path=a.m3u, progress=_show_progress(a))
+    print(format_suggestions(items))
+    for flag, path in (("csv", a.csv), ("m3u", a.m3u)):
+        if path:
+            print(f"{flag}: {path}", file=sys.stderr)
+    if a.csv:
+        print(f"fill in the genre column of {a.csv}, then: genrekit adapt --model {a.model} --labels {a.csv} "
+              "--out NEW_RUN", file=sys.stderr)
+    return 0
+
+
 def cmd_export(a) -> int:
     unknown = [f for f in a.format if f not in EXPORT_FORMATS]
     if unknown or not a.format:
@@ -559,6 +582,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when stderr is a terminal)")
     pr.set_defaults(func=cmd_predict)
+
+    ad = sub.add_parser("adapt", help="teach a run your own music: refit its head with your labelled tracks "
+                                      "(new genres welcome) into a new run folder")
+    ad.add_argument("--model", required=True, help="run folder of the default recipe (`genrekit train`, no --arch)")
+    src = ad.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", default=None, metavar="DIR", help="your labelled tracks, a folder per genre")
+    src.add_argument("--labels", default=None, metavar="FILE.csv",
+                     help="a path,genre CSV (e.g. `genrekit suggest --csv`, filled in); paths relative to its folder")
+    ad.add_argument("--out", required=True, metavar="NEW_RUN", help="the new run folder (the old run is untouched)")
+    ad.add_argument("--weight", type=_positive_float, default=None,
+                    help="how many of the run's tracks one of yours weighs (default: as many as it takes for "
+                         "your collection to weigh as much as the run's, 1 to 30)")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar on stderr (default: when stderr is a terminal)")
+    ad.set_defaults(func=cmd_adapt)
+
+    sg = sub.add_parser("suggest", help="which of your unlabelled tracks to label first for `genrekit adapt`")
+    sg.add_argument("--model", required=True, help="run folder of the default recipe")
+    sg.add_argument("--data", required=True, metavar="DIR", help="your music (any folder, searched recursively)")
+    sg.add_argument("-n", type=int, default=10, help="how many tracks to suggest (default 10)")
+    sg.add_argument("--csv", default=None, metavar="FILE",
+                    help="write path,genre,guess,probability,margin with an empty genre column to fill in (a new file)")
+    sg.add_argument("--m3u", default=None, metavar="FILE", help="write the suggested tracks as a playlist (a new file)")
+    sg.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar on stderr (default: when stderr is a terminal)")
+    sg.set_defaults(func=cmd_suggest)
 
     ex = sub.add_parser("export", help="export a run as a bundle: model (.keras, SavedModel, TFLite, ONNX), labels, "
                                        "feature config, calibration, model card")

@@ -128,6 +128,7 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
                                          if data.get(f"{s}_rows") is not None},
                           "seed": run.config.get("seed"), "weights": run.config.get("weights")},
         "evaluations": evals,
+        "adapted": _adapted(run.config.get("adapt")),
         "input": input_spec(run, track),
         "output": {"probabilities": f"softmax over the {len(run.labels)} classes in labels.json order"
                    if run.task == "genre" else "a tempo run: the model's output per window (genrekit predict "
@@ -142,6 +143,37 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
         "intended_use": INTENDED_USE, "licence_notes": LICENCE_NOTES,
         "versions": run.config.get("versions"),
     }
+
+
+def _adapted(a) -> list[dict]:
+    """What ``genrekit adapt`` added to the run, latest first (an adapted run can be adapted again)."""
+    out = []
+    while isinstance(a, dict):
+        out.append({k: a.get(k) for k in ("source", "tracks", "tracks_per_genre", "new_genres", "weight",
+                                          "weight_rule", "C", "run_tracks", "before_accuracy", "after_accuracy")})
+        a = a.get("previous")
+    return out
+
+
+def _adapted_markdown(steps: list[dict]) -> list[str]:
+    if not steps:
+        return []
+    lines = ["", "## Adapted to the user's music", ""]
+    for a in steps:
+        per = ", ".join(f"{g} {n}" for g, n in (a.get("tracks_per_genre") or {}).items())
+        lines.append(f"- `genrekit adapt` added {a.get('tracks')} labelled tracks ({per}) from `{a.get('source')}` to "
+                     f"the {a.get('run_tracks')} tracks the head was fitted on; each weighs {a.get('weight'):.3g} of "
+                     f"them ({a.get('weight_rule')}), C = {a.get('C')}"
+                     + (f"; new genres: {', '.join(a['new_genres'])}" if a.get("new_genres") else ""))
+        figs = []
+        if a.get("before_accuracy") is not None:
+            figs.append(f"before, the run got {a['before_accuracy']:.1%} of those tracks of genres it knew right")
+        if a.get("after_accuracy") is not None:
+            figs.append(f"after, {a['after_accuracy']:.1%} out of fold (each track predicted by a head fitted "
+                        "without it)")
+        if figs:
+            lines.append(f"  ({'; '.join(figs)})")
+    return lines
 
 
 def _fmt(v) -> str:
@@ -172,6 +204,7 @@ def model_card_markdown(card: dict) -> str:
             lines += ["", "No out-of-domain evaluation (e.g. `genrekit evaluate` on ood_dev) was found in the run."]
     else:
         lines.append("No figures were found in the run.")
+    lines += _adapted_markdown(card.get("adapted") or [])
     lines += ["", "## Input", ""]
     for k in ("decoding", "formula", "windows", "model_input", "silent_windows"):
         if inp.get(k):
