@@ -6,10 +6,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 GTZAN_MINI = ROOT.parent / "shared" / "data" / "gtzan_mini" / "genres"
+OOD = ROOT.parent / "shared" / "data" / "ood_dev"
+KNOWN = ("classical", "pop", "rock")  # ood_dev genres GTZAN knows
+NEW = "electronic"  # ood_dev genre GTZAN does not know
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v1_1.0_tfslim_imagenet_notop.weights.h5"
 
 
@@ -48,3 +53,42 @@ def epoch_timer(training_only: bool = False):
             self.times.append(end - self._t)
 
     return EpochTimer()
+
+
+def default_run(work: Path) -> Path:
+    """The default recipe trained on gtzan_mini in ``work`` (reused when already there)."""
+    from genrekit.cli import main
+
+    run = work / "run"
+    if (run / "embeddings.npz").is_file():
+        return run
+    feats = work / "feats"
+    if main(["augment", "--data", str(GTZAN_MINI), "--out", str(feats), "--features", "musicnn",
+             "--augment", "none", "--workers", "2"]) != 0:
+        raise SystemExit("augment failed")
+    if main(["train", "--data", str(feats), "--out", str(run), "--quiet"]) != 0:
+        raise SystemExit("train failed")
+    return run
+
+
+def ood_embeddings(run, work: Path) -> dict:
+    """Pooled embedding and raw probabilities of every ood_dev track through predict's path
+    (cached in ``work``)."""
+    from genrekit.predict import analyse_file
+
+    cache = work / "ood_embeddings.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    paths, genres, xs, ps = [], [], [], []
+    for g in (*KNOWN, NEW):
+        for f in sorted((OOD / g).iterdir()):
+            p, e = analyse_file(str(f), run, pooled=True)
+            paths.append(str(f))
+            genres.append(g)
+            xs.append(e)
+            ps.append(p)
+    out = {"path": np.array(paths), "genre": np.array(genres), "x": np.stack(xs).astype(np.float32),
+           "p": np.stack(ps)}
+    np.savez(cache, **out)
+    return out
