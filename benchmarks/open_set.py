@@ -1,15 +1,16 @@
 """Calibration and open-set rejection of genrekit's default recipe on real music.
 
 genrekit's default genre recipe (`genrekit train` with no --arch: musicnn_lr) is trained on
-gtzan_mini split 80/20/0 by track (the 20 validation tracks fit the temperature and the
-rejection threshold at the end of training, as `genrekit train` always does), then scored on
+gtzan_mini split 80/20/0 by track (the temperature and the rejection thresholds come from
+out-of-fold predictions over all 100 training and validation tracks at the end of training, as
+`genrekit train` does for the default recipe), then scored on
 ../shared/data/ood_dev: classical/pop/rock are known genres (150 tracks), electronic has no
 GTZAN class and is the probe that should come out `unknown`. Features are rendered with the
 run's own feature config, and probabilities come from the same code as `genrekit evaluate`.
 
 Printed: the temperature saved in the run, ECE before/after scaling on ood_dev's known
 genres, and side by side for genrekit's two rejection rules, each with the threshold the run
-chose on its validation split (keeping 95 % of those tracks accepted): the share of
+chose on its held-out tracks (keeping 95 % of those tracks accepted): the share of
 electronic rejected, the share of known tracks accepted and the accuracy kept (correct known
 tracks still accepted / correct known tracks). The rules are applied by the same code as
 `genrekit predict --reject` and `evaluate` (genrekit.openset): the top calibrated probability
@@ -87,9 +88,11 @@ def main() -> None:
         run = Run(run_dir)
     labels = list(run.labels)
     cal = run.calibration
-    print(f"run {run_dir}: temperature {run.temperature:.3f}; validation ECE {cal['valid_ece_before']:.3f} -> "
-          f"{cal['valid_ece_after']:.3f}; rules fitted on {cal['valid_tracks']} validation tracks (each threshold "
-          f"keeps {cal['reject_accept']:.0%} of them accepted); the run's --reject rule: {cal['reject_rule']}")
+    where = "heldout" if "heldout_tracks" in cal else "valid"  # out-of-fold tracks (track runs) or validation
+    print(f"run {run_dir}: temperature {run.temperature:.3f}; held-out ECE {cal[f'{where}_ece_before']:.3f} -> "
+          f"{cal[f'{where}_ece_after']:.3f}; rules fitted on {cal[f'{where}_tracks']} held-out tracks "
+          f"({cal.get('fitted_on', 'the validation split')}; each threshold keeps {cal['reject_accept']:.0%} of them "
+          f"accepted); the run's --reject rule: {cal['reject_rule']}")
 
     # ood_dev as evaluate scores it: one backbone pass gives each track's embedding and probabilities
     rows = [r for r in select(read_manifest(ood), run.kind, ("test",)) if r["augmentation"] == "original"]
