@@ -456,9 +456,9 @@ def suggest(run_path, data, n: int = 10, csv_path=None, m3u_path=None, progress:
 
 def _relative(path: Path, folder: Path) -> str:
     try:
-        return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))  # links kept as the user named them
     except ValueError:  # another drive (Windows)
-        return str(Path(path).resolve())
+        return os.path.abspath(path)
 
 
 def suggestion_csv(items: list[Suggestion], folder: Path) -> str:
