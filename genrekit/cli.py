@@ -286,7 +286,8 @@ def cmd_train(a) -> int:
 # -- predict / export ------------------------------------------------------------------------
 
 def cmd_predict(a) -> int:
-    preds = iter_predictions(a.files, a.model, top_k=a.top_k, reject=a.reject, reject_threshold=a.reject_threshold,
+    reject = "per_genre" if a.reject_per_genre else a.reject
+    preds = iter_predictions(a.files, a.model, top_k=a.top_k, reject=reject, reject_threshold=a.reject_threshold,
                              hop_s=a.hop, timeline_dir=a.timeline)
     if a.csv:
         check_csv_target(a.csv)
@@ -570,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "threshold on the validation split): the embedding distance to the training tracks "
                          "for models with a track embedding (the default recipe), else the top calibrated "
                          "probability")
+    pr.add_argument("--reject-per-genre", action="store_true",
+                    help="like --reject, with the run's threshold for the track's top genre (each keeps 95%% of "
+                         "that genre's held-out tracks accepted; the global one for a genre with fewer than 5)")
     pr.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="reject below this top probability instead of the run's rule (implies --reject)")
     pr.add_argument("--hop", type=float, default=None, metavar="SECONDS",

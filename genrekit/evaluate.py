@@ -51,7 +51,9 @@ from genrekit.evaluation.plots import (
 )
 from genrekit.evaluation.report import COMPARE_FIELDS, compare_table, evaluation_report
 from genrekit.openset import (
+    PER_GENRE,
     RULE_DISTANCE,
+    has_per_genre_thresholds,
     pooled_probabilities,
     rejector_for,
     rule_of,
@@ -180,17 +182,24 @@ def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, 
         return out
     rej = rejector_for(run, True, threshold)
     kp, up = apply_temperature(tp, T), (apply_temperature(tu, T) if len(tu) else tu)
-    masks = {}
-    if rej.rule == RULE_DISTANCE:
-        if pooled is None:
-            raise ValueError("the embedding-distance rule needs the tracks' pooled embeddings")
-        masks["known_rejected"] = rej.rejected(rej.scores(None, np.stack([pooled[t] for t in kid])))
-        if len(uid):
-            masks["unknown_rejected"] = rej.rejected(rej.scores(None, np.stack([pooled[t] for t in uid])))
-    figs = open_set_figures(kp, ty, up, rej.threshold, **masks)
+    if rej.rule == RULE_DISTANCE and pooled is None:
+        raise ValueError("the embedding-distance rule needs the tracks' pooled embeddings")
+
+    def masks(r):
+        def one(p, ids):
+            return r.rejected(r.scores(p, np.stack([pooled[t] for t in ids]) if r.needs_embedding else None),
+                              p.argmax(axis=1))
+        return {"known_rejected": one(kp, kid), **({"unknown_rejected": one(up, uid)} if len(uid) else {})}
+
+    figs = open_set_figures(kp, ty, up, rej.threshold, **masks(rej))
     extra = {"rule": rej.rule, "threshold_source": rej.source}
     if rej.rule == RULE_DISTANCE:
         extra["k"] = int(rej.stats["k"])
+    if threshold is None and has_per_genre_thresholds(run):  # measured beside the global rule
+        pg = rejector_for(run, PER_GENRE, None)
+        f = open_set_figures(kp, ty, up, pg.threshold, **masks(pg))
+        extra["per_genre"] = {k: f[k] for k in ("unknown_rejected", "known_accepted", "known_top1_accepted",
+                                                "accuracy_kept")}
     return {**figs, **extra, **out}
 
 
@@ -442,6 +451,11 @@ def _calibration_lines(res: dict) -> list[str]:
         lines.append(f"open set ({rule}, threshold {o['threshold']:.4g}): unknown rejected {pct(o['unknown_rejected'])} "
                      f"of {o['unknown_n']} tracks; known accepted {pct(o['known_accepted'])}, "
                      f"accuracy kept {pct(o['accuracy_kept'])}")
+        if o.get("per_genre"):
+            g = o["per_genre"]
+            lines.append(f"  per-genre thresholds (predict --reject-per-genre): unknown rejected "
+                         f"{pct(g['unknown_rejected'])}; known accepted {pct(g['known_accepted'])}, accuracy kept "
+                         f"{pct(g['accuracy_kept'])}")
     elif o:
         lines.append(f"open set: {o['unknown_n']} unknown tracks; {o['note']}")
     return lines

@@ -42,7 +42,7 @@ from genrekit.models.folding import fold_batchnorm
 from genrekit.models.image_aug import image_augmenter
 from genrekit.models.registry import INPUT_NORM
 from genrekit.models.transfer import set_phase, split_at_base
-from genrekit.openset import fit_open_set, track_embeddings
+from genrekit.openset import fit_open_set, per_genre_thresholds, track_embeddings
 from genrekit.prediction import predict_rows
 from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
 from genrekit.trackhead import fit_track_head, grouped_folds
@@ -451,6 +451,8 @@ def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = RE
                 cal["note"] = note
         after = apply_temperature(tp, cal["temperature"])
         cal["reject_threshold"] = choose_reject_threshold(after, accept)
+        cal["reject_threshold_per_genre"] = per_genre_thresholds(after, ty, len(labels),
+                                                                 lambda a: choose_reject_threshold(a, accept))
         cal.update({"valid_ece_before": expected_calibration_error(tp, ty),
                     "valid_ece_after": expected_calibration_error(after, ty),
                     "valid_nll_before": nll(tp, ty), "valid_nll_after": nll(after, ty)})

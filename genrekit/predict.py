@@ -596,11 +596,11 @@ class Predictions:
         entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
         if self.rejector is not None:
             score = float(self.rejector.scores(p, pooled)[0])
-            entry["rejected"] = bool(self.rejector.rejected(score)[0])
+            entry["rejected"] = bool(self.rejector.rejected(score, [order[0]])[0])
             entry["genre"] = UNKNOWN if entry["rejected"] else run.labels[order[0]]
             entry["reject_rule"] = self.rejector.rule
             entry["reject_score"] = round(score, 4)
-            entry["reject_threshold"] = round(self.rejector.threshold, 4)
+            entry["reject_threshold"] = round(float(self.rejector.thresholds([order[0]])[0]), 4)
         return entry
 
 
