@@ -176,8 +176,11 @@ def load_distance_stats(run) -> dict:
     try:
         with np.load(where, allow_pickle=False) as z:
             stats = {k: np.asarray(z[k]) for k in STAT_KEYS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{where}: unreadable open-set statistics ({' '.join(str(exc).split())}); "
+    except FileNotFoundError:
+        raise UserError(f"{where} is missing: calibration.json names the {RULE_DISTANCE} rule; retrain the run "
+                        "or pass --reject-threshold P") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind (BadZipFile, zlib, EOF): one line
+        raise UserError(f"{where} is damaged: {' '.join(str(exc).split()) or type(exc).__name__}; "
                         "retrain the run or pass --reject-threshold P") from None
     n_feat = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
     ok = (n_feat > 0 and stats["scale"].shape == (n_feat,) and stats["components"].ndim == 2

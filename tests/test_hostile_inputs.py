@@ -108,6 +108,19 @@ def lambda_model(w: World, ws: Path) -> Path:
     return run
 
 
+def foreign_model(w: World, ws: Path) -> Path:
+    """A copy of the run whose model.keras is another architecture's (MFCC sequences in, the same
+    three classes out): it loads, but its input does not fit the run's mel windows (issue 27 #5)."""
+    import keras
+
+    run = copy_run(w, ws)
+    inp = keras.Input((63, 13), name="features")
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(keras.layers.Flatten()(inp))
+    (run / "model.keras").unlink()
+    keras.Model(inp, out).save(run / "model.keras")
+    return run
+
+
 def tampered_config(w: World, ws: Path, **changes) -> Path:
     run = copy_run(w, ws)
     cfg = json.loads((run / "config.json").read_text())
@@ -282,7 +295,15 @@ CASES = [
                                                  str(tampered_config(w, ws, arch="evil"))], "architecture"),
     Case("predict-model-with-code", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
                                                    str(lambda_model(w, ws))], "safely"),
+    Case("predict-another-archs-model", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
+                                                       str(foreign_model(w, ws))], "expects inputs of shape"),
+    Case("predict-damaged-calibration", lambda ws, w: [
+        (copy_run(w, ws) / "calibration.json").write_bytes(b'{"temperature": 1.0, "reject_thr\xff'),
+        "predict", str(wav(ws / "a.wav", tone())), "--model", str(ws / "run")][1:], "calibration.json is damaged"),
     # ---- evaluate
+    Case("evaluate-another-archs-model", lambda ws, w: ["evaluate", "--model", str(foreign_model(w, ws)),
+                                                        "--data", str(w.feats), "--out", _o(ws)],
+         "expects inputs of shape"),
     Case("evaluate-tampered-feature-config", lambda ws, w: [
         "evaluate", "--model", str(tampered_config(w, ws, feature_config={
             **json.loads((w.run / "config.json").read_text())["feature_config"], "hop_length": 0})),
@@ -332,6 +353,8 @@ CASES = [
     Case("export-bundle-over-a-users-model-folder", lambda ws, w: [
         (ws / "m").mkdir(), shutil.copyfile(w.run / "model.keras", ws / "m" / "model.keras"), "export", "--model",
         str(w.run), "--out", str(ws / "m")][2:], "not a genrekit export bundle"),
+    Case("export-another-archs-model", lambda ws, w: ["export", "--model", str(foreign_model(w, ws))],
+         "expects inputs of shape"),
     Case("export-missing-run", lambda ws, w: ["export", "--model", str(ws / "nope")], "not found"),
     # ---- embed
     Case("embed-missing-file", lambda ws, w: ["embed", str(ws / "nope.wav"), "--model", str(w.run), "--out", _o(ws)],
