@@ -19,6 +19,7 @@ from pathlib import Path
 
 from genrekit import __version__
 from genrekit.cv import cross_validate, format_cv
+from genrekit.data_tools.audio import silenced_stderr, stderr_line_guard
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.features import KINDS, default_kinds, feature_config_for
@@ -71,24 +72,16 @@ class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            self._loader.exec_module(module)
-            return
         with tempfile.TemporaryFile() as log:
-            os.dup2(log.fileno(), 2)
             try:
-                self._loader.exec_module(module)
+                # shared with the audio decoder threads, which may hold fd 2 silenced meanwhile
+                with silenced_stderr(capture=log):
+                    self._loader.exec_module(module)
             except BaseException:
-                os.dup2(saved, 2)
                 log.seek(0)
-                sys.stderr.write(log.read().decode("utf-8", "replace"))
+                with stderr_line_guard():
+                    sys.stderr.write(log.read().decode("utf-8", "replace"))
                 raise
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
 
 
 def quiet_libraries() -> None:
@@ -302,7 +295,8 @@ def cmd_predict(a) -> int:
                 results.append(r)
             if "error" in r:
                 failed += 1
-                bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+                with stderr_line_guard():  # decoder threads may hold fd 2 silenced meanwhile
+                    bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
             elif not a.json:
                 bar.write(format_line(r), file=sys.stdout)
     if a.json:

@@ -489,3 +489,20 @@ def test_hostile_input_is_refused_in_one_line_and_touches_nothing(case, world, t
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k] and before[k][0] == "file")
     assert not created and not removed and not changed, (created, removed, changed)
+
+
+@pytest.mark.slow
+def test_many_bad_files_give_one_error_line_each(world, tmp_path):
+    """Issue 27 #8: predict decodes a folder in worker threads, each silencing fd 2 while
+    libsndfile/mpg123 read a file (and TensorFlow's import silences it too); every bad file's
+    error line still reaches stderr, and none of the decoders' notes do."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        (bad / f"b{i:02d}.mp3").write_bytes(rng.integers(0, 256, 3000 + i, dtype=np.uint8).tobytes())
+    proc = run_genrekit(["predict", str(bad), "--model", str(world.run)], tmp_path, None)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 30 and all(ln.startswith("genrekit: error: ") for ln in lines), proc.stderr[-3000:]
+    assert sorted(ln.split(": ")[2] for ln in lines) == sorted(str(p) for p in bad.iterdir())
