@@ -18,14 +18,13 @@ use the rule the run names; ``--reject-threshold P`` always means the top-probab
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.fsio import loads_json, write_bytes_atomic, write_json_atomic
 from genrekit.data_tools.loaders import select
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
@@ -118,7 +117,7 @@ def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: fl
     them with its threshold chosen out of fold. Returns the updated calibration."""
     run_dir = Path(run_dir)
     cal_path = run_dir / CALIBRATION
-    cal = json.loads(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
+    cal = loads_json(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
     cal["reject_rule"] = RULE_TOP_PROBABILITY
     cal.pop("distance", None)
     if not has_track_embedding(model):

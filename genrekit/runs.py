@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from genrekit.data_tools.features import FeatureConfig, fingerprint_of, get_kind, kind_names
-from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.fsio import loads_json, write_json_atomic
 from genrekit.errors import UserError
 from genrekit.models import REGISTRY
 from genrekit.models.track import is_track_model
@@ -64,7 +64,7 @@ def _alive(pid: int) -> bool:
 def _ours(path: Path) -> bool:
     """A temporary folder genrekit made on this machine (its marker names this host)."""
     try:
-        marker = json.loads((path / TMP_MARKER).read_text(encoding="utf-8"))
+        marker = loads_json((path / TMP_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(marker, dict) and marker.get("host") == socket.gethostname()
@@ -254,7 +254,7 @@ class Run:
         if not (self.path / CONFIG).is_file():
             raise UserError(f"{self.path} is not a complete run folder: {CONFIG} is missing")
         try:
-            self.config = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+            self.config = loads_json((self.path / CONFIG).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         if not isinstance(self.config, dict):
@@ -265,7 +265,7 @@ class Run:
             if not (self.path / name).is_file():
                 raise UserError(f"{self.path} is not a complete run folder: {name} is missing")
         try:
-            self.labels = json.loads((self.path / LABELS).read_text(encoding="utf-8"))
+            self.labels = loads_json((self.path / LABELS).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         self._check_config()
@@ -324,7 +324,7 @@ class Run:
             else:
                 where = f"{self.path}/{CALIBRATION}"
                 try:
-                    cal = json.loads(p.read_text(encoding="utf-8"))
+                    cal = loads_json(p.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, ValueError) as exc:
                     raise UserError(f"{where} is damaged: {' '.join(str(exc).split()) or type(exc).__name__}") from None
                 if not isinstance(cal, dict):

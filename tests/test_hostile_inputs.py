@@ -218,6 +218,17 @@ CASES = [
                                                 "--hop-length", "1"], "hop"),
     Case("augment-mfcc-seconds-1e7", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
                                                     "--mfcc-seconds", "1e7"], "mfcc_seconds"),
+    # issue 27 #10: bounds a user would accept, refused by the parser
+    Case("augment-image-seconds-0.001", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                                       "--image-seconds", "0.001"], "--image-seconds"),
+    Case("augment-mfcc-hop-0.0001", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                                   "--mfcc-hop", "0.0001"], "--mfcc-hop"),
+    Case("augment-sr-1", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws), "--sr", "1"],
+         "--sr: expected a whole number from 8000"),
+    Case("augment-n-fft-1", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                           "--n-fft", "1"], "--n-fft"),
+    Case("augment-seed-minus-1", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                                "--seed", "-1"], "--seed"),
     Case("augment-negative-ratio", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
                                                   "--ratios", "-10/60/50"], "ratio"),
     Case("augment-bad-shard", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
@@ -295,6 +306,9 @@ CASES = [
                                                  str(tampered_config(w, ws, arch="evil"))], "architecture"),
     Case("predict-model-with-code", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
                                                    str(lambda_model(w, ws))], "safely"),
+    Case("predict-config-nested-100000-deep", lambda ws, w: [
+        (copy_run(w, ws) / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+        "predict", str(wav(ws / "a.wav", tone())), "--model", str(ws / "run")][1:], "nested too deeply"),
     Case("predict-another-archs-model", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
                                                        str(foreign_model(w, ws))], "expects inputs of shape"),
     Case("predict-damaged-calibration", lambda ws, w: [
@@ -308,6 +322,9 @@ CASES = [
         "evaluate", "--model", str(tampered_config(w, ws, feature_config={
             **json.loads((w.run / "config.json").read_text())["feature_config"], "hop_length": 0})),
         "--data", str(w.feats), "--out", _o(ws)], "feature_config"),
+    Case("evaluate-feature-config-nested-100000-deep", lambda ws, w: [
+        (copy_feats(w, ws) / "feature_config.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000),
+        "evaluate", "--model", str(w.run), "--data", str(ws / "feats"), "--out", _o(ws)][1:], "nested too deeply"),
     Case("evaluate-split-traversal", lambda ws, w: ["evaluate", "--model", str(w.run), "--data", str(w.feats),
                                                     "--split", "../../x"], "split"),
     Case("evaluate-missing-data", lambda ws, w: ["evaluate", "--model", str(w.run), "--data", str(ws / "nope"),

@@ -185,3 +185,15 @@ def test_a_name_the_file_system_refuses_falls_back_to_the_track_id(apis, tmp_pat
     rows = {r["track_id"]: r for r in read_csv(out / "spotify_manifest.csv")}
     assert rows[sid("tW1")]["file"] == f"world/{sid('tW1')}.wav" and rows[sid("tW1")]["status"] == "ok"
     assert rows[sid("tW2")]["file"] == f"world/Bob - Blocked [{sid('tW2')}].wav"
+
+
+def test_a_preview_service_answer_nested_too_deeply_is_no_preview(apis, tmp_path):
+    """Issue 27 #10: Deezer's or iTunes' JSON nested 100,000 deep (RecursionError in json) is an
+    answer with nothing in it, not the end of the fetch."""
+    nested = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/deezer/search", "/itunes/search", "/deezer/track/isrc:USAAA0000002"):
+        apis.scripted[path] = (200, nested, {})
+    out = tmp_path / "n"
+    assert main(["fetch-spotify", "--out", str(out), "--genres", "blues", "--per-genre", "10"]) == 0
+    st = {r["track_id"]: r["status"] for r in read_csv(out / "spotify_manifest.csv")}
+    assert st[sid("t1")] == "ok" and st[sid("t2")] == "no audio" and st[sid("t9")] == "no audio"
