@@ -95,8 +95,10 @@ def loads_json(text: str | bytes):
         raise ValueError("JSON nested too deeply to read") from None
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
+def read_csv(path, encoding: str = "utf-8") -> list[dict]:
+    """The rows of a CSV file as dicts (any line ends: CRLF from a spreadsheet too);
+    ``encoding="utf-8-sig"`` also takes the byte-order mark a spreadsheet's export puts first."""
+    with open(path, newline="", encoding=encoding) as fh:
         return list(csv.DictReader(fh))
 
 
