@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import struct
 import sys
 import threading
@@ -79,13 +80,26 @@ def _check_au_header(path: Path, size: int) -> None:
         )
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (from ``os.stat().st_mode``)."""
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return what
+    return "not a plain file"
+
+
 def check_container(path: str | os.PathLike) -> None:
-    """Raise :class:`AudioDecodeError` for an empty file or a WAV/AU header that lies."""
+    """Raise :class:`AudioDecodeError` for what is not a regular file (a FIFO would block the
+    first read: it is never opened), an empty file or a WAV/AU header that lies."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioDecodeError(f"not a regular file ({file_kind(st.st_mode)}); not read")
+    size = st.st_size
     if size == 0:
         raise AudioDecodeError("empty file (0 bytes)")
     ext = path.suffix.lower()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genrekit.data_tools.audio import load_audio, silenced_stderr, stderr_line_guard
+from genrekit.data_tools.audio import audio_info, load_audio, silenced_stderr, stderr_line_guard
 from genrekit.data_tools.errors import AudioDecodeError
 from tests.conftest import tone
 
@@ -141,3 +141,15 @@ def test_error_lines_survive_decoder_threads_silencing_fd2(capfd, tmp_path):
     assert [ln for ln in lines if ln.startswith("genrekit")] == [f"genrekit: error: f{i}.mp3: bad" for i in range(60)]
     assert "Note:" not in err and lines[-1] == "after"
     assert errors  # the decoders did run
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_is_not_a_regular_file_and_is_not_opened(tmp_path):
+    """Issue 27 #12: "not a regular file", not "empty file"; and no read blocks on it (the
+    test would hang here if the FIFO were opened: nothing writes to it)."""
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioDecodeError, match=r"not a regular file \(a FIFO\)"):
+        load_audio(fifo, sr=8000)
+    with pytest.raises(AudioDecodeError, match="not a regular file"):
+        audio_info(fifo)
