@@ -578,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="top-k genres for audio files")
     pr.add_argument("files", nargs="+", help="audio files or folders (recursive; wav, au, mp3, flac, ogg)")
     pr.add_argument("--model", required=True, help="run folder")
-    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--top-k", type=_in_range(int, 1), default=3,
+                    help="genres to show per file, at least 1 (default 3; at most the run's genres are shown)")
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
     pr.add_argument("--reject", action="store_true",
                     help="answer `unknown` when the run's rejection rule says so (chosen at training time, "

@@ -260,6 +260,9 @@ CASES = [
                                                      "--hparam", "dropout=abc", "--out", _o(ws)], "dropout"),
     Case("train-hparam-out-of-range", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "cnn",
                                                      "--hparam", "dropout=5", "--out", _o(ws)], "dropout"),
+    Case("train-hparam-unknown-choice", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "cnn_bn",
+                                                       "--hparam", "pooling=x", "--out", _o(ws)],
+         "choose from gap, flatten"),
     Case("train-finetune-without-from", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "mobilenet",
                                                        "--phase", "finetune", "--out", _o(ws)], "--from"),
     Case("train-out-holds-a-run", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "cnn",
@@ -309,6 +312,8 @@ CASES = [
                                                  str(tampered_config(w, ws, arch="evil"))], "architecture"),
     Case("predict-model-with-code", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
                                                    str(lambda_model(w, ws))], "safely"),
+    Case("predict-top-k-0", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model", str(w.run),
+                                           "--top-k", "0"], "--top-k"),
     Case("predict-config-nested-100000-deep", lambda ws, w: [
         (copy_run(w, ws) / "config.json").write_text("[" * 100_000 + "]" * 100_000),
         "predict", str(wav(ws / "a.wav", tone())), "--model", str(ws / "run")][1:], "nested too deeply"),
