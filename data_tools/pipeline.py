@@ -17,14 +17,13 @@ and is reported, and a worker process killed by the system stops the run with on
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing as mp
 import os
 import signal
 import sys
+from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -60,6 +59,7 @@ from genrekit.data_tools.features import (
 from genrekit.data_tools.fsio import (
     check_no_links,
     check_writable,
+    loads_json,
     own_folder_marker,
     remove_stale_temporaries,
     write_json_atomic,
@@ -105,6 +105,8 @@ class AugmentSettings:
             raise DataError(f"unknown feature kind(s) {', '.join(map(str, bad)) or '(none)'} "
                             f"(known: {', '.join(kind_names())})")
         object.__setattr__(self, "ratios", check_ratios(self.ratios))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
+            raise DataError(f"--seed must be a whole number in [0, 2**32), got {self.seed!r}")
         if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
             raise DataError(f"bad --split {self.split!r}: expected gtzan-filtered, a split CSV or a folder of lists")
         if not 0 < self.max_seconds <= 24 * 3600:  # NaN too
@@ -171,7 +173,7 @@ def _read_state(out: Path, track_id: str) -> TrackResult | None:
     if not p.is_file():
         return None
     try:
-        return TrackResult(**json.loads(p.read_text(encoding="utf-8")))
+        return TrackResult(**loads_json(p.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -424,7 +426,7 @@ def _check_settings(out: Path, settings: AugmentSettings) -> None:
     if not p.is_file():
         return
     try:
-        old = json.loads(p.read_text(encoding="utf-8"))
+        old = loads_json(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise DataError(f"{p} is unreadable; choose a new --out") from None
     new = settings.to_dict()

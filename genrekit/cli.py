@@ -20,9 +20,18 @@ from pathlib import Path
 from genrekit import __version__
 from genrekit.adapt import adapt, format_result, format_suggestions, suggest
 from genrekit.cv import cross_validate, format_cv
+from genrekit.data_tools.audio import silenced_stderr, stderr_line_guard
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.features import KINDS, default_kinds, feature_config_for
+from genrekit.data_tools.features import (
+    KINDS,
+    MAX_N_FFT,
+    MAX_N_MELS,
+    MAX_SEGMENT_SECONDS,
+    MAX_SR,
+    default_kinds,
+    feature_config_for,
+)
 from genrekit.data_tools.pipeline import AugmentSettings, merge_shards, run_augment
 from genrekit.data_tools.splits import ratio_numbers
 from genrekit.demo import run_demo
@@ -72,24 +81,16 @@ class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            self._loader.exec_module(module)
-            return
         with tempfile.TemporaryFile() as log:
-            os.dup2(log.fileno(), 2)
             try:
-                self._loader.exec_module(module)
+                # shared with the audio decoder threads, which may hold fd 2 silenced meanwhile
+                with silenced_stderr(capture=log):
+                    self._loader.exec_module(module)
             except BaseException:
-                os.dup2(saved, 2)
                 log.seek(0)
-                sys.stderr.write(log.read().decode("utf-8", "replace"))
+                with stderr_line_guard():
+                    sys.stderr.write(log.read().decode("utf-8", "replace"))
                 raise
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
 
 
 def quiet_libraries() -> None:
@@ -122,6 +123,36 @@ def _positive_float(text: str) -> float:
     if not (0 < v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return v
+
+
+def _in_range(kind, lo, hi=None, unit: str = ""):
+    """An argparse type: a number of ``kind`` (int or float) from ``lo`` to ``hi`` (None: no upper
+    bound here; the feature config's own cost limits still apply), refused by the parser in one
+    line before any work."""
+    what = "a whole number" if kind is int else "a number"
+    def show(v):
+        return str(v) if kind is int else f"{v:g}"
+
+    span = f"from {show(lo)} to {show(hi)}" if hi is not None else f"of at least {show(lo)}"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not (lo <= v and (hi is None or v <= hi)):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {what} {span}{unit}, got {text!r}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# Feature options a user would set (below these a feature is no longer a picture of music: --sr 1
+# decodes nothing, --n-fft 1 has no frequency axis, --image-seconds 0.001 is a sliver of one
+# STFT frame, --mfcc-hop 0.0001 asks for 300,000 sequences per 30 s track)
+MIN_SR, MIN_N_FFT, MIN_N_MELS = 8000, 64, 8
+MIN_IMAGE_SECONDS, MIN_IMAGE_HOP, MIN_MFCC_SECONDS, MIN_MFCC_HOP = 0.5, 0.1, 0.1, 0.01
 
 
 def _probability(text: str) -> float:
@@ -190,21 +221,27 @@ def _kind_note(key: str, default) -> str:
 
 def _add_feature_args(p: argparse.ArgumentParser, fc) -> None:
     g = p.add_argument_group("features (saved in feature_config.json)")
-    for flag, key, typ, what in (("--sr", "sr", int, "sample rate in Hz"), ("--n-fft", "n_fft", int, "FFT size in samples"),
-                                 ("--hop-length", "hop_length", int, "hop in samples"), ("--n-mels", "n_mels", int, "mel bands")):
+    for flag, key, typ, what in (
+            ("--sr", "sr", _in_range(int, MIN_SR, MAX_SR, " Hz"), f"sample rate in Hz, {MIN_SR}-{MAX_SR}"),
+            ("--n-fft", "n_fft", _in_range(int, MIN_N_FFT, MAX_N_FFT), f"FFT size in samples, {MIN_N_FFT}-{MAX_N_FFT}"),
+            ("--hop-length", "hop_length", _in_range(int, 1), "hop in samples"),
+            ("--n-mels", "n_mels", _in_range(int, MIN_N_MELS, MAX_N_MELS), f"mel bands, {MIN_N_MELS}-{MAX_N_MELS}")):
         g.add_argument(flag, type=typ, default=None, help=f"{what} (default {getattr(fc, key)}{_kind_note(key, getattr(fc, key))})")
-    g.add_argument("--top-db", type=float, default=None, help=f"dB floor below the peak (default {fc.top_db:g})")
+    g.add_argument("--top-db", type=_positive_float, default=None, help=f"dB floor below the peak (default {fc.top_db:g})")
     g.add_argument("--image-size", type=_size, default=None, metavar="HxW",
                    help=f"PNG size (default {fc.image_height}x{fc.image_width})")
-    g.add_argument("--image-seconds", type=float, default=None, help=f"seconds per image (default {fc.image_seconds:g})")
-    g.add_argument("--image-hop", type=float, default=None, help="seconds between images (default: no overlap)")
-    g.add_argument("--image-segments", type=int, default=None, help="N evenly spaced images per track")
-    g.add_argument("--n-mfcc", type=int, default=None, help=f"MFCC coefficients (default {fc.n_mfcc})")
-    g.add_argument("--mfcc-seconds", type=float, default=None,
-                   help=f"seconds per MFCC sequence (default {fc.mfcc_seconds:g})")
-    g.add_argument("--mfcc-hop", type=float, default=None,
-                   help=f"seconds between MFCC sequences (default {fc.mfcc_hop_seconds:g})")
-    g.add_argument("--mfcc-segments", type=int, default=None, help="N evenly spaced MFCC sequences per track")
+    g.add_argument("--image-seconds", type=_in_range(float, MIN_IMAGE_SECONDS, MAX_SEGMENT_SECONDS, " s"), default=None,
+                   help=f"seconds per image, {MIN_IMAGE_SECONDS:g}-{MAX_SEGMENT_SECONDS:g} (default {fc.image_seconds:g})")
+    g.add_argument("--image-hop", type=_in_range(float, MIN_IMAGE_HOP, MAX_SEGMENT_SECONDS, " s"), default=None,
+                   help=f"seconds between images, at least {MIN_IMAGE_HOP:g} (default: no overlap)")
+    g.add_argument("--image-segments", type=_in_range(int, 1, 10000), default=None, help="N evenly spaced images per track")
+    g.add_argument("--n-mfcc", type=_in_range(int, 1), default=None, help=f"MFCC coefficients (default {fc.n_mfcc})")
+    g.add_argument("--mfcc-seconds", type=_in_range(float, MIN_MFCC_SECONDS, unit=" s"), default=None,
+                   help=f"seconds per MFCC sequence, at least {MIN_MFCC_SECONDS:g} (default {fc.mfcc_seconds:g})")
+    g.add_argument("--mfcc-hop", type=_in_range(float, MIN_MFCC_HOP, MAX_SEGMENT_SECONDS, " s"), default=None,
+                   help=f"seconds between MFCC sequences, at least {MIN_MFCC_HOP:g} (default {fc.mfcc_hop_seconds:g})")
+    g.add_argument("--mfcc-segments", type=_in_range(int, 1, 10000), default=None,
+                   help="N evenly spaced MFCC sequences per track")
 
 
 def _feature_config(a, kinds):
@@ -304,7 +341,8 @@ def cmd_predict(a) -> int:
                 results.append(r)
             if "error" in r:
                 failed += 1
-                bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+                with stderr_line_guard():  # decoder threads may hold fd 2 silenced meanwhile
+                    bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
             elif not a.json:
                 bar.write(format_line(r), file=sys.stdout)
     if a.json:
@@ -564,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="top-k genres for audio files")
     pr.add_argument("files", nargs="+", help="audio files or folders (recursive; wav, au, mp3, flac, ogg)")
     pr.add_argument("--model", required=True, help="run folder")
-    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--top-k", type=_in_range(int, 1), default=3,
+                    help="genres to show per file, at least 1 (default 3; at most the run's genres are shown)")
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
     pr.add_argument("--reject", action="store_true",
                     help="answer `unknown` when the run's rejection rule says so (chosen at training time, "

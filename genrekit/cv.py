@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.folds import inner_validation, track_folds, write_view
-from genrekit.data_tools.fsio import check_no_links, write_json_atomic, write_text_atomic
+from genrekit.data_tools.fsio import (
+    check_no_links,
+    loads_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from genrekit.data_tools.loaders import select
 from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
@@ -60,7 +65,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
         raise UserError(f"--out {out} exists and is not a folder; choose another --out")
     if settings_path.is_file():
         try:
-            before = json.loads(settings_path.read_text(encoding="utf-8"))
+            before = loads_json(settings_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             before = None
         if before != settings:
@@ -68,7 +73,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
                             "choose another --out")
         if (out / "cv.json").is_file():
             try:
-                done = json.loads((out / "cv.json").read_text(encoding="utf-8"))
+                done = loads_json((out / "cv.json").read_text(encoding="utf-8"))
                 log(f"{out}: this cross-validation is already complete")
                 return done
             except (OSError, ValueError):
@@ -123,7 +128,7 @@ def _run_folds(out: Path, data: Path, arch: str, folds: int, seed: int, rows, ge
         resumed = False
         if (eval_path / "metrics.json").is_file() and (run_path / "config.json").is_file():
             try:
-                ev = json.loads((eval_path / "metrics.json").read_text(encoding="utf-8"))
+                ev = loads_json((eval_path / "metrics.json").read_text(encoding="utf-8"))
                 resumed = all(f in ev[lvl] for lvl in ("clip", "track") for f in CV_FIGURES)
             except (OSError, ValueError, KeyError, TypeError):
                 resumed = False

@@ -9,7 +9,6 @@ run folder itself: they are still read, by the split recorded in them).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.catalogue import find_tracks
 from genrekit.data_tools.fsio import (
     csv_header,
+    loads_json,
     own_folder_marker,
     read_csv,
     write_csv_atomic,
@@ -129,7 +129,7 @@ def check_results_folder(out: Path) -> None:
     if not present:
         return
     try:
-        met = json.loads((out / METRICS).read_text(encoding="utf-8"))
+        met = loads_json((out / METRICS).read_text(encoding="utf-8"))
         ours = isinstance(met, dict) and isinstance(met.get("clip"), dict) and isinstance(met.get("track"), dict)
     except (OSError, UnicodeDecodeError, ValueError):
         ours = False
@@ -464,7 +464,7 @@ def _calibration_lines(res: dict) -> list[str]:
 def read_metrics(path: Path) -> dict:
     """A metrics.json written by ``genrekit evaluate``; a corrupt one is refused with one line."""
     try:
-        met = json.loads(Path(path).read_text(encoding="utf-8"))
+        met = loads_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"unreadable results file {path} ({_reason(exc)}); rerun `genrekit evaluate` "
                         "to rewrite it") from None
@@ -504,7 +504,7 @@ def split_results(run: Run, split: str) -> tuple[dict, str, Path | None]:
     tm = run.path / "train_metrics.json"
     if tm.is_file():
         try:
-            figs = json.loads(tm.read_text(encoding="utf-8"))
+            figs = loads_json(tm.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise UserError(f"unreadable results file {tm} ({_reason(exc)})") from None
         figs = figs.get(split) if isinstance(figs, dict) else None

@@ -6,12 +6,12 @@ RUN/eval/<split>/metrics.json); nothing is re-typed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from genrekit.data_tools.features import get_kind
-from genrekit.runs import Run
+from genrekit.data_tools.fsio import loads_json
 from genrekit.models.track import is_track_model
+from genrekit.runs import Run
 
 MIN_SECONDS = 1.0  # genrekit.predict.MIN_SECONDS (kept equal by tests/test_export_bundle.py)
 SILENCE_DBFS = -80.0  # genrekit.predict.SILENCE_DBFS
@@ -79,7 +79,7 @@ def _figures(block) -> dict:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
 

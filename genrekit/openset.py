@@ -18,14 +18,13 @@ use the rule the run names; ``--reject-threshold P`` always means the top-probab
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.fsio import loads_json, write_bytes_atomic, write_json_atomic
 from genrekit.data_tools.loaders import select
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
@@ -137,7 +136,7 @@ def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: fl
     them with its threshold chosen out of fold. Returns the updated calibration."""
     run_dir = Path(run_dir)
     cal_path = run_dir / CALIBRATION
-    cal = json.loads(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
+    cal = loads_json(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
     cal["reject_rule"] = RULE_TOP_PROBABILITY
     cal.pop("distance", None)
     if not has_track_embedding(model):
@@ -196,8 +195,11 @@ def load_distance_stats(run) -> dict:
     try:
         with np.load(where, allow_pickle=False) as z:
             stats = {k: np.asarray(z[k]) for k in STAT_KEYS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{where}: unreadable open-set statistics ({' '.join(str(exc).split())}); "
+    except FileNotFoundError:
+        raise UserError(f"{where} is missing: calibration.json names the {RULE_DISTANCE} rule; retrain the run "
+                        "or pass --reject-threshold P") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind (BadZipFile, zlib, EOF): one line
+        raise UserError(f"{where} is damaged: {' '.join(str(exc).split()) or type(exc).__name__}; "
                         "retrain the run or pass --reject-threshold P") from None
     n_feat = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
     ok = (n_feat > 0 and stats["scale"].shape == (n_feat,) and stats["components"].ndim == 2

@@ -475,6 +475,8 @@ class Predictions:
 
     def __init__(self, files, run_path, top_k: int = 3, reject: bool = False, reject_threshold: float | None = None,
                  hop_s: float | None = None, timeline_dir=None, batch: bool = True):
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise UserError(f"--top-k must be a whole number of at least 1, got {top_k!r}")
         self.run = run = run_path if isinstance(run_path, Run) else Run(run_path)  # a Run: its loaded model reused
         self.batch = batch
         self.rejector = rejector_for(run, reject, reject_threshold)

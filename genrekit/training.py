@@ -14,7 +14,6 @@ and shares only the helpers below.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.features import FeatureConfig
-from genrekit.data_tools.fsio import atomic_path, read_csv, write_json_atomic
+from genrekit.data_tools.fsio import atomic_path, loads_json, read_csv, write_json_atomic
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import manifest_checksum
 from genrekit.errors import UserError
@@ -433,7 +432,7 @@ def parse_hparams(items: list[str] | None) -> dict:
             raise UserError(f"bad --hparam {item!r}: expected key=value")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = json.loads(v)
+            out[k.strip()] = loads_json(v)
         except ValueError:
             out[k.strip()] = v
     return out

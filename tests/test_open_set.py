@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genrekit.cli import main as cli_main
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     UNKNOWN,
@@ -141,6 +142,25 @@ def test_a_damaged_statistics_file_is_refused_in_one_line(lr_run, tmp_path):
              train=np.zeros((5, 2)), k=np.array(5))
     with pytest.raises(UserError, match="not a genrekit open-set"):
         predict_files([f], run, reject=True)
+
+
+def test_a_truncated_statistics_file_is_one_line_in_predict_evaluate_and_export(lr_run, tmp_path, capsys):
+    """A cut-short openset.npz (a zip archive with its end missing: BadZipFile) is "damaged" in
+    one line, exit 2, in every command that reads it (issue 27 #5), never an internal error."""
+    run = tmp_path / "run"
+    shutil.copytree(lr_run["run"], run)
+    data = (run / "openset.npz").read_bytes()
+    (run / "openset.npz").write_bytes(data[: len(data) // 2])
+    f = str(lr_run["probe"] / "low" / "new-low.0.wav")
+    for argv in (["predict", f, "--model", str(run), "--reject"],
+                 ["evaluate", "--model", str(run), "--data", str(lr_run["feats"]), "--out", str(tmp_path / "ev")],
+                 ["export", "--model", str(run), "--out", str(tmp_path / "bundle")]):
+        capsys.readouterr()
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("genrekit: error:"), (argv, err)
+        assert f"{run}/openset.npz is damaged" in err[0], err
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_eval_spotify_reports_the_distance_rule(lr_run, capsys):
