@@ -43,6 +43,7 @@ from genrekit.runs import (
     write_config,
 )
 
+CHECKPOINT = "checkpoint.keras"  # the best model so far, while training only (removed once model.keras is saved)
 PHASE_DEFAULTS = {  # a genre classifier's epochs and learning rate per phase
     "scratch": (30, 1e-3),
     "transfer": (12, 1e-3),
@@ -90,7 +91,7 @@ class Task:
         return [keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=opts.patience,
                                               restore_best_weights=True),
                 keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                best_model_checkpoint(model, run_dir / "checkpoint.keras", monitor, mode),
+                best_model_checkpoint(model, run_dir / CHECKPOINT, monitor, mode),
                 stop_on_non_finite_loss(), *opts.extra_callbacks]
 
     def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
@@ -143,6 +144,9 @@ def fit_task(task: Task, opts: TrainOptions) -> dict:
         seconds = time.perf_counter() - t0
         check_finite_model(model)
         save_model(model, run_dir / MODEL)
+        # the best-so-far checkpoint is the final model now (early stopping restored the best
+        # weights): a duplicate of model.keras (189 MB for VGG16), so it goes
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
         task.save(plan, opts, model, run_dir, info)
         write_json_atomic(run_dir / LABELS, list(plan.labels), only_if_changed=False)
         plan.fc.save(run_dir)
