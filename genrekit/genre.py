@@ -276,6 +276,14 @@ class GenreTask(Task):
             "base_feature_seconds": round(info["t_base"], 2),
         }
 
+    def fitted(self, plan: Plan, spec, info: dict, epochs_run: int) -> str:
+        hf = info.get("head_fit")
+        if hf is None:
+            return super().fitted(plan, spec, info, epochs_run)
+        what = f"{hf['samples']} tracks" if not hf["variants"] else f"{hf['samples']} variants of {hf['tracks']} tracks"
+        return (f"{spec.name}: logistic regression on the frozen backbone's track embeddings, C = {hf['C']:.3g}, "
+                f"{what}")
+
     def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
         seen: dict = {}  # the valid split is predicted once, for calibration and for the figures
 

@@ -2,7 +2,11 @@
 renders, run folders without duplicates, the model card and export hints, predict and
 evaluate details. Tiny synthetic audio; the default recipe with a random musicnn (``--weights
 none``: offline)."""
+import contextlib
+import csv
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,82 @@ def test_a_run_folder_keeps_no_duplicate_checkpoint(cnn_run):
     run = Path(cnn_run["run"])
     assert (run / "model.keras").is_file()
     assert not (run / "checkpoint.keras").exists()  # the best-so-far checkpoint is model.keras now
+
+
+def _cli(argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a genrekit command (stderr is not a terminal here)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def lr_run(lr_feats, tmp_path_factory):
+    """The default recipe (no --arch) trained with --progress forced: (run folder, stdout, stderr)."""
+    run = tmp_path_factory.mktemp("lrrun") / "run"
+    rc, out, err = _cli(["train", "--data", lr_feats, "--weights", "none", "--out", run, "--progress"])
+    assert rc == 0, err
+    return run, out, err
+
+
+def test_train_shows_the_embedding_progress_when_asked_and_nothing_when_quiet(lr_feats, lr_run, tmp_path):
+    _, _, err = lr_run
+    assert re.search(r"embed: +100%.*track/s", err)  # tqdm's bar of the frozen backbone's pass
+    rc, out, err = _cli(["train", "--data", lr_feats, "--weights", "none", "--out", tmp_path / "q", "--quiet",
+                         "--progress"])
+    assert rc == 0 and "track/s" not in err and "\r" not in err  # --quiet wins over --progress
+    rc, out, err = _cli(["train", "--data", lr_feats, "--weights", "none", "--out", tmp_path / "n"])
+    assert rc == 0 and "\r" not in err  # stderr is no terminal: no bar unless asked
+
+
+def test_train_summary_ends_with_what_was_fitted_and_the_wall_time(lr_run, cnn_run):
+    from genrekit.training import format_summary
+
+    run, out, _ = lr_run
+    last = out.strip().splitlines()[-1]
+    cfg = json.loads((run / "config.json").read_text())
+    hf = cfg["head_fit"]
+    assert last.startswith(f"run: {run} (musicnn_lr: logistic regression")
+    assert f"C = {hf['C']:.3g}, {hf['samples']} tracks" in last and re.search(r"; \d+\.\d s wall time\)$", last)
+    assert "epochs" not in last and "transfer" not in last
+    assert "clip top-1" not in out and "track top-1" in out  # a track model: its clips are its tracks
+    keras_last = format_summary(cnn_run).splitlines()[-1]
+    assert re.fullmatch(r"run: .* \(cnn scratch, 2 epochs; \d+\.\d s wall time\)", keras_last)
+    assert "clip top-1" in format_summary(cnn_run)
+
+
+def test_a_track_models_reports_have_no_clip_column_equal_to_the_track_one(lr_feats, lr_run, tmp_path):
+    run, _, _ = lr_run
+    rc, out, err = _cli(["evaluate", "--model", run, "--data", lr_feats, "--out", tmp_path / "ev"])
+    assert rc == 0, err
+    head = out.splitlines()[0].split()
+    assert head == ["test", "split", "track"] and "the model classifies whole tracks" in out
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "clip / segment level" not in report and "(clip level)" not in report
+    assert "clip-level figures are the track-level ones" in report
+    assert not (tmp_path / "ev" / "confusion_clip.png").exists() and (tmp_path / "ev" / "confusion.png").is_file()
+    met = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert met["clips_are_tracks"] is True and "clip" in met  # metrics.json keeps both levels
+
+
+def test_compare_shows_the_settings_that_differ_and_the_default_recipes_cv_accuracy(lr_feats, lr_run, cnn_run,
+                                                                                      tmp_path):
+    run, _, _ = lr_run
+    other = tmp_path / "seed1"
+    assert _cli(["train", "--data", lr_feats, "--weights", "none", "--out", other, "--seed", "1", "--quiet"])[0] == 0
+    csv_path = tmp_path / "cmp.csv"
+    rc, out, err = _cli(["compare", run, other, "--csv", csv_path])
+    assert rc == 0, err
+    cv_acc = json.loads((run / "config.json").read_text())["head_fit"]["cv_accuracy"]
+    lines = [ln for ln in out.splitlines() if ln.startswith("| run ") or ln.startswith(f"| {run.name} ")]
+    assert "settings that differ" in lines[0]
+    assert f"| {100 * cv_acc:.1f} (CV) |" in lines[1] and "| – |" in lines[1]  # no epochs
+    assert "seed=0" in lines[1] and "inner cross-validation accuracy" in out
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["settings"].split("; ")[0] for r in rows] == ["seed=0", "seed=1"]
+    assert rows[0]["val_source"] == "inner CV" and float(rows[0]["val_top1"]) == pytest.approx(cv_acc)
+    rc, out, _ = _cli(["compare", run, cnn_run["run"]])
+    assert rc == 0 and "epochs=–" in out and "epochs=2" in out and "C=" in out
+    rc, out, _ = _cli(["compare", run])
+    assert rc == 0 and out.splitlines()[2].rstrip().endswith("| – |")  # one run: nothing differs
