@@ -238,7 +238,22 @@ def _features_help() -> str:
               "sets the --sr/--n-fft/--hop-length/--n-mels defaults, e.g. --features melspec,tempogram")
 
 
+def _default_augmentations(kinds) -> tuple[str, ...]:
+    """--augment when none is given: every augmentation, except for musicnn features alone, the
+    default recipe's: its logistic-regression head is fitted on the original recordings only,
+    so variants would be files no model of that recipe reads (5,130 files for GTZAN where
+    1,000 give the same model)."""
+    if set(kinds) == {"musicnn"}:
+        print("note: --features musicnn: no augmented variants (the default recipe, musicnn_lr, fits its head on "
+              "the original recordings only); --augment stretch,pitch,... renders them, e.g. to fine-tune "
+              "--arch musicnn or fit the head with --hparam variants=true", file=sys.stderr)
+        return ()
+    return _augment_defaults().augment.augmentations
+
+
 def cmd_augment(a) -> int:
+    if a.augment is None:
+        a.augment = _default_augmentations(a.features)
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
         features=_feature_config(a, a.features),
@@ -488,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(overrides --ratios)")
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
     a.add_argument("--features", type=_names, default=d.kinds, help=_features_help())
-    a.add_argument("--augment", type=_names, default=d.augment.augmentations,
-                   help=f"{','.join(d.augment.augmentations)} (default all) or none")
+    a.add_argument("--augment", type=_names, default=None,
+                   help=f"{','.join(d.augment.augmentations)} (default all; none with --features musicnn alone, "
+                        "the default recipe, whose head reads the original recordings only) or none")
     a.add_argument("--stretch-rates", type=_floats, default=d.augment.stretch_rates,
                    help=f"default {','.join(f'{v:g}' for v in d.augment.stretch_rates)}")
     a.add_argument("--pitch-semitones", type=_floats, default=d.augment.pitch_semitones,
@@ -661,9 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="K-fold cross-validation by track (mean ± std of test figures)")
     cv.add_argument("--data", required=True, help="feature folder")
     cv_archs = [n for n, s in REGISTRY.items() if s.task == "genre" and n != "fusion"]
-    cv.add_argument("--arch", required=True, metavar="ARCH", choices=cv_archs,
+    cv.add_argument("--arch", default=DEFAULT_ARCH, metavar="ARCH", choices=cv_archs,
                     type=_arch_type(cv_archs, "cv cross-validates genre classifiers trained from features"),
-                    help=f"architecture: {', '.join(cv_archs)}")
+                    help=f"architecture: {', '.join(cv_archs)} (default {DEFAULT_ARCH}, the default recipe, as for "
+                         "train)")
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--out", default=None, help="folder for the folds (default runs/cv-<arch>-<K>fold)")
     cv.add_argument("--phase", default=None, help="scratch | transfer (default as for train)")

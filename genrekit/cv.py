@@ -49,7 +49,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     data = Path(data)
     rows = select(read_manifest(data), spec.feature, ("train", "valid", "test"))
     if not rows:
-        raise UserError(f"{data} has no {spec.feature} features for {arch}")
+        raise UserError(f"{data} has no {spec.feature} features for {arch} (render them with `genrekit augment "
+                        f"--features {spec.feature}`, or name another --arch)")
     genres = {r["track_id"]: r["genre"] for r in rows}
     fold_tracks = track_folds(genres, folds, seed)
     out = Path(out)

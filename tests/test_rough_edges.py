@@ -123,3 +123,25 @@ def test_compare_shows_the_settings_that_differ_and_the_default_recipes_cv_accur
     assert rc == 0 and "epochs=–" in out and "epochs=2" in out and "C=" in out
     rc, out, _ = _cli(["compare", run])
     assert rc == 0 and out.splitlines()[2].rstrip().endswith("| – |")  # one run: nothing differs
+
+
+def test_augment_renders_no_variants_for_musicnn_features_alone_unless_asked(tmp_path):
+    from genrekit.data_tools.manifest import read_manifest
+
+    data = write_tree(tmp_path / "d", per_genre=3, seconds=3.0, sr=SR16)
+    rc, out, err = _cli(["augment", "--data", data, "--out", tmp_path / "f", "--features", "musicnn"])
+    assert rc == 0, err
+    assert "note: --features musicnn: no augmented variants" in err
+    assert {r["augmentation"] for r in read_manifest(tmp_path / "f")} == {"original"}
+    rc, _, err = _cli(["augment", "--data", data, "--out", tmp_path / "g", "--features", "musicnn",
+                       "--augment", "pitch", "--pitch-semitones", "1"])
+    assert rc == 0 and "note:" not in err
+    assert {r["augmentation"] for r in read_manifest(tmp_path / "g")} == {"original", "pitch_+1"}
+
+
+def test_cv_without_arch_runs_the_default_recipe(lr_feats, tmp_path):
+    rc, out, err = _cli(["cv", "--data", lr_feats, "--folds", "2", "--weights", "none", "--out", tmp_path / "cv"])
+    assert rc == 0, err
+    res = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert res["arch"] == "musicnn_lr" and "musicnn_lr" in out
+    assert json.loads((tmp_path / "cv" / "fold-1" / "run" / "config.json").read_text())["head"] == "logreg"
