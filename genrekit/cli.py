@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{d.max_seconds:g} = {d.max_seconds / 60:g} minutes; bounds the memory one file may take)")
     a.add_argument("--shard", type=_shard, default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
     a.add_argument("--runner", choices=("local", "beam"), default="local",
-                   help="local processes (default) or an Apache Beam pipeline (pip install 'genrekit[beam]'); "
+                   help="local processes (default) or an Apache Beam pipeline (from a genrekit checkout: pip install \".[beam]\"); "
                         "same files either way")
     a.add_argument("--beam-option", action="append", default=None, metavar="KEY=VALUE",
                    help="a Beam pipeline option, repeatable, e.g. runner=FlinkRunner or direct_num_workers=2 "

@@ -365,7 +365,7 @@ def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32
     rows = [r for r in select(read_manifest(data), run.kind, (split,)) if r["augmentation"] == "original"]
     if not rows:
         raise UserError(f"the {split} split of {data} has no {run.kind} rows")
-    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data}`, split `{split}`",
+    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data.resolve()}`, split `{split}`",
                f"feature config fingerprint {fc.fingerprint()}"]
     return evaluate_rows(run, data, rows, out, f"{run.arch} on the {split} split", context, batch_size, split,
                          reject_threshold)
@@ -405,7 +405,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
         rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",))
                 if r["augmentation"] == "original"]
         context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",
-                   f"data: `{audio_dir}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
+                   f"data: `{Path(audio_dir).resolve()}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
                    f"see `{features_dir}/report.md`)", "features rendered with the run's own feature config"]
         return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context,
                              batch_size, split="test", reject_threshold=reject_threshold)

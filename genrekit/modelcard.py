@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 
 from genrekit.data_tools.features import get_kind
-from genrekit.runs import Run
 from genrekit.models.track import is_track_model
+from genrekit.runs import Run
 
+EXAMPLE = "examples/predict_export.py"  # in the genrekit repository (tests/test_export_bundle.py runs it)
+RUNTIME_INSTALL = ("`pip install numpy librosa onnxruntime` (for model.tflite: tensorflow instead of onnxruntime), "
+                   "or from a genrekit checkout `pip install \".[export]\"` (tf2onnx, onnx and onnxruntime)")
 MIN_SECONDS = 1.0  # genrekit.predict.MIN_SECONDS (kept equal by tests/test_export_bundle.py)
 SILENCE_DBFS = -80.0  # genrekit.predict.SILENCE_DBFS
 FIGURES = ("top1", "top2", "f1_macro", "n")
@@ -84,6 +87,20 @@ def _read_json(path: Path):
         return None
 
 
+def one_spelling(path: str | None) -> str | None:
+    """A data folder's path as one spelling (``Path.resolve()``: absolute, no ``..``, links
+    followed), so that one data set recorded as ``feats`` by evaluate and as ``/home/me/feats``
+    by train is listed once; a relative path that no longer resolves from here is kept as
+    recorded."""
+    if not path:
+        return path
+    p = Path(path)
+    try:
+        return str(p.resolve()) if p.is_absolute() or p.exists() else path
+    except (OSError, RuntimeError):
+        return path
+
+
 def evaluations(run: Run) -> list[dict]:
     """Figures measured on the run: train_metrics.json (valid/test at the end of training) and
     each ``RUN/eval/<split>/metrics.json``; an evaluation whose data or split names ood marks
@@ -93,17 +110,19 @@ def evaluations(run: Run) -> list[dict]:
     if isinstance(tm, dict):
         for split in ("valid", "test"):
             if isinstance(tm.get(split), dict):
-                out.append({"split": split, "source": "train_metrics.json", "data": (run.config.get("data") or {})
-                            .get("folder"), "out_of_domain": False, **_figures(tm[split])})
+                out.append({"split": split, "source": "train_metrics.json",
+                            "data": one_spelling((run.config.get("data") or {}).get("folder")),
+                            "out_of_domain": False, **_figures(tm[split])})
     root = run.path / "eval"
     for p in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
         met = _read_json(p)
         if not isinstance(met, dict):
             continue
         ctx = [c for c in met.get("context", []) if isinstance(c, str)]
-        data = next((c.split("`")[1] for c in ctx if c.startswith("data:") and c.count("`") >= 2), None)
+        data = one_spelling(next((c.split("`")[1] for c in ctx if c.startswith("data:") and c.count("`") >= 2), None))
         split = met.get("split") if isinstance(met.get("split"), str) else p.parent.name
-        ood = "ood" in f"{data or ''} {split} {p.parent.name}".lower()
+        # the data folder's own name, not its parents' ("/home/goodwin/feats" is not out of domain)
+        ood = "ood" in f"{Path(data).name if data else ''} {split} {p.parent.name}".lower()
         out.append({"split": split, "source": f"eval/{p.parent.name}/metrics.json", "data": data,
                     "out_of_domain": ood, **_figures(met)})
     return out
@@ -227,9 +246,10 @@ def model_card_markdown(card: dict) -> str:
     lines += ["", "## Intended use", "", card["intended_use"], "", "## Licence notes", ""]
     lines += [f"- {n}" for n in card["licence_notes"]]
     lines += ["", "## Use it without genrekit", "",
-              "The genrekit repository's `examples/predict_onnx.py` does all of the steps below with only numpy, "
-              "librosa and onnxruntime (or the TFLite interpreter) and gives the probabilities of "
-              "`genrekit predict` (to 1e-4) for the musicnn and melspec feature kinds:", "", "```python",
+              f"The genrekit repository's `{EXAMPLE}` (`python {EXAMPLE} BUNDLE_FOLDER song.wav [--tflite]`) does "
+              "all of the steps below with only numpy, librosa and onnxruntime (or TensorFlow's TFLite interpreter) "
+              "and gives the probabilities of `genrekit predict` (to 1e-4) for the musicnn and melspec feature kinds. "
+              f"Install those with {RUNTIME_INSTALL}.", "", "```python",
               "import json, librosa, numpy as np, onnxruntime as ort",
               "cfg = json.load(open('feature_config.json')); labels = json.load(open('labels.json'))",
               "y, _ = librosa.load('song.wav', sr=cfg['sr'], mono=True, res_type='soxr_hq')",

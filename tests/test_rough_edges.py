@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,26 @@ def test_cv_without_arch_runs_the_default_recipe(lr_feats, tmp_path):
     res = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert res["arch"] == "musicnn_lr" and "musicnn_lr" in out
     assert json.loads((tmp_path / "cv" / "fold-1" / "run" / "config.json").read_text())["head"] == "logreg"
+
+
+def test_the_model_card_names_the_real_example_and_one_spelling_of_the_data(lr_feats, lr_run, tmp_path,
+                                                                            monkeypatch):
+    from genrekit.export import export_bundle
+
+    run = tmp_path / "run"
+    shutil.copytree(lr_run[0], run)
+    monkeypatch.chdir(lr_feats.parent)
+    assert _cli(["evaluate", "--model", run, "--data", lr_feats.name])[0] == 0  # a relative spelling
+    bundle = export_bundle(run, ("keras",), tmp_path / "bundle")
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "examples/predict_export.py" in card and "predict_onnx" not in card
+    assert (Path(__file__).resolve().parents[1] / "examples" / "predict_export.py").is_file()
+    assert 'pip install ".[export]"' in card and "onnxruntime" in card
+    datas = {e["data"] for e in json.loads((bundle / "model_card.json").read_text())["evaluations"]}
+    assert datas == {str(lr_feats.resolve())}
+
+
+def test_the_onnx_install_hint_works_from_a_checkout_and_names_onnxruntime(lr_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx fails
+    rc, _, err = _cli(["export", "--model", lr_run[0], "--format", "onnx", "--out", tmp_path / "b"])
+    assert rc == 2 and 'pip install ".[export]"' in err and "onnxruntime" in err and err.count("\n") == 1
