@@ -22,9 +22,9 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -56,6 +56,7 @@ from genrekit.data_tools.features import (
     extract,
     get_kind,
     kind_names,
+    settings_words,
 )
 from genrekit.data_tools.fsio import (
     check_no_links,
@@ -605,9 +606,9 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
     if shard_kn:
         L.append(f"- shard {shard_kn[0]} of {shard_kn[1]}")
     fc = settings.features
+    floor = f", floor -{fc.top_db:g} dB" if set(settings.kinds) & {"mel", "mfcc", "melspec"} else ""
     L.append(f"- features: {', '.join(settings.kinds)}; {fc.sr} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, "
-             f"{fc.n_mels} mels, floor -{fc.top_db:g} dB, image {fc.image_height}x{fc.image_width} "
-             f"per {fc.image_seconds:g} s, MFCC {fc.n_mfcc} x {fc.mfcc_seconds:g} s "
+             f"{fc.n_mels} mels{floor}; {'; '.join(settings_words(fc, k) for k in settings.kinds)} "
              f"(config fingerprint {fc.fingerprint()})")
     L.append(f"- train-split variants: {', '.join(v.name for v in settings.augment.variants())}")
     L += ["", "## Catalogue", "",

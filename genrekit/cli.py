@@ -314,10 +314,11 @@ def cmd_predict(a) -> int:
                              hop_s=a.hop, timeline_dir=a.timeline)
     if a.csv:
         check_csv_target(a.csv)
-    results, failed = [], 0
+    results, failed, drawn = [], 0, 0
     with CsvOut(a.csv, preds.k) as out, progress.bar(len(preds), desc="predict", unit="file") as bar:
         for r in preds:  # each result as it comes: a table line, or one error line and the rest goes on
             bar.update(1)
+            drawn += "timeline" in r
             out.write(r)
             if a.json:
                 results.append(r)
@@ -330,6 +331,9 @@ def cmd_predict(a) -> int:
         print(json.dumps(results, indent=2))
     if a.csv:
         print(f"csv: {a.csv}", file=sys.stderr)
+    if a.timeline:
+        print(f"timelines: {drawn} file(s) -> {Path(a.timeline)}/ (<name>.timeline.csv: per-window genre "
+              "probabilities, <name>.timeline.png: genre over time)", file=sys.stderr)
     return 2 if failed else 0
 
 

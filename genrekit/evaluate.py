@@ -209,11 +209,14 @@ def macro_over_present(res: dict) -> dict:
         present = [g for g in res["labels"] if pg[g]["support"] > 0]
         absent = [g for g in res["labels"] if pg[g]["support"] == 0] if absent is None else absent
 
-        def mean(key, names, pg=pg):
-            vals = [pg[g][key] for g in names if pg[g][key] is not None]
+        def mean(key, names, pg=pg, none_as=None):
+            vals = [pg[g][key] if pg[g][key] is not None else none_as for g in names]
+            vals = [v for v in vals if v is not None]
             return float(np.mean(vals)) if vals else None
 
-        figs.update({"precision_macro": mean("precision", present), "recall_macro": mean("recall", present),
+        # a present genre never predicted has no precision; the macro mean counts it as 0, as scikit-learn does
+        figs.update({"precision_macro": mean("precision", present, none_as=0.0),
+                     "recall_macro": mean("recall", present),
                      "f1_macro": mean("f1", present), "auc_macro": mean("auc", present),
                      "top1_per_genre_mean": mean("top1", present), "macro_over": present})
     res["absent_genres"] = absent

@@ -170,3 +170,39 @@ def test_the_onnx_install_hint_works_from_a_checkout_and_names_onnxruntime(lr_ru
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx fails
     rc, _, err = _cli(["export", "--model", lr_run[0], "--format", "onnx", "--out", tmp_path / "b"])
     assert rc == 2 and 'pip install ".[export]"' in err and "onnxruntime" in err and err.count("\n") == 1
+
+
+def test_predict_timeline_says_where_it_wrote(lr_feats, lr_run, tmp_path):
+    song = next(iter(sorted((lr_feats.parent / "d" / "low").glob("*.wav"))))
+    rc, out, err = _cli(["predict", song, "--model", lr_run[0], "--timeline", tmp_path / "tl"])
+    assert rc == 0, err
+    assert f"timelines: 1 file(s) -> {tmp_path / 'tl'}/" in err and "timeline.csv" in err
+    assert (tmp_path / "tl" / f"{song.stem}.timeline.csv").is_file()
+    rc, out, err = _cli(["predict", song, "--model", lr_run[0]])
+    assert rc == 0 and "timelines" not in err
+
+
+def test_the_augment_report_lists_the_settings_of_the_kinds_it_rendered(lr_feats, tiny_features):
+    line = next(ln for ln in (lr_feats / "report.md").read_text().splitlines() if ln.startswith("- features:"))
+    assert "musicnn 187 frames x 96 mels per 2.99 s" in line and "16000 Hz" in line
+    assert "image" not in line and "MFCC" not in line and "mfcc" not in line and "floor" not in line
+    line = next(ln for ln in (tiny_features / "report.md").read_text().splitlines() if ln.startswith("- features:"))
+    assert "mel 32 x 32 image per 2 s" in line and "mfcc 13 coefficients" in line and "floor -80 dB" in line
+
+
+def test_the_per_genre_table_shows_a_dash_for_an_undefined_precision():
+    import numpy as np
+
+    from genrekit.evaluation.metrics import evaluate_predictions
+    from genrekit.evaluation.report import evaluation_report
+
+    labels = ["a", "b", "c", "d"]  # c is never predicted; d is absent from the set (and never predicted)
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[.7, .2, .1, 0], [.2, .7, .1, 0], [.6, .3, .1, 0], [.1, .8, .1, 0]])
+    res = evaluate_predictions(["t1", "t2", "t3", "t4"], y, p, labels)
+    pg = res["track"]["per_genre"]
+    assert pg["a"]["precision"] == pytest.approx(0.5) and pg["c"]["precision"] is None and pg["d"]["precision"] is None
+    table = evaluation_report(res, "t", [], {}).split("## Per genre (track level)")[1].split("##")[0]
+    rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in table.splitlines() if ln.startswith("| ")}
+    assert rows["c"][4] == "–" and rows["d"][4] == "–"  # precision column
+    assert rows["a"][4] == "50.0" and rows["c"][5] == "0.0"  # recall of a present genre stays 0
