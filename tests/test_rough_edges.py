@@ -206,3 +206,14 @@ def test_the_per_genre_table_shows_a_dash_for_an_undefined_precision():
     rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in table.splitlines() if ln.startswith("| ")}
     assert rows["c"][4] == "–" and rows["d"][4] == "–"  # precision column
     assert rows["a"][4] == "50.0" and rows["c"][5] == "0.0"  # recall of a present genre stays 0
+
+
+def test_the_demo_runs_augment_train_evaluate_and_predict(tmp_path):
+    rc, out, err = _cli(["demo", "--out", tmp_path / "demo", "--quick", "--workers", "1"])
+    assert rc == 0, err
+    steps = [ln.split("]")[0] + "]" for ln in out.splitlines() if re.match(r"\[\d/5\]", ln)]
+    assert steps == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert "[4/5] evaluate on the test split" in out and "SYNTHETIC" in out
+    run = tmp_path / "demo" / "runs" / "cnn"
+    assert (run / "eval" / "test" / "report.md").is_file() and (run / "eval" / "test" / "metrics.json").is_file()
+    assert not (run / "checkpoint.keras").exists()
