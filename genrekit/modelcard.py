@@ -103,8 +103,8 @@ def one_spelling(path: str | None) -> str | None:
 
 def evaluations(run: Run) -> list[dict]:
     """Figures measured on the run: train_metrics.json (valid/test at the end of training) and
-    each ``RUN/eval/<split>/metrics.json``; an evaluation whose data or split names ood marks
-    out-of-domain figures."""
+    each ``RUN/eval/<split>/metrics.json``; an evaluation whose data folder or split names ood
+    marks out-of-domain figures."""
     out = []
     tm = _read_json(run.path / "train_metrics.json")
     if isinstance(tm, dict):
@@ -133,6 +133,9 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
     track = is_track_model(model)
     data = run.config.get("data") or {}
     evals = evaluations(run)
+    if track:  # each clip carries its track's probabilities: the clip figures are the track figures again
+        for e in evals:
+            e.pop("clip", None)
     split_tracks = {s: len(data.get(f"{s}_tracks") or []) for s in ("train", "valid", "test")
                     if data.get(f"{s}_tracks") is not None}
     for e in evals:  # the test tracks are not listed in config.json: train_metrics.json counts them
@@ -212,13 +215,15 @@ def model_card_markdown(card: dict) -> str:
               f"- tracks per split: {', '.join(f'{k} {v}' for k, v in td['split_tracks'].items()) or 'not recorded'}",
               f"- seed {td['seed']}, backbone weights: {td['weights']}", "", "## Figures", ""]
     if card["evaluations"]:
-        lines += ["| split | data | out of domain | level | top-1 | top-2 | macro F1 | n |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["| split | data | out of domain | from | level | top-1 | top-2 | macro F1 | n |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in card["evaluations"]:
+            source = "end of training" if e["source"] == "train_metrics.json" else f"`{e['source']}`"
             for level in ("track", "clip"):
                 if e.get(level):
                     f = e[level]
-                    lines.append(f"| {e['split']} | `{e['data']}` | {'yes' if e['out_of_domain'] else 'no'} | {level} | "
-                                 + " | ".join(_fmt(f.get(k, '')) for k in FIGURES) + " |")
+                    lines.append(f"| {e['split']} | `{e['data']}` | {'yes' if e['out_of_domain'] else 'no'} | {source} "
+                                 f"| {level} | " + " | ".join(_fmt(f.get(k, '')) for k in FIGURES) + " |")
         if not any(e["out_of_domain"] for e in card["evaluations"]):
             lines += ["", "No out-of-domain evaluation (e.g. `genrekit evaluate` on ood_dev) was found in the run."]
     else:

@@ -162,8 +162,12 @@ def test_the_model_card_names_the_real_example_and_one_spelling_of_the_data(lr_f
     assert "examples/predict_export.py" in card and "predict_onnx" not in card
     assert (Path(__file__).resolve().parents[1] / "examples" / "predict_export.py").is_file()
     assert 'pip install ".[export]"' in card and "onnxruntime" in card
-    datas = {e["data"] for e in json.loads((bundle / "model_card.json").read_text())["evaluations"]}
-    assert datas == {str(lr_feats.resolve())}
+    evals = json.loads((bundle / "model_card.json").read_text())["evaluations"]
+    assert {e["data"] for e in evals} == {str(lr_feats.resolve())}
+    assert "| test | `" + str(lr_feats.resolve()) + "` | no | end of training | track |" in card  # rows say their source
+    assert "| no | `eval/test/metrics.json` | track |" in card
+    assert all("track" in e and "clip" not in e for e in evals)  # a track model: no copy of its figures as clips
+    assert "| clip |" not in card and "| track |" in card
 
 
 def test_the_onnx_install_hint_works_from_a_checkout_and_names_onnxruntime(lr_run, tmp_path, monkeypatch):
