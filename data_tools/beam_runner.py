@@ -38,7 +38,8 @@ def _import_beam():
     try:
         import apache_beam as beam
     except ImportError:
-        raise DataError("--runner beam needs Apache Beam: pip install 'genrekit[beam]'") from None
+        raise DataError("--runner beam needs Apache Beam: from a genrekit checkout pip install \".[beam]\" "
+                        "(or pip install apache-beam)") from None
     finally:
         root.setLevel(level)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)

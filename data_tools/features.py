@@ -577,6 +577,22 @@ def fingerprint_of(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def settings_words(cfg: FeatureConfig, kind: str) -> str:
+    """One kind's window settings in a few words, for reports: "mel 256 x 256 per 30 s",
+    "musicnn 187 frames x 96 mels per 2.99 s, back to back"."""
+    k, w = get_kind(kind), cfg.windows(kind)
+    shape = k.shape(cfg)
+    if w.frames is None:  # segments of the waveform, each rendered on its own
+        what = (f"{shape[0]} x {shape[1]} image" if k.image else
+                f"{shape[1]} coefficients x {shape[0]} frames" if kind == "mfcc" else " x ".join(map(str, shape)))
+        where = (f", {w.count} evenly spaced" if w.count else f", every {w.hop_seconds:g} s" if w.hop_seconds
+                 else ", back to back")
+        return f"{kind} {what} per {w.seconds:.3g} s{where}"
+    bands = "mels" if kind in ("musicnn", "melspec") else "bins"
+    hop = f"every {w.hop_frames} frames" if w.hop_frames else "back to back"
+    return f"{kind} {w.frames} frames x {shape[1]} {bands} per {w.seconds:.3g} s, {hop}"
+
+
 def default_kinds() -> tuple[str, ...]:
     """The kinds `genrekit augment` renders when none are named."""
     return tuple(k.name for k in KINDS.values() if k.default)

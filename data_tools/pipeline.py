@@ -55,6 +55,7 @@ from genrekit.data_tools.features import (
     extract,
     get_kind,
     kind_names,
+    settings_words,
 )
 from genrekit.data_tools.fsio import (
     check_no_links,
@@ -607,9 +608,9 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
     if shard_kn:
         L.append(f"- shard {shard_kn[0]} of {shard_kn[1]}")
     fc = settings.features
+    floor = f", floor -{fc.top_db:g} dB" if set(settings.kinds) & {"mel", "mfcc", "melspec"} else ""
     L.append(f"- features: {', '.join(settings.kinds)}; {fc.sr} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, "
-             f"{fc.n_mels} mels, floor -{fc.top_db:g} dB, image {fc.image_height}x{fc.image_width} "
-             f"per {fc.image_seconds:g} s, MFCC {fc.n_mfcc} x {fc.mfcc_seconds:g} s "
+             f"{fc.n_mels} mels{floor}; {'; '.join(settings_words(fc, k) for k in settings.kinds)} "
              f"(config fingerprint {fc.fingerprint()})")
     L.append(f"- train-split variants: {', '.join(v.name for v in settings.augment.variants())}")
     L += ["", "## Catalogue", "",

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from genrekit import __version__
+from genrekit import __version__, progress
 from genrekit.adapt import adapt, format_result, format_suggestions, suggest
 from genrekit.cv import cross_validate, format_cv
 from genrekit.data_tools.audio import silenced_stderr, stderr_line_guard
@@ -201,6 +201,15 @@ def _arch_type(names: list[str], refusal: str = ""):
     return arch
 
 
+def _add_progress_args(p: argparse.ArgumentParser, quiet: str | None = "no progress bars") -> None:
+    """--progress / --no-progress (and --quiet): every command's progress bars, one switch
+    (:mod:`genrekit.progress`)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal; never with --quiet)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help=quiet)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, like every other genrekit error
         self.exit(2, f"genrekit: error: {message} (see `{self.prog} --help`)\n")
@@ -266,7 +275,22 @@ def _features_help() -> str:
               "sets the --sr/--n-fft/--hop-length/--n-mels defaults, e.g. --features melspec,tempogram")
 
 
+def _default_augmentations(kinds) -> tuple[str, ...]:
+    """--augment when none is given: every augmentation, except for musicnn features alone, the
+    default recipe's: its logistic-regression head is fitted on the original recordings only,
+    so variants would be files no model of that recipe reads (5,130 files for GTZAN where
+    1,000 give the same model)."""
+    if set(kinds) == {"musicnn"}:
+        print("note: --features musicnn: no augmented variants (the default recipe, musicnn_lr, fits its head on "
+              "the original recordings only); --augment stretch,pitch,... renders them, e.g. to fine-tune "
+              "--arch musicnn or fit the head with --hparam variants=true", file=sys.stderr)
+        return ()
+    return _augment_defaults().augment.augmentations
+
+
 def cmd_augment(a) -> int:
+    if a.augment is None:
+        a.augment = _default_augmentations(a.features)
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
         features=_feature_config(a, a.features),
@@ -276,7 +300,7 @@ def cmd_augment(a) -> int:
         kinds=a.features, seed=a.seed, split=a.split, **({"ratios": ratio_numbers(a.ratios)} if a.ratios else {}),
         genres=a.genres or None, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
     s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
-                    progress=not a.quiet, runner=a.runner, beam_options=a.beam_option or ())
+                    progress=progress.enabled(), runner=a.runner, beam_options=a.beam_option or ())
     print(f"{s['ok']} tracks -> {s['files']} feature files in {s['out']} "
           f"({s['resumed']} already done, {s['skipped_bad']} skipped)")
     print(f"manifest: {s['manifest']}")
@@ -328,14 +352,11 @@ def cmd_predict(a) -> int:
                              hop_s=a.hop, timeline_dir=a.timeline)
     if a.csv:
         check_csv_target(a.csv)
-    show = a.progress if a.progress is not None else sys.stderr.isatty()
-    from tqdm import tqdm
-
-    results, failed = [], 0
-    with CsvOut(a.csv, preds.k) as out, tqdm(total=len(preds), file=sys.stderr, disable=not show, unit="file",
-                                              desc="predict", leave=False) as bar:
+    results, failed, drawn = [], 0, 0
+    with CsvOut(a.csv, preds.k) as out, progress.bar(len(preds), desc="predict", unit="file") as bar:
         for r in preds:  # each result as it comes: a table line, or one error line and the rest goes on
             bar.update(1)
+            drawn += "timeline" in r
             out.write(r)
             if a.json:
                 results.append(r)
@@ -349,6 +370,9 @@ def cmd_predict(a) -> int:
         print(json.dumps(results, indent=2))
     if a.csv:
         print(f"csv: {a.csv}", file=sys.stderr)
+    if a.timeline:
+        print(f"timelines: {drawn} file(s) -> {Path(a.timeline)}/ (<name>.timeline.csv: per-window genre "
+              "probabilities, <name>.timeline.png: genre over time)", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -400,7 +424,7 @@ def cmd_embed(a) -> int:
     if unknown or not a.format:
         raise UserError(f"unknown --format {', '.join(unknown) or repr('')} (known: {', '.join(EMBED_FORMATS)})")
     emb = run_embedder(a.model) if a.model else backbone_embedder(a.backbone, a.weights, a.layer)
-    results = embed_files(a.files, a.out, emb, a.format, progress=sys.stderr.isatty())
+    results = embed_files(a.files, a.out, emb, a.format, progress=progress.enabled())
     for r in results:
         if "error" in r:
             print(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
@@ -434,7 +458,7 @@ def cmd_cv(a) -> int:
         kw["phase"] = a.phase
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
     res = cross_validate(a.data, a.arch, a.folds, out, seed=a.seed, keep_augmented=not a.no_augmented,
-                         train_kwargs=kw, log=lambda m: print(m, flush=True))
+                         train_kwargs=kw, log=progress.write)
     print(format_cv(res), end="")
     print(f"results: {Path(out) / 'cv.json'}, {Path(out) / 'cv.md'}")
     return 0
@@ -460,7 +484,7 @@ def cmd_fetch_spotify(a) -> int:
 
 def cmd_eval_spotify(a) -> int:
     res = evaluate_folder(a.model, a.data, out=a.out, features_dir=a.features, workers=a.workers,
-                          batch_size=a.batch_size, progress=not a.quiet, reject_threshold=a.reject_threshold)
+                          batch_size=a.batch_size, progress=progress.enabled(), reject_threshold=a.reject_threshold)
     print(format_metrics(res))
     out = Path(a.out) if a.out else Path(a.model) / f"eval-{Path(a.data).resolve().name}"
     print(f"report: {out / 'report.md'}")
@@ -522,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(overrides --ratios)")
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
     a.add_argument("--features", type=_names, default=d.kinds, help=_features_help())
-    a.add_argument("--augment", type=_names, default=d.augment.augmentations,
-                   help=f"{','.join(d.augment.augmentations)} (default all) or none")
+    a.add_argument("--augment", type=_names, default=None,
+                   help=f"{','.join(d.augment.augmentations)} (default all; none with --features musicnn alone, "
+                        "the default recipe, whose head reads the original recordings only) or none")
     a.add_argument("--stretch-rates", type=_floats, default=d.augment.stretch_rates,
                    help=f"default {','.join(f'{v:g}' for v in d.augment.stretch_rates)}")
     a.add_argument("--pitch-semitones", type=_floats, default=d.augment.pitch_semitones,
@@ -541,12 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{d.max_seconds:g} = {d.max_seconds / 60:g} minutes; bounds the memory one file may take)")
     a.add_argument("--shard", type=_shard, default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
     a.add_argument("--runner", choices=("local", "beam"), default="local",
-                   help="local processes (default) or an Apache Beam pipeline (pip install 'genrekit[beam]'); "
+                   help="local processes (default) or an Apache Beam pipeline (from a genrekit checkout: pip install \".[beam]\"); "
                         "same files either way")
     a.add_argument("--beam-option", action="append", default=None, metavar="KEY=VALUE",
                    help="a Beam pipeline option, repeatable, e.g. runner=FlinkRunner or direct_num_workers=2 "
                         "(with --runner beam; default: Beam's local runner with --workers processes)")
-    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_progress_args(a)
     _add_feature_args(a, d.features)
     a.set_defaults(func=cmd_augment)
 
@@ -596,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_regularisation_args(t)
     t.add_argument("--synthetic", default=None,
                    help="a `genrekit gan generate` folder: its MFCC sequences join the training split only")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch log")
+    _add_progress_args(t, "no per-epoch log and no progress bars")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="top-k genres for audio files")
@@ -622,8 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "genre over time (<name>.timeline.png) into DIR")
     pr.add_argument("--csv", default=None, metavar="FILE",
                     help="also write the results as a CSV table (written when every file is done)")
-    pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar on stderr (default: when stderr is a terminal)")
+    _add_progress_args(pr, quiet=None)
     pr.set_defaults(func=cmd_predict)
 
     ad = sub.add_parser("adapt", help="teach a run your own music: refit its head with your labelled tracks "
@@ -672,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(1,506-d) or taggram (50 tags)")
     em.add_argument("--format", type=_names, default=("npy", "csv"), help="npy,csv (default both)")
     em.add_argument("--out", required=True, help="folder for the embeddings (made new, or one embed made)")
+    _add_progress_args(em, quiet=None)
     em.set_defaults(func=cmd_embed)
 
     ev = sub.add_parser("evaluate", help="figures, plots and report for a run on a split of a feature folder")
@@ -684,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tempo runs: CSV track_id,bpm of true tempi (default: the one the run trained with)")
     ev.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="open-set figures at this top-probability threshold instead of the run's own")
+    _add_progress_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     co = sub.add_parser("compare", help="one table of several runs' settings and figures on one split")
@@ -698,9 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="K-fold cross-validation by track (mean ± std of test figures)")
     cv.add_argument("--data", required=True, help="feature folder")
     cv_archs = [n for n, s in REGISTRY.items() if s.task == "genre" and n != "fusion"]
-    cv.add_argument("--arch", required=True, metavar="ARCH", choices=cv_archs,
+    cv.add_argument("--arch", default=DEFAULT_ARCH, metavar="ARCH", choices=cv_archs,
                     type=_arch_type(cv_archs, "cv cross-validates genre classifiers trained from features"),
-                    help=f"architecture: {', '.join(cv_archs)}")
+                    help=f"architecture: {', '.join(cv_archs)} (default {DEFAULT_ARCH}, the default recipe, as for "
+                         "train)")
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--out", default=None, help="folder for the folds (default runs/cv-<arch>-<K>fold)")
     cv.add_argument("--phase", default=None, help="scratch | transfer (default as for train)")
@@ -713,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
     cv.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
     _add_regularisation_args(cv)
+    _add_progress_args(cv, "no progress bars (the per-fold lines stay)")
     cv.set_defaults(func=cmd_cv)
 
     fs = sub.add_parser("fetch-spotify", help="build an out-of-domain test set from Spotify playlists",
@@ -741,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--features", default=None, help="where to render the features (default OUT/features)")
     es.add_argument("--workers", type=int, default=1)
     es.add_argument("--batch-size", type=int, default=32)
-    es.add_argument("--quiet", action="store_true")
+    _add_progress_args(es)
     es.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="open-set figures (an `unknown` folder's rejection rate) at this threshold instead of "
                          "the run's own")
@@ -793,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     quiet_libraries()
     try:
-        return int(args.func(args) or 0)
+        with progress.showing(progress.wanted(getattr(args, "progress", None), getattr(args, "quiet", False))):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("genrekit: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -183,8 +183,8 @@ def _need_tf2onnx() -> None:
     try:
         import tf2onnx  # noqa: F401
     except ImportError:
-        raise UserError("ONNX export needs tf2onnx and onnx: pip install 'genrekit[export]' "
-                        "(or pip install tf2onnx onnx)") from None
+        raise UserError("ONNX export needs tf2onnx and onnx (and onnxruntime to run the export): from a genrekit "
+                        "checkout pip install \".[export]\", or pip install tf2onnx onnx onnxruntime") from None
 
 
 def _check_bundle_target(target: Path, run: Run) -> bool:
