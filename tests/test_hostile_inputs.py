@@ -430,6 +430,17 @@ CASES = [
     Case("demo-out-is-a-file", lambda ws, w: [(ws / "f").write_text("mine"), "demo", "--out", str(ws / "f"),
                                               "--quick"][1:], "not a directory"),
     Case("demo-zero-workers", lambda ws, w: ["demo", "--out", _o(ws), "--workers", "0", "--quick"], "workers"),
+    # ---- adapt / suggest (the world's run is a cnn: not one of the default recipe's)
+    Case("adapt-a-cnn-run", lambda ws, w: ["adapt", "--model", str(w.run), "--data", str(audio_tree(ws)),
+                                           "--out", _o(ws)], "works with the default recipe's runs"),
+    Case("adapt-missing-run", lambda ws, w: ["adapt", "--model", str(ws / "nope"), "--labels", str(ws / "l.csv"),
+                                             "--out", _o(ws)], "nope"),
+    Case("adapt-no-source", lambda ws, w: ["adapt", "--model", str(w.run), "--out", _o(ws)], "--data"),
+    Case("adapt-zero-weight", lambda ws, w: ["adapt", "--model", str(w.run), "--data", str(audio_tree(ws)),
+                                             "--out", _o(ws), "--weight", "0"], "weight"),
+    Case("suggest-a-cnn-run", lambda ws, w: ["suggest", "--model", str(w.run), "--data", str(audio_tree(ws))],
+         "works with the default recipe's runs"),
+    Case("suggest-missing-run", lambda ws, w: ["suggest", "--model", str(ws / "nope"), "--data", str(ws)], "nope"),
 ]
 
 
