@@ -9,6 +9,7 @@ run folder itself: they are still read, by the split recorded in them).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
