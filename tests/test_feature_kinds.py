@@ -9,7 +9,6 @@ import pytest
 from genrekit.data_tools import features
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import is_temporary
 from genrekit.data_tools.features import (
     FEATURE_KINDS,
     MELSPEC_64X400_FEATURES,
@@ -25,6 +24,7 @@ from genrekit.data_tools.features import (
     kind_names,
     register_kind,
 )
+from genrekit.data_tools.fsio import is_temporary
 from tests.conftest import GTZAN_MINI, small_features, write_tree
 
 # small settings per kind, so that 12 s of real audio gives at least one window of each
@@ -189,9 +189,9 @@ def test_cli_and_python_api_share_one_default():
     assert a.features == d.kinds == ("mel", "mfcc")
     assert _feature_config(a, a.features) == d.features == FeatureConfig()
     assert (a.seed, a.min_seconds, a.max_seconds) == (d.seed, d.min_seconds, d.max_seconds)
-    assert a.augment is None  # the default depends on the kinds: every augmentation for mel/mfcc
-    assert (_default_augmentations(a.features), a.stretch_rates, a.pitch_semitones, a.freq_mask, a.time_mask,
-            a.masks) == (
+    assert a.augment is None  # no --augment: the default of the kinds asked for (none for musicnn alone)
+    assert _default_augmentations(("musicnn",)) == ()
+    assert (_default_augmentations(a.features), a.stretch_rates, a.pitch_semitones, a.freq_mask, a.time_mask, a.masks) == (
         d.augment.augmentations, d.augment.stretch_rates, d.augment.pitch_semitones,
         d.augment.freq_mask_bands, d.augment.time_mask_frames, d.augment.masks)
     assert a.ratios is None and d.ratios == (70, 20, 10) and d.split is None
