@@ -37,6 +37,7 @@ from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import apply_temperature
 from genrekit.predict import analyse_file
+from genrekit.progress import bar
 from genrekit.runs import (
     LABELS,
     MODEL,
@@ -76,6 +77,14 @@ class AdaptResult:
     temperature: float
     seconds: float
     notes: list[str] = field(default_factory=list)
+
+
+def progress_bar(items, desc: str, show: bool):
+    """``items`` one by one, with a bar on stderr when ``show`` (:mod:`genrekit.progress`)."""
+    with bar(len(items), desc=desc, unit="track", enabled=show) as b:
+        for it in items:
+            yield it
+            b.update(1)
 
 
 def _log(msg: str) -> None:
@@ -161,10 +170,8 @@ def read_labelled(data=None, labels=None) -> list[Labelled]:
 def embed_labelled(run: Run, items: list[Labelled], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(pooled embeddings, the run's probabilities) of each labelled track, through predict's
     own analysis; a track that cannot be analysed is refused with one line."""
-    from tqdm import tqdm
-
     xs, ps = [], []
-    for it in tqdm(items, desc="embed", unit="track", file=sys.stderr, disable=not progress):
+    for it in progress_bar(items, "embed", progress):
         try:
             p, e = analyse_file(str(it.path), run, pooled=True)
         except AudioDecodeError as exc:
@@ -420,10 +427,8 @@ def suggest(run_path, data, n: int = 10, csv_path=None, m3u_path=None, progress:
     files = audio_files_under(folder)
     if not files:
         raise UserError(f"--data {folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    from tqdm import tqdm
-
     paths, xs, ps, known_n = [], [], [], 0
-    for f in tqdm(files, desc="suggest", unit="track", file=sys.stderr, disable=not progress):
+    for f in progress_bar(files, "suggest", progress):
         try:
             p, e = analyse_file(str(f), run, pooled=True)
         except AudioDecodeError as exc:

@@ -376,18 +376,14 @@ def cmd_predict(a) -> int:
     return 2 if failed else 0
 
 
-def _show_progress(a) -> bool:
-    return a.progress if a.progress is not None else sys.stderr.isatty()
-
-
 def cmd_adapt(a) -> int:
     print(format_result(adapt(a.model, a.out, data=a.data, labels=a.labels, seed=a.seed, weight=a.weight,
-                              progress=_show_progress(a))))
+                              progress=progress.enabled())))
     return 0
 
 
 def cmd_suggest(a) -> int:
-    items = suggest(a.model, a.data, n=a.n, csv_path=a.csv, m3u_path=a.m3u, progress=_show_progress(a))
+    items = suggest(a.model, a.data, n=a.n, csv_path=a.csv, m3u_path=a.m3u, progress=progress.enabled())
     print(format_suggestions(items))
     for flag, path in (("csv", a.csv), ("m3u", a.m3u)):
         if path:
@@ -662,8 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how many of the run's tracks one of yours weighs (default: as many as it takes for "
                          "your collection to weigh as much as the run's, 1 to 30)")
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar on stderr (default: when stderr is a terminal)")
+    _add_progress_args(ad, quiet=None)
     ad.set_defaults(func=cmd_adapt)
 
     sg = sub.add_parser("suggest", help="which of your unlabelled tracks to label first for `genrekit adapt`")
@@ -673,8 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--csv", default=None, metavar="FILE",
                     help="write path,genre,guess,probability,margin with an empty genre column to fill in (a new file)")
     sg.add_argument("--m3u", default=None, metavar="FILE", help="write the suggested tracks as a playlist (a new file)")
-    sg.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar on stderr (default: when stderr is a terminal)")
+    _add_progress_args(sg, quiet=None)
     sg.set_defaults(func=cmd_suggest)
 
     ex = sub.add_parser("export", help="export a run as a bundle: model (.keras, SavedModel, TFLite, ONNX), labels, "
