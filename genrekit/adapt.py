@@ -44,6 +44,7 @@ from genrekit.runs import (
     Run,
     check_new_run_path,
     library_versions,
+    refuse_inside_owner,
     run_folder,
     write_config,
 )
@@ -372,6 +373,7 @@ def check_new_file(path, flag: str) -> Path | None:
     p = Path(path)
     if p.exists() or p.is_symlink():
         raise UserError(f"{flag} {p} already exists; choose a new file name (genrekit never replaces it)")
+    refuse_inside_owner(p, flag)
     if not p.parent.is_dir():
         raise UserError(f"{flag} {p}: folder {p.parent} not found")
     return p

@@ -18,7 +18,14 @@ from genrekit.data_tools.fsio import loads_json, write_json_atomic, write_text_a
 from genrekit.errors import UserError
 from genrekit.modelcard import MODEL_FILES, model_card, model_card_markdown
 from genrekit.openset import OPENSET_FILE, load_distance_stats
-from genrekit.runs import EXPORT_MARKER, Run, atomic_output, load_model
+from genrekit.runs import (
+    EXPORT_MARKER,
+    Run,
+    atomic_output,
+    enclosing_owner,
+    load_model,
+    refuse_inside_owner,
+)
 
 FORMATS = ("keras", "saved_model", "tflite", "onnx")
 SUFFIX_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}  # --out FILE: the model file alone
@@ -87,18 +94,10 @@ def _refuse_inside_owner(target: Path, run: Run, own_run_ok: bool) -> None:
     """Refuse a ``target`` inside a run folder or an export bundle (its parent folders are looked
     at): genrekit never writes into another run's or bundle's folder (nor, for a single file, into
     the run's own, where its checkpoint lies)."""
-    for folder in Path(os.path.abspath(target)).parents:
-        if (folder / EXPORT_MARKER).is_file():
-            what = "an export bundle"
-        elif (folder / "config.json").is_file() and ((folder / "model.keras").exists()
-                                                      or (folder / "labels.json").exists()):
-            if own_run_ok and folder.resolve() == run.path.resolve():
-                return
-            what = "a run folder"
-        else:
-            continue
-        raise UserError(f"--out {target} lies inside {what} ({folder}); genrekit does not write into a run's or "
-                        "bundle's folder: give a path outside it")
+    owner = enclosing_owner(target)
+    if owner is not None and own_run_ok and owner[1] == "a run folder" and owner[0].resolve() == run.path.resolve():
+        return
+    refuse_inside_owner(target)
 
 
 def _check_file_target(target: Path, fmt: str, run: Run) -> tuple[bool, list[str]]:

@@ -208,8 +208,29 @@ def default_run_path(arch: str, phase: str, root: str = "runs") -> Path:
     return Path(root) / f"{arch}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def enclosing_owner(path) -> tuple[Path, str] | None:
+    """The nearest folder above ``path`` that is a run folder or an export bundle, with what it
+    is (``"a run folder"``, ``"an export bundle"``), or None: genrekit never writes into one."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if (folder / EXPORT_MARKER).is_file():
+            return folder, "an export bundle"
+        if (folder / CONFIG).is_file() and ((folder / MODEL).exists() or (folder / LABELS).exists()):
+            return folder, "a run folder"
+    return None
+
+
+def refuse_inside_owner(path, flag: str = "--out") -> None:
+    """One line when ``path`` lies inside a run folder or an export bundle."""
+    owner = enclosing_owner(path)
+    if owner is not None:
+        raise UserError(f"{flag} {path} lies inside {owner[1]} ({owner[0]}); genrekit does not write into a run's "
+                        "or bundle's folder: give a path outside it")
+
+
 def check_new_run_path(path: Path) -> None:
-    """Refuse a --out that already holds something: a run folder is only ever made new."""
+    """Refuse a --out that already holds something, or that lies inside another run folder or
+    an export bundle: a run folder is only ever made new, beside the others."""
+    refuse_inside_owner(path)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UserError(f"--out {path} exists and is not a folder; choose another --out")
     if path.is_dir():

@@ -287,3 +287,20 @@ def test_an_out_of_fold_temperature_is_never_sharper_than_the_raw_model_without_
     wrong /= wrong.sum(1, keepdims=True)
     assert choose_temperature(wrong, y_in, allow_sharpen=False)[0] > 1.0
     assert choose_temperature(p_in, y_in, allow_sharpen=True)[0] == pytest.approx(t_fit)
+
+
+def test_nothing_is_written_inside_the_run_or_a_bundle(lr_run, tmp_path, capsys):
+    """adapt's --out and suggest's --csv/--m3u inside a run folder (the old one) or an export
+    bundle are refused: the old run stays byte-identical."""
+    from genrekit.cli import main
+    from genrekit.export import export_bundle
+
+    run = lr_run["run"]
+    bundle = export_bundle(run, ["keras"], tmp_path / "bundle")
+    before, before_b = _tree(run), _tree(bundle)
+    for argv in (["adapt", "--model", str(run), "--data", str(lr_run["labelled"]), "--out", str(run / "mine")],
+                 ["adapt", "--model", str(run), "--data", str(lr_run["labelled"]), "--out", str(bundle / "x")],
+                 ["suggest", "--model", str(run), "--data", str(lr_run["probe"]), "--csv", str(run / "l.csv")],
+                 ["suggest", "--model", str(run), "--data", str(lr_run["probe"]), "--m3u", str(bundle / "l.m3u")]):
+        assert "lies inside" in _one_error(capsys, main(argv))
+    assert _tree(run) == before and _tree(bundle) == before_b
