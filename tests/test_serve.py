@@ -427,3 +427,115 @@ def test_library_endpoints_need_a_library(server):
     for path in ("/v1/suggest", "/v1/adapt", "/v1/label"):
         status, body, _ = server.post_json(path, {})
         assert status == 404 and "--library" in body["error"]
+
+
+# -- the page in a headless Chromium ----------------------------------------------------------------
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class DevTools:
+    """The least of the Chrome DevTools protocol: commands on one page, events kept."""
+
+    def __init__(self, url: str):
+        from websockets.sync.client import connect
+
+        self.ws, self.n = connect(url, max_size=64 * 1024 * 1024, open_timeout=30), 0
+
+    def __call__(self, method: str, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self.n:
+                assert "error" not in msg, msg
+                return msg.get("result", {})
+
+    def eval(self, expr: str):
+        return self("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
+
+    def close(self):
+        self.ws.close()
+
+
+def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
+    import subprocess
+    import time
+    import urllib.request
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    pytest.importorskip("websockets.sync.client")
+    proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'p'}",
+                             "--window-size=1000,1100", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        t0 = time.time()
+        while port is None and time.time() - t0 < 60:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                pytest.skip("Chromium did not start")
+            if "DevTools listening on ws://" in line:
+                port = int(line.split("ws://")[1].split("/")[0].rsplit(":", 1)[1])
+        assert port, "no DevTools port"
+        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
+        dt = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
+        try:
+            dt("Page.enable")
+            dt("Runtime.enable")
+            dt("Page.navigate", url=server.url("/"))
+            deadline = time.time() + 60
+            while time.time() < deadline and dt.eval("document.querySelector('#run-name') && "
+                                                     "document.querySelector('#run-name').textContent") != "run":
+                time.sleep(0.2)
+            assert dt.eval("document.querySelector('#run-name').textContent") == "run"
+            root = dt("DOM.getDocument")["root"]["nodeId"]
+            node = dt("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
+            clip = _clips(lr_run)[0]
+            dt("DOM.setFileInputFiles", files=[str(clip)], nodeId=node)
+            deadline = time.time() + 90
+            while time.time() < deadline and not dt.eval("document.querySelectorAll('.result.done .bar').length"):
+                time.sleep(0.3)
+            bars = dt.eval("[...document.querySelectorAll('.result.done .bar')].map(b => b.textContent)")
+            labels = json.loads((lr_run["run"] / "labels.json").read_text())
+            assert bars and len(bars) == len(labels), dt.eval("document.body.innerText")
+            from genrekit.predict import predict_files
+
+            want = predict_files([str(clip)], lr_run["run"], top_k=len(labels), reject=True)[0]
+            assert bars[0].startswith(want["top"][0]["genre"])
+            assert dt.eval("document.querySelector('.result.done .genre').textContent") == want["genre"]
+            assert dt.eval("document.querySelector('.result.done .error').textContent") == ""
+            # a bad file says why on the page
+            bad = tmp_path / "notes.wav"
+            bad.write_text("not audio\n" * 50)
+            dt("DOM.setFileInputFiles", files=[str(bad)], nodeId=node)
+            deadline = time.time() + 60
+            while time.time() < deadline and not dt.eval("[...document.querySelectorAll('.result .error')]"
+                                                         ".some(e => e.textContent)"):
+                time.sleep(0.3)
+            assert "not a RIFF/WAVE file" in dt.eval("document.querySelector('.result .error').textContent")
+            dt("Emulation.setDeviceMetricsOverride", width=1000, height=900, deviceScaleFactor=1, mobile=False)
+            shot = dt("Page.captureScreenshot", format="png")["data"]
+            import base64
+
+            png = base64.b64decode(shot)
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            (tmp_path / "serve.png").write_bytes(png)
+            if os.environ.get("GENREKIT_SERVE_SCREENSHOT"):  # docs/serve.png is made this way
+                Path(os.environ["GENREKIT_SERVE_SCREENSHOT"]).write_bytes(png)
+        finally:
+            dt.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
