@@ -474,7 +474,8 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
     pytest.importorskip("websockets.sync.client")
     proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'p'}",
-                             "--window-size=1000,1100", "about:blank"],
+                             "--window-size=1000,1100", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                             "--autoplay-policy=no-user-gesture-required", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         port = None
@@ -499,7 +500,9 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
             assert dt.eval("document.querySelector('#run-name').textContent") == "run"
             root = dt("DOM.getDocument")["root"]["nodeId"]
             node = dt("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
-            clip = _clips(lr_run)[0]
+            clip = tmp_path / "low-mid-high.flac"  # three 'genres' one after the other: a timeline with a story
+            sf.write(clip, np.concatenate([tone(f0 * 1.02, 12.0, SR16, seed=40 + i)
+                                           for i, f0 in enumerate(FREQS.values())]), SR16, subtype="PCM_16")
             dt("DOM.setFileInputFiles", files=[str(clip)], nodeId=node)
             deadline = time.time() + 90
             while time.time() < deadline and not dt.eval("document.querySelectorAll('.result.done .bar').length"):
@@ -522,7 +525,19 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
                                                          ".some(e => e.textContent)"):
                 time.sleep(0.3)
             assert "not a RIFF/WAVE file" in dt.eval("document.querySelector('.result .error').textContent")
-            dt("Emulation.setDeviceMetricsOverride", width=1000, height=900, deviceScaleFactor=1, mobile=False)
+            # listening: Chromium's fake microphone (a beep) through the worklet and the websocket
+            dt.eval("document.querySelector('#listen-toggle').click()")
+            deadline = time.time() + 60
+            while time.time() < deadline and not dt.eval("document.querySelectorAll('#live-bars .bar').length"):
+                time.sleep(0.3)
+            live = dt.eval("document.querySelector('#live').innerText")
+            assert dt.eval("document.querySelectorAll('#live-bars .bar').length"), (live, dt.eval(
+                "document.querySelector('#status').textContent"))
+            assert "s heard" in live
+            dt.eval("document.querySelector('#listen-toggle').click()")
+            dt.eval("window.scrollTo(0, 0)")
+            dt("Emulation.setDeviceMetricsOverride", width=1000, height=1250, deviceScaleFactor=1, mobile=False)
+            time.sleep(0.5)
             shot = dt("Page.captureScreenshot", format="png")["data"]
             import base64
 

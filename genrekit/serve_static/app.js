@@ -91,19 +91,21 @@ function drawTimeline(canvas, tl, now, duration) {
   const y = (p) => pad + plotH * (1 - p);
   ctx.strokeStyle = "#e3e6ec"; ctx.lineWidth = 1;
   for (const p of [0.25, 0.5, 0.75]) { ctx.beginPath(); ctx.moveTo(pad, y(p)); ctx.lineTo(w - pad, y(p)); ctx.stroke(); }
-  tl.labels.forEach((g, j) => {  // each genre's probability, a step per row
+  // each row answers for the music from start_s to end_s (a window; for a track model up to 30 s
+  // from start_s): drawn at its middle, and the band gives each stretch the genre of the nearest row
+  const mid = rows.map((r) => (r.start_s + r.end_s) / 2);
+  tl.labels.forEach((g, j) => {
     ctx.strokeStyle = colour(g); ctx.lineWidth = 2; ctx.beginPath();
-    rows.forEach((r, i) => {
-      const a = i === 0 ? r.start_s : Math.max(r.start_s, rows[i - 1].end_s);
-      if (i === 0) ctx.moveTo(x(a), y(r.probabilities[j])); else ctx.lineTo(x(a), y(r.probabilities[j]));
-      ctx.lineTo(x(r.end_s), y(r.probabilities[j]));
-    });
+    rows.forEach((r, i) => { const f = i ? "lineTo" : "moveTo"; ctx[f](x(mid[i]), y(r.probabilities[j])); });
+    if (rows.length === 1) ctx.lineTo(x(rows[0].end_s), y(rows[0].probabilities[j]));
     ctx.stroke();
   });
-  for (const r of rows) {  // the top genre of each row as a band
+  rows.forEach((r, i) => {
+    const a = i ? (mid[i - 1] + mid[i]) / 2 : rows[0].start_s;
+    const b = i < rows.length - 1 ? (mid[i] + mid[i + 1]) / 2 : rows[rows.length - 1].end_s;
     ctx.fillStyle = colour(r.genre);
-    ctx.fillRect(x(r.start_s), h - pad - band, Math.max(1, x(r.end_s) - x(r.start_s)), band);
-  }
+    ctx.fillRect(x(a), h - pad - band, Math.max(1, x(b) - x(a)), band);
+  });
   if (now != null) {
     ctx.strokeStyle = "#111"; ctx.lineWidth = 1.5; ctx.beginPath();
     ctx.moveTo(x(now), pad); ctx.lineTo(x(now), h - pad); ctx.stroke();
