@@ -302,6 +302,7 @@ async function adaptRun() {
       (a.new_genres.length ? `; new genres: ${a.new_genres.join(", ")}` : "") }),
     ...a.notes.map((n) => el("p", { class: "muted", text: "note: " + n })));
   box.hidden = false;
+  $("#suggestions").replaceChildren();  // the new run hesitates elsewhere: ask it again
   await loadModel();
 }
 
