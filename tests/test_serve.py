@@ -554,3 +554,20 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_the_page_ships_as_package_data_and_fetches_nothing_from_elsewhere():
+    import configparser
+    import re
+
+    import genrekit.serve
+
+    static = Path(genrekit.serve.__file__).with_name("serve_static")
+    names = {p.name for p in static.iterdir()}
+    assert {"index.html", "app.js", "style.css", "worklet.js"} <= names
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "serve_static/*" in cfg["options.package_data"]["genrekit"]
+    for p in static.iterdir():
+        text = p.read_text(encoding="utf-8")
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), p  # no CDN, no external URL
