@@ -30,13 +30,14 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -162,6 +163,27 @@ def _sniff_suffix(path: Path, name: str) -> str:
     return ext if ext in AUDIO_EXTENSIONS else ".upload"
 
 
+TMP_PREFIX = "genrekit-serve-"  # <system temp>/genrekit-serve-<pid>-<random>: a server's uploads
+
+
+def remove_stale_upload_folders() -> int:
+    """Remove the upload folders that killed servers of this user left in the temporary folder."""
+    n = 0
+    root = Path(tempfile.gettempdir())
+    for p in root.glob(f"{TMP_PREFIX}*-*"):
+        pid = p.name[len(TMP_PREFIX):].split("-")[0]
+        try:
+            if not pid.isdigit() or p.is_symlink() or not p.is_dir() or p.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+        except OSError:
+            continue
+    return n
+
+
 class TimelineRows:
     """A :class:`genrekit.predict.Timeline` kept in memory for JSON: the per-window genre
     probabilities, calibrated with the run's temperature as the CSV's are."""
@@ -229,7 +251,8 @@ class Service:
         self._admitted, self._count_lock = 0, threading.Lock()
         self._adapt_lock = threading.Lock()
         self.labels: dict[str, tuple[str, str]] = {}  # real path -> (path within the library, genre)
-        self.tmp = Path(tempfile.mkdtemp(prefix="genrekit-serve-"))  # 0700: ours alone
+        remove_stale_upload_folders()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # 0700: ours alone
         self.started = time.time()
 
     # -- the run -----------------------------------------------------------------------------
@@ -583,10 +606,10 @@ def _authorised(headers, token: str | None) -> None:
     else a loopback Host (no DNS rebinding); a browser's Origin must be the server itself."""
     host = headers.get("host", "")
     origin = headers.get("origin")
-    if origin is not None and origin != "null":
-        o = urlsplit(origin)
-        if o.netloc.lower() != host.lower():
-            raise Problem(403, f"requests from {origin} are not allowed (only from this server's own page)")
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():  # "null" (a sandboxed page) too
+        raise Problem(403, f"requests from {origin} are not allowed (only from this server's own page)")
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):  # e.g. <audio src> elsewhere
+        raise Problem(403, "requests from other sites are not allowed (only from this server's own page)")
     if token is None:
         if not is_loopback(_host_of(host)):
             raise Problem(403, f"Host {host!r} is not this machine; use http://127.0.0.1:PORT/")
@@ -831,11 +854,25 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
     app = make_app(service, token)
     config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=STREAM_MAX_MESSAGE,
                             lifespan="off", server_header=False, timeout_keep_alive=5)
-    server = uvicorn.Server(config)
+    class _Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self):  # signals are handled below: uvicorn's re-raise would skip the clean-up
+            yield
+
+    server = _Server(config)
     bound = sock.getsockname()[1]
+
+    def stop():
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
     where = f"[{host}]" if ":" in host else host
 
     async def main():
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop)
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
@@ -849,5 +886,6 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
 
     try:
         asyncio.run(main())
+        service.log("genrekit serve: stopped")
     finally:
         service.close()

@@ -284,7 +284,12 @@ def test_foreign_host_and_origin_are_refused(server):
     assert status == 403
     status, body, _ = server.request("GET", "/v1/model", headers={"Origin": "http://evil.example"})
     assert status == 403
-    status, _, _ = server.request("GET", "/v1/model", headers={"Origin": f"http://127.0.0.1:{server.port}"})
+    status, body, _ = server.request("GET", "/v1/model", headers={"Origin": "null"})  # a sandboxed page
+    assert status == 403
+    status, body, _ = server.request("GET", "/v1/model", headers={"Sec-Fetch-Site": "cross-site"})  # <audio src>
+    assert status == 403
+    status, _, _ = server.request("GET", "/v1/model", headers={"Origin": f"http://127.0.0.1:{server.port}",
+                                                              "Sec-Fetch-Site": "same-origin"})
     assert status == 200
 
 
