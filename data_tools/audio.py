@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,13 +80,26 @@ def _check_au_header(path: Path, size: int) -> None:
         )
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (from ``os.stat().st_mode``)."""
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return what
+    return "not a plain file"
+
+
 def check_container(path: str | os.PathLike) -> None:
-    """Raise :class:`AudioDecodeError` for an empty file or a WAV/AU header that lies."""
+    """Raise :class:`AudioDecodeError` for what is not a regular file (a FIFO would block the
+    first read: it is never opened), an empty file or a WAV/AU header that lies."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioDecodeError(f"not a regular file ({file_kind(st.st_mode)}); not read")
+    size = st.st_size
     if size == 0:
         raise AudioDecodeError("empty file (0 bytes)")
     ext = path.suffix.lower()
@@ -97,22 +112,102 @@ def check_container(path: str | os.PathLike) -> None:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C libraries (mpg123 prints "Note: Illegal Audio-MPEG-Header ..." on fd 2)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+class _Fd2:
+    """File descriptor 2, shared by the threads of the process. Decoding a file points it at
+    /dev/null (mpg123, inside libsndfile, prints "Note: Illegal Audio-MPEG-Header ..." on fd 2
+    for a damaged MP3), and decoder threads overlap: the first to start silences it, the last
+    to end restores it (a per-thread save and restore would leave it pointing at /dev/null when
+    two overlap). genrekit's own lines (a file's error while others decode) are written inside
+    :meth:`speaking`: it waits until no decoder holds fd 2 silenced, and new decoders wait
+    until the line is written, so that no line is lost."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._silencers = 0  # decodes holding fd 2 silenced
+        self._speakers = 0  # genrekit lines waiting or being written (new silencers wait for them)
+        self._saved: int | None = None  # the real fd 2 while silenced
+        self._mine = threading.local()  # this thread's silencers
+
+    @contextlib.contextmanager
+    def silenced(self, capture=None):
+        """fd 2 points away while inside: at /dev/null, or at the file ``capture`` (a binary
+        file object) when no other thread holds it silenced already."""
+        with self._cond:
+            while self._speakers and not getattr(self._mine, "n", 0):
+                self._cond.wait()
+            if self._silencers == 0:
+                self._saved = self._point_away(capture)
+            self._silencers += 1
+            self._mine.n = getattr(self._mine, "n", 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._silencers -= 1
+                self._mine.n -= 1
+                if self._silencers == 0:
+                    if self._saved is not None:
+                        os.dup2(self._saved, 2)
+                        os.close(self._saved)
+                        self._saved = None
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def speaking(self):
+        with self._cond:
+            self._speakers += 1
+            try:
+                # a thread that silenced fd 2 itself cannot wait for itself: its line goes where fd 2 points
+                while self._silencers and not getattr(self._mine, "n", 0):
+                    self._cond.wait()
+                yield
+                try:
+                    sys.stderr.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+            finally:
+                self._speakers -= 1
+                self._cond.notify_all()
+
+    @staticmethod
+    def _point_away(capture) -> int | None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:
+            return None
+        try:
+            if capture is not None:
+                os.dup2(capture.fileno(), 2)
+            else:
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(null, 2)
+                finally:
+                    os.close(null)
+        except (OSError, ValueError, AttributeError):
+            os.close(saved)
+            return None
+        return saved
+
+
+_FD2 = _Fd2()
+_quiet_stderr = _FD2.silenced
+
+
+def silenced_stderr(capture=None):
+    """fd 2 silenced (or pointed at the binary file ``capture``) while inside, shared safely with
+    the decoder threads (:class:`_Fd2`): for C libraries that write to fd 2 (TensorFlow's import)."""
+    return _FD2.silenced(capture)
+
+
+def stderr_line_guard():
+    """A context in which a line written to stderr reaches it while other threads decode audio
+    (:class:`_Fd2`): ``with stderr_line_guard(): print(msg, file=sys.stderr)``."""
+    return _FD2.speaking()
 
 
 def _decode_message(exc: BaseException) -> str:

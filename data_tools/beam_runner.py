@@ -18,7 +18,6 @@ pipelines) with ``--workers`` processes, so no network is touched.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ import sys
 from pathlib import Path
 
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import _alive, write_json_atomic
+from genrekit.data_tools.fsio import _alive, loads_json, write_json_atomic
 
 BEAM_RESULTS_PREFIX = "beam-"
 LOCAL_RUNNERS = ("", "DirectRunner", "FnApiRunner")
@@ -39,7 +38,8 @@ def _import_beam():
     try:
         import apache_beam as beam
     except ImportError:
-        raise DataError("--runner beam needs Apache Beam: pip install 'genrekit[beam]'") from None
+        raise DataError("--runner beam needs Apache Beam: from a genrekit checkout pip install \".[beam]\" "
+                        "(or pip install apache-beam)") from None
     finally:
         root.setLevel(level)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
@@ -206,7 +206,7 @@ def run_beam(jobs: list, out: Path, flags: list[str], log, process, result_type)
         for tid in sorted(by_id):
             p = results_dir / f"{tid}.json"
             try:
-                doc = json.loads(p.read_text(encoding="utf-8"))
+                doc = loads_json(p.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 raise DataError(f"the Beam runner returned no result for track {tid}; rerun to resume") from None
             if "error" in doc:

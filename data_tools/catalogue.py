@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genrekit.data_tools.audio import AUDIO_EXTENSIONS
+from genrekit.data_tools.audio import AUDIO_EXTENSIONS, file_kind
 from genrekit.data_tools.errors import DataError
 
 GTZAN_SUBFOLDERS = ("genres", "genres_original", "Data/genres_original", "data/genres_original")
@@ -85,6 +85,13 @@ def _walk_audio(folder: Path, chain: tuple[str, ...], skipped: list, root: Path)
                 yield p
         elif is_link and not p.exists():
             skipped.append((_rel(p, root), "broken link (its target does not exist)"))
+        elif p.suffix.lower() in AUDIO_EXTENSIONS:  # a FIFO, socket or device named like audio
+            try:
+                what = file_kind(p.stat().st_mode)
+            except OSError as exc:
+                skipped.append((_rel(p, root), f"cannot read file: {exc.strerror or exc}"))
+                continue
+            skipped.append((_rel(p, root), f"not a regular file ({what}); never opened"))
 
 
 def _rel(p: Path, root: Path) -> str:

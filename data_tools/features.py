@@ -22,7 +22,7 @@ from types import MappingProxyType
 import numpy as np
 
 from genrekit.data_tools.errors import DataError, FeatureError
-from genrekit.data_tools.fsio import save_npy_atomic, save_png_atomic, write_json_atomic
+from genrekit.data_tools.fsio import loads_json, save_npy_atomic, save_png_atomic, write_json_atomic
 
 # the input the musicnn checkpoints were trained on (Pons & Serra 2019): 16 kHz, 512-sample FFT,
 # 256-sample hop, 96 mel bands, log10(10000 * mel + 1), 187-frame (3 s) windows
@@ -133,6 +133,10 @@ class FeatureConfig:
         for name in ("musicnn_frames", "melspec_frames", "tempo_frames", "tempo_ac_frames"):
             if not 1 <= getattr(self, name) <= MAX_WINDOW_FRAMES:
                 p.append(f"{name} must be between 1 and {MAX_WINDOW_FRAMES}")
+        for name in ("image_seconds", "mfcc_seconds"):  # a segment holds at least one STFT frame
+            if getattr(self, name) * self.sr < self.n_fft:
+                p.append(f"{name} {getattr(self, name):g} s is shorter than one FFT window "
+                         f"(n_fft {self.n_fft} samples = {self.n_fft / self.sr:.3g} s at {self.sr} Hz)")
         if p:
             return p
         for kind in ("mel", "mfcc"):
@@ -185,10 +189,10 @@ class FeatureConfig:
         if p.is_dir():
             p = p / CONFIG_NAME
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+            return cls.from_dict(loads_json(p.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise DataError(f"no feature config at {p}") from None
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # malformed, not UTF-8, nested too deeply
             raise DataError(f"unreadable feature config {p}: {exc}") from None
 
     # -- shapes (each kind states its own; see FeatureKind) ------------------------------
@@ -571,6 +575,22 @@ def kind_names() -> tuple[str, ...]:
 def fingerprint_of(config: dict) -> str:
     """The fingerprint of a feature config as a mapping (what a run's config.json records beside it)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def settings_words(cfg: FeatureConfig, kind: str) -> str:
+    """One kind's window settings in a few words, for reports: "mel 256 x 256 per 30 s",
+    "musicnn 187 frames x 96 mels per 2.99 s, back to back"."""
+    k, w = get_kind(kind), cfg.windows(kind)
+    shape = k.shape(cfg)
+    if w.frames is None:  # segments of the waveform, each rendered on its own
+        what = (f"{shape[0]} x {shape[1]} image" if k.image else
+                f"{shape[1]} coefficients x {shape[0]} frames" if kind == "mfcc" else " x ".join(map(str, shape)))
+        where = (f", {w.count} evenly spaced" if w.count else f", every {w.hop_seconds:g} s" if w.hop_seconds
+                 else ", back to back")
+        return f"{kind} {what} per {w.seconds:.3g} s{where}"
+    bands = "mels" if kind in ("musicnn", "melspec") else "bins"
+    hop = f"every {w.hop_frames} frames" if w.hop_frames else "back to back"
+    return f"{kind} {w.frames} frames x {shape[1]} {bands} per {w.seconds:.3g} s, {hop}"
 
 
 def default_kinds() -> tuple[str, ...]:

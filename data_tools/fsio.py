@@ -85,8 +85,20 @@ def write_csv_atomic(path, rows: list[dict], fieldnames: list[str], only_if_chan
     return write_text_atomic(path, buf.getvalue(), only_if_changed)
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
+def loads_json(text: str | bytes):
+    """``json.loads`` for text read from a file or the network: a document nested too deeply for
+    Python's parser (``[[[[...`` 100,000 deep raises RecursionError) is a ValueError like any
+    other malformed JSON, so callers refuse it in one line."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
+def read_csv(path, encoding: str = "utf-8") -> list[dict]:
+    """The rows of a CSV file as dicts (any line ends: CRLF from a spreadsheet too);
+    ``encoding="utf-8-sig"`` also takes the byte-order mark a spreadsheet's export puts first."""
+    with open(path, newline="", encoding=encoding) as fh:
         return list(csv.DictReader(fh))
 
 
@@ -200,7 +212,7 @@ def own_folder_marker(folder, marker: str, flag: str, command: str) -> dict | No
     if not names:
         return None
     try:
-        doc = json.loads((folder / marker).read_text(encoding="utf-8"))
+        doc = loads_json((folder / marker).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         doc = None
     if not isinstance(doc, dict) or (folder / marker).is_symlink():

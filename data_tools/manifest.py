@@ -8,12 +8,11 @@ relative to the data root).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import read_csv, write_csv_atomic
+from genrekit.data_tools.fsio import loads_json, read_csv, write_csv_atomic
 
 MANIFEST_NAME = "manifest.csv"
 FIELDS = ["path", "feature", "track_id", "genre", "split", "augmentation", "segment",
@@ -32,7 +31,7 @@ def check_paths(manifest: Path, rows: list[dict]) -> None:
     root, absolute = folder, False
     if (folder / VIEW_SOURCE).is_file():
         try:
-            root, absolute = Path(json.loads((folder / VIEW_SOURCE).read_text(encoding="utf-8"))["source"]), True
+            root, absolute = Path(loads_json((folder / VIEW_SOURCE).read_text(encoding="utf-8"))["source"]), True
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             raise DataError(f"unreadable {folder / VIEW_SOURCE}; rerun the command that made {folder}") from None
     base = os.path.realpath(root)

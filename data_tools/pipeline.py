@@ -17,14 +17,13 @@ and is reported, and a worker process killed by the system stops the run with on
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing as mp
 import os
 import signal
 import sys
+from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -56,10 +55,12 @@ from genrekit.data_tools.features import (
     extract,
     get_kind,
     kind_names,
+    settings_words,
 )
 from genrekit.data_tools.fsio import (
     check_no_links,
     check_writable,
+    loads_json,
     own_folder_marker,
     remove_stale_temporaries,
     write_json_atomic,
@@ -105,6 +106,8 @@ class AugmentSettings:
             raise DataError(f"unknown feature kind(s) {', '.join(map(str, bad)) or '(none)'} "
                             f"(known: {', '.join(kind_names())})")
         object.__setattr__(self, "ratios", check_ratios(self.ratios))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
+            raise DataError(f"--seed must be a whole number in [0, 2**32), got {self.seed!r}")
         if self.split is not None and (not isinstance(self.split, str) or not self.split.strip()):
             raise DataError(f"bad --split {self.split!r}: expected gtzan-filtered, a split CSV or a folder of lists")
         if not 0 < self.max_seconds <= 24 * 3600:  # NaN too
@@ -171,7 +174,7 @@ def _read_state(out: Path, track_id: str) -> TrackResult | None:
     if not p.is_file():
         return None
     try:
-        return TrackResult(**json.loads(p.read_text(encoding="utf-8")))
+        return TrackResult(**loads_json(p.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -424,7 +427,7 @@ def _check_settings(out: Path, settings: AugmentSettings) -> None:
     if not p.is_file():
         return
     try:
-        old = json.loads(p.read_text(encoding="utf-8"))
+        old = loads_json(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise DataError(f"{p} is unreadable; choose a new --out") from None
     new = settings.to_dict()
@@ -605,9 +608,9 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
     if shard_kn:
         L.append(f"- shard {shard_kn[0]} of {shard_kn[1]}")
     fc = settings.features
+    floor = f", floor -{fc.top_db:g} dB" if set(settings.kinds) & {"mel", "mfcc", "melspec"} else ""
     L.append(f"- features: {', '.join(settings.kinds)}; {fc.sr} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, "
-             f"{fc.n_mels} mels, floor -{fc.top_db:g} dB, image {fc.image_height}x{fc.image_width} "
-             f"per {fc.image_seconds:g} s, MFCC {fc.n_mfcc} x {fc.mfcc_seconds:g} s "
+             f"{fc.n_mels} mels{floor}; {'; '.join(settings_words(fc, k) for k in settings.kinds)} "
              f"(config fingerprint {fc.fingerprint()})")
     L.append(f"- train-split variants: {', '.join(v.name for v in settings.augment.variants())}")
     L += ["", "## Catalogue", "",

@@ -7,6 +7,7 @@ folder of ``train*.txt``/``valid*.txt``/``test*.txt`` lists of ``genre/file`` li
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -129,7 +130,7 @@ def _read_list_folder(folder: Path) -> dict[str, str]:
             continue
         found = True
         try:
-            lines = f.read_text(encoding="utf-8").splitlines()
+            lines = f.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark, any line ends
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read split list {f}: {exc}") from None
         for i, line in enumerate(lines, start=1):
@@ -141,9 +142,9 @@ def _read_list_folder(folder: Path) -> dict[str, str]:
 
 
 def _read_split_csv(path: Path) -> dict[str, str]:
-    try:
-        rows = read_csv(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a spreadsheet's CSV export: a UTF-8 byte-order mark, CRLF line ends, padded header names
+        rows = [{(k or "").strip().lower(): v for k, v in r.items()} for r in read_csv(path, encoding="utf-8-sig")]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read split file {path}: {exc}") from None
     if not rows or "split" not in rows[0] or not ({"track_id", "path"} & set(rows[0])):
         raise DataError(f"split file {path} needs columns track_id (or path) and split")

@@ -38,12 +38,25 @@ import soundfile as sf
 from genrekit.data_tools.audio import load_audio
 from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.fsio import read_csv
-from genrekit.data_tools.previews import (DEFAULT_MAX_PREVIEW_BYTES, DEFAULT_PREVIEW_DEADLINE_S, RESOLVERS,
-                                 download_preview)
-from genrekit.data_tools.spotify_client import (ENDPOINTS, Http, NetworkError, Refused, SpotifyApi, endpoint,
-                                       is_spotify_id, printable, spotify_api)
+from genrekit.data_tools.previews import (
+    DEFAULT_MAX_PREVIEW_BYTES,
+    DEFAULT_PREVIEW_DEADLINE_S,
+    RESOLVERS,
+    download_preview,
+)
+from genrekit.data_tools.spotify_client import (
+    ENDPOINTS,
+    Http,
+    NetworkError,
+    Refused,
+    SpotifyApi,
+    endpoint,
+    is_spotify_id,
+    printable,
+    spotify_api,
+)
 
-__all__ = ["FetchOptions", "FetchReport", "fetch_spotify", "format_fetch_report", "safe_name", "Http",
+__all__ = ["FetchOptions", "FetchReport", "fetch_spotify", "format_fetch_report", "safe_name", "track_file", "Http",
            "NetworkError", "Refused", "SpotifyApi", "ENDPOINTS", "endpoint", "MANIFEST", "REPORT", "TMP_DIR"]
 
 MANIFEST = "spotify_manifest.csv"
@@ -63,12 +76,43 @@ MAX_LISTED = 200  # report lines per list
 
 # -- file names and paths --------------------------------------------------------------------
 
-def safe_name(text: str, max_len: int = 80) -> str:
-    """A file-name fragment with no path separators, no '..', no control characters."""
+NAME_MAX_BYTES = 255  # one path component, in bytes of UTF-8 (ext4, XFS, btrfs, APFS; NTFS: 255 UTF-16 units)
+# replaced in names: control characters (C0, DEL, C1), lone surrogates (no UTF-8 for them), line and
+# paragraph separators, bidirectional overrides and isolates (they make a listing lie about a
+# name), the path separators and what Windows refuses in a name
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                     "/\\\\:*?\"<>|]+")
+
+
+def _cut_bytes(s: str, max_bytes: int) -> str:
+    """The longest prefix of ``s`` whose UTF-8 is at most ``max_bytes`` bytes (never half a character)."""
+    b = s.encode("utf-8")
+    return s if len(b) <= max_bytes else b[:max_bytes].decode("utf-8", "ignore")
+
+
+def safe_name(text: str, max_len: int = 80, max_bytes: int = NAME_MAX_BYTES) -> str:
+    """A file-name fragment with no path separators, no '..', no control characters, at most
+    ``max_len`` characters and ``max_bytes`` bytes of UTF-8; letters of any script are kept."""
     s = unicodedata.normalize("NFKC", text if isinstance(text, str) else "")
-    s = re.sub(r"[\x00-\x1f\x7f/\\:*?\"<>|]+", "_", s)
+    s = _UNSAFE.sub("_", s)
     s = re.sub(r"\.{2,}", ".", s).strip(" ._")
-    return (s[:max_len].rstrip(" ._") or "untitled")
+    return (_cut_bytes(s[:max_len], max_bytes).rstrip(" ._") or "untitled")
+
+
+def track_file(genre: str, artist: str, title: str, track_id: str) -> str:
+    """``<genre>/<artist> - <title> [<track id>].wav``: the id keeps names unique, and the file
+    name is at most NAME_MAX_BYTES bytes of UTF-8 however long (or however wide the script of)
+    the artist and title the API sent."""
+    tail = f" [{track_id}].wav"
+    budget = NAME_MAX_BYTES - len(tail.encode("utf-8")) - len(" - ")
+    a = safe_name(artist, 40, budget // 3)
+    t = safe_name(title, 60, budget - len(a.encode("utf-8")))
+    return f"{safe_name(genre, 40)}/{a} - {t}{tail}"
+
+
+def plain_track_file(genre: str, track_id: str) -> str:
+    """The fallback name where the file system refuses the full one: ``<genre>/<track id>.wav``."""
+    return f"{safe_name(genre, 40)}/{track_id}.wav"
 
 
 def _inside(out: Path, path: Path) -> bool:
@@ -252,7 +296,7 @@ def _fetch_into(out: Path, opts: FetchOptions, api: SpotifyApi, http: Http, repo
                     report.fetched_now += 1
                 _write_manifest(out, rows)  # resumable after every track
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DataError(f"disk full while writing to {out}; what was fetched so far is kept "
                             "(free space and rerun to resume)") from None
         raise
@@ -381,15 +425,39 @@ def _fetch_one(t: dict, out: Path, http: Http, opts: FetchOptions, log) -> dict:
         finally:
             _unlink(tmp)
             _unlink(audio)
-        rel = (f"{safe_name(t['genre'], 40)}/{safe_name(t['first_artist'], 40)} - "
-               f"{safe_name(t['title'], 60)} [{t['track_id']}].wav")
-        write_atomic(out, rel, wav)
+        rel, problem = _write_track(out, t, wav)
+        if rel is None:  # this track's file cannot be written: one failed track, retried by a rerun
+            log(f"{label}: {problem}; skipped")
+            row["status"] = f"failed: {problem}"[:300]
+            return row
         row.update(preview_source=source, file=rel, sha256=hashlib.sha256(wav).hexdigest(), status="ok")
         return row
     if problems:
         transient = any(tr for _, tr in problems)
         row["status"] = ("failed: " if transient else "skipped: ") + "; ".join(p for p, _ in problems)[:300]
     return row
+
+
+def _write_track(out: Path, t: dict, wav: bytes) -> tuple[str | None, str]:
+    """Write a track's WAV under its full name, else (a file system that refuses the name: too
+    long, or not in its encoding) under ``<genre>/<track id>.wav``. Returns (the name written,
+    "") or (None, why not) for an error of this one file; a full disk is raised (every track
+    would fail)."""
+    full = track_file(t["genre"], t["first_artist"], t["title"], t["track_id"])
+    problem = ""
+    for rel in dict.fromkeys((full, plain_track_file(t["genre"], t["track_id"]))):
+        try:
+            write_atomic(out, rel, wav)
+            return rel, ""
+        except UnicodeEncodeError:
+            problem = f"cannot write {printable(rel)}: the file system's encoding has no such name"
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            problem = f"cannot write {printable(rel)}: {exc.strerror or exc}"
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
+                break  # not the name's fault: another name would fail the same way
+    return None, problem
 
 
 def _clean(out: Path, rows: list[dict], report: FetchReport, log) -> None:

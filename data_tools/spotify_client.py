@@ -24,7 +24,6 @@ is kept at CRITICAL: its DEBUG lines print the Authorization headers.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ import requests
 import urllib3
 
 from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import loads_json
 
 # endpoints; the environment can point them elsewhere (a proxy, a mirror, or a test server)
 ENDPOINTS = {
@@ -103,7 +103,7 @@ class Response:
 
     def json(self):
         try:
-            return json.loads(self.body.decode("utf-8"))
+            return loads_json(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return None
 

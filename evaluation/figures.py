@@ -39,7 +39,7 @@ FIGURES: tuple[Figure, ...] = (
 PER_GENRE: tuple[Figure, ...] = (
     Figure("top1", "top-1 accuracy", "top-1", True),
     Figure("top2", "top-2 accuracy", "top-2", True),
-    Figure("precision", "precision", "precision", True),
+    Figure("precision", "precision", "precision", True, needs_support=True),  # None when never predicted
     Figure("recall", "recall", "recall", True, needs_support=True),
     Figure("f1", "F1", "F1", True, needs_support=True),
     Figure("auc", "ROC AUC (one-vs-rest)", "AUC", False),

@@ -84,9 +84,12 @@ def classification_figures(y_true, proba, labels: list[str]) -> dict:
     per_genre = {}
     roc = {}
     aucs = []
+    predicted = np.bincount(y_pred, minlength=n_cls)
     for c, name in enumerate(labels):
         mask = y_true == c
-        entry = {"support": int(support[c]), "precision": float(prec[c]), "recall": float(rec[c]),
+        # precision is undefined (None, not scikit-learn's 0) for a genre the model never predicted
+        entry = {"support": int(support[c]), "precision": float(prec[c]) if predicted[c] else None,
+                 "recall": float(rec[c]),
                  "f1": float(f1[c]),
                  "top1": top_k_accuracy(y_true[mask], proba[mask], 1) if mask.any() else None,
                  "top2": top_k_accuracy(y_true[mask], proba[mask], 2) if mask.any() else None}

@@ -17,12 +17,21 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from genrekit import __version__
+from genrekit import __version__, progress
 from genrekit.adapt import adapt, format_result, format_suggestions, suggest
 from genrekit.cv import cross_validate, format_cv
+from genrekit.data_tools.audio import silenced_stderr, stderr_line_guard
 from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.features import KINDS, default_kinds, feature_config_for
+from genrekit.data_tools.features import (
+    KINDS,
+    MAX_N_FFT,
+    MAX_N_MELS,
+    MAX_SEGMENT_SECONDS,
+    MAX_SR,
+    default_kinds,
+    feature_config_for,
+)
 from genrekit.data_tools.pipeline import AugmentSettings, merge_shards, run_augment
 from genrekit.data_tools.splits import ratio_numbers
 from genrekit.demo import run_demo
@@ -72,24 +81,16 @@ class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):
-            self._loader.exec_module(module)
-            return
         with tempfile.TemporaryFile() as log:
-            os.dup2(log.fileno(), 2)
             try:
-                self._loader.exec_module(module)
+                # shared with the audio decoder threads, which may hold fd 2 silenced meanwhile
+                with silenced_stderr(capture=log):
+                    self._loader.exec_module(module)
             except BaseException:
-                os.dup2(saved, 2)
                 log.seek(0)
-                sys.stderr.write(log.read().decode("utf-8", "replace"))
+                with stderr_line_guard():
+                    sys.stderr.write(log.read().decode("utf-8", "replace"))
                 raise
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
 
 
 def quiet_libraries() -> None:
@@ -122,6 +123,36 @@ def _positive_float(text: str) -> float:
     if not (0 < v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return v
+
+
+def _in_range(kind, lo, hi=None, unit: str = ""):
+    """An argparse type: a number of ``kind`` (int or float) from ``lo`` to ``hi`` (None: no upper
+    bound here; the feature config's own cost limits still apply), refused by the parser in one
+    line before any work."""
+    what = "a whole number" if kind is int else "a number"
+    def show(v):
+        return str(v) if kind is int else f"{v:g}"
+
+    span = f"from {show(lo)} to {show(hi)}" if hi is not None else f"of at least {show(lo)}"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not (lo <= v and (hi is None or v <= hi)):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {what} {span}{unit}, got {text!r}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# Feature options a user would set (below these a feature is no longer a picture of music: --sr 1
+# decodes nothing, --n-fft 1 has no frequency axis, --image-seconds 0.001 is a sliver of one
+# STFT frame, --mfcc-hop 0.0001 asks for 300,000 sequences per 30 s track)
+MIN_SR, MIN_N_FFT, MIN_N_MELS = 8000, 64, 8
+MIN_IMAGE_SECONDS, MIN_IMAGE_HOP, MIN_MFCC_SECONDS, MIN_MFCC_HOP = 0.5, 0.1, 0.1, 0.01
 
 
 def _probability(text: str) -> float:
@@ -170,6 +201,15 @@ def _arch_type(names: list[str], refusal: str = ""):
     return arch
 
 
+def _add_progress_args(p: argparse.ArgumentParser, quiet: str | None = "no progress bars") -> None:
+    """--progress / --no-progress (and --quiet): every command's progress bars, one switch
+    (:mod:`genrekit.progress`)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal; never with --quiet)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help=quiet)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, like every other genrekit error
         self.exit(2, f"genrekit: error: {message} (see `{self.prog} --help`)\n")
@@ -190,21 +230,27 @@ def _kind_note(key: str, default) -> str:
 
 def _add_feature_args(p: argparse.ArgumentParser, fc) -> None:
     g = p.add_argument_group("features (saved in feature_config.json)")
-    for flag, key, typ, what in (("--sr", "sr", int, "sample rate in Hz"), ("--n-fft", "n_fft", int, "FFT size in samples"),
-                                 ("--hop-length", "hop_length", int, "hop in samples"), ("--n-mels", "n_mels", int, "mel bands")):
+    for flag, key, typ, what in (
+            ("--sr", "sr", _in_range(int, MIN_SR, MAX_SR, " Hz"), f"sample rate in Hz, {MIN_SR}-{MAX_SR}"),
+            ("--n-fft", "n_fft", _in_range(int, MIN_N_FFT, MAX_N_FFT), f"FFT size in samples, {MIN_N_FFT}-{MAX_N_FFT}"),
+            ("--hop-length", "hop_length", _in_range(int, 1), "hop in samples"),
+            ("--n-mels", "n_mels", _in_range(int, MIN_N_MELS, MAX_N_MELS), f"mel bands, {MIN_N_MELS}-{MAX_N_MELS}")):
         g.add_argument(flag, type=typ, default=None, help=f"{what} (default {getattr(fc, key)}{_kind_note(key, getattr(fc, key))})")
-    g.add_argument("--top-db", type=float, default=None, help=f"dB floor below the peak (default {fc.top_db:g})")
+    g.add_argument("--top-db", type=_positive_float, default=None, help=f"dB floor below the peak (default {fc.top_db:g})")
     g.add_argument("--image-size", type=_size, default=None, metavar="HxW",
                    help=f"PNG size (default {fc.image_height}x{fc.image_width})")
-    g.add_argument("--image-seconds", type=float, default=None, help=f"seconds per image (default {fc.image_seconds:g})")
-    g.add_argument("--image-hop", type=float, default=None, help="seconds between images (default: no overlap)")
-    g.add_argument("--image-segments", type=int, default=None, help="N evenly spaced images per track")
-    g.add_argument("--n-mfcc", type=int, default=None, help=f"MFCC coefficients (default {fc.n_mfcc})")
-    g.add_argument("--mfcc-seconds", type=float, default=None,
-                   help=f"seconds per MFCC sequence (default {fc.mfcc_seconds:g})")
-    g.add_argument("--mfcc-hop", type=float, default=None,
-                   help=f"seconds between MFCC sequences (default {fc.mfcc_hop_seconds:g})")
-    g.add_argument("--mfcc-segments", type=int, default=None, help="N evenly spaced MFCC sequences per track")
+    g.add_argument("--image-seconds", type=_in_range(float, MIN_IMAGE_SECONDS, MAX_SEGMENT_SECONDS, " s"), default=None,
+                   help=f"seconds per image, {MIN_IMAGE_SECONDS:g}-{MAX_SEGMENT_SECONDS:g} (default {fc.image_seconds:g})")
+    g.add_argument("--image-hop", type=_in_range(float, MIN_IMAGE_HOP, MAX_SEGMENT_SECONDS, " s"), default=None,
+                   help=f"seconds between images, at least {MIN_IMAGE_HOP:g} (default: no overlap)")
+    g.add_argument("--image-segments", type=_in_range(int, 1, 10000), default=None, help="N evenly spaced images per track")
+    g.add_argument("--n-mfcc", type=_in_range(int, 1), default=None, help=f"MFCC coefficients (default {fc.n_mfcc})")
+    g.add_argument("--mfcc-seconds", type=_in_range(float, MIN_MFCC_SECONDS, unit=" s"), default=None,
+                   help=f"seconds per MFCC sequence, at least {MIN_MFCC_SECONDS:g} (default {fc.mfcc_seconds:g})")
+    g.add_argument("--mfcc-hop", type=_in_range(float, MIN_MFCC_HOP, MAX_SEGMENT_SECONDS, " s"), default=None,
+                   help=f"seconds between MFCC sequences, at least {MIN_MFCC_HOP:g} (default {fc.mfcc_hop_seconds:g})")
+    g.add_argument("--mfcc-segments", type=_in_range(int, 1, 10000), default=None,
+                   help="N evenly spaced MFCC sequences per track")
 
 
 def _feature_config(a, kinds):
@@ -229,7 +275,22 @@ def _features_help() -> str:
               "sets the --sr/--n-fft/--hop-length/--n-mels defaults, e.g. --features melspec,tempogram")
 
 
+def _default_augmentations(kinds) -> tuple[str, ...]:
+    """--augment when none is given: every augmentation, except for musicnn features alone, the
+    default recipe's: its logistic-regression head is fitted on the original recordings only,
+    so variants would be files no model of that recipe reads (5,130 files for GTZAN where
+    1,000 give the same model)."""
+    if set(kinds) == {"musicnn"}:
+        print("note: --features musicnn: no augmented variants (the default recipe, musicnn_lr, fits its head on "
+              "the original recordings only); --augment stretch,pitch,... renders them, e.g. to fine-tune "
+              "--arch musicnn or fit the head with --hparam variants=true", file=sys.stderr)
+        return ()
+    return _augment_defaults().augment.augmentations
+
+
 def cmd_augment(a) -> int:
+    if a.augment is None:
+        a.augment = _default_augmentations(a.features)
     augs = () if a.augment in ((), ("none",)) else a.augment
     settings = AugmentSettings(
         features=_feature_config(a, a.features),
@@ -239,7 +300,7 @@ def cmd_augment(a) -> int:
         kinds=a.features, seed=a.seed, split=a.split, **({"ratios": ratio_numbers(a.ratios)} if a.ratios else {}),
         genres=a.genres or None, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
     s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
-                    progress=not a.quiet, runner=a.runner, beam_options=a.beam_option or ())
+                    progress=progress.enabled(), runner=a.runner, beam_options=a.beam_option or ())
     print(f"{s['ok']} tracks -> {s['files']} feature files in {s['out']} "
           f"({s['resumed']} already done, {s['skipped_bad']} skipped)")
     print(f"manifest: {s['manifest']}")
@@ -286,30 +347,32 @@ def cmd_train(a) -> int:
 # -- predict / export ------------------------------------------------------------------------
 
 def cmd_predict(a) -> int:
-    preds = iter_predictions(a.files, a.model, top_k=a.top_k, reject=a.reject, reject_threshold=a.reject_threshold,
+    reject = "per_genre" if a.reject_per_genre else a.reject
+    preds = iter_predictions(a.files, a.model, top_k=a.top_k, reject=reject, reject_threshold=a.reject_threshold,
                              hop_s=a.hop, timeline_dir=a.timeline)
     if a.csv:
         check_csv_target(a.csv)
-    show = a.progress if a.progress is not None else sys.stderr.isatty()
-    from tqdm import tqdm
-
-    results, failed = [], 0
-    with CsvOut(a.csv, preds.k) as out, tqdm(total=len(preds), file=sys.stderr, disable=not show, unit="file",
-                                              desc="predict", leave=False) as bar:
+    results, failed, drawn = [], 0, 0
+    with CsvOut(a.csv, preds.k) as out, progress.bar(len(preds), desc="predict", unit="file") as bar:
         for r in preds:  # each result as it comes: a table line, or one error line and the rest goes on
             bar.update(1)
+            drawn += "timeline" in r
             out.write(r)
             if a.json:
                 results.append(r)
             if "error" in r:
                 failed += 1
-                bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
+                with stderr_line_guard():  # decoder threads may hold fd 2 silenced meanwhile
+                    bar.write(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
             elif not a.json:
                 bar.write(format_line(r), file=sys.stdout)
     if a.json:
         print(json.dumps(results, indent=2))
     if a.csv:
         print(f"csv: {a.csv}", file=sys.stderr)
+    if a.timeline:
+        print(f"timelines: {drawn} file(s) -> {Path(a.timeline)}/ (<name>.timeline.csv: per-window genre "
+              "probabilities, <name>.timeline.png: genre over time)", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -370,7 +433,7 @@ def cmd_embed(a) -> int:
     if unknown or not a.format:
         raise UserError(f"unknown --format {', '.join(unknown) or repr('')} (known: {', '.join(EMBED_FORMATS)})")
     emb = run_embedder(a.model) if a.model else backbone_embedder(a.backbone, a.weights, a.layer)
-    results = embed_files(a.files, a.out, emb, a.format, progress=sys.stderr.isatty())
+    results = embed_files(a.files, a.out, emb, a.format, progress=progress.enabled())
     for r in results:
         if "error" in r:
             print(f"genrekit: error: {r['file']}: {r['error']}", file=sys.stderr)
@@ -404,7 +467,7 @@ def cmd_cv(a) -> int:
         kw["phase"] = a.phase
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
     res = cross_validate(a.data, a.arch, a.folds, out, seed=a.seed, keep_augmented=not a.no_augmented,
-                         train_kwargs=kw, log=lambda m: print(m, flush=True))
+                         train_kwargs=kw, log=progress.write)
     print(format_cv(res), end="")
     print(f"results: {Path(out) / 'cv.json'}, {Path(out) / 'cv.md'}")
     return 0
@@ -430,7 +493,7 @@ def cmd_fetch_spotify(a) -> int:
 
 def cmd_eval_spotify(a) -> int:
     res = evaluate_folder(a.model, a.data, out=a.out, features_dir=a.features, workers=a.workers,
-                          batch_size=a.batch_size, progress=not a.quiet, reject_threshold=a.reject_threshold)
+                          batch_size=a.batch_size, progress=progress.enabled(), reject_threshold=a.reject_threshold)
     print(format_metrics(res))
     out = Path(a.out) if a.out else Path(a.model) / f"eval-{Path(a.data).resolve().name}"
     print(f"report: {out / 'report.md'}")
@@ -492,8 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(overrides --ratios)")
     a.add_argument("--genres", type=_names, default=None, help="only these genres (comma-separated)")
     a.add_argument("--features", type=_names, default=d.kinds, help=_features_help())
-    a.add_argument("--augment", type=_names, default=d.augment.augmentations,
-                   help=f"{','.join(d.augment.augmentations)} (default all) or none")
+    a.add_argument("--augment", type=_names, default=None,
+                   help=f"{','.join(d.augment.augmentations)} (default all; none with --features musicnn alone, "
+                        "the default recipe, whose head reads the original recordings only) or none")
     a.add_argument("--stretch-rates", type=_floats, default=d.augment.stretch_rates,
                    help=f"default {','.join(f'{v:g}' for v in d.augment.stretch_rates)}")
     a.add_argument("--pitch-semitones", type=_floats, default=d.augment.pitch_semitones,
@@ -511,12 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{d.max_seconds:g} = {d.max_seconds / 60:g} minutes; bounds the memory one file may take)")
     a.add_argument("--shard", type=_shard, default=None, metavar="K/N", help="process only shard K of N (then merge-shards)")
     a.add_argument("--runner", choices=("local", "beam"), default="local",
-                   help="local processes (default) or an Apache Beam pipeline (pip install 'genrekit[beam]'); "
+                   help="local processes (default) or an Apache Beam pipeline (from a genrekit checkout: pip install \".[beam]\"); "
                         "same files either way")
     a.add_argument("--beam-option", action="append", default=None, metavar="KEY=VALUE",
                    help="a Beam pipeline option, repeatable, e.g. runner=FlinkRunner or direct_num_workers=2 "
                         "(with --runner beam; default: Beam's local runner with --workers processes)")
-    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_progress_args(a)
     _add_feature_args(a, d.features)
     a.set_defaults(func=cmd_augment)
 
@@ -566,19 +630,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_regularisation_args(t)
     t.add_argument("--synthetic", default=None,
                    help="a `genrekit gan generate` folder: its MFCC sequences join the training split only")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch log")
+    _add_progress_args(t, "no per-epoch log and no progress bars")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="top-k genres for audio files")
     pr.add_argument("files", nargs="+", help="audio files or folders (recursive; wav, au, mp3, flac, ogg)")
     pr.add_argument("--model", required=True, help="run folder")
-    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--top-k", type=_in_range(int, 1), default=3,
+                    help="genres to show per file, at least 1 (default 3; at most the run's genres are shown)")
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
     pr.add_argument("--reject", action="store_true",
                     help="answer `unknown` when the run's rejection rule says so (chosen at training time, "
                          "threshold on the validation split): the embedding distance to the training tracks "
                          "for models with a track embedding (the default recipe), else the top calibrated "
                          "probability")
+    pr.add_argument("--reject-per-genre", action="store_true",
+                    help="like --reject, with the run's threshold for the track's top genre (each keeps 95%% of "
+                         "that genre's held-out tracks accepted; the global one for a genre with fewer than 5)")
     pr.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="reject below this top probability instead of the run's rule (implies --reject)")
     pr.add_argument("--hop", type=float, default=None, metavar="SECONDS",
@@ -588,8 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "genre over time (<name>.timeline.png) into DIR")
     pr.add_argument("--csv", default=None, metavar="FILE",
                     help="also write the results as a CSV table (written when every file is done)")
-    pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar on stderr (default: when stderr is a terminal)")
+    _add_progress_args(pr, quiet=None)
     pr.set_defaults(func=cmd_predict)
 
     ad = sub.add_parser("adapt", help="teach a run your own music: refit its head with your labelled tracks "
@@ -657,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(1,506-d) or taggram (50 tags)")
     em.add_argument("--format", type=_names, default=("npy", "csv"), help="npy,csv (default both)")
     em.add_argument("--out", required=True, help="folder for the embeddings (made new, or one embed made)")
+    _add_progress_args(em, quiet=None)
     em.set_defaults(func=cmd_embed)
 
     ev = sub.add_parser("evaluate", help="figures, plots and report for a run on a split of a feature folder")
@@ -669,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tempo runs: CSV track_id,bpm of true tempi (default: the one the run trained with)")
     ev.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="open-set figures at this top-probability threshold instead of the run's own")
+    _add_progress_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     co = sub.add_parser("compare", help="one table of several runs' settings and figures on one split")
@@ -683,9 +752,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="K-fold cross-validation by track (mean ± std of test figures)")
     cv.add_argument("--data", required=True, help="feature folder")
     cv_archs = [n for n, s in REGISTRY.items() if s.task == "genre" and n != "fusion"]
-    cv.add_argument("--arch", required=True, metavar="ARCH", choices=cv_archs,
+    cv.add_argument("--arch", default=DEFAULT_ARCH, metavar="ARCH", choices=cv_archs,
                     type=_arch_type(cv_archs, "cv cross-validates genre classifiers trained from features"),
-                    help=f"architecture: {', '.join(cv_archs)}")
+                    help=f"architecture: {', '.join(cv_archs)} (default {DEFAULT_ARCH}, the default recipe, as for "
+                         "train)")
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--out", default=None, help="folder for the folds (default runs/cv-<arch>-<K>fold)")
     cv.add_argument("--phase", default=None, help="scratch | transfer (default as for train)")
@@ -698,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
     cv.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism (slower)")
     _add_regularisation_args(cv)
+    _add_progress_args(cv, "no progress bars (the per-fold lines stay)")
     cv.set_defaults(func=cmd_cv)
 
     fs = sub.add_parser("fetch-spotify", help="build an out-of-domain test set from Spotify playlists",
@@ -726,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--features", default=None, help="where to render the features (default OUT/features)")
     es.add_argument("--workers", type=int, default=1)
     es.add_argument("--batch-size", type=int, default=32)
-    es.add_argument("--quiet", action="store_true")
+    _add_progress_args(es)
     es.add_argument("--reject-threshold", type=_probability, default=None, metavar="P",
                     help="open-set figures (an `unknown` folder's rejection rate) at this threshold instead of "
                          "the run's own")
@@ -778,7 +849,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     quiet_libraries()
     try:
-        return int(args.func(args) or 0)
+        with progress.showing(progress.wanted(getattr(args, "progress", None), getattr(args, "quiet", False))):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("genrekit: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -15,13 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.folds import inner_validation, track_folds, write_view
-from genrekit.data_tools.fsio import check_no_links, write_json_atomic, write_text_atomic
+from genrekit.data_tools.fsio import (
+    check_no_links,
+    loads_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from genrekit.data_tools.loaders import select
 from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
 from genrekit.evaluate import evaluate_rows
 from genrekit.models import get_arch
 from genrekit.models.registry import check_hparams
+from genrekit.progress import bar
 from genrekit.runs import Run, atomic_output, make_folders
 from genrekit.train import train
 from genrekit.training import TrainOptions, check_options
@@ -48,7 +54,8 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     data = Path(data)
     rows = select(read_manifest(data), spec.feature, ("train", "valid", "test"))
     if not rows:
-        raise UserError(f"{data} has no {spec.feature} features for {arch}")
+        raise UserError(f"{data} has no {spec.feature} features for {arch} (render them with `genrekit augment "
+                        f"--features {spec.feature}`, or name another --arch)")
     genres = {r["track_id"]: r["genre"] for r in rows}
     fold_tracks = track_folds(genres, folds, seed)
     out = Path(out)
@@ -60,7 +67,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
         raise UserError(f"--out {out} exists and is not a folder; choose another --out")
     if settings_path.is_file():
         try:
-            before = json.loads(settings_path.read_text(encoding="utf-8"))
+            before = loads_json(settings_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             before = None
         if before != settings:
@@ -68,7 +75,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
                             "choose another --out")
         if (out / "cv.json").is_file():
             try:
-                done = json.loads((out / "cv.json").read_text(encoding="utf-8"))
+                done = loads_json((out / "cv.json").read_text(encoding="utf-8"))
                 log(f"{out}: this cross-validation is already complete")
                 return done
             except (OSError, ValueError):
@@ -113,35 +120,44 @@ def _run_folds(out: Path, data: Path, arch: str, folds: int, seed: int, rows, ge
     a fold whose evaluation is complete is taken as it is."""
 
     per_fold = []
-    for k, test in enumerate(fold_tracks, start=1):
-        test_set = set(test)
-        rest = [t for t in sorted(genres) if t not in test_set]
-        valid = inner_validation(rest, genres, min(0.25, 1.0 / (folds - 1)), seed + k)
-        split_of = {t: "test" if t in test_set else "valid" if t in valid else "train" for t in genres}
-        view = write_view(out / f"fold-{k}" / "view", data, rows, split_of, keep_augmented)
-        run_path, eval_path = out / f"fold-{k}" / "run", out / f"fold-{k}" / "eval"
-        resumed = False
-        if (eval_path / "metrics.json").is_file() and (run_path / "config.json").is_file():
-            try:
-                ev = json.loads((eval_path / "metrics.json").read_text(encoding="utf-8"))
-                resumed = all(f in ev[lvl] for lvl in ("clip", "track") for f in CV_FIGURES)
-            except (OSError, ValueError, KeyError, TypeError):
-                resumed = False
-        if not resumed:
-            if not (run_path / "config.json").is_file():  # a run folder is complete-or-absent
-                kw = dict(kw0)
-                if fold_kwargs is not None:
-                    kw.update(fold_kwargs(k))
-                train(TrainOptions(data=str(view), arch=arch, out=str(run_path), seed=seed, verbose=0, **kw))
-            run = Run(run_path)
-            test_rows = [r for r in read_manifest(view) if r["split"] == "test"]
-            with atomic_output(eval_path, folder=True) as work:
-                ev = evaluate_rows(run, view, test_rows, work, f"{arch} fold {k}", [f"fold {k} of {folds}"])
-        fig = {lvl: {f: ev[lvl][f] for f in CV_FIGURES} for lvl in ("clip", "track")}
-        per_fold.append(fig)
-        log(f"fold {k}/{folds}: track top-1 {fig['track']['top1']:.3f} top-2 {fig['track']['top2']:.3f} "
-            f"(clip top-1 {fig['clip']['top1']:.3f}; {len(test)} test tracks)" + (" [finished before]" if resumed else ""))
+    with bar(folds, desc="cv", unit="fold") as progress:
+        for k, test in enumerate(fold_tracks, start=1):
+            per_fold.append(_run_fold(out, data, arch, folds, seed, rows, genres, k, test, keep_augmented, kw0,
+                                      fold_kwargs, log))
+            progress.update(1)
     return per_fold
+
+
+def _run_fold(out: Path, data: Path, arch: str, folds: int, seed: int, rows, genres, k: int, test,
+              keep_augmented: bool, kw0: dict, fold_kwargs, log) -> dict:
+    """Fold ``k``: its view, run and test evaluation; its figures."""
+    test_set = set(test)
+    rest = [t for t in sorted(genres) if t not in test_set]
+    valid = inner_validation(rest, genres, min(0.25, 1.0 / (folds - 1)), seed + k)
+    split_of = {t: "test" if t in test_set else "valid" if t in valid else "train" for t in genres}
+    view = write_view(out / f"fold-{k}" / "view", data, rows, split_of, keep_augmented)
+    run_path, eval_path = out / f"fold-{k}" / "run", out / f"fold-{k}" / "eval"
+    resumed = False
+    if (eval_path / "metrics.json").is_file() and (run_path / "config.json").is_file():
+        try:
+            ev = loads_json((eval_path / "metrics.json").read_text(encoding="utf-8"))
+            resumed = all(f in ev[lvl] for lvl in ("clip", "track") for f in CV_FIGURES)
+        except (OSError, ValueError, KeyError, TypeError):
+            resumed = False
+    if not resumed:
+        if not (run_path / "config.json").is_file():  # a run folder is complete-or-absent
+            kw = dict(kw0)
+            if fold_kwargs is not None:
+                kw.update(fold_kwargs(k))
+            train(TrainOptions(data=str(view), arch=arch, out=str(run_path), seed=seed, verbose=0, **kw))
+        run = Run(run_path)
+        test_rows = [r for r in read_manifest(view) if r["split"] == "test"]
+        with atomic_output(eval_path, folder=True) as work:
+            ev = evaluate_rows(run, view, test_rows, work, f"{arch} fold {k}", [f"fold {k} of {folds}"])
+    fig = {lvl: {f: ev[lvl][f] for f in CV_FIGURES} for lvl in ("clip", "track")}
+    log(f"fold {k}/{folds}: track top-1 {fig['track']['top1']:.3f} top-2 {fig['track']['top2']:.3f} "
+        f"(clip top-1 {fig['clip']['top1']:.3f}; {len(test)} test tracks)" + (" [finished before]" if resumed else ""))
+    return fig
 
 
 def format_cv(res: dict) -> str:

@@ -12,7 +12,6 @@ Windows are cut by the same feature code as training and predict (long files blo
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import sys
@@ -30,7 +29,12 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError, DataError
 from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
-from genrekit.data_tools.fsio import check_no_links, write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.fsio import (
+    check_no_links,
+    loads_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from genrekit.errors import UserError
 from genrekit.models.errors import ModelError
 from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
@@ -153,7 +157,7 @@ def _check_out(out: Path) -> set[str]:
     if not out.exists() or not any(out.iterdir()):
         return set()
     try:
-        mine = json.loads((out / MARKER).read_text(encoding="utf-8"))
+        mine = loads_json((out / MARKER).read_text(encoding="utf-8"))
         if isinstance(mine, dict) and isinstance(mine.get("files"), list):
             return {f for f in mine["files"] if isinstance(f, str)}
     except (OSError, UnicodeDecodeError, ValueError):

@@ -9,7 +9,6 @@ run folder itself: they are still read, by the split recorded in them).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.catalogue import find_tracks
 from genrekit.data_tools.fsio import (
     csv_header,
+    loads_json,
     own_folder_marker,
     read_csv,
     write_csv_atomic,
@@ -50,8 +50,11 @@ from genrekit.evaluation.plots import (
     plot_roc,
 )
 from genrekit.evaluation.report import COMPARE_FIELDS, compare_table, evaluation_report
+from genrekit.models.track import is_track_model
 from genrekit.openset import (
+    PER_GENRE,
     RULE_DISTANCE,
+    has_per_genre_thresholds,
     pooled_probabilities,
     rejector_for,
     rule_of,
@@ -127,7 +130,7 @@ def check_results_folder(out: Path) -> None:
     if not present:
         return
     try:
-        met = json.loads((out / METRICS).read_text(encoding="utf-8"))
+        met = loads_json((out / METRICS).read_text(encoding="utf-8"))
         ours = isinstance(met, dict) and isinstance(met.get("clip"), dict) and isinstance(met.get("track"), dict)
     except (OSError, UnicodeDecodeError, ValueError):
         ours = False
@@ -180,17 +183,24 @@ def open_set_results(run: Run, known_ids, y, proba, unknown_ids, unknown_proba, 
         return out
     rej = rejector_for(run, True, threshold)
     kp, up = apply_temperature(tp, T), (apply_temperature(tu, T) if len(tu) else tu)
-    masks = {}
-    if rej.rule == RULE_DISTANCE:
-        if pooled is None:
-            raise ValueError("the embedding-distance rule needs the tracks' pooled embeddings")
-        masks["known_rejected"] = rej.rejected(rej.scores(None, np.stack([pooled[t] for t in kid])))
-        if len(uid):
-            masks["unknown_rejected"] = rej.rejected(rej.scores(None, np.stack([pooled[t] for t in uid])))
-    figs = open_set_figures(kp, ty, up, rej.threshold, **masks)
+    if rej.rule == RULE_DISTANCE and pooled is None:
+        raise ValueError("the embedding-distance rule needs the tracks' pooled embeddings")
+
+    def masks(r):
+        def one(p, ids):
+            return r.rejected(r.scores(p, np.stack([pooled[t] for t in ids]) if r.needs_embedding else None),
+                              p.argmax(axis=1))
+        return {"known_rejected": one(kp, kid), **({"unknown_rejected": one(up, uid)} if len(uid) else {})}
+
+    figs = open_set_figures(kp, ty, up, rej.threshold, **masks(rej))
     extra = {"rule": rej.rule, "threshold_source": rej.source}
     if rej.rule == RULE_DISTANCE:
         extra["k"] = int(rej.stats["k"])
+    if threshold is None and has_per_genre_thresholds(run):  # measured beside the global rule
+        pg = rejector_for(run, PER_GENRE, None)
+        f = open_set_figures(kp, ty, up, pg.threshold, **masks(pg))
+        extra["per_genre"] = {k: f[k] for k in ("unknown_rejected", "known_accepted", "known_top1_accepted",
+                                                "accuracy_kept")}
     return {**figs, **extra, **out}
 
 
@@ -208,11 +218,14 @@ def macro_over_present(res: dict) -> dict:
         present = [g for g in res["labels"] if pg[g]["support"] > 0]
         absent = [g for g in res["labels"] if pg[g]["support"] == 0] if absent is None else absent
 
-        def mean(key, names, pg=pg):
-            vals = [pg[g][key] for g in names if pg[g][key] is not None]
+        def mean(key, names, pg=pg, none_as=None):
+            vals = [pg[g][key] if pg[g][key] is not None else none_as for g in names]
+            vals = [v for v in vals if v is not None]
             return float(np.mean(vals)) if vals else None
 
-        figs.update({"precision_macro": mean("precision", present), "recall_macro": mean("recall", present),
+        # a present genre never predicted has no precision; the macro mean counts it as 0, as scikit-learn does
+        figs.update({"precision_macro": mean("precision", present, none_as=0.0),
+                     "recall_macro": mean("recall", present),
                      "f1_macro": mean("f1", present), "auc_macro": mean("auc", present),
                      "top1_per_genre_mean": mean("top1", present), "macro_over": present})
     res["absent_genres"] = absent
@@ -261,6 +274,7 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
                                            reject_threshold, pooled)
     res["run"] = str(run.path)
     res["arch"] = run.arch
+    res["clips_are_tracks"] = is_track_model(run.model())  # each clip row carries its track's probabilities
     res["split"] = split
     res["context"] = context
     with created_or_absent(out), results_as_a_set(out) as work:
@@ -307,7 +321,7 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
     k = min(PREDICTION_TOP_K, len(run.labels))
     fields = ["track", "true", "predicted", "correct"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("top", "p")]
     rows = []
-    for t, yi, pi in zip(tracks, y, p):
+    for t, yi, pi in zip(tracks, y, p, strict=True):
         order = np.argsort(-pi, kind="stable")[:k]
         row = {"track": t, "true": names[yi], "predicted": run.labels[order[0]],
                "correct": int(run.labels[order[0]] == names[yi])}
@@ -322,10 +336,11 @@ def _write_results(run: Run, res: dict, out: Path, title: str, context: list[str
     out.mkdir(parents=True, exist_ok=True)
     title = f"{run.path.name}: {title}"  # the run's name and the split (or set) on every figure
     plots = {"confusion matrix (track level)": "confusion.png",
-             "confusion matrix (clip level)": "confusion_clip.png",
              "per-genre top-1/top-2 (track level)": "per_genre.png", "ROC curves (track level)": "roc.png"}
     plot_confusion(res["track"]["confusion"], run.labels, out / "confusion.png", f"{title} — tracks")
-    plot_confusion(res["clip"]["confusion"], run.labels, out / "confusion_clip.png", f"{title} — clips")
+    if not res.get("clips_are_tracks"):  # a track model's clips are its tracks
+        plot_confusion(res["clip"]["confusion"], run.labels, out / "confusion_clip.png", f"{title} — clips")
+        plots["confusion matrix (clip level)"] = "confusion_clip.png"
     plot_per_genre(res["track"], run.labels, out / "per_genre.png", f"{title} — per genre (tracks)")
     plot_roc(res["track"], out / "roc.png", f"{title} — ROC (tracks)")
     if res.get("calibration"):
@@ -362,7 +377,7 @@ def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32
     rows = [r for r in select(read_manifest(data), run.kind, (split,)) if r["augmentation"] == "original"]
     if not rows:
         raise UserError(f"the {split} split of {data} has no {run.kind} rows")
-    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data}`, split `{split}`",
+    context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})", f"data: `{data.resolve()}`, split `{split}`",
                f"feature config fingerprint {fc.fingerprint()}"]
     return evaluate_rows(run, data, rows, out, f"{run.arch} on the {split} split", context, batch_size, split,
                          reject_threshold)
@@ -402,7 +417,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
         rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",))
                 if r["augmentation"] == "original"]
         context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",
-                   f"data: `{audio_dir}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
+                   f"data: `{Path(audio_dir).resolve()}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
                    f"see `{features_dir}/report.md`)", "features rendered with the run's own feature config"]
         return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context,
                              batch_size, split="test", reject_threshold=reject_threshold)
@@ -412,14 +427,18 @@ def format_metrics(res: dict) -> str:
     if res.get("task") == "tempo":
         return format_tempo(res)
     c, t = res["clip"], res["track"]
+    one = bool(res.get("clips_are_tracks"))  # a track model: its clip figures are its track figures
+
+    def row(name, key):
+        cv, tv = c[key] if c[key] is not None else float("nan"), t[key] if t[key] is not None else float("nan")
+        return f"{name:12s} {tv:8.3f}" if one else f"{name:12s} {cv:8.3f} {tv:8.3f}"
+
+    head = f"{res.get('split', '') + ' split' if res.get('split') else '':12s}"
     return "\n".join([
-        f"{res.get('split', '') + ' split' if res.get('split') else '':12s} {'clip':>8s} {'track':>8s}",
-        f"{'top-1':12s} {c['top1']:8.3f} {t['top1']:8.3f}",
-        f"{'top-2':12s} {c['top2']:8.3f} {t['top2']:8.3f}",
-        f"{'F1 macro':12s} {c['f1_macro']:8.3f} {t['f1_macro']:8.3f}",
-        f"{'F1 micro':12s} {c['f1_micro']:8.3f} {t['f1_micro']:8.3f}",
-        f"{'AUC macro':12s} {c['auc_macro'] or float('nan'):8.3f} {t['auc_macro'] or float('nan'):8.3f}",
-        f"(n = {c['n']} clips, {t['n']} tracks)"]
+        f"{head} {'track':>8s}" if one else f"{head} {'clip':>8s} {'track':>8s}",
+        row("top-1", "top1"), row("top-2", "top2"), row("F1 macro", "f1_macro"), row("F1 micro", "f1_micro"),
+        row("AUC macro", "auc_macro"),
+        f"(n = {t['n']} tracks; the model classifies whole tracks)" if one else f"(n = {c['n']} clips, {t['n']} tracks)"]
         + ([f"macro figures over the {len(t['macro_over'])} genres present; absent: {', '.join(res['absent_genres'])}"]
            if res.get("absent_genres") else [])
         + _calibration_lines(res))
@@ -430,9 +449,13 @@ def _calibration_lines(res: dict) -> list[str]:
     cal = res.get("calibration")
     if cal:
         c, t = cal["clip"], cal["track"]
-        lines.append(f"{'ECE before':12s} {c['ece_before']:8.3f} {t['ece_before']:8.3f}   "
-                     f"(15 bins; temperature T = {cal['temperature']:.3g})")
-        lines.append(f"{'ECE after':12s} {c['ece_after']:8.3f} {t['ece_after']:8.3f}")
+        one = bool(res.get("clips_are_tracks"))
+
+        def ece(when):
+            return f"{t[when]:8.3f}" if one else f"{c[when]:8.3f} {t[when]:8.3f}"
+
+        lines.append(f"{'ECE before':12s} {ece('ece_before')}   (15 bins; temperature T = {cal['temperature']:.3g})")
+        lines.append(f"{'ECE after':12s} {ece('ece_after')}")
     o = res.get("open_set")
     if o and o.get("threshold") is not None:
         def pct(x):
@@ -442,6 +465,11 @@ def _calibration_lines(res: dict) -> list[str]:
         lines.append(f"open set ({rule}, threshold {o['threshold']:.4g}): unknown rejected {pct(o['unknown_rejected'])} "
                      f"of {o['unknown_n']} tracks; known accepted {pct(o['known_accepted'])}, "
                      f"accuracy kept {pct(o['accuracy_kept'])}")
+        if o.get("per_genre"):
+            g = o["per_genre"]
+            lines.append(f"  per-genre thresholds (predict --reject-per-genre): unknown rejected "
+                         f"{pct(g['unknown_rejected'])}; known accepted {pct(g['known_accepted'])}, accuracy kept "
+                         f"{pct(g['accuracy_kept'])}")
     elif o:
         lines.append(f"open set: {o['unknown_n']} unknown tracks; {o['note']}")
     return lines
@@ -450,7 +478,7 @@ def _calibration_lines(res: dict) -> list[str]:
 def read_metrics(path: Path) -> dict:
     """A metrics.json written by ``genrekit evaluate``; a corrupt one is refused with one line."""
     try:
-        met = json.loads(Path(path).read_text(encoding="utf-8"))
+        met = loads_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"unreadable results file {path} ({_reason(exc)}); rerun `genrekit evaluate` "
                         "to rewrite it") from None
@@ -490,7 +518,7 @@ def split_results(run: Run, split: str) -> tuple[dict, str, Path | None]:
     tm = run.path / "train_metrics.json"
     if tm.is_file():
         try:
-            figs = json.loads(tm.read_text(encoding="utf-8"))
+            figs = loads_json(tm.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise UserError(f"unreadable results file {tm} ({_reason(exc)})") from None
         figs = figs.get(split) if isinstance(figs, dict) else None
@@ -505,7 +533,7 @@ def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "
     check_split_name(split)
     if csv_path:
         check_csv_target(csv_path)
-    rows = []
+    rows, settings = [], []
     for rp in runs:
         run = Run(rp)
         if run.task != "genre":
@@ -513,9 +541,13 @@ def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "
         hist = read_csv(run.path / HISTORY) if (run.path / HISTORY).is_file() else []
         best = min(hist, key=lambda h: _f(h.get("val_loss")) if _f(h.get("val_loss")) is not None else np.inf) \
             if hist else {}
+        head_fit = run.config.get("head_fit") if isinstance(run.config.get("head_fit"), dict) else None
         row = {"run": run.path.name, "arch": run.arch, "phase": run.config.get("phase"),
                "epochs": len(hist), "train_top1": _f(best.get("accuracy")), "val_top1": _f(best.get("val_accuracy")),
-               "level": level, "split": split}
+               "val_source": "best epoch" if hist else None, "level": level, "split": split}
+        if head_fit is not None:  # a logistic-regression head (the default recipe): no epochs, an inner CV
+            row.update(epochs=None, val_top1=_f(head_fit.get("cv_accuracy")),
+                       val_source="inner CV" if head_fit.get("cv_accuracy") is not None else None)
         figs, source, where = split_results(run, split)
         met = figs.get(level, {}) if figs else {}
         if figs and not isinstance(met, dict):
@@ -524,9 +556,50 @@ def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "
         row.update({"top1": _f(met.get("top1")), "top2": _f(met.get("top2")), "f1_micro": _f(met.get("f1_micro")),
                     "f1_macro": _f(met.get("f1_macro"))})
         rows.append(row)
+        settings.append(run_settings(run.config))
+    for row, differs in zip(rows, differing_settings(settings), strict=True):
+        row["settings"] = differs or None
     if csv_path:
         write_csv_atomic(csv_path, rows, COMPARE_FIELDS, only_if_changed=False)
     return compare_table(rows)
+
+
+def run_settings(config: dict) -> dict:
+    """The settings of a run that a comparison tells apart (config.json), flat: training options,
+    the builder's hyper-parameters (``hparam.<name>``), the logistic-regression head's C, the
+    feature config and the data folder."""
+    out = {k: config.get(k) for k in ("epochs", "batch_size", "learning_rate", "optimizer", "patience", "seed",
+                                      "weights", "label_smoothing", "mixup", "image_aug")}
+    out.update({f"hparam.{k}": v for k, v in sorted((config.get("hparams") or {}).items())})
+    hf = config.get("head_fit")
+    out["C"] = hf.get("C") if isinstance(hf, dict) else None
+    out["features"] = config.get("feature_fingerprint")
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    out["data"] = data.get("folder")
+    return out
+
+
+def differing_settings(settings: list[dict]) -> list[str]:
+    """For each run, ``key=value`` of the settings whose values are not the same in every run
+    (in a fixed order; "" when all agree)."""
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    differ = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings}) > 1]
+    folders = {k: [s.get(k) for s in settings] for k in ("data",) if k in differ}
+    names_differ = "data" in folders and len({Path(f).name for f in folders["data"] if f}) == len(
+        {f for f in folders["data"] if f})
+
+    def show(k, v):
+        if v is None:
+            return "–"
+        if k == "data" and names_differ:
+            return Path(v).name
+        if isinstance(v, float):
+            return f"{v:g}"
+        if isinstance(v, (list, tuple)):
+            return ",".join(map(str, v)) or "none"
+        return str(v)
+
+    return ["; ".join(f"{k}={show(k, s.get(k))}" for k in differ) for s in settings]
 
 
 def _f(x):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import shutil
 import stat
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
+from genrekit.data_tools.fsio import loads_json, write_json_atomic, write_text_atomic
 from genrekit.errors import UserError
 from genrekit.modelcard import MODEL_FILES, model_card, model_card_markdown
 from genrekit.openset import OPENSET_FILE, load_distance_stats
@@ -77,7 +76,7 @@ def _recorded(target: Path, run: Run) -> bool:
     if rec.is_symlink() or target.is_symlink() or not target.is_file():
         return False
     try:
-        doc = json.loads(rec.read_text(encoding="utf-8"))
+        doc = loads_json(rec.read_text(encoding="utf-8"))
         return (isinstance(doc, dict) and doc.get("run") == str(run.path.resolve())
                 and isinstance(doc.get("sha256"), list) and _sha256(target) in doc["sha256"])
     except (OSError, UnicodeDecodeError, ValueError):
@@ -130,7 +129,7 @@ def _check_file_target(target: Path, fmt: str, run: Run) -> tuple[bool, list[str
 
 def _is_record(rec: Path) -> bool:
     try:
-        doc = json.loads(rec.read_text(encoding="utf-8"))
+        doc = loads_json(rec.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(doc, dict) and isinstance(doc.get("run"), str) and isinstance(doc.get("sha256"), list)
@@ -184,8 +183,8 @@ def _need_tf2onnx() -> None:
     try:
         import tf2onnx  # noqa: F401
     except ImportError:
-        raise UserError("ONNX export needs tf2onnx and onnx: pip install 'genrekit[export]' "
-                        "(or pip install tf2onnx onnx)") from None
+        raise UserError("ONNX export needs tf2onnx and onnx (and onnxruntime to run the export): from a genrekit "
+                        "checkout pip install \".[export]\", or pip install tf2onnx onnx onnxruntime") from None
 
 
 def _check_bundle_target(target: Path, run: Run) -> bool:
@@ -203,7 +202,7 @@ def _check_bundle_target(target: Path, run: Run) -> bool:
         return False
     mine = set()
     try:
-        marker = json.loads((target / EXPORT_MARKER).read_text(encoding="utf-8"))
+        marker = loads_json((target / EXPORT_MARKER).read_text(encoding="utf-8"))
         if isinstance(marker, dict) and marker.get("bundle") == 1 and isinstance(marker.get("files"), list):
             mine = {f for f in marker["files"] if isinstance(f, str)} | {EXPORT_MARKER}
     except (OSError, UnicodeDecodeError, ValueError):

@@ -9,13 +9,18 @@ the training split only.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from genrekit.data_tools.features import FeatureConfig
-from genrekit.data_tools.fsio import read_csv, save_npy_atomic, write_json_atomic, write_text_atomic
+from genrekit.data_tools.fsio import (
+    loads_json,
+    read_csv,
+    save_npy_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from genrekit.data_tools.loaders import label_ids, load_arrays, select
 from genrekit.data_tools.manifest import check_no_leak, read_manifest, write_manifest
 from genrekit.errors import UserError
@@ -95,7 +100,7 @@ def _load_gan(run) -> tuple[dict, object]:
     if not p.is_file() or not (run / "generator.keras").is_file():
         raise UserError(f"{run} is not a GAN run folder (config.json and generator.keras needed)")
     try:
-        config = json.loads(p.read_text(encoding="utf-8"))
+        config = loads_json(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"unreadable GAN run folder {run}: {exc}") from None
     if not isinstance(config, dict) or config.get("task") != "gan":

@@ -16,7 +16,6 @@ temperature and rejection threshold are fitted on the valid split (``calibration
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,9 +41,9 @@ from genrekit.models.folding import fold_batchnorm
 from genrekit.models.image_aug import image_augmenter
 from genrekit.models.registry import INPUT_NORM
 from genrekit.models.transfer import set_phase, split_at_base
-from genrekit.openset import fit_open_set, track_embeddings
+from genrekit.openset import fit_open_set, per_genre_thresholds, track_embeddings
 from genrekit.prediction import predict_rows
-from genrekit.runs import CALIBRATION, MODEL, TMP_PREFIX, Run
+from genrekit.runs import CALIBRATION, Run
 from genrekit.trackhead import fit_track_head, grouped_folds
 from genrekit.trackrun import refit_rules, save_embeddings
 from genrekit.training import (
@@ -240,8 +239,8 @@ class GenreTask(Task):
             f_va = tf.gather(f_all, np.arange(n_tr, len(all_rows)))
             fds_va = prepare_targets(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
                                      len(labels), train=False).cache()
-            # no full-model checkpoint at every improving epoch: only the head changes in this phase,
-            # EarlyStopping restores the best weights, and checkpoint.keras is model.keras (see save)
+            # no full-model checkpoint at every improving epoch: only the head changes in this phase
+            # and EarlyStopping restores the best weights (model.keras is the best full model)
             head.fit(fds_tr, validation_data=fds_va, epochs=plan.epochs, verbose=opts.verbose, shuffle=False,
                      callbacks=[c for c in callbacks if not getattr(c, "is_checkpoint", False)])
         else:
@@ -260,12 +259,6 @@ class GenreTask(Task):
         plan.extra["head_fit"] = head_fit
         return {"cached": cached, "head_fit": head_fit, "t_base": t_base}
 
-    def save(self, plan: Plan, opts: TrainOptions, model, run_dir: Path, info: dict) -> None:
-        if info["cached"]:  # the best full model, as the per-epoch checkpoint of the other paths holds it
-            tmp = run_dir / f"{TMP_PREFIX}{os.getpid()}-checkpoint.keras"
-            shutil.copyfile(run_dir / MODEL, tmp)
-            os.replace(tmp, run_dir / "checkpoint.keras")
-
     def config(self, plan: Plan, opts: TrainOptions, spec, model, info: dict) -> dict:
         parent, head_fit = plan.extra["parent"], info["head_fit"]
         phase = plan.phase
@@ -282,6 +275,14 @@ class GenreTask(Task):
                      "synthetic_rows": plan.extra["n_synthetic"]},
             "base_feature_seconds": round(info["t_base"], 2),
         }
+
+    def fitted(self, plan: Plan, spec, info: dict, epochs_run: int) -> str:
+        hf = info.get("head_fit")
+        if hf is None:
+            return super().fitted(plan, spec, info, epochs_run)
+        what = f"{hf['samples']} tracks" if not hf["variants"] else f"{hf['samples']} variants of {hf['tracks']} tracks"
+        return (f"{spec.name}: logistic regression on the frozen backbone's track embeddings, C = {hf['C']:.3g}, "
+                f"{what}")
 
     def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
         seen: dict = {}  # the valid split is predicted once, for calibration and for the figures
@@ -451,6 +452,8 @@ def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = RE
                 cal["note"] = note
         after = apply_temperature(tp, cal["temperature"])
         cal["reject_threshold"] = choose_reject_threshold(after, accept)
+        cal["reject_threshold_per_genre"] = per_genre_thresholds(after, ty, len(labels),
+                                                                 lambda a: choose_reject_threshold(a, accept))
         cal.update({"valid_ece_before": expected_calibration_error(tp, ty),
                     "valid_ece_after": expected_calibration_error(after, ty),
                     "valid_nll_before": nll(tp, ty), "valid_nll_after": nll(after, ty)})

@@ -6,13 +6,16 @@ RUN/eval/<split>/metrics.json); nothing is re-typed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from genrekit.data_tools.features import get_kind
-from genrekit.runs import Run
+from genrekit.data_tools.fsio import loads_json
 from genrekit.models.track import is_track_model
+from genrekit.runs import Run
 
+EXAMPLE = "examples/predict_export.py"  # in the genrekit repository (tests/test_export_bundle.py runs it)
+RUNTIME_INSTALL = ("`pip install numpy librosa onnxruntime` (for model.tflite: tensorflow instead of onnxruntime), "
+                   "or from a genrekit checkout `pip install \".[export]\"` (tf2onnx, onnx and onnxruntime)")
 MIN_SECONDS = 1.0  # genrekit.predict.MIN_SECONDS (kept equal by tests/test_export_bundle.py)
 SILENCE_DBFS = -80.0  # genrekit.predict.SILENCE_DBFS
 FIGURES = ("top1", "top2", "f1_macro", "n")
@@ -79,31 +82,47 @@ def _figures(block) -> dict:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
 
 
+def one_spelling(path: str | None) -> str | None:
+    """A data folder's path as one spelling (``Path.resolve()``: absolute, no ``..``, links
+    followed), so that one data set recorded as ``feats`` by evaluate and as ``/home/me/feats``
+    by train is listed once; a relative path that no longer resolves from here is kept as
+    recorded."""
+    if not path:
+        return path
+    p = Path(path)
+    try:
+        return str(p.resolve()) if p.is_absolute() or p.exists() else path
+    except (OSError, RuntimeError):
+        return path
+
+
 def evaluations(run: Run) -> list[dict]:
     """Figures measured on the run: train_metrics.json (valid/test at the end of training) and
-    each ``RUN/eval/<split>/metrics.json``; an evaluation whose data or split names ood marks
-    out-of-domain figures."""
+    each ``RUN/eval/<split>/metrics.json``; an evaluation whose data folder or split names ood
+    marks out-of-domain figures."""
     out = []
     tm = _read_json(run.path / "train_metrics.json")
     if isinstance(tm, dict):
         for split in ("valid", "test"):
             if isinstance(tm.get(split), dict):
-                out.append({"split": split, "source": "train_metrics.json", "data": (run.config.get("data") or {})
-                            .get("folder"), "out_of_domain": False, **_figures(tm[split])})
+                out.append({"split": split, "source": "train_metrics.json",
+                            "data": one_spelling((run.config.get("data") or {}).get("folder")),
+                            "out_of_domain": False, **_figures(tm[split])})
     root = run.path / "eval"
     for p in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
         met = _read_json(p)
         if not isinstance(met, dict):
             continue
         ctx = [c for c in met.get("context", []) if isinstance(c, str)]
-        data = next((c.split("`")[1] for c in ctx if c.startswith("data:") and c.count("`") >= 2), None)
+        data = one_spelling(next((c.split("`")[1] for c in ctx if c.startswith("data:") and c.count("`") >= 2), None))
         split = met.get("split") if isinstance(met.get("split"), str) else p.parent.name
-        ood = "ood" in f"{data or ''} {split} {p.parent.name}".lower()
+        # the data folder's own name, not its parents' ("/home/goodwin/feats" is not out of domain)
+        ood = "ood" in f"{Path(data).name if data else ''} {split} {p.parent.name}".lower()
         out.append({"split": split, "source": f"eval/{p.parent.name}/metrics.json", "data": data,
                     "out_of_domain": ood, **_figures(met)})
     return out
@@ -114,6 +133,9 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
     track = is_track_model(model)
     data = run.config.get("data") or {}
     evals = evaluations(run)
+    if track:  # each clip carries its track's probabilities: the clip figures are the track figures again
+        for e in evals:
+            e.pop("clip", None)
     split_tracks = {s: len(data.get(f"{s}_tracks") or []) for s in ("train", "valid", "test")
                     if data.get(f"{s}_tracks") is not None}
     for e in evals:  # the test tracks are not listed in config.json: train_metrics.json counts them
@@ -193,13 +215,15 @@ def model_card_markdown(card: dict) -> str:
               f"- tracks per split: {', '.join(f'{k} {v}' for k, v in td['split_tracks'].items()) or 'not recorded'}",
               f"- seed {td['seed']}, backbone weights: {td['weights']}", "", "## Figures", ""]
     if card["evaluations"]:
-        lines += ["| split | data | out of domain | level | top-1 | top-2 | macro F1 | n |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["| split | data | out of domain | from | level | top-1 | top-2 | macro F1 | n |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in card["evaluations"]:
+            source = "end of training" if e["source"] == "train_metrics.json" else f"`{e['source']}`"
             for level in ("track", "clip"):
                 if e.get(level):
                     f = e[level]
-                    lines.append(f"| {e['split']} | `{e['data']}` | {'yes' if e['out_of_domain'] else 'no'} | {level} | "
-                                 + " | ".join(_fmt(f.get(k, '')) for k in FIGURES) + " |")
+                    lines.append(f"| {e['split']} | `{e['data']}` | {'yes' if e['out_of_domain'] else 'no'} | {source} "
+                                 f"| {level} | " + " | ".join(_fmt(f.get(k, '')) for k in FIGURES) + " |")
         if not any(e["out_of_domain"] for e in card["evaluations"]):
             lines += ["", "No out-of-domain evaluation (e.g. `genrekit evaluate` on ood_dev) was found in the run."]
     else:
@@ -227,9 +251,10 @@ def model_card_markdown(card: dict) -> str:
     lines += ["", "## Intended use", "", card["intended_use"], "", "## Licence notes", ""]
     lines += [f"- {n}" for n in card["licence_notes"]]
     lines += ["", "## Use it without genrekit", "",
-              "The genrekit repository's `examples/predict_onnx.py` does all of the steps below with only numpy, "
-              "librosa and onnxruntime (or the TFLite interpreter) and gives the probabilities of "
-              "`genrekit predict` (to 1e-4) for the musicnn and melspec feature kinds:", "", "```python",
+              f"The genrekit repository's `{EXAMPLE}` (`python {EXAMPLE} BUNDLE_FOLDER song.wav [--tflite]`) does "
+              "all of the steps below with only numpy, librosa and onnxruntime (or TensorFlow's TFLite interpreter) "
+              "and gives the probabilities of `genrekit predict` (to 1e-4) for the musicnn and melspec feature kinds. "
+              f"Install those with {RUNTIME_INSTALL}.", "", "```python",
               "import json, librosa, numpy as np, onnxruntime as ort",
               "cfg = json.load(open('feature_config.json')); labels = json.load(open('labels.json'))",
               "y, _ = librosa.load('song.wav', sr=cfg['sr'], mono=True, res_type='soxr_hq')",

@@ -18,14 +18,13 @@ use the rule the run names; ``--reject-threshold P`` always means the top-probab
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.fsio import write_bytes_atomic, write_json_atomic
+from genrekit.data_tools.fsio import loads_json, write_bytes_atomic, write_json_atomic
 from genrekit.data_tools.loaders import select
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
@@ -44,6 +43,8 @@ RULE_DISTANCE = "embedding_distance"
 RULE_TOP_PROBABILITY = "top_probability"
 REJECT_ACCEPT = 0.95  # share of validation tracks the threshold keeps accepted
 MIN_TRACKS = 10  # fewer training or validation tracks: the top-probability rule
+MIN_PER_GENRE = 5  # fewer held-out tracks of a genre: that genre uses the global threshold
+PER_GENRE = "per_genre"  # rejector_for(run, reject=PER_GENRE, ...): the run's per-genre thresholds
 STAT_KEYS = ("mean", "scale", "components", "train", "k")
 
 
@@ -76,13 +77,27 @@ def out_of_fold_distances(x: np.ndarray, splits) -> np.ndarray:
     return d
 
 
-def write_distance_rule(run_dir, cal: dict, x: np.ndarray, splits, accept: float = REJECT_ACCEPT) -> dict:
+def per_genre_thresholds(values: np.ndarray, y: np.ndarray, n_classes: int, choose) -> list[float | None]:
+    """One threshold per genre: ``choose`` over the rows of ``values`` (scores, or probabilities)
+    of the held-out tracks *of* that genre; None for a genre with fewer than ``MIN_PER_GENRE`` of
+    them (the global threshold applies there)."""
+    out: list[float | None] = []
+    for c in range(n_classes):
+        sc = values[y == c]
+        out.append(float(choose(sc)) if len(sc) >= MIN_PER_GENRE else None)
+    return out
+
+
+def write_distance_rule(run_dir, cal: dict, x: np.ndarray, splits, accept: float = REJECT_ACCEPT,
+                        y: np.ndarray | None = None, n_classes: int | None = None) -> dict:
     """The embedding-distance rule fitted on pooled embeddings ``x`` of every known track the
     run has (statistics in ``openset.npz``), its threshold chosen on out-of-fold distances
-    (``splits``) to keep ``accept`` of those tracks accepted; recorded in ``cal``."""
+    (``splits``) to keep ``accept`` of those tracks accepted; recorded in ``cal``. With the
+    tracks' genres ``y``, also a threshold per genre (``predict --reject-per-genre``)."""
     stats = fit_knn_distance(x, KNN_K, KNN_DIMS)
-    held = out_of_fold_distances(x, splits)
-    held = held[np.isfinite(held)]
+    held_all = out_of_fold_distances(x, splits)
+    ok = np.isfinite(held_all)
+    held = held_all[ok]
     th = choose_distance_threshold(held, accept)
     buf = io.BytesIO()
     np.savez(buf, **stats)
@@ -94,6 +109,9 @@ def write_distance_rule(run_dir, cal: dict, x: np.ndarray, splits, accept: float
                        "heldout_tracks": int(len(held)), "threshold_from": "out-of-fold distances",
                        "score": "mean squared distance of the pooled track embedding to its k nearest "
                                 "training tracks (standardised, principal components)"}
+    if y is not None:
+        cal["distance"]["threshold_per_genre"] = per_genre_thresholds(
+            held, np.asarray(y)[ok], n_classes or int(np.max(y)) + 1, lambda d: choose_distance_threshold(d, accept))
     return cal
 
 
@@ -118,18 +136,19 @@ def fit_open_set(run_dir, model, folder, rows: list[dict], kind: str, accept: fl
     them with its threshold chosen out of fold. Returns the updated calibration."""
     run_dir = Path(run_dir)
     cal_path = run_dir / CALIBRATION
-    cal = json.loads(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
+    cal = loads_json(cal_path.read_text(encoding="utf-8")) if cal_path.is_file() else {}
     cal["reject_rule"] = RULE_TOP_PROBABILITY
     cal.pop("distance", None)
     if not has_track_embedding(model):
         cal["reject_rule_note"] = "the model has no track embedding: rejection by top calibrated probability"
     elif embeddings is not None:
-        x, splits = embeddings
+        x, splits, *y = embeddings  # (x, splits) or (x, splits, genres)
         if len(x) < 2 * MIN_TRACKS or not splits:
             cal["reject_rule_note"] = (f"{len(x)} known tracks (fewer than {2 * MIN_TRACKS}, or too few per genre for "
                                        "folds): too few for the embedding-distance rule; rejection by top probability")
         else:
-            write_distance_rule(run_dir, cal, x, splits, accept)
+            write_distance_rule(run_dir, cal, x, splits, accept, y[0] if y else None,
+                                int(model.output_shape[-1]) if y else None)
     else:
         def originals(split):
             return [r for r in select(rows, kind, (split,)) if r["augmentation"] == "original"]
@@ -176,8 +195,11 @@ def load_distance_stats(run) -> dict:
     try:
         with np.load(where, allow_pickle=False) as z:
             stats = {k: np.asarray(z[k]) for k in STAT_KEYS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{where}: unreadable open-set statistics ({' '.join(str(exc).split())}); "
+    except FileNotFoundError:
+        raise UserError(f"{where} is missing: calibration.json names the {RULE_DISTANCE} rule; retrain the run "
+                        "or pass --reject-threshold P") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind (BadZipFile, zlib, EOF): one line
+        raise UserError(f"{where} is damaged: {' '.join(str(exc).split()) or type(exc).__name__}; "
                         "retrain the run or pass --reject-threshold P") from None
     n_feat = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
     ok = (n_feat > 0 and stats["scale"].shape == (n_feat,) and stats["components"].ndim == 2
@@ -192,9 +214,19 @@ def load_distance_stats(run) -> dict:
 
 
 class Rejector:
-    """Decides ``unknown`` for one track: ``rule`` and ``threshold`` say how."""
-    def __init__(self, rule: str, threshold: float, stats: dict | None = None, source: str = "the run"):
+    """Decides ``unknown`` for one track: ``rule`` and ``threshold`` say how; ``per_genre`` (one
+    threshold or None per genre) replaces the threshold for tracks whose top genre has one."""
+    def __init__(self, rule: str, threshold: float, stats: dict | None = None, source: str = "the run",
+                 per_genre: list | None = None):
         self.rule, self.threshold, self.stats, self.source = rule, float(threshold), stats, source
+        self.per_genre = per_genre
+
+    def thresholds(self, top) -> np.ndarray:
+        """The threshold for each track whose top genre (class index) is in ``top``."""
+        top = np.atleast_1d(np.asarray(top, dtype=int))
+        if self.per_genre is None:
+            return np.full(len(top), self.threshold)
+        return np.array([self.threshold if self.per_genre[t] is None else float(self.per_genre[t]) for t in top])
 
     @property
     def needs_embedding(self) -> bool:
@@ -206,21 +238,39 @@ class Rejector:
             return np.atleast_1d(knn_distance(self.stats, np.atleast_2d(pooled)))
         return np.atleast_2d(np.asarray(proba, dtype=np.float64)).max(axis=1)
 
-    def rejected(self, scores) -> np.ndarray:
+    def rejected(self, scores, top=None) -> np.ndarray:
+        """Which tracks are rejected; ``top`` (their top genres) is needed for per-genre thresholds."""
         s = np.atleast_1d(np.asarray(scores, dtype=np.float64))
-        return s > self.threshold if self.rule == RULE_DISTANCE else s < self.threshold
+        if self.per_genre is not None and top is None:
+            raise ValueError("per-genre thresholds need the tracks' top genres")
+        th = self.thresholds(top) if top is not None else self.threshold
+        return s > th if self.rule == RULE_DISTANCE else s < th
 
     def describe(self) -> str:
+        if self.per_genre is not None:
+            return f"{'embedding distance' if self.rule == RULE_DISTANCE else 'top probability'}, per-genre thresholds"
         if self.rule == RULE_DISTANCE:
             return f"embedding distance > {self.threshold:.4g}"
         return f"top probability < {self.threshold:.4f}"
 
 
-def rejector_for(run, reject: bool, threshold: float | None) -> Rejector | None:
+def _per_genre(run, values, where: str) -> list:
+    if not isinstance(values, list) or len(values) != len(run.labels) or not all(
+            v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in values):
+        raise UserError(f"{run.path} has no per-genre thresholds{where} (made before genrekit fitted them, or "
+                        "without held-out tracks): use --reject")
+    return values
+
+
+def rejector_for(run, reject, threshold: float | None) -> Rejector | None:
     """The rejection to apply: ``threshold`` when given (top-probability rule at that value; it
-    implies ``reject``), else with ``reject`` the run's own rule and threshold; None for none."""
+    implies ``reject``), else with ``reject`` the run's own rule and threshold (``reject ==
+    "per_genre"``: its per-genre thresholds, the global one for a genre without); None for none."""
     if threshold is None and not reject:
         return None
+    per = reject == PER_GENRE
+    if per and threshold is not None:
+        raise UserError("--reject-per-genre uses the run's thresholds; it cannot be combined with --reject-threshold")
     if run.task != "genre":
         raise UserError(f"{run.path} is a {run.task} run; --reject is for genre classifiers")
     if threshold is not None:
@@ -232,8 +282,24 @@ def rejector_for(run, reject: bool, threshold: float | None) -> Rejector | None:
             raise UserError(f"{run.path}: calibration.json names the {RULE_DISTANCE} rule but the model has no "
                             "track embedding")
         stats = load_distance_stats(run)
-        return Rejector(RULE_DISTANCE, stats["threshold"], stats, "the run's threshold, chosen on its validation split")
+        pg = _per_genre(run, run.calibration["distance"].get("threshold_per_genre"), " for the distance rule") \
+            if per else None
+        return Rejector(RULE_DISTANCE, stats["threshold"], stats, _source(run, per), pg)
     if run.reject_threshold is None:
         raise UserError(f"{run.path} has no rejection threshold (made before genrekit calibrated runs, or "
                         "trained without a validation split): pass --reject-threshold P")
-    return Rejector(RULE_TOP_PROBABILITY, run.reject_threshold, source="the run's threshold, chosen on its validation split")
+    pg = _per_genre(run, run.calibration.get("reject_threshold_per_genre"), "") if per else None
+    return Rejector(RULE_TOP_PROBABILITY, run.reject_threshold, source=_source(run, per), per_genre=pg)
+
+
+def has_per_genre_thresholds(run) -> bool:
+    """Whether the run's rule has per-genre thresholds (runs calibrated since genrekit fits them)."""
+    c = run.calibration
+    v = (c.get("distance") or {}).get("threshold_per_genre") if rule_of(run) == RULE_DISTANCE \
+        else c.get("reject_threshold_per_genre")
+    return isinstance(v, list) and len(v) == len(run.labels)
+
+
+def _source(run, per: bool) -> str:
+    held = "held-out" if run.calibration.get("fitted_on") else "validation"
+    return f"the run's {'per-genre thresholds' if per else 'threshold'}, chosen on its {held} tracks"

@@ -484,6 +484,8 @@ class Predictions:
 
     def __init__(self, files, run_path, top_k: int = 3, reject: bool = False, reject_threshold: float | None = None,
                  hop_s: float | None = None, timeline_dir=None, batch: bool = True):
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise UserError(f"--top-k must be a whole number of at least 1, got {top_k!r}")
         self.run = run = run_path if isinstance(run_path, Run) else Run(run_path)  # a Run: its loaded model reused
         self.batch = batch
         self.rejector = rejector_for(run, reject, reject_threshold)
@@ -611,11 +613,11 @@ class Predictions:
         entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
         if self.rejector is not None:
             score = float(self.rejector.scores(p, pooled)[0])
-            entry["rejected"] = bool(self.rejector.rejected(score)[0])
+            entry["rejected"] = bool(self.rejector.rejected(score, [order[0]])[0])
             entry["genre"] = UNKNOWN if entry["rejected"] else run.labels[order[0]]
             entry["reject_rule"] = self.rejector.rule
             entry["reject_score"] = round(score, 4)
-            entry["reject_threshold"] = round(self.rejector.threshold, 4)
+            entry["reject_threshold"] = round(float(self.rejector.thresholds([order[0]])[0]), 4)
         return entry
 
 

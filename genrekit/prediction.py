@@ -23,6 +23,8 @@ from genrekit.data_tools.manifest import read_manifest
 from genrekit.errors import UserError
 from genrekit.models.folding import fold_batchnorm
 from genrekit.models.track import is_track_model
+from genrekit.progress import bar
+from genrekit.progress import enabled as progress_shown
 from genrekit.runs import Run
 from genrekit.tempi import KIND as TEMPO_KIND
 from genrekit.tempi import TEMPO_RANGE, scale, unscale
@@ -88,7 +90,21 @@ def predict_rows(model, folder, rows: list[dict], kind: str, batch_size: int = 3
         return predict_track_rows(model, folder, rows)
     y0 = np.zeros(len(rows), dtype=np.int32)
     ds = make_dataset(folder, rows, y0, kind, batch_size, shuffle=False, seed=0, cache=False)
-    return model.predict(ds.map(_features_only), verbose=0)
+    with bar(len(rows), desc="predict", unit="window") as progress:
+        return model.predict(ds.map(_features_only), verbose=0, callbacks=[_progress_callback(progress, batch_size)]
+                             if progress_shown() else None)
+
+
+def _progress_callback(progress, batch_size: int):
+    """A Keras callback that moves ``progress`` by each predicted batch's windows."""
+    import keras
+
+    class Tick(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            out = (logs or {}).get("outputs")
+            progress.update(len(out) if out is not None and hasattr(out, "__len__") else batch_size)
+
+    return Tick()
 
 
 def run_rows(run: Run, folder, rows: list[dict], batch_size: int = 32) -> np.ndarray:

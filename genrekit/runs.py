@@ -22,10 +22,11 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from genrekit.data_tools.features import FeatureConfig, fingerprint_of, kind_names
-from genrekit.data_tools.fsio import write_json_atomic
+from genrekit.data_tools.features import FeatureConfig, fingerprint_of, get_kind, kind_names
+from genrekit.data_tools.fsio import loads_json, write_json_atomic
 from genrekit.errors import UserError
 from genrekit.models import REGISTRY
+from genrekit.models.track import is_track_model
 
 MODEL = "model.keras"
 LABELS = "labels.json"
@@ -63,7 +64,7 @@ def _alive(pid: int) -> bool:
 def _ours(path: Path) -> bool:
     """A temporary folder genrekit made on this machine (its marker names this host)."""
     try:
-        marker = json.loads((path / TMP_MARKER).read_text(encoding="utf-8"))
+        marker = loads_json((path / TMP_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(marker, dict) and marker.get("host") == socket.gethostname()
@@ -253,7 +254,7 @@ class Run:
         if not (self.path / CONFIG).is_file():
             raise UserError(f"{self.path} is not a complete run folder: {CONFIG} is missing")
         try:
-            self.config = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+            self.config = loads_json((self.path / CONFIG).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         if not isinstance(self.config, dict):
@@ -264,7 +265,7 @@ class Run:
             if not (self.path / name).is_file():
                 raise UserError(f"{self.path} is not a complete run folder: {name} is missing")
         try:
-            self.labels = json.loads((self.path / LABELS).read_text(encoding="utf-8"))
+            self.labels = loads_json((self.path / LABELS).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         self._check_config()
@@ -323,9 +324,9 @@ class Run:
             else:
                 where = f"{self.path}/{CALIBRATION}"
                 try:
-                    cal = json.loads(p.read_text(encoding="utf-8"))
+                    cal = loads_json(p.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, ValueError) as exc:
-                    raise UserError(f"unreadable {where}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+                    raise UserError(f"{where} is damaged: {' '.join(str(exc).split()) or type(exc).__name__}") from None
                 if not isinstance(cal, dict):
                     raise UserError(f"{where} is not a genrekit calibration file")
                 t = cal.get("temperature", 1.0)
@@ -366,17 +367,49 @@ class Run:
             path = self.path / TEMPO_MODEL
             if not path.is_file():
                 raise UserError(f"{self.path} is not a complete fusion run: {TEMPO_MODEL} is missing")
-            self._tempo_model = load_model(path)
+            model = load_model(path)
+            check_model_inputs(model, self.feature_config, ("tempogram",), f"{self.path}/{TEMPO_MODEL}")
+            self._tempo_model = model
         return self._tempo_model
 
     def model(self):
         if self._model is None:
-            self._model = load_model(self.path / MODEL)
-            n_out = self._model.output_shape[-1]
+            model = load_model(self.path / MODEL)
+            check_model_inputs(model, self.feature_config, self.input_kinds[:1], str(self.path),
+                               extra=((1,),) if self.arch == "fusion" else ())
+            n_out = model.output_shape[-1]
             if n_out != len(self.labels):
                 raise UserError(f"{self.path}: labels.json has {len(self.labels)} classes but the model "
                                 f"outputs {n_out}")
+            self._model = model
         return self._model
+
+
+def _shape_text(shapes) -> str:
+    return ", ".join("(" + ", ".join("None" if d is None else str(d) for d in s) + ")" for s in shapes)
+
+
+def check_model_inputs(model, fc: FeatureConfig, kinds, where: str, extra=()) -> None:
+    """Refuse a model whose inputs do not fit the windows the run's feature config gives (e.g.
+    another run's model.keras copied into the folder): one line instead of a shape error deep in
+    TensorFlow. ``kinds``: the feature kind of each windowed input; ``extra``: the shapes (after
+    the batch axis) of further inputs, such as the fusion model's tempo. A track model's inputs
+    carry a free windows axis after the batch axis."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return
+    track = is_track_model(model)
+    lead = (None, None) if track else (None,)
+    wanted = [lead + tuple(get_kind(k).input_shape(fc)) for k in kinds] + [(None, *e) for e in extra]
+    got = [tuple(getattr(t, "shape", ()) or ()) for t in inputs]
+
+    def fits(g, w):
+        return len(g) == len(w) and all(a is None or b is None or a == b for a, b in zip(g, w, strict=True))
+
+    if len(got) != len(wanted) or not all(fits(g, w) for g, w in zip(got, wanted, strict=False)):
+        raise UserError(f"the model in {where} expects inputs of shape {_shape_text(got)} but the run's feature "
+                        f"config gives {_shape_text(wanted)} ({', '.join(kinds)} windows); its model file does "
+                        "not belong to this run (copied from another run?): retrain it or use the run it came from")
 
 
 def check_feature_config(run: Run, data: Path) -> FeatureConfig:

@@ -22,6 +22,7 @@ import numpy as np
 from genrekit.data_tools.loaders import load_feature
 from genrekit.errors import UserError
 from genrekit.models.track import pool_track, window_embedder
+from genrekit.progress import bar
 
 C_GRID = np.logspace(-4, 2, 13)  # candidate C values (inverse L2 strength) for the inner CV
 EMBED_BATCH_WINDOWS = 256  # windows loaded from disk at a time (whole tracks)
@@ -46,7 +47,7 @@ def pooled_embeddings(model, folder, rows: list[dict], groups: list[list[int]], 
     out: list[np.ndarray] = []
     batch: list[list[int]] = []
 
-    def flush():
+    def flush(progress):
         if not batch:
             return
         x = np.stack([load_feature(folder / rows[i]["path"], kind) for ix in batch for i in ix])
@@ -58,13 +59,15 @@ def pooled_embeddings(model, folder, rows: list[dict], groups: list[list[int]], 
         for ix in batch:
             out.append(pool_track(emb[start:start + len(ix)], stats))
             start += len(ix)
+        progress.update(len(batch))
         batch.clear()
 
-    for ix in groups:
-        if batch and sum(map(len, batch)) + len(ix) > EMBED_BATCH_WINDOWS:
-            flush()
-        batch.append(ix)
-    flush()
+    with bar(len(groups), desc="embed", unit="track") as progress:  # drawn when the command shows progress
+        for ix in groups:
+            if batch and sum(map(len, batch)) + len(ix) > EMBED_BATCH_WINDOWS:
+                flush(progress)
+            batch.append(ix)
+        flush(progress)
     return np.stack(out)
 
 
@@ -242,7 +245,10 @@ def predict_track_rows(model, folder, rows: list[dict]) -> np.ndarray:
     probability, so clip-level figures of a track model are its track-level figures."""
     folder = Path(folder)
     out = np.zeros((len(rows), model.output_shape[-1]), dtype=np.float32)
-    for ix in track_groups(rows):
-        x = np.stack([load_feature(folder / rows[i]["path"], "musicnn") for i in ix])
-        out[ix] = predict_track(model, x)
+    groups = track_groups(rows)
+    with bar(len(groups), desc="predict", unit="track") as progress:
+        for ix in groups:
+            x = np.stack([load_feature(folder / rows[i]["path"], "musicnn") for i in ix])
+            out[ix] = predict_track(model, x)
+            progress.update(1)
     return out

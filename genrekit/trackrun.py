@@ -30,7 +30,7 @@ from genrekit.evaluation.calibration import (
     expected_calibration_error,
     nll,
 )
-from genrekit.openset import REJECT_ACCEPT, fit_open_set
+from genrekit.openset import REJECT_ACCEPT, fit_open_set, per_genre_thresholds
 from genrekit.runs import CALIBRATION
 from genrekit.trackhead import out_of_fold
 
@@ -106,6 +106,8 @@ def calibrate_from_folds(run_dir, x: np.ndarray, y: np.ndarray, splits, n_classe
         p, yy = proba[held], y[held]
         after = apply_temperature(p, cal["temperature"])
         cal["reject_threshold"] = choose_reject_threshold(after, accept)
+        cal["reject_threshold_per_genre"] = per_genre_thresholds(after, yy, n_classes,
+                                                                 lambda a: choose_reject_threshold(a, accept))
         cal.update({"heldout_ece_before": expected_calibration_error(p, yy),
                     "heldout_ece_after": expected_calibration_error(after, yy),
                     "heldout_nll_before": nll(p, yy), "heldout_nll_after": nll(after, yy),
@@ -123,4 +125,4 @@ def refit_rules(run_dir, model, x: np.ndarray, y: np.ndarray, splits, n_classes:
     """:func:`calibrate_from_folds`, then the open-set rule on the same tracks and folds."""
     kw = {} if log is None else {"log": log}
     calibrate_from_folds(run_dir, x, y, splits, n_classes, C, sample_weight, sharpen_rows, seed, **kw)
-    return fit_open_set(run_dir, model, None, [], "musicnn", embeddings=(x, splits), **kw)
+    return fit_open_set(run_dir, model, None, [], "musicnn", embeddings=(x, splits, y), **kw)

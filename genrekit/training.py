@@ -14,7 +14,6 @@ and shares only the helpers below.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.features import FeatureConfig
-from genrekit.data_tools.fsio import atomic_path, read_csv, write_json_atomic
+from genrekit.data_tools.fsio import atomic_path, loads_json, read_csv, write_json_atomic
 from genrekit.data_tools.loaders import label_ids, select
 from genrekit.data_tools.manifest import manifest_checksum
 from genrekit.errors import UserError
@@ -33,6 +32,7 @@ from genrekit.evaluation.metrics import evaluate_predictions
 from genrekit.evaluation.plots import plot_history
 from genrekit.models import get_arch
 from genrekit.models.registry import check_hparams
+from genrekit.models.track import is_track_model
 from genrekit.runs import (
     HISTORY,
     LABELS,
@@ -43,6 +43,7 @@ from genrekit.runs import (
     write_config,
 )
 
+CHECKPOINT = "checkpoint.keras"  # the best model so far, while training only (removed once model.keras is saved)
 PHASE_DEFAULTS = {  # a genre classifier's epochs and learning rate per phase
     "scratch": (30, 1e-3),
     "transfer": (12, 1e-3),
@@ -90,7 +91,7 @@ class Task:
         return [keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=opts.patience,
                                               restore_best_weights=True),
                 keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-                best_model_checkpoint(model, run_dir / "checkpoint.keras", monitor, mode),
+                best_model_checkpoint(model, run_dir / CHECKPOINT, monitor, mode),
                 stop_on_non_finite_loss(), *opts.extra_callbacks]
 
     def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
@@ -108,6 +109,10 @@ class Task:
     def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
         """Figures per split (``train_metrics.json``), from the final model."""
         return {}
+
+    def fitted(self, plan: Plan, spec, info: dict, epochs_run: int) -> str:
+        """What was fitted, in words, for the summary's last line."""
+        return f"{spec.name} {plan.tag}, {epochs_run} epoch{'' if epochs_run == 1 else 's'}"
 
 
 def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -> dict:
@@ -130,6 +135,7 @@ def fit_task(task: Task, opts: TrainOptions) -> dict:
     """Train ``opts.arch`` with ``task``; the run folder appears only when complete."""
     import keras
 
+    t_start = time.perf_counter()
     check_options(opts)
     spec = get_arch(opts.arch)
     check_hparams(spec.name, opts.hparams)
@@ -143,6 +149,9 @@ def fit_task(task: Task, opts: TrainOptions) -> dict:
         seconds = time.perf_counter() - t0
         check_finite_model(model)
         save_model(model, run_dir / MODEL)
+        # the best-so-far checkpoint is the final model now (early stopping restored the best
+        # weights): a duplicate of model.keras (189 MB for VGG16), so it goes
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
         task.save(plan, opts, model, run_dir, info)
         write_json_atomic(run_dir / LABELS, list(plan.labels), only_if_changed=False)
         plan.fc.save(run_dir)
@@ -155,8 +164,10 @@ def fit_task(task: Task, opts: TrainOptions) -> dict:
         results = task.figures(plan, opts, model, run_dir)
         write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
         n_epochs = epochs_run(run_dir)
+        fitted = task.fitted(plan, spec, info, n_epochs)
     return {"run": str(final_dir), "phase": plan.tag, "metrics": results, "seconds": seconds,
-            "epochs_run": n_epochs}
+            "epochs_run": n_epochs, "fitted": fitted, "wall_seconds": time.perf_counter() - t_start,
+            "clips_are_tracks": is_track_model(model)}
 
 
 # -- helpers every task uses ---------------------------------------------------------------------
@@ -410,8 +421,11 @@ def evaluate_splits(predict, rows, labels, kind) -> dict:
 
 
 def format_summary(result: dict) -> str:
-    lines = [f"run: {result['run']} ({result['phase']}, {result['epochs_run']} epochs, "
-             f"{result['seconds']:.1f} s)"]
+    """The figures per split, then one last line: the run folder, what was fitted and the wall
+    time. A track model's clip figures are its track figures (each clip carries its track's
+    probabilities): only the track figures are shown."""
+    lines = []
+    one_level = result.get("clips_are_tracks", False)
     for split, lv in result["metrics"].items():
         if "mae" in lv["track"]:  # tempo regression
             c, t = lv["clip"], lv["track"]
@@ -420,8 +434,11 @@ def format_summary(result: dict) -> str:
                          f"(n={t['n']})")
             continue
         c, t = lv["clip"], lv["track"]
-        lines.append(f"{split:5s}  clip top-1 {c['top1']:.3f}  top-2 {c['top2']:.3f}  (n={c['n']})   "
-                     f"track top-1 {t['top1']:.3f}  top-2 {t['top2']:.3f}  (n={t['n']})")
+        clip = "" if one_level else f"clip top-1 {c['top1']:.3f}  top-2 {c['top2']:.3f}  (n={c['n']})   "
+        lines.append(f"{split:5s}  {clip}track top-1 {t['top1']:.3f}  top-2 {t['top2']:.3f}  (n={t['n']})")
+    fitted = result.get("fitted") or f"{result['phase']}, {result['epochs_run']} epochs"
+    wall = result.get("wall_seconds", result["seconds"])
+    lines.append(f"run: {result['run']} ({fitted}; {wall:.1f} s wall time)")
     return "\n".join(lines)
 
 
@@ -433,7 +450,7 @@ def parse_hparams(items: list[str] | None) -> dict:
             raise UserError(f"bad --hparam {item!r}: expected key=value")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = json.loads(v)
+            out[k.strip()] = loads_json(v)
         except ValueError:
             out[k.strip()] = v
     return out

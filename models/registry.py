@@ -23,7 +23,13 @@ from genrekit.models.musicnn import (
 )
 from genrekit.models.rnn import build_crnn, build_lstm
 from genrekit.models.tempo import build_fusion, build_tempocnn
-from genrekit.models.transfer import build_mobilenet, build_mobilenetv2, build_transfer, build_vgg16
+from genrekit.models.transfer import (
+    PREPROCESS,
+    build_mobilenet,
+    build_mobilenetv2,
+    build_transfer,
+    build_vgg16,
+)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,10 @@ def get_arch(name: str) -> ArchSpec:
 # parameters a builder takes that are not hyper-parameters a user sets
 _NOT_HPARAMS = {"input_shape", "num_classes", "num_outputs", "arch", "variant", "genre_model"}
 _UNIT_INTERVAL = {"dropout"}  # [0, 1)
+# text hyper-parameters with a closed set of values: anything else is refused here, before a
+# builder treats it as its default (cnn_bn built "flatten" for pooling=x, issue 27)
+_CHOICES = {"pooling": ("gap", "flatten"), "embedding": ("penultimate", "pooled", "taggram"),
+            "preprocess": tuple(PREPROCESS)}
 
 
 def _is_number(v) -> bool:
@@ -164,6 +174,8 @@ def _check_value(name: str, key: str, v, default) -> None:
             bad("expected a text value")
         if key == "name" and not (isinstance(v, str) and v.replace("_", "").replace("-", "").isalnum()):
             bad("expected a name of letters, digits, _ and -")
+        if key in _CHOICES and v not in _CHOICES[key] and not (v is None and default is None):
+            bad(f"choose from {', '.join(_CHOICES[key])}")
 
 
 def _jsonable(v) -> bool:

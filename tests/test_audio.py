@@ -1,10 +1,13 @@
+import os
 import struct
+import threading
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from genrekit.data_tools.audio import load_audio
+from genrekit.data_tools.audio import audio_info, load_audio, silenced_stderr, stderr_line_guard
 from genrekit.data_tools.errors import AudioDecodeError
 from tests.conftest import tone
 
@@ -96,3 +99,57 @@ def test_random_bytes_are_not_a_recognised_format(tmp_path, capfd):
         with pytest.raises(AudioDecodeError, match="not a recognised audio format"):
             load_audio(p, 22050)
     assert capfd.readouterr().err == ""  # mpg123's "Note: Illegal Audio-MPEG-Header" is silenced
+
+
+def test_error_lines_survive_decoder_threads_silencing_fd2(capfd, tmp_path):
+    """Issue 27 #8: decoder threads silence fd 2 (mpg123's notes) and overlap; genrekit's own
+    lines written meanwhile all arrive, the decoders' noise does not, and fd 2 is itself after."""
+    bad = []
+    for i in range(6):
+        bad.append(tmp_path / f"b{i}.mp3")
+        bad[-1].write_bytes(os.urandom(3000 + i))
+    stop = threading.Event()
+    errors = []
+
+    def decoder(k):
+        i = 0
+        while not stop.is_set():
+            with silenced_stderr():
+                os.write(2, b"Note: Illegal Audio-MPEG-Header (a C library on fd 2)\n")
+                time.sleep(0.0005 * (k + 1))
+            try:  # a real decode of a damaged file: it silences fd 2 inside
+                load_audio(bad[i % len(bad)], sr=8000)
+            except AudioDecodeError as exc:
+                errors.append(str(exc))
+            i += 1
+
+    threads = [threading.Thread(target=decoder, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(60):
+            with stderr_line_guard():
+                os.write(2, f"genrekit: error: f{i}.mp3: bad\n".encode())
+            time.sleep(0.0003)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    lines = err.splitlines()
+    assert [ln for ln in lines if ln.startswith("genrekit")] == [f"genrekit: error: f{i}.mp3: bad" for i in range(60)]
+    assert "Note:" not in err and lines[-1] == "after"
+    assert errors  # the decoders did run
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_is_not_a_regular_file_and_is_not_opened(tmp_path):
+    """Issue 27 #12: "not a regular file", not "empty file"; and no read blocks on it (the
+    test would hang here if the FIFO were opened: nothing writes to it)."""
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioDecodeError, match=r"not a regular file \(a FIFO\)"):
+        load_audio(fifo, sr=8000)
+    with pytest.raises(AudioDecodeError, match="not a regular file"):
+        audio_info(fifo)

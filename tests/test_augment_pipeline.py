@@ -139,3 +139,18 @@ def test_unwritable_output(audio_tree, tmp_path):
         target = ro / "out"
     with pytest.raises(DataError, match="cannot write"):
         run_augment(audio_tree, target, small_settings(), progress=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_named_like_audio_is_reported_and_never_opened(audio_tree, tmp_path):
+    """Issue 27 #12: a FIFO in the audio tree (opening it would block for ever) is listed as
+    skipped, "not a regular file", in the log and the report; the run goes on without it."""
+    os.mkfifo(audio_tree / "low" / "stream.wav")
+    out = tmp_path / "f"
+    msgs = []
+    s = run_augment(audio_tree, out, small_settings(), workers=1, progress=False, log=msgs.append)
+    assert s["ok"] == 15 and s["skipped_paths"] == 1
+    report = (out / "report.md").read_text()
+    assert "low/stream.wav" in report and "not a regular file (a FIFO)" in report
+    assert any("low/stream.wav" in m and "not a regular file" in m for m in msgs)
+    assert not any("stream" in r["track_id"] for r in read_manifest(out))

@@ -4,7 +4,12 @@ import pytest
 
 from genrekit.data_tools.catalogue import find_tracks, resolve_root
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.splits import parse_ratios, read_split_source, split_from_source, stratified_split
+from genrekit.data_tools.splits import (
+    parse_ratios,
+    read_split_source,
+    split_from_source,
+    stratified_split,
+)
 from tests.conftest import write_tree
 
 
@@ -132,3 +137,17 @@ def test_negative_ratios_are_called_ratios(tmp_path):
         _decide_split(tracks, ["high", "low", "mid"], AugmentSettings(split="60/20/20"))
     got = _decide_split(tracks, ["high", "low", "mid"], AugmentSettings(ratios=(50, 0, 50)))
     assert got.source == "stratified 50/0/50, seed 0" and set(got.assignment.values()) == {"train", "test"}
+
+
+def test_a_spreadsheet_export_with_bom_and_crlf_is_read(tmp_path):
+    """Issue 27 #12: a split CSV saved by a spreadsheet (UTF-8 byte-order mark, CRLF line ends,
+    padded header names) names the same tracks as a plain one."""
+    tracks = find_tracks(write_tree(tmp_path / "d", per_genre=3, seconds=0.2))
+    f = tmp_path / "split.csv"
+    f.write_bytes("\ufefftrack_id, Split\r\nlow/low.00000.wav,train\r\nlow/low.00001,Test\r\n".encode("utf-8"))
+    r = split_from_source(tracks, str(f))
+    assert r.assignment == {"low/low.00000": "train", "low/low.00001": "test"}
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_bytes("\ufefflow/low.00000.wav\r\nmid/mid.00000.wav\r\n".encode("utf-8"))
+    assert split_from_source(tracks, str(lists)).assignment == {"low/low.00000": "train", "mid/mid.00000": "train"}

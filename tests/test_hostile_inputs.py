@@ -108,6 +108,19 @@ def lambda_model(w: World, ws: Path) -> Path:
     return run
 
 
+def foreign_model(w: World, ws: Path) -> Path:
+    """A copy of the run whose model.keras is another architecture's (MFCC sequences in, the same
+    three classes out): it loads, but its input does not fit the run's mel windows (issue 27 #5)."""
+    import keras
+
+    run = copy_run(w, ws)
+    inp = keras.Input((63, 13), name="features")
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(keras.layers.Flatten()(inp))
+    (run / "model.keras").unlink()
+    keras.Model(inp, out).save(run / "model.keras")
+    return run
+
+
 def tampered_config(w: World, ws: Path, **changes) -> Path:
     run = copy_run(w, ws)
     cfg = json.loads((run / "config.json").read_text())
@@ -205,6 +218,17 @@ CASES = [
                                                 "--hop-length", "1"], "hop"),
     Case("augment-mfcc-seconds-1e7", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
                                                     "--mfcc-seconds", "1e7"], "mfcc_seconds"),
+    # issue 27 #10: bounds a user would accept, refused by the parser
+    Case("augment-image-seconds-0.001", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                                       "--image-seconds", "0.001"], "--image-seconds"),
+    Case("augment-mfcc-hop-0.0001", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                                   "--mfcc-hop", "0.0001"], "--mfcc-hop"),
+    Case("augment-sr-1", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws), "--sr", "1"],
+         "--sr: expected a whole number from 8000"),
+    Case("augment-n-fft-1", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                           "--n-fft", "1"], "--n-fft"),
+    Case("augment-seed-minus-1", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
+                                                "--seed", "-1"], "--seed"),
     Case("augment-negative-ratio", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
                                                   "--ratios", "-10/60/50"], "ratio"),
     Case("augment-bad-shard", lambda ws, w: ["augment", "--data", str(audio_tree(ws)), "--out", _o(ws),
@@ -236,6 +260,9 @@ CASES = [
                                                      "--hparam", "dropout=abc", "--out", _o(ws)], "dropout"),
     Case("train-hparam-out-of-range", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "cnn",
                                                      "--hparam", "dropout=5", "--out", _o(ws)], "dropout"),
+    Case("train-hparam-unknown-choice", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "cnn_bn",
+                                                       "--hparam", "pooling=x", "--out", _o(ws)],
+         "choose from gap, flatten"),
     Case("train-finetune-without-from", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "mobilenet",
                                                        "--phase", "finetune", "--out", _o(ws)], "--from"),
     Case("train-out-holds-a-run", lambda ws, w: ["train", "--data", str(w.feats), "--arch", "cnn",
@@ -271,6 +298,9 @@ CASES = [
                                                     "--model", str(w.run)], "hz"),
     Case("predict-missing-file", lambda ws, w: ["predict", str(ws / "nope.wav"), "--model", str(w.run)],
          "not found"),
+    Case("predict-folder-with-a-fifo", lambda ws, w: [(ws / "live").mkdir(), os.mkfifo(ws / "live" / "radio.mp3"),
+                                                      "predict", str(ws / "live"), "--model", str(w.run)][2:],
+         "not a regular file (a FIFO)"),
     Case("predict-folder-without-audio", lambda ws, w: [(ws / "docs").mkdir(), (ws / "docs" / "a.txt").write_text("x"),
                                                         "predict", str(ws / "docs"), "--model", str(w.run)][2:],
          "folder with no audio"),
@@ -282,11 +312,27 @@ CASES = [
                                                  str(tampered_config(w, ws, arch="evil"))], "architecture"),
     Case("predict-model-with-code", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
                                                    str(lambda_model(w, ws))], "safely"),
+    Case("predict-top-k-0", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model", str(w.run),
+                                           "--top-k", "0"], "--top-k"),
+    Case("predict-config-nested-100000-deep", lambda ws, w: [
+        (copy_run(w, ws) / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+        "predict", str(wav(ws / "a.wav", tone())), "--model", str(ws / "run")][1:], "nested too deeply"),
+    Case("predict-another-archs-model", lambda ws, w: ["predict", str(wav(ws / "a.wav", tone())), "--model",
+                                                       str(foreign_model(w, ws))], "expects inputs of shape"),
+    Case("predict-damaged-calibration", lambda ws, w: [
+        (copy_run(w, ws) / "calibration.json").write_bytes(b'{"temperature": 1.0, "reject_thr\xff'),
+        "predict", str(wav(ws / "a.wav", tone())), "--model", str(ws / "run")][1:], "calibration.json is damaged"),
     # ---- evaluate
+    Case("evaluate-another-archs-model", lambda ws, w: ["evaluate", "--model", str(foreign_model(w, ws)),
+                                                        "--data", str(w.feats), "--out", _o(ws)],
+         "expects inputs of shape"),
     Case("evaluate-tampered-feature-config", lambda ws, w: [
         "evaluate", "--model", str(tampered_config(w, ws, feature_config={
             **json.loads((w.run / "config.json").read_text())["feature_config"], "hop_length": 0})),
         "--data", str(w.feats), "--out", _o(ws)], "feature_config"),
+    Case("evaluate-feature-config-nested-100000-deep", lambda ws, w: [
+        (copy_feats(w, ws) / "feature_config.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000),
+        "evaluate", "--model", str(w.run), "--data", str(ws / "feats"), "--out", _o(ws)][1:], "nested too deeply"),
     Case("evaluate-split-traversal", lambda ws, w: ["evaluate", "--model", str(w.run), "--data", str(w.feats),
                                                     "--split", "../../x"], "split"),
     Case("evaluate-missing-data", lambda ws, w: ["evaluate", "--model", str(w.run), "--data", str(ws / "nope"),
@@ -332,6 +378,8 @@ CASES = [
     Case("export-bundle-over-a-users-model-folder", lambda ws, w: [
         (ws / "m").mkdir(), shutil.copyfile(w.run / "model.keras", ws / "m" / "model.keras"), "export", "--model",
         str(w.run), "--out", str(ws / "m")][2:], "not a genrekit export bundle"),
+    Case("export-another-archs-model", lambda ws, w: ["export", "--model", str(foreign_model(w, ws))],
+         "expects inputs of shape"),
     Case("export-missing-run", lambda ws, w: ["export", "--model", str(ws / "nope")], "not found"),
     # ---- embed
     Case("embed-missing-file", lambda ws, w: ["embed", str(ws / "nope.wav"), "--model", str(w.run), "--out", _o(ws)],
@@ -476,3 +524,20 @@ def test_hostile_input_is_refused_in_one_line_and_touches_nothing(case, world, t
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k] and before[k][0] == "file")
     assert not created and not removed and not changed, (created, removed, changed)
+
+
+@pytest.mark.slow
+def test_many_bad_files_give_one_error_line_each(world, tmp_path):
+    """Issue 27 #8: predict decodes a folder in worker threads, each silencing fd 2 while
+    libsndfile/mpg123 read a file (and TensorFlow's import silences it too); every bad file's
+    error line still reaches stderr, and none of the decoders' notes do."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        (bad / f"b{i:02d}.mp3").write_bytes(rng.integers(0, 256, 3000 + i, dtype=np.uint8).tobytes())
+    proc = run_genrekit(["predict", str(bad), "--model", str(world.run)], tmp_path, None)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 30 and all(ln.startswith("genrekit: error: ") for ln in lines), proc.stderr[-3000:]
+    assert sorted(ln.split(": ")[2] for ln in lines) == sorted(str(p) for p in bad.iterdir())

@@ -75,10 +75,11 @@ def test_a_class_absent_from_predictions():
     p = np.array([[.9, .1, 0], [.8, .2, 0], [.1, .9, 0], [.6, .4, 0], [.2, .8, 0], [.7, .3, 0]])
     f = classification_figures(y, p, LABELS)
     assert f["top1"] == pytest.approx(3 / 6)
-    # per class: a P=2/4 R=1, b P=1/2 R=1/2, c never predicted: P=0 (zero_division) R=0
+    # per class: a P=2/4 R=1, b P=1/2 R=1/2, c never predicted: P undefined (None, shown "–") R=0
     assert f["per_genre"]["a"]["precision"] == pytest.approx(0.5)
     assert f["per_genre"]["b"]["recall"] == pytest.approx(0.5)
-    assert f["per_genre"]["c"]["precision"] == 0 and f["per_genre"]["c"]["recall"] == 0
+    assert f["per_genre"]["c"]["precision"] is None and f["per_genre"]["c"]["recall"] == 0
+    assert f["precision_macro"] == pytest.approx((0.5 + 0.5 + 0) / 3)  # scikit-learn's macro: 0 for c
     f1_a, f1_b = 2 * 0.5 * 1 / 1.5, 0.5
     assert f["f1_macro"] == pytest.approx((f1_a + f1_b + 0) / 3)
     assert f["f1_micro"] == pytest.approx(0.5)  # = accuracy for single-label problems

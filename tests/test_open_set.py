@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genrekit.cli import main as cli_main
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     UNKNOWN,
@@ -143,6 +144,25 @@ def test_a_damaged_statistics_file_is_refused_in_one_line(lr_run, tmp_path):
         predict_files([f], run, reject=True)
 
 
+def test_a_truncated_statistics_file_is_one_line_in_predict_evaluate_and_export(lr_run, tmp_path, capsys):
+    """A cut-short openset.npz (a zip archive with its end missing: BadZipFile) is "damaged" in
+    one line, exit 2, in every command that reads it (issue 27 #5), never an internal error."""
+    run = tmp_path / "run"
+    shutil.copytree(lr_run["run"], run)
+    data = (run / "openset.npz").read_bytes()
+    (run / "openset.npz").write_bytes(data[: len(data) // 2])
+    f = str(lr_run["probe"] / "low" / "new-low.0.wav")
+    for argv in (["predict", f, "--model", str(run), "--reject"],
+                 ["evaluate", "--model", str(run), "--data", str(lr_run["feats"]), "--out", str(tmp_path / "ev")],
+                 ["export", "--model", str(run), "--out", str(tmp_path / "bundle")]):
+        capsys.readouterr()
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("genrekit: error:"), (argv, err)
+        assert f"{run}/openset.npz is damaged" in err[0], err
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_eval_spotify_reports_the_distance_rule(lr_run, capsys):
     from genrekit.cli import main
 
@@ -190,3 +210,42 @@ def test_a_track_models_timeline_follows_the_music(lr_run, tmp_path, monkeypatch
     spans = [float(b[1]) - float(b[0]) for b in body]
     assert max(spans) <= 6.0 + 1e-6 and float(body[-1][1]) == pytest.approx(30.0, abs=3.0)
     assert r["timeline"][1].endswith("two.timeline.png") and Path(r["timeline"][1]).stat().st_size > 5000
+
+
+def test_per_genre_thresholds_are_fitted_and_used_by_predict_and_evaluate(lr_run, capsys):
+    """Each genre's threshold keeps 95 % of that genre's held-out tracks accepted; predict
+    --reject-per-genre applies the threshold of the track's top genre; evaluate reports the
+    per-genre figures beside the global rule's."""
+    from genrekit.cli import main
+    from genrekit.openset import PER_GENRE, Rejector, has_per_genre_thresholds, rejector_for
+    from genrekit.predict import predict_files
+    from genrekit.runs import Run
+
+    run = Run(lr_run["run"])
+    cal = run.calibration
+    per = cal["distance"]["threshold_per_genre"]
+    assert has_per_genre_thresholds(run) and len(per) == 3 and all(v is None or v > 0 for v in per)
+    assert len(cal["reject_threshold_per_genre"]) == 3
+    assert per != [cal["distance"]["threshold"]] * 3  # not the global threshold copied
+    res = predict_files([str(lr_run["probe"])], run.path, reject=PER_GENRE)
+    for r in res:
+        top = run.labels.index(r["top"][0]["genre"])
+        want = per[top] if per[top] is not None else cal["distance"]["threshold"]
+        assert r["reject_threshold"] == pytest.approx(want, abs=1e-4)
+        assert r["rejected"] == (r["reject_score"] > r["reject_threshold"])
+    assert main(["predict", str(lr_run["probe"] / "low"), "--model", str(run.path), "--reject-per-genre"]) == 0
+    assert main(["predict", str(lr_run["probe"] / "low"), "--model", str(run.path), "--reject-per-genre",
+                 "--reject-threshold", "0.5"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+    # a genre without enough held-out tracks falls back to the global threshold
+    r = Rejector("embedding_distance", 10.0, per_genre=[None, 5.0, 20.0])
+    assert r.rejected([7.0, 7.0, 7.0], [0, 1, 2]).tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="top genres"):
+        r.rejected([7.0])
+    assert rejector_for(run, True, None).per_genre is None
+    out = lr_run["base"] / "ev-per-genre"
+    assert main(["eval-spotify", "--model", str(run.path), "--data", str(lr_run["probe"]), "--out", str(out),
+                 "--quiet"]) == 0
+    assert "per-genre thresholds (predict --reject-per-genre)" in capsys.readouterr().out
+    o = json.loads((out / "metrics.json").read_text())["open_set"]
+    assert set(o["per_genre"]) == {"unknown_rejected", "known_accepted", "known_top1_accepted", "accuracy_kept"}

@@ -169,3 +169,14 @@ def test_the_cli_refuses_an_unknown_architecture_in_one_line(tmp_path, capsys):
         main(["cv", "--data", str(tmp_path), "--arch", "tempocnn"])
     assert "tempocnn is not one" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arch, hp, choices", [
+    ("cnn_bn", {"pooling": "x"}, "gap, flatten"),  # was built as "flatten", silently
+    ("musicnn_lr", {"embedding": "last"}, "penultimate, pooled, taggram"),
+    ("vgg16", {"preprocess": "imagenet"}, "tf, caffe, torch"),
+])
+def test_a_text_hyper_parameter_outside_its_choices_is_refused_with_them(arch, hp, choices):
+    with pytest.raises(ModelError, match=f"choose from {choices}"):
+        registry.check_hparams(arch, hp)
+    registry.check_hparams(arch, {k: choices.split(", ")[0] for k in hp})  # an allowed value passes
