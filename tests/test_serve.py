@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -468,7 +469,9 @@ class DevTools:
         self.ws.close()
 
 
-def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A page in a headless Chromium (fake microphone) driven through the DevTools protocol."""
     import subprocess
     import time
     import urllib.request
@@ -477,11 +480,14 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
     if browser is None:
         pytest.skip("no Chromium installed (apt-get install chromium)")
     pytest.importorskip("websockets.sync.client")
+    profile = tmp_path_factory.mktemp("chromium")
     proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'p'}",
-                             "--window-size=1000,1100", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                             "--autoplay-policy=no-user-gesture-required", "about:blank"],
+                             "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+                             "--window-size=1000,1100", "--use-fake-ui-for-media-stream",
+                             "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
+                             "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    dt = None
     try:
         port = None
         t0 = time.time()
@@ -491,69 +497,16 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
                 pytest.skip("Chromium did not start")
             if "DevTools listening on ws://" in line:
                 port = int(line.split("ws://")[1].split("/")[0].rsplit(":", 1)[1])
-        assert port, "no DevTools port"
+        if port is None:
+            pytest.skip("Chromium gave no DevTools port")
         pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
         dt = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
-        try:
-            dt("Page.enable")
-            dt("Runtime.enable")
-            dt("Page.navigate", url=server.url("/"))
-            deadline = time.time() + 60
-            while time.time() < deadline and dt.eval("document.querySelector('#run-name') && "
-                                                     "document.querySelector('#run-name').textContent") != "run":
-                time.sleep(0.2)
-            assert dt.eval("document.querySelector('#run-name').textContent") == "run"
-            root = dt("DOM.getDocument")["root"]["nodeId"]
-            node = dt("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
-            clip = tmp_path / "low-mid-high.flac"  # three 'genres' one after the other: a timeline with a story
-            sf.write(clip, np.concatenate([tone(f0 * 1.02, 12.0, SR16, seed=40 + i)
-                                           for i, f0 in enumerate(FREQS.values())]), SR16, subtype="PCM_16")
-            dt("DOM.setFileInputFiles", files=[str(clip)], nodeId=node)
-            deadline = time.time() + 90
-            while time.time() < deadline and not dt.eval("document.querySelectorAll('.result.done .bar').length"):
-                time.sleep(0.3)
-            bars = dt.eval("[...document.querySelectorAll('.result.done .bar')].map(b => b.textContent)")
-            labels = json.loads((lr_run["run"] / "labels.json").read_text())
-            assert bars and len(bars) == len(labels), dt.eval("document.body.innerText")
-            from genrekit.predict import predict_files
-
-            want = predict_files([str(clip)], lr_run["run"], top_k=len(labels), reject=True)[0]
-            assert bars[0].startswith(want["top"][0]["genre"])
-            assert dt.eval("document.querySelector('.result.done .genre').textContent") == want["genre"]
-            assert dt.eval("document.querySelector('.result.done .error').textContent") == ""
-            # a bad file says why on the page
-            bad = tmp_path / "notes.wav"
-            bad.write_text("not audio\n" * 50)
-            dt("DOM.setFileInputFiles", files=[str(bad)], nodeId=node)
-            deadline = time.time() + 60
-            while time.time() < deadline and not dt.eval("[...document.querySelectorAll('.result .error')]"
-                                                         ".some(e => e.textContent)"):
-                time.sleep(0.3)
-            assert "not a RIFF/WAVE file" in dt.eval("document.querySelector('.result .error').textContent")
-            # listening: Chromium's fake microphone (a beep) through the worklet and the websocket
-            dt.eval("document.querySelector('#listen-toggle').click()")
-            deadline = time.time() + 60
-            while time.time() < deadline and not dt.eval("document.querySelectorAll('#live-bars .bar').length"):
-                time.sleep(0.3)
-            live = dt.eval("document.querySelector('#live').innerText")
-            assert dt.eval("document.querySelectorAll('#live-bars .bar').length"), (live, dt.eval(
-                "document.querySelector('#status').textContent"))
-            assert "s heard" in live
-            dt.eval("document.querySelector('#listen-toggle').click()")
-            dt.eval("window.scrollTo(0, 0)")
-            dt("Emulation.setDeviceMetricsOverride", width=1000, height=1250, deviceScaleFactor=1, mobile=False)
-            time.sleep(0.5)
-            shot = dt("Page.captureScreenshot", format="png")["data"]
-            import base64
-
-            png = base64.b64decode(shot)
-            assert png[:8] == b"\x89PNG\r\n\x1a\n"
-            (tmp_path / "serve.png").write_bytes(png)
-            if os.environ.get("GENREKIT_SERVE_SCREENSHOT"):  # docs/serve.png is made this way
-                Path(os.environ["GENREKIT_SERVE_SCREENSHOT"]).write_bytes(png)
-        finally:
-            dt.close()
+        dt("Page.enable")
+        dt("Runtime.enable")
+        yield dt
     finally:
+        if dt is not None:
+            dt.close()
         proc.terminate()
         try:
             proc.wait(10)
@@ -561,9 +514,115 @@ def test_the_page_in_a_headless_browser(server, lr_run, tmp_path):
             proc.kill()
 
 
+def _wait(dt: DevTools, expr: str, seconds: float = 90):
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        v = dt.eval(expr)
+        if v:
+            return v
+        time.sleep(0.3)
+    raise AssertionError(f"the page never got to {expr}: {dt.eval('document.body.innerText')}")
+
+
+def _open(dt: DevTools, url: str, run_name: str) -> int:
+    """Load the page at ``url``; the node id of its file input."""
+    dt("Page.navigate", url=url)
+    _wait(dt, f"document.querySelector('#run-name') && document.querySelector('#run-name').textContent == "
+              f"{json.dumps(run_name)}", 60)
+    root = dt("DOM.getDocument")["root"]["nodeId"]
+    return dt("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
+
+
+def test_the_page_in_a_headless_browser(page, server, lr_run, tmp_path):
+    import base64
+    import time
+
+    from genrekit.predict import predict_files
+
+    dt = page
+    node = _open(dt, server.url("/"), "run")
+    clip = tmp_path / "low-mid-high.flac"  # three 'genres' one after the other: a timeline with a story
+    sf.write(clip, np.concatenate([tone(f0 * 1.02, 12.0, SR16, seed=40 + i)
+                                   for i, f0 in enumerate(FREQS.values())]), SR16, subtype="PCM_16")
+    dt("DOM.setFileInputFiles", files=[str(clip)], nodeId=node)
+    _wait(dt, "document.querySelectorAll('.result.done .bar').length")
+    bars = dt.eval("[...document.querySelectorAll('.result.done .bar')].map(b => b.textContent)")
+    labels = json.loads((lr_run["run"] / "labels.json").read_text())
+    assert len(bars) == len(labels)
+    want = predict_files([str(clip)], lr_run["run"], top_k=len(labels), reject=True)[0]
+    shown = [re.fullmatch(r"(.+?)([0-9.]+)%", b).groups() for b in bars]
+    assert [g for g, _ in shown] == [t["genre"] for t in want["top"]]
+    np.testing.assert_allclose([float(v) for _, v in shown], [100 * t["probability"] for t in want["top"]], atol=0.051)
+    assert dt.eval("document.querySelector('.result.done .genre').textContent") == want["genre"]
+    assert dt.eval("document.querySelector('.result.done .genre').classList.contains('unknown')") == \
+        (want["genre"] == "unknown")
+    assert dt.eval("document.querySelector('.result.done .error').textContent") == ""
+    assert dt.eval("document.querySelector('.result.done canvas').width") > 0
+    # a bad file says why on the page
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio\n" * 50)
+    dt("DOM.setFileInputFiles", files=[str(bad)], nodeId=node)
+    _wait(dt, "[...document.querySelectorAll('.result .error')].some(e => e.textContent)", 60)
+    assert "not a RIFF/WAVE file" in dt.eval("document.querySelector('.result .error').textContent")
+    # listening: Chromium's fake microphone (a beep) through the worklet and the websocket
+    dt.eval("document.querySelector('#listen-toggle').click()")
+    _wait(dt, "document.querySelectorAll('#live-bars .bar').length || "
+              "document.querySelector('#live-genre').textContent == 'silence'", 60)
+    assert "s heard" in dt.eval("document.querySelector('#live').innerText")
+    dt.eval("document.querySelector('#listen-toggle').click()")
+    dt.eval("window.scrollTo(0, 0)")
+    dt("Emulation.setDeviceMetricsOverride", width=1000, height=1250, deviceScaleFactor=1, mobile=False)
+    time.sleep(0.5)
+    png = base64.b64decode(dt("Page.captureScreenshot", format="png")["data"])
+    dt("Emulation.clearDeviceMetricsOverride")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "serve.png").write_bytes(png)
+
+
+def test_the_library_loop_from_the_page(page, lr_run, tmp_path):
+    """Suggest, play, label with the page's buttons (a new genre typed in), adapt: the page
+    shows the before/after figures and the new run; the old one is untouched."""
+    runs = tmp_path / "runs"
+    shutil.copytree(lr_run["run"], runs / "run")
+    before = _tree(runs / "run")
+    lib = _music(tmp_path / "music", per_genre=1, seed0=600, buzz=2)
+    s = Server(runs / "run", library=lib)
+    try:
+        dt = page
+        _open(dt, s.url("/"), "run")
+        assert not dt.eval("document.querySelector('#library').hidden")
+        dt.eval("document.querySelector('#suggest-n').value = 5; document.querySelector('#suggest').click()")
+        n = _wait(dt, "document.querySelectorAll('#suggestions li').length")
+        assert n == 5
+        dt.eval("document.querySelector('#suggestions li .genre-buttons button').click()")  # play
+        _wait(dt, "document.querySelector('#library-player').src.startsWith('blob:')", 30)
+        for i in range(n):
+            path = dt.eval(f"document.querySelectorAll('#suggestions li')[{i}].dataset.path")
+            genre = path.split("/")[0]
+            dt.eval(f"""(() => {{
+                const li = document.querySelectorAll('#suggestions li')[{i}];
+                const b = [...li.querySelectorAll('.genre-buttons button')].find(b => b.dataset.genre === {json.dumps(genre)});
+                if (b) {{ b.click(); return; }}
+                const inp = li.querySelector('input'); inp.value = {json.dumps(genre)};
+                inp.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter'}}));
+            }})()""")
+            _wait(dt, f"document.querySelector('#label-count').textContent == '{i + 1}'", 30)
+        assert sorted(x["genre"] for x in s.request("GET", "/v1/labels")[1]["labels"]) == \
+            sorted(p.parent.name for p in lib.rglob("*.wav"))
+        dt.eval("document.querySelector('#adapt').click()")
+        _wait(dt, "!document.querySelector('#adapt-result').hidden", 180)
+        text = dt.eval("document.querySelector('#adapt-result').innerText")
+        assert "now serving run-adapted-1" in text and "buzz" in text and "before" in text and "after" in text
+        _wait(dt, "document.querySelector('#run-name').textContent == 'run-adapted-1'", 30)
+        assert (runs / "run-adapted-1" / "model.keras").is_file() and _tree(runs / "run") == before
+    finally:
+        s.stop()
+
+
 def test_the_page_ships_as_package_data_and_fetches_nothing_from_elsewhere():
     import configparser
-    import re
 
     import genrekit.serve
 
