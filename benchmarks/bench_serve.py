@@ -66,6 +66,31 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, int(round(q / 100 * (len(xs) - 1)))))]
 
 
+def _cli_rates(run: Path, files: list[Path]) -> tuple[dict, list[dict]]:
+    """files/s of the CLI path in this process (warm): batched as ``genrekit predict`` is, and
+    one file at a time; and the batched results."""
+    from threadpoolctl import threadpool_limits
+
+    from genrekit.predict import iter_predictions
+    from genrekit.runs import Run
+
+    r = Run(run)
+    r.model()
+    list(iter_predictions([str(files[0])], r))  # warm
+    rates, results = {}, None
+    for name, batch in (("batched", True), ("one file at a time", False)):
+        t0 = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            out = list(iter_predictions([str(f) for f in files], r, batch=batch))
+        rates[name] = len(files) / (time.perf_counter() - t0)
+        results = results or out
+    return rates, results
+
+
+def _fmt_rates(rates: dict) -> str:
+    return ", ".join(f"{k} {v:.2f} files/s" for k, v in rates.items())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="run folder (default: the default recipe on gtzan_mini)")
@@ -76,51 +101,59 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=16, help="distinct gtzan_mini clips posted in turn")
     ap.add_argument("--work", default=None)
     a = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from genrekit.cli import quiet_libraries
+
+    quiet_libraries()
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-serve-"))
     run = Path(a.model) if a.model else default_run(work)
-    files = sorted(GTZAN_MINI.rglob("*.wav"))[:: max(1, len(list(GTZAN_MINI.rglob("*.wav"))) // a.files)][:a.files]
+    every = sorted(GTZAN_MINI.rglob("*.wav"))
+    files = every[:: max(1, len(every) // a.files)][:a.files]
     if not files:
         raise SystemExit(f"no clips under {GTZAN_MINI}")
     bodies = [_multipart(f) for f in files]
     print(f"run {run.name}; {len(files)} clips of gtzan_mini; {a.clients} clients x {a.requests} requests; "
-          f"--workers {a.workers} --queue {a.queue}; {os.cpu_count()} CPUs")
+          f"--workers {a.workers} --queue {a.queue}; {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.1f} (other users of the machine count)")
+    before, results = _cli_rates(run, files)
+    print(f"CLI path before the server (in this process, warm, same clips): {_fmt_rates(before)}")
 
     proc, port = _start(run, a.workers, a.queue)
     answers: dict[int, dict] = {}
+    lock = threading.Lock()
+
+    def client(c: int, n: int, lat: list, status: dict):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        for i in range(n):
+            k = (c * n + i) % len(files)
+            body, ctype = bodies[k]
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
+                r = conn.getresponse()
+                data = r.read()
+                code = r.status
+            except OSError as exc:
+                code, data = f"{type(exc).__name__}", b""
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            dt = time.perf_counter() - t0
+            with lock:
+                status[code] = status.get(code, 0) + 1
+                if code == 200:
+                    lat.append(dt)
+                    answers.setdefault(k, json.loads(data)["results"][0])
+        conn.close()
+
     try:
         rss0 = _kib(proc.pid, "VmRSS")
+        client(0, 1, [], {})  # one warm request (the server compiled its calls at start; this is the HTTP path)
+        seq_lat: list = []
+        t0 = time.perf_counter()
+        client(0, len(files), seq_lat, {})
+        seq = len(seq_lat) / (time.perf_counter() - t0)
         lat, status = [], {}
-        lock = threading.Lock()
-
-        def client(c: int):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            for i in range(a.requests):
-                k = (c * a.requests + i) % len(files)
-                body, ctype = bodies[k]
-                t0 = time.perf_counter()
-                try:
-                    conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": ctype})
-                    r = conn.getresponse()
-                    data = r.read()
-                    code = r.status
-                except OSError as exc:
-                    code, data = f"{type(exc).__name__}", b""
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-                dt = time.perf_counter() - t0
-                with lock:
-                    status[code] = status.get(code, 0) + 1
-                    if code == 200:
-                        lat.append(dt)
-                        answers.setdefault(k, json.loads(data)["results"][0])
-            conn.close()
-
-        # one warm request first (the server compiled its calls at start; this is the HTTP path)
-        client_warm = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        client_warm.request("POST", "/v1/predict", body=bodies[0][0], headers={"Content-Type": bodies[0][1]})
-        client_warm.getresponse().read()
-        client_warm.close()
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(a.clients)]
+        threads = [threading.Thread(target=client, args=(c, a.requests, lat, status)) for c in range(a.clients)]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -133,31 +166,15 @@ def main() -> int:
         proc.wait(30)
     ok = status.get(200, 0)
     errors = {k: v for k, v in status.items() if k != 200}
-    print(f"server: {ok} answered in {wall:.1f} s = {ok / wall:.2f} requests/s (files/s); latency p50 "
-          f"{_pct(lat, 50):.2f} s, p95 {_pct(lat, 95):.2f} s, p99 {_pct(lat, 99):.2f} s; errors {sum(errors.values())}"
-          f"{' ' + json.dumps(errors) if errors else ''}")
+    print(f"server, 1 client in turn: {seq:.2f} requests/s, latency p50 {_pct(seq_lat, 50):.2f} s")
+    print(f"server, {a.clients} clients at once: {ok} answered in {wall:.1f} s = {ok / wall:.2f} requests/s "
+          f"(files/s); latency p50 {_pct(lat, 50):.2f} s, p95 {_pct(lat, 95):.2f} s, p99 {_pct(lat, 99):.2f} s; "
+          f"errors {sum(errors.values())}{' ' + json.dumps(errors) if errors else ''}")
     print(f"server memory: {rss0 / 1024:.0f} MB resident after start, peak {peak / 1024:.0f} MB")
-
-    sys.path.insert(0, str(ROOT))
-    from threadpoolctl import threadpool_limits
-
-    from genrekit.predict import iter_predictions
-    from genrekit.runs import Run
-
-    r = Run(run)
-    r.model()
-    list(iter_predictions([str(files[0])], r))  # warm
-    rates = {}
-    results = None
-    for name, batch in (("batched", True), ("one file at a time", False)):
-        t0 = time.perf_counter()
-        with threadpool_limits(limits=1, user_api="blas"):
-            out = list(iter_predictions([str(f) for f in files], r, batch=batch))
-        rates[name] = len(files) / (time.perf_counter() - t0)
-        results = results or out
-    print("CLI path in this process (warm, same clips): " +
-          ", ".join(f"{k} {v:.2f} files/s" for k, v in rates.items()) +
-          f"; server / CLI batched = {ok / wall / rates['batched']:.2f}")
+    after, _ = _cli_rates(run, files)
+    print(f"CLI path after the server: {_fmt_rates(after)}; load average {os.getloadavg()[0]:.1f}")
+    mean_batched = (before["batched"] + after["batched"]) / 2
+    print(f"server at once / CLI batched (mean of before and after) = {ok / wall / mean_batched:.2f}")
     worst = 0.0
     for k, ans in answers.items():
         want = {t["genre"]: t["probability"] for t in results[k]["top"]}
