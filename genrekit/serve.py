@@ -136,6 +136,13 @@ def _query_probability(q, name: str) -> float | None:
     return v
 
 
+def _reject_param(q):
+    """``?reject=``: 1/true (the run's rule), ``per_genre`` (its per-genre thresholds, as
+    ``predict --reject-per-genre``), else none."""
+    v = (q.get("reject") or "").lower()
+    return "per_genre" if v in ("per_genre", "per-genre") else v in TRUE
+
+
 def _display_name(name: str | None, i: int) -> str:
     """What a result calls an upload: the client's file name without folders (shown, never used
     as a path), or ``upload-<i>``."""
@@ -289,6 +296,12 @@ class Service:
             rejection = {"rule": r.rule, "threshold": r.threshold, "source": r.source}
         except UserError as exc:
             rejection = {"rule": None, "note": str(exc)}
+        try:
+            per = Predictions([], run, reject="per_genre").rejector.per_genre
+            if per is not None:
+                rejection["per_genre_thresholds"] = dict(zip(run.labels, per, strict=True))
+        except (UserError, TypeError, ValueError):
+            pass
         metrics = None
         p = run.path / "train_metrics.json"
         if p.is_file():
@@ -675,7 +688,7 @@ def make_app(service: Service, token: str | None = None):
     async def predict(request):
         q = request.query_params
         top_k = _query_int(q, "top_k", 3, 1, 1000)
-        reject = q.get("reject", "").lower() in TRUE
+        reject = _reject_param(q)
         threshold = _query_probability(q, "reject_threshold")
         timeline = q.get("timeline", "").lower() in TRUE
         async with service.slot():
@@ -724,7 +737,7 @@ def make_app(service: Service, token: str | None = None):
             _authorised(_ws_token(websocket), token)
             q = websocket.query_params
             top_k = _query_int(q, "top_k", 3, 1, 1000)
-            reject = q.get("reject", "").lower() in TRUE
+            reject = _reject_param(q)
             answerer = Predictions([], service.run, top_k=top_k, reject=reject)
             if answerer.run.arch == "fusion":
                 raise Problem(400, "a fusion run cannot be streamed (it needs a whole track's tempo)")

@@ -168,7 +168,9 @@ def _same_results(got: list[dict], want: list[dict]) -> None:
             assert g["reject_score"] == pytest.approx(w["reject_score"], abs=1e-5)
 
 
-@pytest.mark.parametrize("query,kw", [("", {}), ("?reject=1&top_k=2", {"reject": True, "top_k": 2})])
+@pytest.mark.parametrize("query,kw", [("", {}), ("?reject=1&top_k=2", {"reject": True, "top_k": 2}),
+                                      ("?reject=per_genre", {"reject": "per_genre"}),
+                                      ("?reject_threshold=0.34", {"reject_threshold": 0.34})])
 def test_predict_gives_predicts_numbers(server, lr_run, query, kw):
     from genrekit.predict import predict_files
 
