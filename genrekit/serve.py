@@ -73,6 +73,7 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 TRUE = ("1", "true", "yes", "on")
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{8,}")  # an HTTP token (RFC 9110 tchar)
 GENRE_NAME = re.compile(r"[^/\\\x00-\x1f]{1,64}")
 
 
@@ -103,8 +104,9 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(host: str, token: str | None) -> None:
     """Refuse, with one line, to listen beyond this machine without a token."""
-    if token is not None and (not token or len(token) < 8 or any(c.isspace() or not c.isprintable() for c in token)):
-        raise UserError("--token must be at least 8 printable characters without spaces")
+    if token is not None and not TOKEN_CHARS.fullmatch(token):
+        raise UserError("--token must be at least 8 characters: letters, digits and !#$%&'*+-.^_`|~ (a browser "
+                        "sends it as a websocket subprotocol, which allows no others)")
     if not is_loopback(host) and token is None:
         raise UserError(f"--host {host} is reachable from other machines: give --token T (clients then send "
                         "'Authorization: Bearer T'), or keep the default --host 127.0.0.1")
@@ -648,6 +650,7 @@ def make_app(service: Service, token: str | None = None):
     """The Starlette application serving ``service``."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import FileResponse, Response
     from starlette.routing import Route, WebSocketRoute
     from starlette.websockets import WebSocketDisconnect
@@ -663,6 +666,8 @@ def make_app(service: Service, token: str | None = None):
                 return _json({"error": " ".join(str(exc).split())}, 400)
             except MemoryError:
                 return _json({"error": "out of memory (the input is too large for this machine)"}, 507)
+            except ClientDisconnect:
+                return _json({"error": "the client went away before the upload was complete"}, 400)
         return endpoint
 
     async def json_body(request) -> dict:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -257,6 +258,22 @@ def test_oversized_uploads_are_refused_with_413(server):
     assert r.status == 413
     conn.close()
     assert os.listdir(server.service.tmp) == []
+
+
+def test_a_client_that_goes_away_mid_upload_leaves_nothing(server, lr_run):
+    import time
+
+    body, ctype = multipart([("clip.wav", _clips(lr_run)[0].read_bytes())])
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: {ctype}\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:len(body) // 2])
+    time.sleep(0.5)
+    sock.close()
+    deadline = time.time() + 30
+    while os.listdir(server.service.tmp) and time.time() < deadline:
+        time.sleep(0.2)
+    assert os.listdir(server.service.tmp) == []
+    assert server.request("GET", "/v1/model")[0] == 200
 
 
 def test_too_long_audio_is_refused(lr_run):
