@@ -65,6 +65,7 @@ MAX_UPLOAD_MB = 50.0  # --max-upload-mb: the whole request body
 MAX_SECONDS = 3600.0  # --max-seconds: audio per uploaded file (predict reads any length; a server bounds it)
 MAX_FILES = 32  # files per /v1/predict request
 STREAM_SECONDS = 10.0  # /v1/stream estimates over the last this many seconds (a ring buffer)
+MAX_STREAMS = 16  # websockets open at once (each holds a STREAM_SECONDS ring buffer)
 STREAM_MAX_MESSAGE = 1 << 20  # bytes per websocket message (16 s of float32 at 16 kHz)
 RETRY_AFTER_S = 1
 STATIC = Path(__file__).with_name("serve_static")
@@ -259,6 +260,7 @@ class Service:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genrekit-serve")
         self._admitted, self._count_lock = 0, threading.Lock()
         self._adapt_lock = threading.Lock()
+        self.streams = 0
         self.labels: dict[str, tuple[str, str]] = {}  # real path -> (path within the library, genre)
         remove_stale_upload_folders()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # 0700: ours alone
@@ -746,9 +748,18 @@ def make_app(service: Service, token: str | None = None):
             answerer = Predictions([], service.run, top_k=top_k, reject=reject)
             if answerer.run.arch == "fusion":
                 raise Problem(400, "a fusion run cannot be streamed (it needs a whole track's tempo)")
+            if service.streams >= MAX_STREAMS:
+                raise Problem(503, f"{MAX_STREAMS} streams are open already; retry later")
         except (Problem, UserError) as exc:
             await websocket.close(code=1008, reason=str(getattr(exc, "message", exc))[:120])
             return
+        service.streams += 1  # the event loop's own count: no lock needed
+        try:
+            await _stream(websocket, answerer)
+        finally:
+            service.streams -= 1
+
+    async def _stream(websocket, answerer):
         protos = [p for p in websocket.scope.get("subprotocols", []) if p.startswith("bearer.")]
         await websocket.accept(subprotocol=protos[0] if protos else None)
         run = answerer.run

@@ -342,6 +342,20 @@ def test_the_token_rule(lr_run, capsys):
         s.stop()
 
 
+def test_streams_are_bounded(server):
+    ws = pytest.importorskip("websockets.sync.client")
+    from websockets.exceptions import InvalidStatus
+
+    from genrekit.serve import MAX_STREAMS
+
+    server.service.streams = MAX_STREAMS  # as if that many were open
+    try:
+        with pytest.raises(InvalidStatus):
+            ws.connect(f"ws://127.0.0.1:{server.port}/v1/stream", open_timeout=30).close()
+    finally:
+        server.service.streams = 0
+
+
 def test_stream_gives_rolling_estimates(server, lr_run):
     ws = pytest.importorskip("websockets.sync.client")
     y = tone(660.0 * 1.02, 12.0, SR16, seed=77).astype(np.float32)
@@ -636,6 +650,30 @@ def test_the_library_loop_from_the_page(page, lr_run, tmp_path):
         assert "now serving run-adapted-1" in text and "buzz" in text and "before" in text and "after" in text
         _wait(dt, "document.querySelector('#run-name').textContent == 'run-adapted-1'", 30)
         assert (runs / "run-adapted-1" / "model.keras").is_file() and _tree(runs / "run") == before
+    finally:
+        s.stop()
+
+
+def test_the_page_with_a_token(page, lr_run):
+    """The page asks for the token, then its requests (an upload, the websocket) carry it."""
+    token = "page-token-1234"
+    s = Server(lr_run["run"], token=token)
+    try:
+        dt = page
+        dt("Page.navigate", url=s.url("/"))
+        _wait(dt, "!document.querySelector('#token-box').hidden", 60)
+        dt.eval(f"document.querySelector('#token').value = {json.dumps(token)}; "
+                "document.querySelector('#token-save').click()")
+        _wait(dt, "document.querySelector('#run-name').textContent == 'run'", 60)
+        root = dt("DOM.getDocument")["root"]["nodeId"]
+        node = dt("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
+        dt("DOM.setFileInputFiles", files=[str(_clips(lr_run)[0])], nodeId=node)
+        _wait(dt, "document.querySelectorAll('.result.done .bar').length")
+        dt.eval("document.querySelector('#listen-toggle').click()")
+        _wait(dt, "document.querySelectorAll('#live-bars .bar').length || "
+                  "document.querySelector('#live-genre').textContent == 'silence'", 60)
+        dt.eval("document.querySelector('#listen-toggle').click()")
+        dt.eval("sessionStorage.clear()")
     finally:
         s.stop()
 
