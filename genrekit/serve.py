@@ -868,9 +868,12 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be from 0 to 65535, got {port}")
     try:
+        import python_multipart  # noqa: F401 - the upload parser, used by read_uploads
+        import starlette  # noqa: F401
         import uvicorn
-    except ImportError:
-        raise UserError("genrekit serve needs its extra: pip install 'genrekit[serve]'") from None
+    except ImportError as exc:
+        raise UserError(f"genrekit serve needs its extra ({exc.name} is missing): "
+                        "pip install 'genrekit[serve]'") from None
     try:
         sock = socket.create_server((host, port))
     except OSError as exc:
