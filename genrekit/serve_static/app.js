@@ -225,9 +225,9 @@ async function refreshLabels() {
 }
 
 function markChosen(li) {
-  const g = state.labels[li.dataset.path];
+  const g = state.labels[li.dataset.path] || li.dataset.adapted;
   li.querySelectorAll(".genre-buttons button").forEach((b) => b.classList.toggle("chosen", b.dataset.genre === g));
-  $(".label-now", li).textContent = g ? `labelled ${g}` : "";
+  $(".label-now", li).textContent = li.dataset.adapted ? `labelled ${g}, in the new run` : g ? `labelled ${g}` : "";
 }
 
 async function label(path, genre) {
@@ -262,7 +262,7 @@ async function suggestTracks() {
                   " ", el("span", { class: "label-now muted" }));
     li.dataset.path = s.path;
     const buttons = el("div", { class: "genre-buttons" });
-    const playBtn = el("button", { type: "button", text: "▶ play" });
+    const playBtn = el("button", { type: "button", text: "▶ play", class: "play" });
     playBtn.addEventListener("click", () => play(s.path));
     buttons.append(playBtn);
     for (const g of state.model.labels) {
@@ -302,7 +302,13 @@ async function adaptRun() {
       (a.new_genres.length ? `; new genres: ${a.new_genres.join(", ")}` : "") }),
     ...a.notes.map((n) => el("p", { class: "muted", text: "note: " + n })));
   box.hidden = false;
-  $("#suggestions").replaceChildren();  // the new run hesitates elsewhere: ask it again
+  // the list was the old run's: its labels are in the new run now; suggest again to go on
+  document.querySelectorAll("#suggestions li").forEach((li) => {
+    if (state.labels[li.dataset.path]) li.dataset.adapted = state.labels[li.dataset.path];
+  });
+  document.querySelectorAll("#suggestions .genre-buttons button:not(.play), #suggestions input")
+    .forEach((b) => { b.disabled = true; });
+  box.append(el("p", { class: "muted", text: "the suggestions above were the previous run's: press suggest for the new run's" }));
   await loadModel();
 }
 
