@@ -94,8 +94,9 @@ def _log(msg: str) -> None:
 
 def adaptable_run(run_path, command: str = "adapt") -> Run:
     """The run at ``run_path`` if it is one of the default recipe's (a logistic-regression head
-    on a track embedding), else one line saying why not."""
-    run = Run(run_path)
+    on a track embedding), else one line saying why not (a :class:`Run` is used as it is, its
+    loaded model reused)."""
+    run = run_path if isinstance(run_path, Run) else Run(run_path)
     if run.task != "genre" or run.config.get("head") != "logreg":
         raise UserError(f"{run.path} is a {run.arch} run; {command} works with the default recipe's runs "
                         "(`genrekit train` with no --arch: musicnn embeddings and a logistic-regression head)")
@@ -272,8 +273,11 @@ def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], la
 
 
 def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool = False,
-          weight: float | None = None) -> AdaptResult:
-    """Refit ``run_path``'s head with the user's labelled tracks into the new run folder ``out``."""
+          weight: float | None = None, items: list[Labelled] | None = None,
+          source: str | None = None) -> AdaptResult:
+    """Refit ``run_path``'s head with the user's labelled tracks into the new run folder ``out``:
+    ``data`` (folder per genre) or ``labels`` (CSV), or ``items`` already read (``genrekit
+    serve``'s labels, distinct files and track ids) with ``source`` saying where they are."""
     t0 = time.perf_counter()
     run = adaptable_run(run_path)
     known = load_embeddings(run)
@@ -283,7 +287,10 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
         raise UserError(f"--seed must be in 0 .. 2**32 - 1, got {seed}")
     if weight is not None and not (np.isfinite(weight) and 0 < weight <= 1000):
         raise UserError(f"--weight must be a number in (0, 1000], got {weight!r}")
-    items = read_labelled(data, labels)
+    if items is None:
+        items = read_labelled(data, labels)
+    elif not items:
+        raise UserError("no labelled tracks to adapt with")
     x_user, p_before = embed_labelled(run, items, progress)
     dup = same_music(x_user, known["x"])
     for i, j in enumerate(dup):
@@ -307,7 +314,8 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
     uh = held[is_user]
     after = float((proba[is_user][uh].argmax(axis=1) == y_user[uh]).mean()) if uh.any() else None
     counts = {g: int((y_user == label_list.index(g)).sum()) for g in user_genres}
-    source = str(Path(data if data is not None else labels).resolve())
+    if source is None:
+        source = str(Path(data if data is not None else labels).resolve())
     with run_folder(out, run.arch, "adapt") as (run_dir, final_dir):
         model = adapted_model(run.model(), kernel, bias)
         save_model(model, run_dir / MODEL)

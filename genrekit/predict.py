@@ -191,6 +191,15 @@ def _whole_file_windows(path, run: Run, hop_s: float | None, info: dict) -> np.n
     return x
 
 
+def waveform_windows(y: np.ndarray, run: Run, info: dict | None = None) -> np.ndarray | None:
+    """The model inputs of the audible windows of a waveform already at the run's sample rate,
+    analysed whole as a short file is (``genrekit serve``'s live stream: the last seconds
+    heard), or None when all of it is silent; raises :class:`AudioDecodeError` as predict does
+    for audio that is too short or far outside -1..1. :func:`batch_probabilities` gives its
+    probabilities."""
+    return _block_windows(np.asarray(y, dtype=np.float32), 0, False, run, None, info)[2]
+
+
 def _blocks(path, run: Run, hop_s: float | None = None):
     """The waveform of ``path`` as ``(block, streaming, first sample)``: the whole file when it
     is short, else overlapping blocks of about ``BLOCK_SECONDS`` (and at most
@@ -589,6 +598,12 @@ class Predictions:
         if tl is not None:
             entry["timeline"] = tl.close()
         return entry
+
+    def answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
+        """``entry`` completed as a result of these predictions is, from a file's (or a
+        waveform's) mean probabilities ``p`` before calibration and, for the embedding rule,
+        its pooled embedding (:func:`analyse_file`'s pair): top-k and rejection."""
+        return self._answer(entry, p, pooled)
 
     def _answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
         """``entry`` completed with the top-k genres (and the rejection) of probabilities ``p``."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("genrekit", "data_tools", "models", "evaluation")
-DIST = {"PIL": "pillow", "sklearn": "scikit-learn", "apache_beam": "apache-beam"}  # import name -> distribution
+DIST = {"PIL": "pillow", "sklearn": "scikit-learn", "apache_beam": "apache-beam", "python_multipart": "python-multipart"}  # import name -> distribution
 
 
 def _requirements() -> tuple[dict[str, str], dict[str, str]]:

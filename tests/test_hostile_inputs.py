@@ -390,6 +390,16 @@ CASES = [
                                                     "embed", str(wav(ws / "a.wav", tone())), "--model", str(w.run),
                                                     "--out", str(ws / "u")][2:], "did not make"),
     Case("embed-no-source", lambda ws, w: ["embed", str(wav(ws / "a.wav", tone())), "--out", _o(ws)], "either --model"),
+    # ---- serve (refused before it listens or loads anything)
+    Case("serve-non-loopback-host-without-token", lambda ws, w: ["serve", "--model", str(w.run), "--host", "0.0.0.0",
+                                                                 "--port", "0"], "--token"),
+    Case("serve-short-token", lambda ws, w: ["serve", "--model", str(w.run), "--token", "abc", "--port", "0"],
+         "at least 8"),
+    Case("serve-missing-run", lambda ws, w: ["serve", "--model", str(ws / "nope"), "--port", "0"], "not found"),
+    Case("serve-library-not-a-folder", lambda ws, w: ["serve", "--model", str(w.run), "--library", str(ws / "nope"),
+                                                      "--port", "0"], "--library"),
+    Case("serve-library-with-a-cnn-run", lambda ws, w: ["serve", "--model", str(w.run), "--library",
+                                                        str(audio_tree(ws)), "--port", "0"], "default recipe"),
     # ---- fetch-spotify
     Case("fetch-spotify-no-credentials", lambda ws, w: ["fetch-spotify", "--out", _o(ws), "--genres", "rock"],
          "SPOTIPY_CLIENT_ID", env={"SPOTIPY_CLIENT_ID": None, "SPOTIPY_CLIENT_SECRET": None}),

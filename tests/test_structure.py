@@ -176,7 +176,8 @@ def test_a_users_models_package_does_not_shadow_genrekits(tmp_path, monkeypatch)
 # genrekit's own module inside a function is allowed only when that module loads one of them.
 HEAVY = {"tensorflow", "keras", "librosa", "matplotlib", "sklearn", "scipy", "audiomentations", "soundfile",
          "soxr", "numba", "apache_beam", "tf2onnx", "onnx", "onnxruntime", "musicnn", "PIL", "tqdm", "requests",
-         "threadpoolctl", "spotipy"}
+         "threadpoolctl", "spotipy",
+         "starlette", "uvicorn", "python_multipart", "websockets"}
 
 
 def _module_level_imports(path: Path) -> set[str]:
