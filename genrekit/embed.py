@@ -43,10 +43,10 @@ from genrekit.predict import (
     BLOCK_SECONDS,
     MIN_SECONDS,
     STREAM_ABOVE_SECONDS,
+    model_inputs,
     streaming_config,
     window_geometry,
 )
-from genrekit.predict import _inputs as model_inputs
 from genrekit.runs import Run
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
