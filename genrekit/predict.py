@@ -55,14 +55,12 @@ STREAM_ABOVE_SECONDS = 600.0  # longer files are analysed block by block
 BLOCK_SECONDS = 300.0  # audio per block when streaming (about 26 MB at 22,050 Hz)
 MAX_BLOCK_WINDOWS = 256  # at most this many windows per block (a short --hop would make more)
 MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.1, 3600.0  # --hop range
-# windows per backbone call of a track model: musicnn's activations cost ~70 MB a window on CPU
-# (measured peak: 0.8 GB for 8 windows a call, 2.3 GB for 32, and 8 at a time was no slower)
+# windows per backbone call of a track model: bounds the memory musicnn's activations take on CPU
 PREDICT_EMBED_STEP = 8
 TRACK_SPAN_SECONDS = 30.0  # a track model's timeline row covers this much music (GTZAN's clip length)
 # a folder is analysed in batches: the windows of up to BATCH_FILES files (fewer once they reach
 # BATCH_WINDOWS) go through the model together, while worker threads decode the next files (one
-# per core, at most 4: decoding and features are ~15 ms of one core per 30 s file, MobileNet's
-# call ~8 ms of two; with one worker the model waited for it: 35-42 files/s, with two 48-55)
+# per core, at most 4, so that the model does not wait for the decoding)
 BATCH_FILES, BATCH_WINDOWS = 8, 64
 PREDICT_WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                              else (os.cpu_count() or 1)))
@@ -382,16 +380,6 @@ def expand_inputs(items) -> list[tuple[str, str | None]]:
     return out
 
 
-def reject_threshold_for(run: Run, reject: bool, threshold: float | None) -> float | None:
-    """The top-probability threshold to use: ``threshold`` when given (it implies ``reject``),
-    else the run's own (chosen on its validation split) when ``reject``; None for no rejection.
-    (:func:`genrekit.openset.rejector_for` gives the run's full rule, embedding distance included.)"""
-    r = rejector_for(run, reject, threshold)
-    if r is None:
-        return None
-    return r.threshold if r.rule == "top_probability" else run.reject_threshold
-
-
 # -- timelines --------------------------------------------------------------------------------
 
 TIMELINE_FIELDS = ("start_s", "end_s", "genre")
@@ -498,9 +486,7 @@ class Predictions:
     def __iter__(self):
         # NumPy's BLAS on one thread while predicting: the feature maths is small (a mel filter
         # bank on one clip), and OpenBLAS's threads spin after each call, taking the cores that
-        # TensorFlow's model call and the decoding workers need (MobileNet, 100 files on 2
-        # cores: one file at a time used 1.96 cores for the speed that 1.05 gave without them;
-        # batched 37 -> 48-55 files/s). The limit is process-wide while the results are being
+        # TensorFlow's model call and the decoding workers need. The limit is process-wide while the results are being
         # iterated, and restored when the iteration ends or is closed.
         with threadpool_limits(limits=1, user_api="blas"):
             yield from self._results()
