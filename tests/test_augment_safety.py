@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genrekit.cli import main
 from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.data_tools.pipeline import run_augment
-from genrekit.cli import main
 from tests.conftest import SR, small_settings, tone, write_tree
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     UNKNOWN,
     apply_temperature,
@@ -18,7 +19,6 @@ from genrekit.evaluation.calibration import (
     open_set_figures,
     reliability_bins,
 )
-from genrekit.errors import UserError
 from tests.conftest import SR, tone, write_tree
 
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from genrekit.data_tools.spotify import TMP_DIR
 from genrekit.cli import main
+from genrekit.data_tools.spotify import TMP_DIR
 from tests.spotify_server import FakeApis, serve
 
 
