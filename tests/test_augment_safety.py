@@ -251,6 +251,7 @@ def test_features_are_computed_on_one_blas_thread(audio_tree, tmp_path, monkeypa
     assert len(counts) > 15 and set(counts) == {"1"}
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_same_bytes(tmp_path):
     data = write_tree(tmp_path / "data", per_genre=6, seconds=4.0)
     args = ["augment", "--data", str(data), "--quiet", "--seed", "5", "--sr", str(SR), "--n-fft", "256",
@@ -405,6 +406,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_augment_leaves_no_worker_alive(tmp_path):
     """Issue 27 item 9: the workers of a killed `augment --workers 2` end with it."""
