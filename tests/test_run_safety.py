@@ -17,10 +17,6 @@ import numpy as np
 import pytest
 
 from genrekit.cli import main
-from genrekit.data_tools.beam_runner import remove_stale_results
-from genrekit.data_tools.fsio import pid_alive
-from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
-from genrekit.data_tools.spotify import remove_stale_temporaries as spotify_remove_stale
 from genrekit.runs import EXPORT_MARKER, TMP_MARKER, remove_stale_temporaries
 from genrekit.train import TrainOptions, train
 
@@ -276,27 +272,6 @@ def test_only_dead_genrekit_temporaries_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         f".genrekit-tmp-{dead}-users-own", f".genrekit-tmp-{me}-alive", ".genrekit-tmp-notes.txt",
         "thesis.tmp-v2.docx", "saved_model"])  # the export parked by a killed swap is put back
-
-
-def test_own_pid_is_alive_and_a_dead_pid_is_not(tmp_path):
-    """The one liveness check every temporary-name scheme's cleanup uses: this process's own
-    temporaries are in flight (never removed), a dead process's are stale."""
-    p = subprocess.Popen(["true"])
-    p.wait()
-    dead, me = p.pid, os.getpid()
-    assert pid_alive(me) and not pid_alive(dead)
-    (tmp_path / ".state").mkdir()
-    (tmp_path / ".genrekit-tmp").mkdir()
-    names = [".pk.csv.{}.genrekit-tmp", ".genrekit-tmp-{}-model.keras", ".genrekit-tmp/t1.{}.genrekit-part",
-             ".state/beam-{}"]
-    for name in names:
-        for pid in (dead, me):
-            f = tmp_path / name.format(pid)
-            f.mkdir() if "beam" in name else f.write_text("x")
-    assert (fsio_remove_stale(tmp_path) == 1 and remove_stale_temporaries(tmp_path) == 1
-            and spotify_remove_stale(tmp_path) == 1)
-    remove_stale_results(tmp_path)
-    assert all((tmp_path / n.format(me)).exists() and not (tmp_path / n.format(dead)).exists() for n in names)
 
 
 # -- edited run folders ------------------------------------------------------------------------------
