@@ -74,8 +74,8 @@ def _one_track(name: str, run, track: Path, repeats: int) -> None:
         P.predict_file(track, run)
         cpu.append(time.process_time() - c0)
     decode, y = _median_ms(lambda: load_audio(track, sr=run.feature_config.sr).y, repeats)
-    cfg = P._analysis_config(run, False)
-    feats, (_, x) = _median_ms(lambda: P._audible(y, cfg, run.kind), repeats)
+    cfg = P.analysis_config(run, False)
+    feats, (_, x) = _median_ms(lambda: P.audible_inputs(y, cfg, run.kind), repeats)
     if is_track_model(model):
         net, step = window_embedder(model), P.PREDICT_EMBED_STEP
     else:

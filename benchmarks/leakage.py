@@ -32,11 +32,10 @@ def main() -> None:
     from genrekit.data_tools.folds import write_view
     from genrekit.data_tools.loaders import label_ids
     from genrekit.data_tools.manifest import read_manifest, write_manifest
-    from genrekit.evaluation.metrics import evaluate_predictions
     from genrekit.errors import UserError
-    from genrekit.runs import Run
+    from genrekit.evaluation.metrics import evaluate_predictions
     from genrekit.prediction import predict_rows
-    from genrekit.runs import check_leakage
+    from genrekit.runs import Run, check_leakage
     from genrekit.train import TrainOptions, train
 
     results = {"track": [], "segment": []}

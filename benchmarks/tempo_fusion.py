@@ -41,8 +41,8 @@ def main() -> None:
     from genrekit.data_tools.features import MELSPEC_64X400_FEATURES, FeatureConfig
     from genrekit.data_tools.manifest import read_manifest
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
-    from genrekit.evaluation.metrics import tempo_metrics
     from genrekit.evaluate import evaluate
+    from genrekit.evaluation.metrics import tempo_metrics
     from genrekit.tempi import load_tempi, row_bpm
     from genrekit.train import TrainOptions, train
 

@@ -30,10 +30,10 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=3,
                     help="epochs of each fold's fine-tuning at 1e-4 (default 3: about 46 s each on 2 CPU cores)")
     a = ap.parse_args()
+    from genrekit.cv import cross_validate
     from genrekit.data_tools.augment import AugmentConfig
     from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
-    from genrekit.cv import cross_validate
 
     augs = ("stretch", "pitch") if a.augmented else ()
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from genrekit.data_tools.errors import DataError, FeatureError
-from genrekit.data_tools.features import Segment, db_to_image, db_to_mfcc, frame_windows, segment_starts
+from genrekit.data_tools.features import (
+    Segment,
+    db_to_image,
+    db_to_mfcc,
+    frame_windows,
+    segment_starts,
+)
 
 AUGMENTATIONS = ("stretch", "pitch", "freqmask", "timemask")
 VARIANT_SOURCES = ("stft", "waveform")

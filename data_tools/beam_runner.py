@@ -20,12 +20,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import _alive, loads_json, write_json_atomic
+from genrekit.data_tools.fsio import (
+    TempScheme,
+    loads_json,
+    remove_stale_temporaries,
+    write_json_atomic,
+)
 
 BEAM_RESULTS_PREFIX = "beam-"
 LOCAL_RUNNERS = ("", "DirectRunner", "FnApiRunner")
@@ -141,17 +147,23 @@ def _stderr_to(path: Path | None):
         os.close(saved)
 
 
+def _remove_results(p: Path, match) -> int:
+    if not p.is_dir() or p.is_symlink():
+        return 0
+    shutil.rmtree(p, ignore_errors=True)
+    return 1
+
+
+_RESULTS = TempScheme(re.compile(re.escape(BEAM_RESULTS_PREFIX) + r"(?P<pid>\d+)\Z"), _remove_results)
+
+
 def remove_stale_results(out: Path) -> None:
     """Remove result folders a killed Beam launch left (only ``.state/beam-<pid>`` of a process
     that is gone; ``.state`` is genrekit's own folder)."""
     state = out / STATE_DIR
     if not state.is_dir():
         return
-    for p in state.iterdir():
-        name = p.name
-        if (name.startswith(BEAM_RESULTS_PREFIX) and name[len(BEAM_RESULTS_PREFIX):].isdigit()
-                and p.is_dir() and not p.is_symlink() and not _alive(int(name[len(BEAM_RESULTS_PREFIX):]))):
-            shutil.rmtree(p, ignore_errors=True)
+    remove_stale_temporaries(state, schemes=(_RESULTS,))
 
 
 def run_beam(jobs: list, out: Path, flags: list[str], log, process, result_type) -> list:

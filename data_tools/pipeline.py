@@ -278,7 +278,7 @@ class _ClipVariants:
             mask = spec_transform_for(variant, self.ac)
             segs, kept = self.spectra[kind]
             out = []
-            for seg, spec in zip(segs, kept):
+            for seg, spec in zip(segs, kept, strict=False):
                 m = mask(spec, rng)
                 if kind == "mel":
                     feat = db_to_image(m, self.fc)

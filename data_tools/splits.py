@@ -18,7 +18,6 @@ from genrekit.data_tools.catalogue import Track
 from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.fsio import read_csv, write_csv_atomic
 
-SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
                   "validation": "valid", "dev": "valid", "test": "test", "testing": "test"}
 BUILTIN_SPLITS = {"gtzan-filtered": "gtzan_fault_filtered"}

@@ -37,7 +37,8 @@ import soundfile as sf
 
 from genrekit.data_tools.audio import load_audio
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import read_csv
+from genrekit.data_tools.fsio import TempScheme, read_csv
+from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
 from genrekit.data_tools.previews import (
     DEFAULT_MAX_PREVIEW_BYTES,
     DEFAULT_PREVIEW_DEADLINE_S,
@@ -69,7 +70,8 @@ MAX_PREVIEW_S = 120.0  # previews are 30 s; decode no more than this of whatever
 DROPPED = ".dropped"
 TMP_DIR = ".genrekit-tmp"
 TMP_MARK = ".genrekit-part"
-_TMP_NAME = re.compile(r"[0-9A-Za-z_]+\.(\d+)" + re.escape(TMP_MARK) + r"(\.[a-z0-9]{1,4})?")
+# <stem>.<pid>.genrekit-part[.ext]
+_TMP_SCHEME = TempScheme(re.compile(r"[0-9A-Za-z_]+\.(?P<pid>\d+)" + re.escape(TMP_MARK) + r"(\.[a-z0-9]{1,4})?\Z"))
 _ISRC = re.compile(r"[A-Za-z0-9]{12}")
 MAX_LISTED = 200  # report lines per list
 
@@ -162,30 +164,13 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        return False  # ours from an earlier process with the same pid, or no safe check
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def remove_stale_temporaries(out: Path) -> int:
     """Delete the temporaries a killed fetch left in OUT/.genrekit-tmp/ (genrekit's own name
     pattern, from processes no longer running). Anything else there is left alone."""
-    folder, n = out / TMP_DIR, 0
+    folder = out / TMP_DIR
     if not folder.is_dir() or folder.is_symlink():
         return 0
-    for p in folder.iterdir():
-        m = _TMP_NAME.fullmatch(p.name)
-        if m and not p.is_symlink() and p.is_file() and not _pid_alive(int(m.group(1))):
-            _unlink(p)
-            n += 1
-    return n
+    return fsio_remove_stale(folder, schemes=(_TMP_SCHEME,))
 
 
 def _drop_tmp_dir(out: Path) -> None:
@@ -254,7 +239,7 @@ def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None, http: Http 
     out = Path(opts.out)
     http = http or Http()
     api = api or spotify_api(http)
-    api._bearer()  # credentials are checked before anything is created
+    api.bearer()  # credentials are checked before anything is created
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -405,7 +405,7 @@ class SpotifyApi:
     def __repr__(self) -> str:  # never show the credentials
         return f"SpotifyApi({self.api_base!r})"
 
-    def _bearer(self) -> str:
+    def bearer(self) -> str:
         """A valid access token (fetched when none is held or it is about to expire)."""
         from spotipy.exceptions import SpotifyOauthError
 
@@ -433,7 +433,7 @@ class SpotifyApi:
         """One spotipy call; its errors and malformed answers as one-line :class:`NetworkError`."""
         from spotipy.exceptions import SpotifyException
 
-        self._bearer()  # credential and token-service errors as one line (spotipy then uses it)
+        self.bearer()  # credential and token-service errors as one line (spotipy then uses it)
         try:
             try:
                 d = fn(*args, **kwargs)
@@ -441,7 +441,7 @@ class SpotifyApi:
                 if exc.http_status != 401:
                     raise
                 self.auth.cache_handler.save_token_to_cache(None)  # expired early: one fresh token
-                self._bearer()
+                self.bearer()
                 d = fn(*args, **kwargs)
         except SpotifyException as exc:
             detail = printable(str(exc.msg).rpartition("\n ")[2], 80) if exc.msg else what

@@ -152,7 +152,7 @@ def expected_calibration_error(proba, y_true, n_bins: int = N_BINS) -> float:
     n = sum(bins["count"])
     if n == 0:
         raise ValueError("no predictions")
-    return float(sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"])
+    return float(sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True)
                      if c))
 
 

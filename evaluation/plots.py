@@ -167,7 +167,7 @@ def plot_reliability(before: dict, after: dict, path, title: str = "reliability 
         ax.bar(edges[:-1], np.array(bins["count"]) / n * 0.25, width, align="edge", color="gray", alpha=0.5,
                label="share of predictions (x0.25)")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ece = sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], acc, conf) if c)
+        ece = sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], acc, conf, strict=True) if c)
         ax.set_title(f"{name} — ECE {ece:.3f}")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -43,10 +43,10 @@ from genrekit.predict import (
     BLOCK_SECONDS,
     MIN_SECONDS,
     STREAM_ABOVE_SECONDS,
+    model_inputs,
     streaming_config,
     window_geometry,
 )
-from genrekit.predict import _inputs as model_inputs
 from genrekit.runs import Run
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
@@ -210,7 +210,7 @@ def embed_files(items, out, emb, formats=FORMATS, progress: bool = False) -> lis
         rel = [str(t.relative_to(out)) for t in targets]
         if problem is None:
             clash = [r for r in rel if r in seen]
-            theirs = [r for t, r in zip(targets, rel) if (t.exists() or t.is_symlink())
+            theirs = [r for t, r in zip(targets, rel, strict=True) if (t.exists() or t.is_symlink())
                       and not (r in mine and _looks_like_ours(t))]
             if clash:
                 problem = f"its output {clash[0]} is also another input's (rename one of them)"
@@ -222,7 +222,7 @@ def embed_files(items, out, emb, formats=FORMATS, progress: bool = False) -> lis
             except (AudioDecodeError, DataError) as exc:
                 problem = str(exc)
             else:
-                for t, fmt in zip(targets, formats):
+                for t, fmt in zip(targets, formats, strict=True):
                     if fmt == "npy":
                         buf = io.BytesIO()
                         np.save(buf, e)

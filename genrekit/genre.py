@@ -232,7 +232,7 @@ class GenreTask(Task):
             compile_classifier(head, opts, lr, jit)
             head.optimizer = fused_adam(head.optimizer)  # the same Adam, one kernel per update
             # the optimizer's slots made now, not inside the first trace of the train step (a
-            # tf.function that creates variables is traced twice: ~1 s of a 10 s run here)
+            # tf.function that creates variables is traced twice)
             head.optimizer.build(head.trainable_variables)
             fds_tr = cached_batches(f_all, np.arange(n_tr), y_tr, opts.batch_size, opts.seed)
             fds_tr = prepare_targets(fds_tr, opts, len(labels), train=True).prefetch(2)
@@ -335,9 +335,8 @@ def genres_of(rows: list[dict], track_ids) -> list[str]:
 def feature_batches(folder, rows: list[dict], kind: str, batch_size: int):
     """The rows' features as model inputs, ``batch_size`` at a time, in order. One thread reads
     the next batch while the caller works on this one. (A tf.data pipeline, decoding with as many
-    threads as it likes, fought the model for a 2-core CPU's cores: MobileNet's base pass took
-    1-2 s longer than decoding each batch between two model calls; one thread one batch ahead
-    is ~0.2 s faster than that.)"""
+    threads as it likes, fights the model for the CPU's cores; one thread one batch ahead
+    does not.)"""
     if not rows:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrekit-features") as pool:
@@ -353,12 +352,11 @@ def base_outputs(extractor, batches, n: int, jit=False):
     """The frozen base's outputs for the ``n`` inputs of ``batches`` (arrays of inputs, in
     order), in one TensorFlow variable of shape (n, ...), not trainable, written batch by batch
     in place: the head's batches are gathered from it (:func:`cached_batches`) with no copy of
-    the whole (a NumPy array then a tensor made of it took 1.5-2 s more for MobileNet's
-    370 x 65,536 outputs on a 2-core CPU). One function traced for every batch size: Keras'
-    ``predict`` traces the whole base again for a partial last batch (a second trace of ~1 s).
+    the whole (a NumPy array then a tensor made of it would copy every output twice). One function traced for every batch size: Keras'
+    ``predict`` traces the whole base again for a partial last batch.
     The base runs as its inference copy with the BatchNorm layers folded into the convolutions
-    (``genrekit.models.folding``: the same outputs to float round-off, the MobileNet base ~1.5x
-    faster on a CPU)."""
+    (``genrekit.models.folding``: the same outputs to float round-off,
+    faster)."""
     import tensorflow as tf
 
     extractor = fold_batchnorm(extractor)
@@ -368,7 +366,7 @@ def base_outputs(extractor, batches, n: int, jit=False):
     out, i = None, 0
     for x in batches:
         f = step(x)
-        if out is None:  # in host memory, as the cache always was (the head's batches are gathered by tf.data)
+        if out is None:  # in host memory (the head's batches are gathered by tf.data)
             with tf.device("/CPU:0"):
                 out = tf.Variable(tf.zeros((n, *f.shape[1:]), f.dtype), trainable=False, name="base_outputs")
         if i + len(f) > n:
@@ -385,8 +383,7 @@ def cached_batches(features, rows: np.ndarray, y: np.ndarray, batch_size: int, s
     variable, e.g. :func:`base_outputs`), reshuffled every epoch: the same order as
     ``from_tensor_slices((features[rows], y)).shuffle(len(y), seed).batch(batch_size)``, but
     the shuffled elements are row numbers and each batch is gathered from ``features`` where it
-    lies (building that dataset copies all the rows into a new tensor first: 0.65 s for
-    MobileNet's 350 x 65,536 outputs on a 2-core CPU, 5-10 % of the cached run)."""
+    lies (building that dataset copies all the rows into a new tensor first)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, dtype=np.int64), y))

@@ -33,7 +33,7 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError
 from genrekit.data_tools.features import extract, get_kind
-from genrekit.data_tools.fsio import _tmp_name, csv_header, remove_stale_temporaries
+from genrekit.data_tools.fsio import csv_header, remove_stale_temporaries, tmp_name
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
@@ -55,14 +55,12 @@ STREAM_ABOVE_SECONDS = 600.0  # longer files are analysed block by block
 BLOCK_SECONDS = 300.0  # audio per block when streaming (about 26 MB at 22,050 Hz)
 MAX_BLOCK_WINDOWS = 256  # at most this many windows per block (a short --hop would make more)
 MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.1, 3600.0  # --hop range
-# windows per backbone call of a track model: musicnn's activations cost ~70 MB a window on CPU
-# (measured peak: 0.8 GB for 8 windows a call, 2.3 GB for 32, and 8 at a time was no slower)
+# windows per backbone call of a track model: bounds the memory musicnn's activations take on CPU
 PREDICT_EMBED_STEP = 8
 TRACK_SPAN_SECONDS = 30.0  # a track model's timeline row covers this much music (GTZAN's clip length)
 # a folder is analysed in batches: the windows of up to BATCH_FILES files (fewer once they reach
 # BATCH_WINDOWS) go through the model together, while worker threads decode the next files (one
-# per core, at most 4: decoding and features are ~15 ms of one core per 30 s file, MobileNet's
-# call ~8 ms of two; with one worker the model waited for it: 35-42 files/s, with two 48-55)
+# per core, at most 4, so that the model does not wait for the decoding)
 BATCH_FILES, BATCH_WINDOWS = 8, 64
 PREDICT_WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                              else (os.cpu_count() or 1)))
@@ -71,10 +69,11 @@ WINDOW_STEP = 32  # windows per call of a window classifier (as Keras' predict b
 
 def features_for(y: np.ndarray, run: Run) -> np.ndarray:
     """Model inputs for one waveform: (segments, H, W, 1) images or (segments, frames, n_mfcc)."""
-    return _inputs([f for _, f in extract(y, run.feature_config, run.kind)], run.kind)
+    return model_inputs([f for _, f in extract(y, run.feature_config, run.kind)], run.kind)
 
 
-def _inputs(feats: list[np.ndarray], kind: str) -> np.ndarray:
+def model_inputs(feats: list[np.ndarray], kind: str) -> np.ndarray:
+    """The model's input batch for feature arrays of ``kind`` (as the kind's files load)."""
     to_input = get_kind(kind).to_input  # what load_feature gives for the feature's file
     return np.stack([to_input(f) for f in feats])
 
@@ -82,7 +81,7 @@ def _inputs(feats: list[np.ndarray], kind: str) -> np.ndarray:
 def window_geometry(run: Run, streaming: bool = False, hop_s: float | None = None) -> tuple[int, int]:
     """(window length, hop between windows) in samples at the run's sample rate for its kind
     (``streaming``: the geometry of :func:`streaming_config`; ``hop_s``: of :func:`config_with_hop`)."""
-    return _geometry(_analysis_config(run, streaming, hop_s), run.kind)
+    return _geometry(analysis_config(run, streaming, hop_s), run.kind)
 
 
 def _geometry(cfg, kind: str) -> tuple[int, int]:
@@ -117,7 +116,8 @@ def config_with_hop(cfg, kind: str, hop_s: float | None):
     return get_kind(kind).with_hop(streaming_config(cfg), hop_s)
 
 
-def _analysis_config(run: Run, streaming: bool, hop_s: float | None = None):
+def analysis_config(run: Run, streaming: bool, hop_s: float | None = None):
+    """The feature settings prediction cuts windows with (streaming and hop applied)."""
     cfg = streaming_config(run.feature_config) if streaming else run.feature_config
     return config_with_hop(cfg, run.kind, hop_s)
 
@@ -126,7 +126,7 @@ def _silent(y: np.ndarray) -> bool:
     return y.size == 0 or float(np.max(np.abs(y))) < 10.0 ** (SILENCE_DBFS / 20.0)
 
 
-def _audible(y: np.ndarray, cfg, kind: str) -> tuple[list[float], np.ndarray | None]:
+def audible_inputs(y: np.ndarray, cfg, kind: str) -> tuple[list[float], np.ndarray | None]:
     """(start seconds, model inputs) of the windows of ``y`` that are not silent (None when all are)."""
     if _silent(y):
         return [], None
@@ -137,12 +137,12 @@ def _audible(y: np.ndarray, cfg, kind: str) -> tuple[list[float], np.ndarray | N
         if not _silent(y[start:start + win]):
             keep.append(f)
             starts.append(float(seg.start_s))
-    return (starts, _inputs(keep, kind)) if keep else ([], None)
+    return (starts, model_inputs(keep, kind)) if keep else ([], None)
 
 
 def _audible_windows(y: np.ndarray, run: Run, streaming: bool = False) -> np.ndarray | None:
     """Model inputs of the windows of ``y`` that are not silent (None when all are)."""
-    return _audible(y, _analysis_config(run, streaming), run.kind)[1]
+    return audible_inputs(y, analysis_config(run, streaming), run.kind)[1]
 
 
 def _check_level(y: np.ndarray) -> None:
@@ -172,11 +172,11 @@ def _block_windows(y: np.ndarray, i: int, streaming: bool, run: Run, hop_s: floa
     if i == 0 and len(y) < MIN_SECONDS * sr:  # the header's length can be wrong (mp3)
         raise AudioDecodeError(f"too short: {len(y) / sr:.3g} s of audio; predict needs at least "
                                f"{MIN_SECONDS:g} s")
-    cfg = _analysis_config(run, streaming, hop_s)
+    cfg = analysis_config(run, streaming, hop_s)
     win = _geometry(cfg, run.kind)[0]
     if i == 0 and not streaming and info is not None and len(y) < win:
         info["padded_s"] = round((win - len(y)) / sr, 2)
-    starts, x = _audible(y, cfg, run.kind)
+    starts, x = audible_inputs(y, cfg, run.kind)
     return win, starts, x
 
 
@@ -389,16 +389,6 @@ def expand_inputs(items) -> list[tuple[str, str | None]]:
     return out
 
 
-def reject_threshold_for(run: Run, reject: bool, threshold: float | None) -> float | None:
-    """The top-probability threshold to use: ``threshold`` when given (it implies ``reject``),
-    else the run's own (chosen on its validation split) when ``reject``; None for no rejection.
-    (:func:`genrekit.openset.rejector_for` gives the run's full rule, embedding distance included.)"""
-    r = rejector_for(run, reject, threshold)
-    if r is None:
-        return None
-    return r.threshold if r.rule == "top_probability" else run.reject_threshold
-
-
 # -- timelines --------------------------------------------------------------------------------
 
 TIMELINE_FIELDS = ("start_s", "end_s", "genre")
@@ -412,7 +402,7 @@ class Timeline:
 
     def __init__(self, csv_path: Path, png_path: Path, labels: list[str], temperature: float, title: str):
         self.csv_path, self.png_path, self.labels, self.T, self.title = csv_path, png_path, labels, temperature, title
-        self.tmp = _tmp_name(csv_path)
+        self.tmp = tmp_name(csv_path)
         self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
         self.writer = csv.writer(self.fh)
         self.writer.writerow([*TIMELINE_FIELDS, *labels])
@@ -505,9 +495,7 @@ class Predictions:
     def __iter__(self):
         # NumPy's BLAS on one thread while predicting: the feature maths is small (a mel filter
         # bank on one clip), and OpenBLAS's threads spin after each call, taking the cores that
-        # TensorFlow's model call and the decoding workers need (MobileNet, 100 files on 2
-        # cores: one file at a time used 1.96 cores for the speed that 1.05 gave without them;
-        # batched 37 -> 48-55 files/s). The limit is process-wide while the results are being
+        # TensorFlow's model call and the decoding workers need. The limit is process-wide while the results are being
         # iterated, and restored when the iteration ends or is closed.
         with threadpool_limits(limits=1, user_api="blas"):
             yield from self._results()
@@ -694,7 +682,7 @@ class CsvOut:
         if self.path is None:  # no --csv: writes nothing
             return
         check_csv_target(path)
-        self.tmp = _tmp_name(self.path)
+        self.tmp = tmp_name(self.path)
         self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
         self.writer = csv.DictWriter(self.fh, fieldnames=csv_fields(k))
         self.writer.writeheader()

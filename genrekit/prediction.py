@@ -37,9 +37,8 @@ def _features_only(x, y):
 
 # -- fast model calls (predict) -------------------------------------------------------------------
 # Keras' ``model.predict`` builds a tf.data pipeline and traces its predict function on every
-# call (~0.3 s on a 2-core CPU, more than MobileNet itself on one window), and an eager
-# ``model(x)`` dispatches every op from Python (~0.4 s for MobileNet): predict, which calls the
-# model once per file, goes through one tf.function per model instead, traced once with the
+# call (more than the model itself costs on one window), and an eager ``model(x)`` dispatches
+# every op from Python: predict, which calls the model once per file, goes through one tf.function per model instead, traced once with the
 # batch dimension left free, so any number of windows reuses the same graph.
 
 _CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -49,7 +48,7 @@ def compiled_call(model):
     """``model(x, training=False)`` as a tf.function with a fixed signature (the model's input
     shape, any batch size), made once per model. It calls the model's inference copy with its
     BatchNorm layers folded (``genrekit.models.folding``: the same function to float round-off,
-    MobileNet ~1.5x faster on a CPU), made from the weights the model has now: for a trained
+    faster), made from the weights the model has now: for a trained
     model, as predict uses it. The function holds the model weakly (the folded copy owns its
     weights)."""
     fn = _CALLS.get(model)

@@ -14,6 +14,7 @@ import importlib.metadata as md
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -23,7 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from genrekit.data_tools.features import FeatureConfig, fingerprint_of, get_kind, kind_names
-from genrekit.data_tools.fsio import loads_json, write_json_atomic
+from genrekit.data_tools.fsio import TempScheme, loads_json, write_json_atomic
+from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
 from genrekit.errors import UserError
 from genrekit.models import REGISTRY
 from genrekit.models.track import is_track_model
@@ -39,26 +41,6 @@ TMP_PREFIX = ".genrekit-tmp-"  # .genrekit-tmp-<pid>-<final name>: something bei
 OLD_PREFIX = ".genrekit-old-"  # .genrekit-old-<pid>-<final name>: a replaced output, removed after the swap
 TMP_MARKER = "genrekit-temporary.json"  # inside every temporary folder genrekit makes
 EXPORT_MARKER = "genrekit_export.json"  # inside every SavedModel folder genrekit exports
-
-
-def _own_pid(name: str, prefix: str) -> int | None:
-    """The pid in a genrekit temporary name, or None when the name is not one of genrekit's."""
-    if not name.startswith(prefix):
-        return None
-    pid, sep, rest = name[len(prefix):].partition("-")
-    return int(pid) if sep and rest and pid.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
 
 
 def _ours(path: Path) -> bool:
@@ -80,32 +62,36 @@ def _remove(path: Path) -> None:
             pass
 
 
+def _remove_temporary(p: Path, match: re.Match) -> int:
+    if p.is_file() or _ours(p):  # a folder only when it holds genrekit's marker
+        _remove(p)
+        return 1
+    return 0
+
+
+def _put_back(p: Path, match: re.Match) -> int:
+    if not (p.is_file() or _ours(p) or (p / EXPORT_MARKER).is_file()):
+        return 0
+    final = p.parent / match.group("name")
+    if not final.exists() and not final.is_symlink():
+        os.rename(p, final)
+    else:
+        _remove(p)
+    return 1
+
+
+# .genrekit-tmp-<pid>-<final name> and .genrekit-old-<pid>-<final name>
+TEMPORARIES = TempScheme(re.compile(re.escape(TMP_PREFIX) + r"(?P<pid>\d+)-(?P<name>.+)\Z", re.DOTALL),
+                         _remove_temporary)
+REPLACED = TempScheme(re.compile(re.escape(OLD_PREFIX) + r"(?P<pid>\d+)-(?P<name>.+)\Z", re.DOTALL), _put_back)
+
+
 def remove_stale_temporaries(parent) -> int:
     """Remove what killed genrekit processes left in ``parent`` (not below it): entries named
     ``.genrekit-tmp-<pid>-*`` whose process is gone (folders only when they hold genrekit's
     marker). A replaced output parked as ``.genrekit-old-<pid>-NAME`` by a killed swap is put
     back as NAME when NAME is missing, else removed. Returns how many entries were handled."""
-    parent = Path(parent)
-    n = 0
-    try:
-        entries = sorted(parent.iterdir())
-    except OSError:
-        return 0
-    for p in entries:
-        pid = _own_pid(p.name, TMP_PREFIX)
-        if pid is not None and not _alive(pid) and (p.is_file() or _ours(p)):
-            _remove(p)
-            n += 1
-            continue
-        pid = _own_pid(p.name, OLD_PREFIX)
-        if pid is not None and not _alive(pid) and (p.is_file() or _ours(p) or (p / EXPORT_MARKER).is_file()):
-            final = parent / p.name[len(OLD_PREFIX) + len(str(pid)) + 1:]
-            if not final.exists() and not final.is_symlink():
-                os.rename(p, final)
-            else:
-                _remove(p)
-            n += 1
-    return n
+    return fsio_remove_stale(parent, schemes=(TEMPORARIES, REPLACED))
 
 
 @contextmanager

@@ -6,8 +6,7 @@ convolution or dense layer (no activation) that feeds nothing else, the map fold
 layer's kernel and bias: ``kernel * s`` and ``(bias - mean) * s + beta`` with
 ``s = gamma / sqrt(var + eps)``. The copy computes the same function (up to float rounding)
 with one pass over each activation instead of three, and lets TensorFlow fuse the
-convolution, its bias and the activation after it into one kernel. Measured on a 2-core CPU,
-256x256 images: the frozen ImageNet MobileNet base 1.45x faster, MobileNetV2 1.85x
+convolution, its bias and the activation after it into one kernel
 (``benchmarks/bench_transfer.py`` uses it for the one pass of the frozen base).
 
 The copy is for inference only (BatchNorm in inference mode: a frozen base, a trained model);

@@ -18,6 +18,7 @@ import numpy as np
 
 from genrekit.models.errors import ModelError
 
+
 def pool_track(embeddings: np.ndarray, stats) -> np.ndarray:
     """NumPy twin of :class:`TrackPooling` for one track: (windows, features) -> pooled vector."""
     e = np.asarray(embeddings, dtype=np.float64)

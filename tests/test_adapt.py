@@ -70,6 +70,7 @@ def lr_run(tmp_path_factory):
             "before": before}
 
 
+@pytest.mark.slow
 def test_the_run_keeps_its_tracks_embeddings(lr_run):
     from genrekit.runs import Run
     from genrekit.trackrun import load_embeddings
@@ -81,6 +82,7 @@ def test_the_run_keeps_its_tracks_embeddings(lr_run):
         assert {"x", "genre", "track_id", "split", "origin"} <= set(z.files)
 
 
+@pytest.mark.slow
 def test_adapt_adds_a_new_genre_and_leaves_the_old_run_untouched(lr_run, capsys):
     from genrekit.predict import predict_files
 
@@ -106,6 +108,7 @@ def test_adapt_adds_a_new_genre_and_leaves_the_old_run_untouched(lr_run, capsys)
         assert len(z["x"]) == 28 and (z["split"] == "user").sum() == 10
 
 
+@pytest.mark.slow
 def test_the_adapted_run_evaluates_and_its_card_says_what_was_added(lr_run, tmp_path, capsys):
     from genrekit.cli import main
     from genrekit.export import export_bundle
@@ -120,6 +123,7 @@ def test_the_adapted_run_evaluates_and_its_card_says_what_was_added(lr_run, tmp_
     assert "buzz" in json.dumps(m)  # evaluated like the other genres
 
 
+@pytest.mark.slow
 def test_suggest_writes_a_csv_that_adapt_reads_back(lr_run, tmp_path, capsys):
     from genrekit.cli import main
 
@@ -189,6 +193,7 @@ def _labels_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing file", "empty genre", "labelled twice", "a training track",
                                   "the same audio twice", "not a default-recipe run"])
 def test_bad_labels_are_refused_in_one_line_with_nothing_written(lr_run, tmp_path, capsys, case):
@@ -232,6 +237,7 @@ def test_bad_labels_are_refused_in_one_line_with_nothing_written(lr_run, tmp_pat
     assert not out.exists() and _tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_the_adapted_run_exports_and_its_bundle_works_without_genrekit(lr_run, tmp_path):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")

@@ -14,10 +14,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genrekit.cli import main
+from genrekit.data_tools.beam_runner import remove_stale_results
 from genrekit.data_tools.errors import DataError
+from genrekit.data_tools.fsio import pid_alive
+from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.data_tools.pipeline import run_augment
-from genrekit.cli import main
+from genrekit.data_tools.spotify import remove_stale_temporaries as spotify_remove_stale
+from genrekit.runs import remove_stale_temporaries as runs_remove_stale
 from tests.conftest import SR, small_settings, tone, write_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +64,27 @@ def test_only_genrekits_own_temporaries_are_cleaned(audio_tree, tmp_path):
         sleeper.wait()
     assert all(p.read_bytes() == b"precious" for p in users)
     assert not ours.exists()
+
+
+def test_own_pid_is_alive_and_a_dead_pid_is_not(tmp_path):
+    """The one liveness check every temporary-name scheme's cleanup uses: this process's own
+    temporaries are in flight (never removed), a dead process's are stale."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead, me = p.pid, os.getpid()
+    assert pid_alive(me) and not pid_alive(dead)
+    (tmp_path / ".state").mkdir()
+    (tmp_path / ".genrekit-tmp").mkdir()
+    names = [".pk.csv.{}.genrekit-tmp", ".genrekit-tmp-{}-model.keras", ".genrekit-tmp/t1.{}.genrekit-part",
+             ".state/beam-{}"]
+    for name in names:
+        for pid in (dead, me):
+            f = tmp_path / name.format(pid)
+            f.mkdir() if "beam" in name else f.write_text("x")
+    assert (fsio_remove_stale(tmp_path) == 1 and runs_remove_stale(tmp_path) == 1
+            and spotify_remove_stale(tmp_path) == 1)
+    remove_stale_results(tmp_path)
+    assert all((tmp_path / n.format(me)).exists() and not (tmp_path / n.format(dead)).exists() for n in names)
 
 
 def test_non_finite_features_are_a_reported_skip(audio_tree, tmp_path):
@@ -251,6 +277,7 @@ def test_features_are_computed_on_one_blas_thread(audio_tree, tmp_path, monkeypa
     assert len(counts) > 15 and set(counts) == {"1"}
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_same_bytes(tmp_path):
     data = write_tree(tmp_path / "data", per_genre=6, seconds=4.0)
     args = ["augment", "--data", str(data), "--quiet", "--seed", "5", "--sr", str(SR), "--n-fft", "256",
@@ -405,6 +432,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_augment_leaves_no_worker_alive(tmp_path):
     """Issue 27 item 9: the workers of a killed `augment --workers 2` end with it."""

@@ -136,7 +136,7 @@ def test_unit_factors_give_the_originals_features(kind):
     got = spectral_variant(magnitude_stft(y, cfg.n_fft, cfg.hop_length), len(y), cfg, kind,
                            Variant("stretch_x1", "stretch", 1.0))
     assert [(s.index, s.start_s, s.padded_s) for s, _ in got] == [(s.index, s.start_s, s.padded_s) for s, _ in want]
-    for (_, g), (_, w) in zip(got, want):
+    for (_, g), (_, w) in zip(got, want, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
         if kind in ("melspec", "musicnn"):  # the same whole-clip spectrogram
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-3)
@@ -160,7 +160,7 @@ def test_stretched_segments_are_the_waveform_stretchs(kind, rate):
     want = extract(wave, cfg, kind)
     got = spectral_variant(magnitude_stft(y, cfg.n_fft, cfg.hop_length), len(y), cfg, kind, v)
     assert [(s.index, s.start_s, s.padded_s) for s, _ in got] == [(s.index, s.start_s, s.padded_s) for s, _ in want]
-    assert all(g.shape == w.shape and g.dtype == w.dtype for (_, g), (_, w) in zip(got, want))
+    assert all(g.shape == w.shape and g.dtype == w.dtype for (_, g), (_, w) in zip(got, want, strict=True))
 
 
 def _render_all(y, cfg, ac, kinds):
@@ -193,7 +193,7 @@ def test_masks_from_the_kept_spectrograms_are_the_same_bytes():
     assert fast.keys() == slow.keys() and len(fast) == 15
     for key in fast:
         assert len(fast[key]) == len(slow[key]) > 0
-        for (s1, f1), (s2, f2) in zip(fast[key], slow[key]):
+        for (s1, f1), (s2, f2) in zip(fast[key], slow[key], strict=True):
             assert (s1.index, s1.start_s, s1.padded_s) == (s2.index, s2.start_s, s2.padded_s)
             assert f1.dtype == f2.dtype and f1.tobytes() == f2.tobytes(), key
     masked = [k for k in fast if k[0] != "original"]

@@ -21,6 +21,7 @@ def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
     np.testing.assert_allclose(out[4], np.asarray(extractor(x[4:], training=False))[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fused_adam_follows_keras_adam():
     import keras
 

@@ -26,6 +26,7 @@ def small_tree(tmp_path) -> Path:
     return write_tree(tmp_path / "data", per_genre=2, seconds=2.5)
 
 
+@pytest.mark.slow
 def test_beam_direct_runner_gives_the_bytes_of_local_workers(small_tree, tmp_path):
     settings = small_settings(ratios=(50, 25, 25))
     a = run_augment(small_tree, tmp_path / "local", settings, workers=2, progress=False)

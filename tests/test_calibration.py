@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     UNKNOWN,
     apply_temperature,
@@ -18,7 +19,6 @@ from genrekit.evaluation.calibration import (
     open_set_figures,
     reliability_bins,
 )
-from genrekit.errors import UserError
 from tests.conftest import SR, tone, write_tree
 
 
@@ -126,6 +126,7 @@ def tone_run(tmp_path_factory):
     return {"run": Path(res["run"]), "feats": base / "feats", "probe": probe, "base": base}
 
 
+@pytest.mark.slow
 def test_train_saves_temperature_and_threshold(tone_run):
     from genrekit.runs import Run
 
@@ -139,6 +140,7 @@ def test_train_saves_temperature_and_threshold(tone_run):
     assert not (tone_run["run"] / "openset.npz").exists()
 
 
+@pytest.mark.slow
 def test_predict_applies_the_temperature_and_rejects(tone_run, tmp_path):
     import shutil
 
@@ -172,6 +174,7 @@ def test_predict_applies_the_temperature_and_rejects(tone_run, tmp_path):
         predict_files([f], run_copy)
 
 
+@pytest.mark.slow
 def test_cli_predict_reject(tone_run, capsys):
     from genrekit.cli import main
 
@@ -186,6 +189,7 @@ def test_cli_predict_reject(tone_run, capsys):
     assert len(err) == 1 and err[0].startswith("genrekit: error:") and "probability" in err[0]
 
 
+@pytest.mark.slow
 def test_evaluate_reports_ece_and_rejects_the_probe_more_than_known_genres(tone_run, capsys):
     from genrekit.cli import main
 
@@ -211,6 +215,7 @@ def test_evaluate_reports_ece_and_rejects_the_probe_more_than_known_genres(tone_
     assert "## Calibration" in report and "## Open set" in report
 
 
+@pytest.mark.slow
 def test_evaluate_threshold_override_and_an_all_unknown_set(tone_run, tmp_path):
     from genrekit.evaluate import evaluate_folder
 

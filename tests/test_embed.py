@@ -17,10 +17,10 @@ def _one_error(capsys, rc) -> str:
 
 @pytest.fixture(scope="module")
 def lr_run(tmp_path_factory):
+    from genrekit.cli import main
     from genrekit.data_tools.augment import AugmentConfig
     from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
-    from genrekit.cli import main
 
     tmp = tmp_path_factory.mktemp("embed")
     data = write_tree(tmp / "d", per_genre=4, seconds=7.0, sr=16000)
@@ -34,11 +34,11 @@ def lr_run(tmp_path_factory):
 def test_run_embeddings_are_the_track_models_windows(lr_run, tmp_path, capsys):
     """A folder with a bad file in it: one error line, the rest embedded; the .npy rows are the
     track model's per-window backbone outputs on predict's windows, the CSV the same with start times."""
-    from genrekit.data_tools.features import extract
-    from genrekit.data_tools.audio import load_audio
     from genrekit.cli import main
-    from genrekit.runs import Run
+    from genrekit.data_tools.audio import load_audio
+    from genrekit.data_tools.features import extract
     from genrekit.models.track import window_embedder
+    from genrekit.runs import Run
 
     music = tmp_path / "music"
     (music / "live").mkdir(parents=True)
@@ -81,9 +81,9 @@ def test_run_embeddings_are_the_track_models_windows(lr_run, tmp_path, capsys):
 def test_backbone_embeddings_and_refusals(tmp_path, capsys):
     import keras
 
+    from genrekit.cli import main
     from genrekit.data_tools.audio import load_audio
     from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
-    from genrekit.cli import main
     from genrekit.models.musicnn import N_FRAMES, N_MELS, embedding_model
 
     song = tmp_path / "song.flac"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from genrekit.data_tools.features import FeatureConfig
 from genrekit.cli import main
+from genrekit.data_tools.features import FeatureConfig
 from genrekit.errors import UserError
 from genrekit.evaluate import evaluate
 from genrekit.train import TrainOptions, train

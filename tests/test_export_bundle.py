@@ -32,10 +32,10 @@ def _tree(root: Path) -> dict:
 def lr_run(tmp_path_factory):
     """A tiny musicnn_lr run (random backbone: offline), its temperature set to 1.7 so that the
     calibration step is exercised, and an evaluation kept under RUN/eval/ood_dev/."""
+    from genrekit.cli import main
     from genrekit.data_tools.augment import AugmentConfig
     from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
-    from genrekit.cli import main
 
     tmp = tmp_path_factory.mktemp("bundle")
     data = write_tree(tmp / "d", per_genre=4, seconds=7.0, sr=16000)
@@ -191,8 +191,8 @@ def test_example_on_a_per_window_model(lr_run, tmp_path):
     """A per-window musicnn run: the example averages the window probabilities as genrekit does."""
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    from genrekit.evaluation.calibration import apply_temperature
     from genrekit.cli import main
+    from genrekit.evaluation.calibration import apply_temperature
     from genrekit.export import export_bundle
     from genrekit.predict import predict_file
     from genrekit.runs import Run

@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genrekit.cli import main
 from genrekit.data_tools.features import FeatureConfig
 from genrekit.data_tools.manifest import read_manifest
-from genrekit.cli import main
 from genrekit.errors import UserError
 from genrekit.gan import gan_generate, gan_train
+from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
 from genrekit.runs import Run
 from genrekit.train import TrainOptions, train
-from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
 
 pytestmark = pytest.mark.slow
 

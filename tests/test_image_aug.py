@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from genrekit.errors import UserError
-from genrekit.train import TrainOptions, train
 from genrekit.models import ModelError
 from genrekit.models.image_aug import image_augmenter
+from genrekit.train import TrainOptions, train
 
 
 def test_each_augmentation_changes_images_and_is_seeded():

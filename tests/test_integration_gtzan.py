@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from genrekit.cli import main
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.data_tools.splits import read_splits_csv
-from genrekit.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -162,8 +162,8 @@ def test_knn_distance_scores_and_threshold_unchanged(n, f, dims, k):
                                                                          rel=1e-5)
 
 
-@pytest.mark.parametrize("sizes, fraction", [({"g%d" % i: 72 for i in range(10)}, 0.25),
-                                             ({"g%d" % i: 45 for i in range(10)}, 1 / 9),
+@pytest.mark.parametrize("sizes, fraction", [({f"g{i}": 72 for i in range(10)}, 0.25),
+                                             ({f"g{i}": 45 for i in range(10)}, 1 / 9),
                                              ({"a": 2, "b": 2, "c": 2}, 0.25),
                                              ({"a": 40, "b": 40, "c": 1}, 0.25),
                                              ({"a": 13, "b": 7, "c": 30, "d": 3}, 0.25)])

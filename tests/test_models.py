@@ -46,6 +46,7 @@ def test_transfer_phases_and_head_split():
     assert head.get_layer("predictions") is m.get_layer("predictions")
 
 
+@pytest.mark.slow
 def test_scratch_training_of_a_transfer_architecture_trains_batchnorm(tiny_features, tmp_path):
     from genrekit.runs import load_model
     from genrekit.train import TrainOptions, train

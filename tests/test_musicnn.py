@@ -8,9 +8,14 @@ import pytest
 
 from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, extract
 from genrekit.errors import UserError
-from genrekit.weights import MUSICNN_FILES, cache_root, fetch
 from genrekit.models import ModelError
-from genrekit.models.musicnn import musicnn_backbone, pretrained_backbone, tags_probabilities, vgg_backbone
+from genrekit.models.musicnn import (
+    musicnn_backbone,
+    pretrained_backbone,
+    tags_probabilities,
+    vgg_backbone,
+)
+from genrekit.weights import MUSICNN_FILES, cache_root, fetch
 from tests.conftest import GTZAN_MINI, SHARED
 
 GOLDEN = SHARED / "weights" / "musicnn_msd_golden.json"

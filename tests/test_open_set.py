@@ -87,6 +87,7 @@ def lr_run(tmp_path_factory):
     return {"run": run, "feats": base / "f", "probe": probe, "base": base}
 
 
+@pytest.mark.slow
 def test_training_fits_the_distance_rule(lr_run):
     from genrekit.openset import OPENSET_FILE, RULE_DISTANCE, load_distance_stats, rule_of
     from genrekit.runs import Run
@@ -105,6 +106,7 @@ def test_training_fits_the_distance_rule(lr_run):
     assert (lr_run["run"] / OPENSET_FILE).stat().st_size < 100_000
 
 
+@pytest.mark.slow
 def test_predict_rejects_the_probe_more_than_known_genres(lr_run, capsys):
     from genrekit.cli import main
     from genrekit.predict import predict_files
@@ -128,6 +130,7 @@ def test_predict_rejects_the_probe_more_than_known_genres(lr_run, capsys):
     assert r["reject_rule"] == "top_probability" and r["rejected"]
 
 
+@pytest.mark.slow
 def test_a_damaged_statistics_file_is_refused_in_one_line(lr_run, tmp_path):
     from genrekit.predict import predict_files
 
@@ -144,6 +147,7 @@ def test_a_damaged_statistics_file_is_refused_in_one_line(lr_run, tmp_path):
         predict_files([f], run, reject=True)
 
 
+@pytest.mark.slow
 def test_a_truncated_statistics_file_is_one_line_in_predict_evaluate_and_export(lr_run, tmp_path, capsys):
     """A cut-short openset.npz (a zip archive with its end missing: BadZipFile) is "damaged" in
     one line, exit 2, in every command that reads it (issue 27 #5), never an internal error."""
@@ -163,6 +167,7 @@ def test_a_truncated_statistics_file_is_one_line_in_predict_evaluate_and_export(
     assert not (tmp_path / "bundle").exists()
 
 
+@pytest.mark.slow
 def test_eval_spotify_reports_the_distance_rule(lr_run, capsys):
     from genrekit.cli import main
 
@@ -181,6 +186,7 @@ def test_eval_spotify_reports_the_distance_rule(lr_run, capsys):
     assert o["unknown_rejected"] == pytest.approx(np.mean([r["rejected"] for r in res]))
 
 
+@pytest.mark.slow
 def test_the_export_bundle_carries_the_rule(lr_run, tmp_path):
     from genrekit.export import export_bundle
     from genrekit.runs import EXPORT_MARKER
@@ -193,6 +199,7 @@ def test_the_export_bundle_carries_the_rule(lr_run, tmp_path):
     assert "farther than" in (out / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_track_models_timeline_follows_the_music(lr_run, tmp_path, monkeypatch):
     """Low tone then high tone: the timeline's first rows say low, its last rows high; each row
     covers TRACK_SPAN_SECONDS of windows (shortened here to fit a short test file)."""
@@ -212,6 +219,7 @@ def test_a_track_models_timeline_follows_the_music(lr_run, tmp_path, monkeypatch
     assert r["timeline"][1].endswith("two.timeline.png") and Path(r["timeline"][1]).stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_per_genre_thresholds_are_fitted_and_used_by_predict_and_evaluate(lr_run, capsys):
     """Each genre's threshold keeps 95 % of that genre's held-out tracks accepted; predict
     --reject-per-genre applies the threshold of the track's top genre; evaluate reports the

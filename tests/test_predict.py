@@ -211,6 +211,7 @@ def test_timeline_csv_and_plot_with_a_hop(mfcc_run, tmp_path):
     assert [float(b[0]) for b in body] == pytest.approx([0.0, 2.0, 4.0])
 
 
+@pytest.mark.slow
 def test_timeline_and_hop_refusals_create_nothing(mfcc_run, tmp_path):
     sr = mfcc_run.feature_config.sr
     sf.write(tmp_path / "song.wav", _music(3.0, sr), sr, subtype="FLOAT")
@@ -237,6 +238,7 @@ def test_two_files_with_one_name_get_two_timelines(tmp_path):
     assert [c.name for c, _ in t.values()] == ["x.timeline.csv", "x-2.timeline.csv", "y.timeline.csv"]
 
 
+@pytest.mark.slow
 def test_a_long_hop_bounded_block_matches_the_whole_file(mfcc_run, tmp_path, monkeypatch):
     """A short --hop makes many windows: the file is then analysed in blocks of at most
     MAX_BLOCK_WINDOWS windows, with the same answer as one pass."""

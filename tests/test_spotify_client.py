@@ -80,7 +80,7 @@ def test_a_trickled_answer_costs_at_most_the_deadline(apis):
             time.sleep(0.2)
     a.scripted["/v1/search"] = (200, trickle, {"Content-Length": "1000"})
     api = _api(a, deadline_s=1.5)
-    api._bearer()
+    api.bearer()
     t0 = time.monotonic()
     with pytest.raises(Refused, match="deadline"):
         api.search_playlists("jazz", 5)

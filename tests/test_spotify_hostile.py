@@ -6,10 +6,15 @@ import os
 
 import pytest
 
-from genrekit.data_tools.fsio import read_csv
-from genrekit.data_tools.spotify import TMP_DIR, FetchOptions, fetch_spotify, remove_stale_temporaries
-from genrekit.data_tools.spotify_client import Http, Refused, SpotifyApi
 from genrekit.cli import main
+from genrekit.data_tools.fsio import read_csv
+from genrekit.data_tools.spotify import (
+    TMP_DIR,
+    FetchOptions,
+    fetch_spotify,
+    remove_stale_temporaries,
+)
+from genrekit.data_tools.spotify_client import Http, Refused, SpotifyApi
 from tests.spotify_server import FakeApis, _track, serve, sid
 
 

@@ -6,8 +6,10 @@ import subprocess
 import sys
 import time
 
-from genrekit.data_tools.spotify import TMP_DIR
+import pytest
+
 from genrekit.cli import main
+from genrekit.data_tools.spotify import TMP_DIR
 from tests.spotify_server import FakeApis, serve
 
 
@@ -32,6 +34,7 @@ def _partials(out) -> list:
     return found
 
 
+@pytest.mark.slow
 def test_kill_9_mid_download_then_rerun_matches_an_uninterrupted_fetch(tmp_path, monkeypatch):
     a = FakeApis()
     httpd = serve(a)

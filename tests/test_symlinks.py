@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from genrekit.cli import main
 from genrekit.data_tools.catalogue import find_tracks, scan_tracks
 from genrekit.data_tools.errors import DataError
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.data_tools.pipeline import run_augment
 from genrekit.data_tools.splits import read_splits_csv
-from genrekit.cli import main
 from tests.conftest import small_settings, write_tree
 
 

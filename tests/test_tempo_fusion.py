@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genrekit.data_tools.features import FeatureConfig, extract, tempo_bpm_axis
-from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.cli import main
+from genrekit.data_tools.features import FeatureConfig, extract, tempo_bpm_axis
 from genrekit.errors import UserError
+from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.tempi import load_tempi, row_bpm, stretch_rate
 from tests.conftest import SR, small_features
 
@@ -241,8 +241,8 @@ def test_fusion_and_tempo_refusals(tempo_data, tempo_runs, capsys, tmp_path):
 
 
 def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
-    from genrekit.tempi import unscale
     from genrekit.models import build_model
+    from genrekit.tempi import unscale
 
     cfg = small_features(**TEMPO_KW)
     m = build_model("tempocnn", cfg.feature_shape("tempogram"), 1, bpm_min=cfg.tempo_bpm_min,

@@ -65,14 +65,14 @@ def test_track_pooling_layer_matches_numpy():
 @pytest.mark.slow
 def test_default_recipe_trains_predicts_and_reloads(tmp_path):
     """No --arch: musicnn_lr. Random backbone weights keep the test offline; the pipeline is the same."""
+    from genrekit.cli import main
     from genrekit.data_tools.augment import AugmentConfig
     from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.data_tools.manifest import read_manifest
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
-    from genrekit.cli import main
     from genrekit.predict import predict_file
     from genrekit.runs import Run
     from genrekit.trackhead import predict_track_rows
-    from genrekit.data_tools.manifest import read_manifest
 
     data = write_tree(tmp_path / "d", per_genre=5, seconds=7.0, sr=16000)
     feats = tmp_path / "f"
@@ -154,8 +154,8 @@ def test_track_head_refuses_keras_only_options(tmp_path, tiny_features, capsys, 
 
 
 def test_long_tracks_are_embedded_in_steps_with_the_same_answer():
-    from genrekit.trackhead import EMBED_STEP, predict_track
     from genrekit.models import build_model
+    from genrekit.trackhead import EMBED_STEP, predict_track
 
     m = build_model("musicnn_lr", (187, 96), 3, weights="none", embedding="pooled")
     rng = np.random.default_rng(3)

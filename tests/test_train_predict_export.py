@@ -13,10 +13,10 @@ from genrekit.data_tools.manifest import read_manifest
 from genrekit.errors import UserError
 from genrekit.export import export_bundle, run_exported
 from genrekit.modelcard import MODEL_FILES
+from genrekit.models import ModelError
 from genrekit.predict import features_for, predict_file
 from genrekit.runs import Run, load_model
 from genrekit.train import TrainOptions, train
-from genrekit.models import ModelError
 from tests.conftest import SHARED
 
 pytestmark = pytest.mark.slow
