@@ -227,6 +227,21 @@ class Ring:
         return self.buf[len(self.buf) - self.filled:]
 
 
+def checked_run_and_library(run_path, library=None) -> tuple[Run, Path | None]:
+    """The run to serve and the library's real path, or one line saying why not (checked before
+    anything else starts, and before the serve extra is needed)."""
+    run = Run(run_path)
+    if run.task != "genre":
+        raise UserError(f"{run.path} is a {run.task} run; genrekit serve serves genre classifiers")
+    if library is None:
+        return run, None
+    lib = Path(library)
+    if not lib.is_dir():
+        raise UserError(f"--library {lib}: folder not found")
+    adaptable_run(run, "--library (suggest, label, adapt)")
+    return run, Path(os.path.realpath(lib))
+
+
 class Service:
     """What the server does, without the web framework: the current run (switched by adapt),
     the bounded worker pool, the library and its labels held in memory."""
@@ -242,17 +257,8 @@ class Service:
         if not (math.isfinite(max_seconds) and MIN_SECONDS <= max_seconds):
             raise UserError(f"--max-seconds must be at least {MIN_SECONDS:g}, got {max_seconds!r}")
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        run = Run(run_path)
-        if run.task != "genre":
-            raise UserError(f"{run.path} is a {run.task} run; genrekit serve serves genre classifiers")
+        run, self.library = checked_run_and_library(run_path, library)
         self.origin = run.path  # adapted runs are named after it: <origin>-adapted-<k>
-        self.library = None
-        if library is not None:
-            lib = Path(library)
-            if not lib.is_dir():
-                raise UserError(f"--library {lib}: folder not found")
-            adaptable_run(run, "--library (suggest, label, adapt)")
-            self.library = Path(os.path.realpath(lib))
         self.workers, self.queue = workers, queue
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.max_upload_mb, self.max_seconds = max_upload_mb, max_seconds
@@ -867,6 +873,7 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
     check_bind(host, token)
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be from 0 to 65535, got {port}")
+    checked_run_and_library(run_path, library)  # a bad run or library is refused without the extra too
     try:
         import python_multipart  # noqa: F401 - the upload parser, used by read_uploads
         import starlette  # noqa: F401
