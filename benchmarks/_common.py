@@ -92,3 +92,24 @@ def ood_embeddings(run, work: Path) -> dict:
            "p": np.stack(ps)}
     np.savez(cache, **out)
     return out
+
+
+def ood_bench_args(doc: str):
+    """The command line of the ood_dev benchmarks (``--run``, ``--workdir``, ``--draws``), parsed,
+    with ood_dev required: ``(args, work folder, the run)`` (the default run trained here when
+    ``--run`` is not given)."""
+    import argparse
+    import tempfile
+
+    from genrekit.runs import Run
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--run", default=None, help="a default-recipe run (default: trained on gtzan_mini here)")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--draws", type=int, default=10)
+    a = ap.parse_args()
+    if not OOD.is_dir():
+        raise SystemExit(f"ood_dev not found at {OOD}")
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="genrekit-ood-"))
+    work.mkdir(parents=True, exist_ok=True)
+    return a, work, Run(a.run or default_run(work))

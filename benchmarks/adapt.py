@@ -24,14 +24,12 @@ the CPU seconds of that adapt.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import KNOWN, NEW, OOD, default_run, ood_embeddings
+from _common import KNOWN, NEW, ood_bench_args, ood_embeddings
 
 
 def scores(proba: np.ndarray, labels: list[str], genres) -> tuple[float, float]:
@@ -93,21 +91,11 @@ def check_real_adapt(run, emb, labels, known, work: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", default=None, help="a default-recipe run (default: trained on gtzan_mini here)")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--draws", type=int, default=10)
-    a = ap.parse_args()
-    if not OOD.is_dir():
-        raise SystemExit(f"ood_dev not found at {OOD}")
+    a, work, run = ood_bench_args(__doc__)
     from genrekit.adapt import rank_suggestions
     from genrekit.evaluation.calibration import apply_temperature
-    from genrekit.runs import Run
     from genrekit.trackrun import load_embeddings
 
-    work = Path(a.workdir or tempfile.mkdtemp(prefix="genrekit-adapt-"))
-    work.mkdir(parents=True, exist_ok=True)
-    run = Run(a.run or default_run(work))
     labels, known = list(run.labels), load_embeddings(run)
     t0 = time.perf_counter()
     emb = ood_embeddings(run, work)

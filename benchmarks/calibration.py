@@ -18,23 +18,15 @@ The scaled ECE must not be worse than the raw one on ood_dev.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
-from pathlib import Path
 
 import numpy as np
-from _common import KNOWN, OOD, default_run, ood_embeddings
+from _common import KNOWN, ood_bench_args, ood_embeddings
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", default=None, help="a default-recipe run (default: trained on gtzan_mini here)")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--draws", type=int, default=10)
-    a = ap.parse_args()
-    if not OOD.is_dir():
-        raise SystemExit(f"ood_dev not found at {OOD}")
+    a, work, run = ood_bench_args(__doc__)
     from genrekit.adapt import fit_adapted_head
     from genrekit.evaluation.calibration import (
         apply_temperature,
@@ -42,13 +34,9 @@ def main() -> None:
         fit_temperature,
         nll,
     )
-    from genrekit.runs import Run
     from genrekit.trackhead import adapt_folds, head_probabilities, out_of_fold
     from genrekit.trackrun import calibrate_from_folds, load_embeddings
 
-    work = Path(a.workdir or tempfile.mkdtemp(prefix="genrekit-calibration-"))
-    work.mkdir(parents=True, exist_ok=True)
-    run = Run(a.run or default_run(work))
     labels, known = list(run.labels), load_embeddings(run)
     cal = json.loads((run.path / "calibration.json").read_text())
     emb = ood_embeddings(run, work)

@@ -322,7 +322,8 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
         write_json_atomic(run_dir / LABELS, label_list, only_if_changed=False)
         run.feature_config.save(run_dir)
         with threadpool_limits(limits=1, user_api="blas"):
-            cal = refit_rules(run_dir, model, x, y, splits, len(label_list), ADAPT_C, sw, is_user, seed, log=_log)
+            cal = refit_rules(run_dir, model, x, y, splits, len(label_list), ADAPT_C, sw, is_user, seed, log=_log,
+                              oof=(proba, held) if splits else None)
         save_embeddings(run_dir, x, [label_list[i] for i in y], head.track_ids,
                         [*known["split"], *(["user"] * n_user)], [*known["origin"], *(["user"] * n_user)])
         config = dict(run.config)

@@ -75,15 +75,16 @@ def load_embeddings(run) -> dict:
 
 def calibrate_from_folds(run_dir, x: np.ndarray, y: np.ndarray, splits, n_classes: int, C: float,
                          sample_weight=None, sharpen_rows=None, seed: int = 0, accept: float = REJECT_ACCEPT,
-                         log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
+                         log=lambda m: print(m, file=sys.stderr, flush=True), oof=None) -> dict:
     """Write ``calibration.json`` (and ``openset.npz``) of a track-model run from out-of-fold
     predictions over its known tracks ``x`` (one row per track, classes ``y``): the head at
     ``C`` (with ``sample_weight``) refitted without each fold. ``sharpen_rows`` (a boolean mask:
     the user's own tracks) are held-out tracks of other music than the training collection: the
     temperature is fitted on them when there are at least ``MIN_FOLD_TRACKS`` of them, and only
     they may make it sharper than 1. The top-probability threshold and the distance threshold
-    keep ``accept`` of the held-out tracks accepted."""
-    proba, held = out_of_fold(x, y, n_classes, C, splits, sample_weight, seed)
+    keep ``accept`` of the held-out tracks accepted. ``oof``: those out-of-fold
+    ``(probabilities, held)`` when the caller already has them (the same folds)."""
+    proba, held = oof if oof is not None else out_of_fold(x, y, n_classes, C, splits, sample_weight, seed)
     cal: dict = {"temperature": 1.0, "level": "track", "reject_threshold": None, "reject_accept": accept,
                  "reject_score": "top calibrated track probability", "fitted_on": "out-of-fold predictions",
                  "heldout_tracks": int(held.sum()), "valid_tracks": 0}
@@ -121,8 +122,8 @@ def calibrate_from_folds(run_dir, x: np.ndarray, y: np.ndarray, splits, n_classe
 
 
 def refit_rules(run_dir, model, x: np.ndarray, y: np.ndarray, splits, n_classes: int, C: float,
-                sample_weight=None, sharpen_rows=None, seed: int = 0, log=None) -> dict:
+                sample_weight=None, sharpen_rows=None, seed: int = 0, log=None, oof=None) -> dict:
     """:func:`calibrate_from_folds`, then the open-set rule on the same tracks and folds."""
     kw = {} if log is None else {"log": log}
-    calibrate_from_folds(run_dir, x, y, splits, n_classes, C, sample_weight, sharpen_rows, seed, **kw)
+    calibrate_from_folds(run_dir, x, y, splits, n_classes, C, sample_weight, sharpen_rows, seed, oof=oof, **kw)
     return fit_open_set(run_dir, model, None, [], "musicnn", embeddings=(x, splits, y), **kw)

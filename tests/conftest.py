@@ -76,3 +76,27 @@ def tiny_features(tmp_path_factory) -> Path:
                               augment=AugmentConfig(augmentations=("pitch",), pitch_semitones=(1.0,)))
     run_augment(data, base / "feats", settings, workers=1, progress=False)
     return base / "feats"
+
+
+USER_FREQS = {"low": 220.0, "mid": 660.0, "high": 1760.0}
+
+
+def noise_bursts(seconds: float, seed: int, sr: int = 16000) -> np.ndarray:
+    """A genre the tone runs never saw: noise bursts (nothing like a tone)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.4 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * (3 + seed % 3) * t) > 0)).astype(np.float32)
+
+
+def user_music(root: Path, per_genre: int, seed0: int, buzz: int, sr: int = 16000) -> Path:
+    """A user's folder-per-genre music for adapt/suggest: new tones of the low/mid/high genres
+    (``per_genre`` each) and ``buzz`` tracks of a genre the run does not know, ``buzz``."""
+    for gi, (g, f0) in enumerate(USER_FREQS.items()):
+        (root / g).mkdir(parents=True, exist_ok=True)
+        for i in range(per_genre):
+            y = tone(f0 * (1.013 + 0.021 * i), 4.0, sr, seed=seed0 + 10 * gi + i)
+            sf.write(root / g / f"mine-{g}-{seed0}-{i}.wav", y, sr, subtype="PCM_16")
+    (root / "buzz").mkdir(parents=True, exist_ok=True)
+    for i in range(buzz):
+        sf.write(root / "buzz" / f"mine-buzz-{seed0}-{i}.wav", noise_bursts(4.0, seed0 + i, sr), sr, subtype="PCM_16")
+    return root

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from genrekit.evaluation.calibration import choose_temperature
-from tests.conftest import tone, write_tree
+from tests.conftest import USER_FREQS, user_music, write_tree
 
 SR16 = 16000
-FREQS = {"low": 220.0, "mid": 660.0, "high": 1760.0}
+FREQS = USER_FREQS
 
 
 def _tree(root: Path) -> dict:
@@ -26,25 +25,6 @@ def _one_error(capsys, rc) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
     return err[0]
-
-
-def _buzz(seconds: float, seed: int) -> np.ndarray:
-    """A genre the run never saw: noise bursts (nothing like a tone)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR16)) / SR16
-    return (0.4 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * (3 + seed % 3) * t) > 0)).astype(np.float32)
-
-
-def _user_music(root: Path, per_genre: int, seed0: int, buzz: int) -> Path:
-    for gi, (g, f0) in enumerate(FREQS.items()):
-        (root / g).mkdir(parents=True, exist_ok=True)
-        for i in range(per_genre):
-            y = tone(f0 * (1.013 + 0.021 * i), 4.0, SR16, seed=seed0 + 10 * gi + i)
-            sf.write(root / g / f"mine-{g}-{seed0}-{i}.wav", y, SR16, subtype="PCM_16")
-    (root / "buzz").mkdir(parents=True, exist_ok=True)
-    for i in range(buzz):
-        sf.write(root / "buzz" / f"mine-buzz-{seed0}-{i}.wav", _buzz(4.0, seed0 + i), SR16, subtype="PCM_16")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +41,8 @@ def lr_run(tmp_path_factory):
                 progress=False)
     run = base / "run"
     assert main(["train", "--data", str(base / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
-    labelled = _user_music(base / "labelled", per_genre=2, seed0=500, buzz=4)
-    probe = _user_music(base / "probe", per_genre=1, seed0=900, buzz=3)
+    labelled = user_music(base / "labelled", per_genre=2, seed0=500, buzz=4)
+    probe = user_music(base / "probe", per_genre=1, seed0=900, buzz=3)
     adapted = base / "adapted"
     before = _tree(run)
     assert main(["adapt", "--model", str(run), "--data", str(labelled), "--out", str(adapted)]) == 0

@@ -19,36 +19,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tone, write_tree
+from tests.conftest import USER_FREQS, tone, user_music, write_tree
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("python_multipart")
 
 SR16 = 16000
-FREQS = {"low": 220.0, "mid": 660.0, "high": 1760.0}
+FREQS = USER_FREQS
 
 
 def _tree(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def _buzz(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR16)) / SR16
-    return (0.4 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * (3 + seed % 3) * t) > 0)).astype(np.float32)
-
-
-def _music(root: Path, per_genre: int, seed0: int, buzz: int) -> Path:
-    for gi, (g, f0) in enumerate(FREQS.items()):
-        (root / g).mkdir(parents=True, exist_ok=True)
-        for i in range(per_genre):
-            y = tone(f0 * (1.013 + 0.021 * i), 4.0, SR16, seed=seed0 + 10 * gi + i)
-            sf.write(root / g / f"mine-{g}-{seed0}-{i}.wav", y, SR16, subtype="PCM_16")
-    (root / "buzz").mkdir(parents=True, exist_ok=True)
-    for i in range(buzz):
-        sf.write(root / "buzz" / f"mine-buzz-{seed0}-{i}.wav", _buzz(4.0, seed0 + i), SR16, subtype="PCM_16")
-    return root
 
 
 class Server:
@@ -128,7 +110,7 @@ def lr_run(tmp_path_factory):
                 progress=False)
     run = base / "runs" / "run"
     assert main(["train", "--data", str(base / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
-    probe = _music(base / "probe", per_genre=1, seed0=900, buzz=1)
+    probe = user_music(base / "probe", per_genre=1, seed0=900, buzz=1)
     return {"run": run, "base": base, "data": data, "probe": probe}
 
 
@@ -405,7 +387,7 @@ def library(lr_run, tmp_path_factory):
     base = tmp_path_factory.mktemp("library")
     runs = base / "runs"
     shutil.copytree(lr_run["run"], runs / "run")
-    lib = _music(base / "music", per_genre=2, seed0=500, buzz=4)
+    lib = user_music(base / "music", per_genre=2, seed0=500, buzz=4)
     secret = base / "secret.wav"
     sf.write(secret, tone(440.0, 2.0, SR16, seed=3), SR16, subtype="PCM_16")
     os.symlink(secret, lib / "link.wav")  # a link out of the library
@@ -620,7 +602,7 @@ def test_the_library_loop_from_the_page(page, lr_run, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(lr_run["run"], runs / "run")
     before = _tree(runs / "run")
-    lib = _music(tmp_path / "music", per_genre=1, seed0=600, buzz=2)
+    lib = user_music(tmp_path / "music", per_genre=1, seed0=600, buzz=2)
     s = Server(runs / "run", library=lib)
     try:
         dt = page
