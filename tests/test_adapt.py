@@ -290,3 +290,27 @@ def test_nothing_is_written_inside_the_run_or_a_bundle(lr_run, tmp_path, capsys)
                  ["suggest", "--model", str(run), "--data", str(lr_run["probe"]), "--m3u", str(bundle / "l.m3u")]):
         assert "lies inside" in _one_error(capsys, main(argv))
     assert _tree(run) == before and _tree(bundle) == before_b
+
+
+def test_suggest_and_adapt_never_write_through_a_link_or_over_a_users_file(tmp_path):
+    """A link at --csv/--m3u (even one leading nowhere yet) or at adapt's --out, and a user's
+    file or folder there, are refused: nothing is written through them."""
+    from genrekit.adapt import check_new_file
+    from genrekit.errors import UserError
+    from genrekit.runs import check_new_run_path
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "dangling.csv").symlink_to(outside / "later.csv")
+    (tmp_path / "mine.csv").write_text("my own notes\n")
+    (tmp_path / "linked-run").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "my-folder").mkdir()
+    (tmp_path / "my-folder" / "notes.txt").write_text("mine")
+    for name in ("dangling.csv", "mine.csv"):
+        with pytest.raises(UserError, match="never replaces it"):
+            check_new_file(tmp_path / name, "--csv")
+    for name in ("linked-run", "my-folder"):
+        with pytest.raises(UserError):
+            check_new_run_path(tmp_path / name)
+    assert not (outside / "later.csv").exists() and list(outside.iterdir()) == []
+    assert (tmp_path / "mine.csv").read_text() == "my own notes\n"
