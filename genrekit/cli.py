@@ -43,7 +43,13 @@ from genrekit.evaluation.gan_quality import format_quality
 from genrekit.export import FORMATS as EXPORT_FORMATS
 from genrekit.export import SUFFIX_FORMATS, export, export_bundle
 from genrekit.gan import gan_generate, gan_train
-from genrekit.models.registry import DEFAULT_ARCH, REGISTRY, arch_help  # no TensorFlow
+from genrekit.models.registry import (  # no TensorFlow
+    DEFAULT_ARCH,
+    REGISTRY,
+    arch_help,
+    cv_arch_names,
+    default_arch,
+)
 from genrekit.predict import CsvOut, check_csv_target, format_line, iter_predictions
 from genrekit.train import train
 from genrekit.training import PHASE_DEFAULTS, TrainOptions, format_summary, parse_hparams
@@ -331,7 +337,7 @@ def _train_defaults() -> dict:
 
 
 def cmd_train(a) -> int:
-    arch = a.arch or ("tempocnn" if a.task == "tempo" else DEFAULT_ARCH)
+    arch = a.arch or default_arch(a.task)
     opts = TrainOptions(data=a.data, arch=arch, phase=a.phase, out=a.out, from_run=a.from_run,
                         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
                         seed=a.seed, weights=a.weights, patience=a.patience,
@@ -745,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("cv", help="K-fold cross-validation by track (mean ± std of test figures)")
     cv.add_argument("--data", required=True, help="feature folder")
-    cv_archs = [n for n, s in REGISTRY.items() if s.task == "genre" and n != "fusion"]
+    cv_archs = cv_arch_names()
     cv.add_argument("--arch", default=DEFAULT_ARCH, metavar="ARCH", choices=cv_archs,
                     type=_arch_type(cv_archs, "cv cross-validates genre classifiers trained from features"),
                     help=f"architecture: {', '.join(cv_archs)} (default {DEFAULT_ARCH}, the default recipe, as for "

@@ -26,7 +26,7 @@ from genrekit.data_tools.manifest import manifest_checksum, read_manifest
 from genrekit.errors import UserError
 from genrekit.evaluate import evaluate_rows
 from genrekit.models import get_arch
-from genrekit.models.registry import check_hparams
+from genrekit.models.registry import check_hparams, cv_arch_names
 from genrekit.progress import bar
 from genrekit.runs import Run, atomic_output, make_folders
 from genrekit.train import train
@@ -44,7 +44,7 @@ def cross_validate(data, arch: str, folds: int, out, seed: int = 0, keep_augment
     keeps every finished fold (its run folder and evaluation are complete-or-absent) and does
     only the rest; a finished cross-validation is reported again. Other settings are refused."""
     spec = get_arch(arch)
-    if spec.task != "genre" or spec.name == "fusion":
+    if arch not in cv_arch_names():
         raise UserError(f"cv cross-validates genre classifiers trained from features; {arch} is not one")
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
         raise UserError(f"--folds must be a whole number of at least 2, got {folds!r}")

@@ -114,6 +114,23 @@ def arch_names(task: str | None = None) -> list[str]:
     return [n for n, s in REGISTRY.items() if task is None or s.task == task]
 
 
+DEFAULT_ARCHS = {"genre": DEFAULT_ARCH, "tempo": "tempocnn"}  # what `train --task T` trains without --arch
+
+
+def default_arch(task: str = "genre") -> str:
+    """The architecture ``genrekit train --task TASK`` trains when no ``--arch`` is named."""
+    try:
+        return DEFAULT_ARCHS[task]
+    except KeyError:
+        raise ModelError(f"unknown task {task!r} ({' or '.join(DEFAULT_ARCHS)})") from None
+
+
+def cv_arch_names() -> list[str]:
+    """The architectures ``genrekit cv`` cross-validates: genre classifiers trained from features
+    (not fusion, which is trained from two runs)."""
+    return [n for n, s in REGISTRY.items() if s.task == "genre" and s.feature in _FEATURE_KINDS]
+
+
 def arch_help() -> str:
     """The architectures grouped by the features they read, for ``--help``:
     "musicnn features: musicnn_lr, musicnn, ...; mfcc features: ...; ..."."""
