@@ -38,6 +38,7 @@ class DecodedAudio:
 
     @property
     def duration_s(self) -> float:
+        """Length in seconds."""
         return len(self.y) / float(self.sr)
 
 
@@ -299,8 +300,12 @@ def audio_files_under(folder: str | os.PathLike) -> list[Path]:
 
 
 def peak_dbfs(y: np.ndarray) -> float:
+    """Peak level of a waveform in dB full scale (-inf for silence).
+
+    >>> round(peak_dbfs(np.array([0.5, -0.25])), 2)
+    -6.02"""
     peak = float(np.max(np.abs(y))) if y.size else 0.0
-    return -np.inf if peak <= 0 else 20.0 * np.log10(peak)
+    return -np.inf if peak <= 0 else float(20.0 * np.log10(peak))
 
 
 def stream_audio(path: str | os.PathLike, sr: int, block_samples: int, advance_samples: int,

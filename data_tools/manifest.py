@@ -55,14 +55,17 @@ def _within(path: str, base: str) -> bool:
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
+    """Manifest rows in their canonical order (feature, track, augmentation, segment)."""
     return sorted(rows, key=lambda r: (r["feature"], r["track_id"], r["augmentation"], int(r["segment"])))
 
 
 def write_manifest(path, rows: list[dict]) -> bool:
+    """Write ``manifest.csv`` atomically in canonical order; False when it was already identical."""
     return write_csv_atomic(path, sort_rows(rows), FIELDS)
 
 
 def read_manifest(folder_or_file) -> list[dict]:
+    """A feature folder's ``manifest.csv`` (or the file itself), checked, as a list of rows."""
     p = Path(folder_or_file)
     if p.is_dir():
         p = p / MANIFEST_NAME

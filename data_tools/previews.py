@@ -32,6 +32,7 @@ def _str(value) -> str:
 
 
 def deezer_preview(http: Http, isrc: str, artist: str, title: str) -> str | None:
+    """A 30 s preview URL from Deezer's public API, by ISRC, else by artist and title; None if none."""
     if isrc:
         d = http.json(f"{endpoint('GENREKIT_DEEZER_API')}track/isrc:{isrc}")
         if d and not d.get("error") and isinstance(d.get("preview"), str) and d["preview"]:
@@ -48,6 +49,7 @@ def deezer_preview(http: Http, isrc: str, artist: str, title: str) -> str | None
 
 
 def itunes_preview(http: Http, isrc: str, artist: str, title: str) -> str | None:
+    """A 30 s preview URL from the iTunes Search API matching artist and title; None if none."""
     d = http.json(f"{endpoint('GENREKIT_ITUNES_API')}search", {"term": f"{artist} {title}", "entity": "song", "limit": 10})
     items = (d or {}).get("results")
     for item in items if isinstance(items, list) else []:

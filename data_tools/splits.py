@@ -25,6 +25,7 @@ BUILTIN_SPLITS = {"gtzan-filtered": "gtzan_fault_filtered"}
 
 @dataclass
 class SplitResult:
+    """Which split each track is in, and what the split file and the folder disagree on."""
     assignment: dict[str, str]  # track_id -> split
     missing_on_disk: list[str] = field(default_factory=list)  # named in the split file, not found
     unassigned: list[str] = field(default_factory=list)  # on disk, not named in the split file
@@ -203,6 +204,7 @@ SPLITS_FIELDS = ["track_id", "genre", "split"]
 
 
 def write_splits_csv(path, tracks: list[Track], split: SplitResult) -> bool:
+    """Write ``splits.csv`` (track_id, genre, split) atomically; False when it was already identical."""
     genre = {t.track_id: t.genre for t in tracks}
     rows = [{"track_id": tid, "genre": genre[tid], "split": s}
             for tid, s in sorted(split.assignment.items())]
@@ -210,4 +212,5 @@ def write_splits_csv(path, tracks: list[Track], split: SplitResult) -> bool:
 
 
 def read_splits_csv(path) -> dict[str, str]:
+    """``splits.csv`` read back: track id -> split."""
     return {r["track_id"]: r["split"] for r in read_csv(path)}

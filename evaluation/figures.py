@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Figure:
+    """One reported figure (accuracy, F1, AUC, ...): its key, names and how it is shown."""
     key: str  # its key in one level's figures (metrics.json "clip" / "track")
     label: str  # long name: report.md
     short: str  # column header: compare table, per-genre table, plot legends
@@ -18,6 +19,7 @@ class Figure:
     needs_support: bool = False  # per genre: undefined (shown "–") for a genre absent from the set
 
     def format(self, value) -> str:
+        """``value`` as reports show it: percent with one decimal, or three decimals; "–" for None."""
         if value is None:
             return "–"
         return f"{100 * value:.1f}" if self.percent else f"{value:.3f}"

@@ -15,7 +15,12 @@ def top_k_accuracy(y_true, proba, k: int) -> float:
     ``sklearn.metrics.top_k_accuracy_score`` over every class of ``proba``'s columns (so a class
     absent from ``y_true`` still ranks). scikit-learn's rule for ties: among equal probabilities
     the class of higher index ranks first (probabilities [0.5, 0.25, 0.25], k=2: class 2 is in
-    the top 2, class 1 is not); with two classes, class 1 wins only above 0.5."""
+    the top 2, class 1 is not); with two classes, class 1 wins only above 0.5.
+
+    >>> top_k_accuracy([0, 1], [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]], k=1)
+    0.5
+    >>> top_k_accuracy([0, 1], [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]], k=2)
+    1.0"""
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
     if len(y_true) == 0:
@@ -45,7 +50,11 @@ LOSS_FLOOR = 1e-12
 
 
 def aggregate_tracks(track_ids, y_true, proba):
-    """Mean segment probabilities per track: (track_ids, y_true, proba), sorted by track id."""
+    """Mean segment probabilities per track: (track_ids, y_true, proba), sorted by track id.
+
+    >>> ids, y, p = aggregate_tracks(["b", "a", "b"], [1, 0, 1], [[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]])
+    >>> ids.tolist(), y.tolist(), p.round(2).tolist()
+    (['a', 'b'], [0, 1], [[0.9, 0.1], [0.4, 0.6]])"""
     track_ids = np.asarray(track_ids)
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
@@ -130,7 +139,11 @@ OCTAVE_FACTORS = (1.0, 2.0, 3.0, 0.5, 1.0 / 3.0)
 def tempo_metrics(true_bpm, pred_bpm, tolerance: float = 0.04) -> dict:
     """Tempo-estimation figures: mean and median absolute error in BPM, "accuracy 1" (within
     ``tolerance`` of the true tempo) and "accuracy 2" (within ``tolerance`` of the true tempo
-    times 1, 2, 3, 1/2 or 1/3: octave errors allowed) — Gouyon et al. (2006), IEEE TASLP 14(5)."""
+    times 1, 2, 3, 1/2 or 1/3: octave errors allowed) — Gouyon et al. (2006), IEEE TASLP 14(5).
+
+    >>> m = tempo_metrics([120.0, 90.0], [121.0, 180.0])
+    >>> m["accuracy1"], m["accuracy2"]
+    (0.5, 1.0)"""
     t, p = np.asarray(true_bpm, dtype=float), np.asarray(pred_bpm, dtype=float)
     if t.shape != p.shape or t.ndim != 1:
         raise ValueError("true and predicted tempi must be 1-D arrays of one length")

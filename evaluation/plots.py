@@ -69,6 +69,7 @@ def best_epoch_index(rows: list[dict]) -> int | None:
 
 
 def plot_confusion(cm, labels: list[str], path, title: str = "confusion matrix") -> Path:
+    """Write the row-normalised confusion matrix ``cm`` (rows: true genre) as a PNG at ``path``."""
     plt = _plt()
     cm = np.asarray(cm, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -122,6 +123,7 @@ def plot_per_genre(figs: dict, labels: list[str], path, title: str = "per-genre 
 
 
 def plot_roc(figs: dict, path, title: str = "one-vs-rest ROC") -> Path:
+    """Write the one-vs-rest ROC curves in ``figs`` (one level's figures, with ``roc``) as a PNG at ``path``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     styles, marks = ("-", "--", "-.", ":"), ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")

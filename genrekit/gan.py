@@ -41,6 +41,8 @@ def _real_by_genre(x: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
 
 def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_dim: int = 100, seed: int = 0,
               verbose: int = 2) -> dict:
+    """Train the conditional MFCC GAN on a feature folder's training MFCC sequences; returns the
+    run folder and its quality figures (``genrekit gan train``)."""
     import keras
 
     from genrekit.models.gan import ConditionalGAN, build_discriminator, build_generator
@@ -134,6 +136,8 @@ def _generate(run, config, per_genre: dict[str, int], seed: int, generator=None)
 
 
 def gan_generate(run, per_genre: int, out, seed: int = 0) -> dict:
+    """Write ``per_genre`` synthetic MFCC sequences per genre from a GAN run into the feature
+    folder ``out`` (manifest rows ``split=train, augmentation=synthetic``)."""
     config, generator = _load_gan(run)
     if per_genre < 1:
         raise UserError("--per-genre must be at least 1")

@@ -33,6 +33,7 @@ MUSICNN_FILES = {  # path inside the cache folder -> SHA-256 (of the files in th
 
 
 def cache_root() -> Path:
+    """Where genrekit keeps fetched weights: ``$GENREKIT_CACHE``, else ``~/.cache/genrekit``."""
     return Path(os.environ.get("GENREKIT_CACHE") or Path.home() / ".cache" / "genrekit")
 
 
@@ -80,6 +81,8 @@ def _download_wheel(tmp: Path) -> Path:
 
 
 def fetch(name: str, source: str | None = None) -> Path:
+    """Fetch and verify pretrained weights (``musicnn``: the musicnn 0.1.0 wheel from PyPI, or
+    ``source``, a local wheel or folder of the checkpoints) into :func:`cache_root`; returns their folder."""
     if name != "musicnn":
         raise UserError(f"unknown weights {name!r} (known: musicnn)")
     dest = cache_root() / "musicnn"

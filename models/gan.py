@@ -15,6 +15,7 @@ from keras import layers
 
 def build_generator(frames: int, n_mfcc: int, num_classes: int, latent_dim: int = 100,
                     embed_dim: int = 32, channels: int = 64) -> keras.Model:
+    """The conditional generator: noise and a genre id in, one (frames, n_mfcc) MFCC sequence out."""
     z = keras.Input((latent_dim,), name="noise")
     y = keras.Input((), dtype="int32", name="genre")
     e = layers.Flatten(name="genre_flat")(layers.Embedding(num_classes, embed_dim, name="genre_embedding")(
@@ -33,6 +34,7 @@ def build_generator(frames: int, n_mfcc: int, num_classes: int, latent_dim: int 
 
 def build_discriminator(frames: int, n_mfcc: int, num_classes: int, embed_dim: int = 16,
                         channels: int = 64, dropout: float = 0.3) -> keras.Model:
+    """The conditional discriminator: an MFCC sequence and a genre id in, a real/fake logit out."""
     x = keras.Input((frames, n_mfcc), name="mfcc")
     y = keras.Input((), dtype="int32", name="genre")
     e = layers.Embedding(num_classes, embed_dim, name="genre_embedding")(layers.Reshape((1,), name="genre_2d")(y))

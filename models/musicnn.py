@@ -101,6 +101,7 @@ def musicnn_backbone(frames: int = N_FRAMES, n_mels: int = N_MELS, midend_filter
 
 def vgg_backbone(frames: int = N_FRAMES, n_mels: int = N_MELS, filters: int = 128, num_tags: int = 50,
                  name: str = "musicnn_vgg") -> keras.Model:
+    """musicnn's VGG-like baseline as a Keras model (5 conv blocks, tag outputs), untrained."""
     import keras
     from keras import layers
 
@@ -226,10 +227,12 @@ def build_musicnn_classifier(input_shape, num_classes: int, weights: str | None 
 
 
 def build_musicnn(input_shape, num_classes, **kw):
+    """The musicnn classifier (registry builder): see :func:`build_musicnn_classifier`."""
     return build_musicnn_classifier(input_shape, num_classes, variant="musicnn", **kw)
 
 
 def build_musicnn_vgg(input_shape, num_classes, **kw):
+    """The musicnn VGG classifier (registry builder): see :func:`build_musicnn_classifier`."""
     return build_musicnn_classifier(input_shape, num_classes, variant="vgg", **kw)
 
 

@@ -105,18 +105,22 @@ def build_transfer(arch: str, input_shape, num_classes: int, weights="imagenet",
 
 
 def build_vgg16(input_shape, num_classes, **kw):
+    """VGG16 transfer model (registry builder): see :func:`build_transfer`."""
     return build_transfer("vgg16", input_shape, num_classes, **kw)
 
 
 def build_mobilenet(input_shape, num_classes, **kw):
+    """MobileNet v1 transfer model (registry builder): see :func:`build_transfer`."""
     return build_transfer("mobilenet", input_shape, num_classes, **kw)
 
 
 def build_mobilenetv2(input_shape, num_classes, **kw):
+    """MobileNet v2 transfer model (registry builder): see :func:`build_transfer`."""
     return build_transfer("mobilenetv2", input_shape, num_classes, **kw)
 
 
 def base_of(model: keras.Model):
+    """The pretrained base layer of a transfer model (a ModelError when it has none)."""
     try:
         return model.get_layer(BASE_NAME)
     except ValueError:
