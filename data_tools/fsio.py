@@ -43,20 +43,26 @@ def is_temporary(name: str) -> bool:
 
 @contextmanager
 def atomic_path(path, tmp: Path | None = None):
-    """Yield a temporary path beside ``path`` (default ``.<name>.<pid>.genrekit-tmp``) for the
-    caller to write; it is renamed onto ``path`` when the block completes and removed when the
-    block fails, so ``path`` is either its old self or complete."""
+    """Yield a temporary path (default ``.<name>.<pid>.genrekit-tmp`` beside ``path``; a module
+    with a scheme of its own passes ``tmp``, in the same file system) for the caller to write;
+    it is renamed onto ``path`` when the block completes and removed when the block fails, so
+    ``path`` is either its old self or complete."""
     path = Path(path)
     tmp = tmp_name(path) if tmp is None else Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        unlink_quietly(tmp)
         raise
+
+
+def unlink_quietly(path) -> None:
+    """Delete the file ``path`` if it is there (a temporary being given up: errors are ignored)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bool = False) -> bool:

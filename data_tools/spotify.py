@@ -37,7 +37,7 @@ import soundfile as sf
 
 from genrekit.data_tools.audio import load_audio
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import TempScheme, read_csv
+from genrekit.data_tools.fsio import TempScheme, atomic_path, read_csv, unlink_quietly
 from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
 from genrekit.data_tools.previews import (
     DEFAULT_MAX_PREVIEW_BYTES,
@@ -148,20 +148,8 @@ def write_atomic(out: Path, rel: str, data: bytes) -> None:
         raise DataError(f"refusing to write outside {out}: {printable(rel)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(out, re.sub(r"[^0-9A-Za-z_]", "_", Path(rel).stem)[:40] or "file")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(p: Path) -> None:
-    try:
-        p.unlink()
-    except OSError:
-        pass
+    with atomic_path(dest, tmp=tmp) as work, open(work, "wb") as fh:
+        fh.write(data)
 
 
 def remove_stale_temporaries(out: Path) -> int:
@@ -408,8 +396,8 @@ def _fetch_one(t: dict, out: Path, http: Http, opts: FetchOptions, log) -> dict:
                 log(f"{label}: {source} preview is not audio ({exc}); skipped")
                 continue
         finally:
-            _unlink(tmp)
-            _unlink(audio)
+            unlink_quietly(tmp)
+            unlink_quietly(audio)
         rel, problem = _write_track(out, t, wav)
         if rel is None:  # this track's file cannot be written: one failed track, retried by a rerun
             log(f"{label}: {problem}; skipped")

@@ -48,6 +48,7 @@ from threadpoolctl import threadpool_limits
 from genrekit.adapt import Labelled, adapt, adaptable_run, suggest
 from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info
 from genrekit.data_tools.errors import AudioDecodeError
+from genrekit.data_tools.fsio import TempScheme, remove_stale_temporaries, unlink_quietly
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import apply_temperature
 from genrekit.predict import (
@@ -176,22 +177,24 @@ def _sniff_suffix(path: Path, name: str) -> str:
 TMP_PREFIX = "genrekit-serve-"  # <system temp>/genrekit-serve-<pid>-<random>: a server's uploads
 
 
+def _remove_upload_folder(path: Path, match: re.Match) -> int:
+    """A dead server's upload folder is deleted when it is a real folder of this user's: 1, else 0."""
+    try:
+        if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+            return 0
+    except OSError:
+        return 0
+    shutil.rmtree(path, ignore_errors=True)
+    return 1
+
+
+UPLOAD_FOLDERS = TempScheme(re.compile(re.escape(TMP_PREFIX) + r"(?P<pid>\d+)-.*\Z", re.DOTALL),
+                            _remove_upload_folder)
+
+
 def remove_stale_upload_folders() -> int:
     """Remove the upload folders that killed servers of this user left in the temporary folder."""
-    n = 0
-    root = Path(tempfile.gettempdir())
-    for p in root.glob(f"{TMP_PREFIX}*-*"):
-        pid = p.name[len(TMP_PREFIX):].split("-")[0]
-        try:
-            if not pid.isdigit() or p.is_symlink() or not p.is_dir() or p.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-            n += 1
-        except OSError:
-            continue
-    return n
+    return remove_stale_temporaries(tempfile.gettempdir(), schemes=(UPLOAD_FOLDERS,))
 
 
 class TimelineRows:
@@ -240,6 +243,75 @@ def checked_run_and_library(run_path, library=None) -> tuple[Run, Path | None]:
         raise UserError(f"--library {lib}: folder not found")
     adaptable_run(run, "--library (suggest, label, adapt)")
     return run, Path(os.path.realpath(lib))
+
+
+class UploadParts:
+    """python-multipart's callbacks for one request: each file part is streamed into a private
+    temporary file in ``folder`` (``mkstemp``, never the client's name), at most MAX_FILES of
+    them; plain form fields are ignored."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: list[list] = []  # [path, display name, open file]
+        self.headers: dict = {}
+        self.field, self.value, self.current = b"", b"", None
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end}
+
+    def on_part_begin(self):
+        self.headers, self.current = {}, None
+
+    def on_header_field(self, data, start, end):
+        self.field += data[start:end]
+
+    def on_header_value(self, data, start, end):
+        self.value += data[start:end]
+
+    def on_header_end(self):
+        self.headers[self.field.decode("latin-1").lower()] = self.value
+        self.field, self.value = b"", b""
+
+    def on_headers_finished(self):
+        from python_multipart.multipart import parse_options_header
+
+        _, disp = parse_options_header(self.headers.get("content-disposition", b""))
+        if b"filename" not in disp:
+            return  # a plain form field: ignored
+        if len(self.files) >= MAX_FILES:
+            raise Problem(413, f"more than {MAX_FILES} files in one request")
+        fd, path = tempfile.mkstemp(dir=self.folder, prefix="upload-")
+        name = _display_name(disp[b"filename"].decode("utf-8", "replace"), len(self.files) + 1)
+        item = [Path(path), name, os.fdopen(fd, "wb")]
+        self.files.append(item)
+        self.current = item
+
+    def on_part_data(self, data, start, end):
+        if self.current is not None:
+            self.current[2].write(data[start:end])
+
+    def on_part_end(self):
+        if self.current is not None:
+            self.current[2].close()
+            self.current = None
+
+    def finish(self) -> list[tuple[Path, str]]:
+        """The complete files as ``(private path, display name)``, each renamed to end in the
+        extension its first bytes call for."""
+        out = []
+        for path, name, fh in self.files:
+            fh.close()
+            final = path.with_name(path.name + _sniff_suffix(path, name))
+            os.rename(path, final)
+            out.append((final, name))
+        return out
+
+    def discard(self) -> None:
+        """Close and delete every file written so far."""
+        Service._remove([f[0] for f in self.files], [f[2] for f in self.files])
 
 
 class Service:
@@ -415,55 +487,9 @@ class Service:
         if ctype != b"multipart/form-data" or not params.get(b"boundary"):
             raise Problem(415, "send the audio as multipart/form-data (curl -F file=@clip.wav), "
                                f"not {ctype.decode('latin-1') or 'no content type'}")
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                raise Problem(400, f"bad Content-Length {declared!r}") from None
-            if n > self.max_upload_bytes:
-                raise Problem(413, f"upload of {n / 1048576:.1f} MB is over --max-upload-mb {self.max_upload_mb:g}")
-        files: list[list] = []  # [path, display name, open file]
-        state = {"headers": {}, "field": b"", "value": b"", "current": None}
-
-        def on_part_begin():
-            state["headers"], state["current"] = {}, None
-
-        def on_header_field(data, start, end):
-            state["field"] += data[start:end]
-
-        def on_header_value(data, start, end):
-            state["value"] += data[start:end]
-
-        def on_header_end():
-            state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
-            state["field"], state["value"] = b"", b""
-
-        def on_headers_finished():
-            _, disp = parse_options_header(state["headers"].get("content-disposition", b""))
-            if b"filename" not in disp:
-                return  # a plain form field: ignored
-            if len(files) >= MAX_FILES:
-                raise Problem(413, f"more than {MAX_FILES} files in one request")
-            fd, path = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-            name = _display_name(disp[b"filename"].decode("utf-8", "replace"), len(files) + 1)
-            item = [Path(path), name, os.fdopen(fd, "wb")]
-            files.append(item)
-            state["current"] = item
-
-        def on_part_data(data, start, end):
-            if state["current"] is not None:
-                state["current"][2].write(data[start:end])
-
-        def on_part_end():
-            if state["current"] is not None:
-                state["current"][2].close()
-                state["current"] = None
-
-        parser = MultipartParser(params[b"boundary"], {
-            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data, "on_part_end": on_part_end})
+        self._check_declared_length(request.headers.get("content-length"))
+        parts = UploadParts(self.tmp)
+        parser = MultipartParser(params[b"boundary"], parts.callbacks())
         total = 0
         try:
             async for chunk in request.stream():
@@ -473,21 +499,26 @@ class Service:
                 if chunk:
                     parser.write(chunk)
             parser.finalize()
-            if not files:
+            if not parts.files:
                 raise Problem(400, "no file in the upload: send one or more files as multipart/form-data fields")
-            out = []
-            for path, name, fh in files:
-                fh.close()
-                final = path.with_name(path.name + _sniff_suffix(path, name))
-                os.rename(path, final)
-                out.append((final, name))
-            return out
+            return parts.finish()
         except MultipartParseError as exc:
-            self._remove([f[0] for f in files], [f[2] for f in files])
+            parts.discard()
             raise Problem(400, f"malformed multipart upload: {' '.join(str(exc).split())}") from None
         except BaseException:
-            self._remove([f[0] for f in files], [f[2] for f in files])
+            parts.discard()
             raise
+
+    def _check_declared_length(self, declared: str | None) -> None:
+        """Refuse (413) a body whose Content-Length says it is over ``--max-upload-mb``."""
+        if declared is None:
+            return
+        try:
+            n = int(declared)
+        except ValueError:
+            raise Problem(400, f"bad Content-Length {declared!r}") from None
+        if n > self.max_upload_bytes:
+            raise Problem(413, f"upload of {n / 1048576:.1f} MB is over --max-upload-mb {self.max_upload_mb:g}")
 
     @staticmethod
     def _remove(paths, handles=()) -> None:
@@ -497,10 +528,7 @@ class Service:
             except OSError:
                 pass
         for p in paths:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+            unlink_quietly(p)
 
     # -- the live stream ---------------------------------------------------------------------
 
@@ -654,51 +682,68 @@ def _ws_token(websocket) -> dict:
     return headers
 
 
-def make_app(service: Service, token: str | None = None):
-    """The Starlette application serving ``service``."""
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
+def _guarded(handler, token: str | None):
+    """``handler`` behind the ``/v1`` checks, its refusals answered as ``{"error": ...}``."""
     from starlette.requests import ClientDisconnect
-    from starlette.responses import FileResponse, Response
-    from starlette.routing import Route, WebSocketRoute
-    from starlette.websockets import WebSocketDisconnect
 
-    def guarded(handler):
-        async def endpoint(request):
-            try:
-                _authorised(request.headers, token)
-                return await handler(request)
-            except Problem as exc:
-                return _json({"error": exc.message}, exc.status, exc.headers)
-            except UserError as exc:
-                return _json({"error": " ".join(str(exc).split())}, 400)
-            except MemoryError:
-                return _json({"error": "out of memory (the input is too large for this machine)"}, 507)
-            except ClientDisconnect:
-                return _json({"error": "the client went away before the upload was complete"}, 400)
-        return endpoint
-
-    async def json_body(request) -> dict:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise Problem(415, "send a JSON body with Content-Type: application/json")
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > 65536:
-                raise Problem(413, "JSON body over 64 KB")
+    async def endpoint(request):
         try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise Problem(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise Problem(400, "the JSON body must be an object")
-        return body
+            _authorised(request.headers, token)
+            return await handler(request)
+        except Problem as exc:
+            return _json({"error": exc.message}, exc.status, exc.headers)
+        except UserError as exc:
+            return _json({"error": " ".join(str(exc).split())}, 400)
+        except MemoryError:
+            return _json({"error": "out of memory (the input is too large for this machine)"}, 507)
+        except ClientDisconnect:
+            return _json({"error": "the client went away before the upload was complete"}, 400)
+    return endpoint
 
-    async def model(request):
-        return _json(service.model_info())
 
-    async def predict(request):
+async def _json_body(request) -> dict:
+    """A request's JSON object (at most 64 KB), or :class:`Problem`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise Problem(415, "send a JSON body with Content-Type: application/json")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > 65536:
+            raise Problem(413, "JSON body over 64 KB")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise Problem(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "the JSON body must be an object")
+    return body
+
+
+def _stream_rate(text: str, default: int) -> int | None:
+    """The sample rate a stream's text message ``{"sr": <Hz>}`` names (``default`` when the
+    object names none), None when it is not such a message or the rate is out of range."""
+    try:
+        cfg = json.loads(text)
+        new_sr = int(cfg.get("sr", default)) if isinstance(cfg, dict) else None
+    except (ValueError, TypeError):
+        new_sr = None
+    return new_sr if new_sr is not None and 1000 <= new_sr <= 384000 else None
+
+
+class Endpoints:
+    """The handlers of :func:`make_app`'s routes, over one :class:`Service`."""
+
+    def __init__(self, service: Service, token: str | None):
+        self.service, self.token = service, token
+        self.static_files = ({p.name: p for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
+                             if STATIC.is_dir() else {})
+
+    async def model(self, request):
+        return _json(self.service.model_info())
+
+    async def predict(self, request):
+        service = self.service
         q = request.query_params
         top_k = _query_int(q, "top_k", 3, 1, 1000)
         reject = _reject_param(q)
@@ -713,25 +758,28 @@ def make_app(service: Service, token: str | None = None):
                 Service._remove([p for p, _ in uploads])
         return _json(body, status)
 
-    async def library_index(request):
-        return _json(service.library_listing())
+    async def library_index(self, request):
+        return _json(self.service.library_listing())
 
-    async def library_get(request):
-        real = service.library_file(request.path_params["path"])
+    async def library_get(self, request):
+        from starlette.responses import FileResponse
+
+        real = self.service.library_file(request.path_params["path"])
         return FileResponse(real, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
-    async def label(request):
-        service._need_library()
-        body = await json_body(request)
-        return _json(service.label(body.get("path"), body.get("genre")))
+    async def label(self, request):
+        self.service._need_library()
+        body = await _json_body(request)
+        return _json(self.service.label(body.get("path"), body.get("genre")))
 
-    async def labels(request):
-        service._need_library()
-        return _json({"labels": service.label_list()})
+    async def labels(self, request):
+        self.service._need_library()
+        return _json({"labels": self.service.label_list()})
 
-    async def suggest_(request):
+    async def suggest(self, request):
+        service = self.service
         service._need_library()
-        body = await json_body(request)
+        body = await _json_body(request)
         n = body.get("n", 10)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
             raise Problem(400, f"n must be a whole number from 1 to 1000, got {n!r}")
@@ -739,13 +787,15 @@ def make_app(service: Service, token: str | None = None):
         async with service.slot():
             return _json(await service.run_in_pool(service.suggest, n))
 
-    async def adapt_(request):
+    async def adapt(self, request):
+        service = self.service
         service._need_library()
-        await json_body(request)
+        await _json_body(request)
         async with service.slot():
             return _json(await service.run_in_pool(service.adapt))
 
-    async def stream(websocket):
+    async def stream(self, websocket):
+        service, token = self.service, self.token
         try:
             _authorised(_ws_token(websocket), token)
             q = websocket.query_params
@@ -761,20 +811,20 @@ def make_app(service: Service, token: str | None = None):
             return
         service.streams += 1  # the event loop's own count: no lock needed
         try:
-            await _stream(websocket, answerer)
+            await self._stream(websocket, answerer)
         finally:
             service.streams -= 1
 
-    async def _stream(websocket, answerer):
+    async def _stream(self, websocket, answerer):
+        from starlette.websockets import WebSocketDisconnect
+
         protos = [p for p in websocket.scope.get("subprotocols", []) if p.startswith("bearer.")]
         await websocket.accept(subprotocol=protos[0] if protos else None)
         run = answerer.run
-        sr = run_sr = run.feature_config.sr
-        win, hop = window_geometry(run, streaming=True)
-        ring = Ring(max(win, int(STREAM_SECONDS * run_sr)))
-        resampler, received, due = None, 0, win
-        await websocket.send_json({"type": "hello", "run": run.path.name, "sample_rate": run_sr,
-                                   "hop_s": hop / run_sr, "buffer_s": len(ring.buf) / run_sr,
+        listener = _Listener(run, self.service, answerer)
+        await websocket.send_json({"type": "hello", "run": run.path.name, "sample_rate": listener.run_sr,
+                                   "hop_s": listener.hop / listener.run_sr,
+                                   "buffer_s": len(listener.ring.buf) / listener.run_sr,
                                    "labels": list(run.labels)})
         try:
             while True:
@@ -782,86 +832,110 @@ def make_app(service: Service, token: str | None = None):
                 if msg["type"] == "websocket.disconnect":
                     return
                 if msg.get("text") is not None:
-                    try:
-                        cfg = json.loads(msg["text"])
-                        new_sr = int(cfg.get("sr", run_sr)) if isinstance(cfg, dict) else None
-                    except (ValueError, TypeError):
-                        new_sr = None
-                    if new_sr is None or not 1000 <= new_sr <= 384000:
-                        await websocket.send_json({"type": "error", "error": "expected {\"sr\": <sample rate in Hz>} "
-                                                                             "then binary float32 PCM"})
-                        continue
-                    if received == 0 and new_sr != sr:
-                        import soxr
-
-                        sr = new_sr
-                        resampler = None if sr == run_sr else soxr.ResampleStream(sr, run_sr, 1, dtype="float32",
-                                                                                   quality="HQ")
-                    await websocket.send_json({"type": "ready", "sr": sr})
-                    continue
-                data = msg.get("bytes") or b""
-                if len(data) % 4:
-                    await websocket.send_json({"type": "error", "error": "binary messages must be float32 PCM "
-                                                                         "(a multiple of 4 bytes)"})
-                    continue
-                x = np.frombuffer(data, dtype="<f4")
-                if not np.all(np.isfinite(x)):
-                    await websocket.send_json({"type": "error", "error": "PCM holds NaN or infinite samples"})
-                    continue
-                if resampler is not None:
-                    x = resampler.resample_chunk(x)
-                ring.push(x)
-                received += len(x)
-                if received < due:
-                    continue
-                due = received + hop
-                try:
-                    async with service.slot():
-                        out = await service.run_in_pool(service.estimate, ring.view().copy(), answerer,
-                                                        received / run_sr)
-                except Busy:
-                    out = {"type": "busy", "t_s": round(received / run_sr, 3)}
-                await websocket.send_json(out)
+                    out = listener.configure(msg["text"])
+                else:
+                    out = await listener.hear(msg.get("bytes") or b"")
+                if out is not None:
+                    await websocket.send_json(out)
         except WebSocketDisconnect:
             return
 
-    static_files = {p.name: p for p in STATIC.iterdir() if p.suffix in STATIC_TYPES} if STATIC.is_dir() else {}
+    def page(self, name: str):
+        """A file of the page (``serve_static``), or 404."""
+        from starlette.responses import Response
 
-    def page_response(name: str):
-        p = static_files.get(name)
+        p = self.static_files.get(name)
         if p is None:
             return Response("not found", status_code=404, media_type="text/plain")
         return Response(p.read_bytes(), media_type=STATIC_TYPES[p.suffix],
                         headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                                  "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
 
-    async def index(request):
-        return page_response("index.html")
+    async def index(self, request):
+        return self.page("index.html")
 
-    async def static(request):
-        return page_response(request.path_params["name"])
+    async def static(self, request):
+        return self.page(request.path_params["name"])
 
-    async def not_found(request, exc):
+    async def not_found(self, request, exc):
         return _json({"error": f"{request.url.path}: {exc.detail}"}, exc.status_code)
 
-    async def failed(request, exc):
-        service.log(f"genrekit serve: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+    async def failed(self, request, exc):
+        self.service.log(f"genrekit serve: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
         return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
+
+class _Listener:
+    """One ``/v1/stream`` connection's state: the sample rate the client sends at (resampled to
+    the run's), the ring buffer of what was heard, and when the next estimate is due."""
+
+    def __init__(self, run: Run, service: Service, answerer: Predictions):
+        self.service, self.answerer = service, answerer
+        self.sr = self.run_sr = run.feature_config.sr
+        win, self.hop = window_geometry(run, streaming=True)
+        self.ring = Ring(max(win, int(STREAM_SECONDS * self.run_sr)))
+        self.resampler, self.received, self.due = None, 0, win
+
+    def configure(self, text: str) -> dict:
+        """The answer to a text message: ``{"sr": <Hz>}`` sets the client's rate (before any PCM)."""
+        new_sr = _stream_rate(text, self.run_sr)
+        if new_sr is None:
+            return {"type": "error", "error": "expected {\"sr\": <sample rate in Hz>} then binary float32 PCM"}
+        if self.received == 0 and new_sr != self.sr:
+            import soxr
+
+            self.sr = new_sr
+            self.resampler = None if self.sr == self.run_sr else soxr.ResampleStream(
+                self.sr, self.run_sr, 1, dtype="float32", quality="HQ")
+        return {"type": "ready", "sr": self.sr}
+
+    async def hear(self, data: bytes) -> dict | None:
+        """Take a binary message of PCM; the estimate when one is due (None until then)."""
+        if len(data) % 4:
+            return {"type": "error", "error": "binary messages must be float32 PCM (a multiple of 4 bytes)"}
+        x = np.frombuffer(data, dtype="<f4")
+        if not np.all(np.isfinite(x)):
+            return {"type": "error", "error": "PCM holds NaN or infinite samples"}
+        if self.resampler is not None:
+            x = self.resampler.resample_chunk(x)
+        self.ring.push(x)
+        self.received += len(x)
+        if self.received < self.due:
+            return None
+        self.due = self.received + self.hop
+        service, t_s = self.service, self.received / self.run_sr
+        try:
+            async with service.slot():
+                return await service.run_in_pool(service.estimate, self.ring.view().copy(), self.answerer, t_s)
+        except Busy:
+            return {"type": "busy", "t_s": round(t_s, 3)}
+
+
+def make_app(service: Service, token: str | None = None):
+    """The Starlette application serving ``service``."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route, WebSocketRoute
+
+    h = Endpoints(service, token)
+
+    def guarded(handler):
+        return _guarded(handler, token)
+
     routes = [
-        Route("/", index),
-        Route("/static/{name}", static),
-        Route("/v1/model", guarded(model)),
-        Route("/v1/predict", guarded(predict), methods=["POST"]),
-        WebSocketRoute("/v1/stream", stream),
-        Route("/v1/library", guarded(library_index)),
-        Route("/v1/library/{path:path}", guarded(library_get)),
-        Route("/v1/labels", guarded(labels)),
-        Route("/v1/label", guarded(label), methods=["POST"]),
-        Route("/v1/suggest", guarded(suggest_), methods=["POST"]),
-        Route("/v1/adapt", guarded(adapt_), methods=["POST"]),
+        Route("/", h.index),
+        Route("/static/{name}", h.static),
+        Route("/v1/model", guarded(h.model)),
+        Route("/v1/predict", guarded(h.predict), methods=["POST"]),
+        WebSocketRoute("/v1/stream", h.stream),
+        Route("/v1/library", guarded(h.library_index)),
+        Route("/v1/library/{path:path}", guarded(h.library_get)),
+        Route("/v1/labels", guarded(h.labels)),
+        Route("/v1/label", guarded(h.label), methods=["POST"]),
+        Route("/v1/suggest", guarded(h.suggest), methods=["POST"]),
+        Route("/v1/adapt", guarded(h.adapt), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: failed})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: h.not_found, Exception: h.failed})
     app.state.service = service
     return app
 
