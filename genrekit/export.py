@@ -29,7 +29,8 @@ from genrekit.runs import (
     refuse_inside_owner,
 )
 
-BUNDLE_SIDE_FILES = ("labels.json", "feature_config.json", "calibration.json", "MODEL_CARD.md", "model_card.json")
+BUNDLE_SIDE_FILES = ("labels.json", "feature_config.json", "calibration.json", "MODEL_CARD.md",
+                     "model_card.json")
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,13 @@ def export(run_path, fmt: str, out: str | None = None) -> Path:
     model = run.model()
     with atomic_output(target, folder=f.folder, replace=replace) as work:
         _write(model, f, work)
+        made_by = {"format": f.name, "run": str(run.path.resolve())}
         if f.folder:
-            write_json_atomic(work / EXPORT_MARKER, {"format": f.name, "run": str(run.path.resolve()),
-                                                     "arch": run.arch, "labels": run.labels},
-                              only_if_changed=False)
-        elif out is not None:  # the record that lets a later export of this run replace it, and only that
-            write_json_atomic(_record_path(target), {"format": f.name, "run": str(run.path.resolve()),
-                                                     "sha256": keep + [_sha256(work)]}, only_if_changed=False)
+            marker = {**made_by, "arch": run.arch, "labels": run.labels}
+            write_json_atomic(work / EXPORT_MARKER, marker, only_if_changed=False)
+        elif out is not None:  # the record that lets a later export of this run (only) replace it
+            record = {**made_by, "sha256": keep + [_sha256(work)]}
+            write_json_atomic(_record_path(target), record, only_if_changed=False)
     return target
 
 
@@ -121,7 +122,8 @@ def _refuse_inside_owner(target: Path, run: Run, own_run_ok: bool) -> None:
     at): genrekit never writes into another run's or bundle's folder (nor, for a single file, into
     the run's own, where its checkpoint lies)."""
     owner = enclosing_owner(target)
-    if owner is not None and own_run_ok and owner[1] == "a run folder" and owner[0].resolve() == run.path.resolve():
+    if (owner is not None and own_run_ok and owner[1] == "a run folder"
+            and owner[0].resolve() == run.path.resolve()):
         return
     refuse_inside_owner(target)
 
@@ -133,22 +135,24 @@ def _check_file_target(target: Path, fmt: Format, run: Run) -> tuple[bool, list[
     if target.is_symlink():
         raise UserError(f"--out {target} is a symbolic link; give a new path")
     if target.is_dir():
-        raise UserError(f"--out {target} is a folder; --format {fmt.name} writes one file: give a file path "
-                        f"(e.g. {target / fmt.file})")
+        raise UserError(f"--out {target} is a folder; --format {fmt.name} writes one file: "
+                        f"give a file path (e.g. {target / fmt.file})")
     _refuse_inside_owner(target, run, own_run_ok=False)
     rec = _record_path(target)
     if rec.is_symlink() or (rec.exists() and not rec.is_file()):
-        raise UserError(f"{rec} (the record of a single-file export) is not a regular file; give a new --out")
+        raise UserError(f"{rec} (the record of a single-file export) is not a regular file; "
+                        "give a new --out")
     if not target.exists():
         if rec.exists() and not _is_record(rec):
             raise UserError(f"{rec} exists and genrekit did not write it; give a new --out")
         return False, []
     if not _recorded(target, run):
-        raise UserError(f"--out {target} exists and is not an earlier single-file export of this run (no matching "
-                        f"record {rec.name}); genrekit does not replace what it did not write: choose a new --out")
+        raise UserError(f"--out {target} exists and is not an earlier single-file export of "
+                        f"this run (no matching record {rec.name}); genrekit does not replace what "
+                        "it did not write: choose a new --out")
     if not target.stat().st_mode & stat.S_IWUSR:
-        raise UserError(f"--out {target} is read-only; genrekit does not replace a file made read-only: "
-                        "choose a new --out")
+        raise UserError(f"--out {target} is read-only; genrekit does not replace a file made "
+                        "read-only: choose a new --out")
     return True, [_sha256(target)]
 
 
@@ -157,7 +161,8 @@ def _is_record(rec: Path) -> bool:
         doc = loads_json(rec.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(doc, dict) and isinstance(doc.get("run"), str) and isinstance(doc.get("sha256"), list)
+    return (isinstance(doc, dict) and isinstance(doc.get("run"), str)
+            and isinstance(doc.get("sha256"), list))
 
 
 def export_bundle(run_path, formats, out=None) -> Path:
@@ -172,7 +177,8 @@ def export_bundle(run_path, formats, out=None) -> Path:
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in BY_NAME]
     if unknown or not formats:
-        raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: {', '.join(FORMATS)})")
+        raise UserError(f"unknown export format {', '.join(unknown) or repr('')} "
+                        f"(known: {', '.join(FORMATS)})")
     run = Run(run_path)
     target = Path(out) if out else run.path / "export"
     _refuse_inside_owner(target, run, own_run_ok=True)
@@ -188,12 +194,14 @@ def export_bundle(run_path, formats, out=None) -> Path:
         for f in formats:
             _write(model, BY_NAME[f], work / BY_NAME[f].file)
         write_json_atomic(work / "labels.json", list(run.labels), only_if_changed=False)
-        write_json_atomic(work / "feature_config.json", run.feature_config.to_dict(), only_if_changed=False)
+        write_json_atomic(work / "feature_config.json", run.feature_config.to_dict(),
+                          only_if_changed=False)
         write_json_atomic(work / "calibration.json", calibration, only_if_changed=False)
         write_json_atomic(work / "model_card.json", card, only_if_changed=False)
         write_text_atomic(work / "MODEL_CARD.md", model_card_markdown(card), only_if_changed=False)
         side = list(BUNDLE_SIDE_FILES)
-        if calibration.get("reject_rule") == "embedding_distance":  # what --reject's distance rule needs
+        # what --reject's distance rule needs
+        if calibration.get("reject_rule") == "embedding_distance":
             load_distance_stats(run)  # a damaged file is refused, not shipped
             shutil.copyfile(run.path / OPENSET_FILE, work / OPENSET_FILE)
             side.append(OPENSET_FILE)
@@ -208,8 +216,9 @@ def _need_tf2onnx() -> None:
     try:
         import tf2onnx  # noqa: F401
     except ImportError:
-        raise UserError("ONNX export needs tf2onnx and onnx (and onnxruntime to run the export): from a genrekit "
-                        "checkout pip install \".[export]\", or pip install tf2onnx onnx onnxruntime") from None
+        raise UserError("ONNX export needs tf2onnx and onnx (and onnxruntime to run the export): "
+                        "from a genrekit checkout pip install \".[export]\", or pip install "
+                        "tf2onnx onnx onnxruntime") from None
 
 
 def _check_bundle_target(target: Path, run: Run) -> bool:
@@ -220,15 +229,17 @@ def _check_bundle_target(target: Path, run: Run) -> bool:
     if not target.exists():
         return False
     if not target.is_dir():
-        raise UserError(f"--out {target} exists and is not a folder; an export bundle is a new folder (or give a "
-                        f"path ending in {', '.join(SUFFIX_FORMATS)} to write the model file alone)")
+        raise UserError(f"--out {target} exists and is not a folder; an export bundle is a new "
+                        f"folder (or give a path ending in {', '.join(SUFFIX_FORMATS)} to write "
+                        "the model file alone)")
     names = {p.name for p in target.iterdir()}
     if not names:
         return False
     mine = set()
     try:
         marker = loads_json((target / EXPORT_MARKER).read_text(encoding="utf-8"))
-        if isinstance(marker, dict) and marker.get("bundle") == 1 and isinstance(marker.get("files"), list):
+        if (isinstance(marker, dict) and marker.get("bundle") == 1
+                and isinstance(marker.get("files"), list)):
             mine = {f for f in marker["files"] if isinstance(f, str)} | {EXPORT_MARKER}
     except (OSError, UnicodeDecodeError, ValueError):
         pass
@@ -238,14 +249,16 @@ def _check_bundle_target(target: Path, run: Run) -> bool:
     by_file = {f.file: f for f in TABLE}
     own_dir = os.path.realpath(target) == os.path.realpath(run.path / "export")
     mine |= {n for n in names - mine if n in by_file and (
-        (own_dir and by_file[n].recognise(target / n)) or (not by_file[n].folder and _recorded(target / n, run)))}
+        (own_dir and by_file[n].recognise(target / n))
+        or (not by_file[n].folder and _recorded(target / n, run)))}
     mine |= {n for n in names - mine if n.endswith(".genrekit-export.json") and n.startswith(".")
              and _recorded(target / n[1:-len(".genrekit-export.json")], run)}
     other = sorted(names - mine)
     if other:
-        what = "holds files genrekit did not write" if EXPORT_MARKER in mine else "is not a genrekit export bundle"
-        raise UserError(f"--out {target} exists and {what} (e.g. {other[0]}); genrekit does not replace what it "
-                        "did not write: choose a new --out")
+        what = ("holds files genrekit did not write" if EXPORT_MARKER in mine
+                else "is not a genrekit export bundle")
+        raise UserError(f"--out {target} exists and {what} (e.g. {other[0]}); genrekit does not "
+                        "replace what it did not write: choose a new --out")
     return True
 
 
@@ -260,8 +273,8 @@ def _check_target(target: Path, fmt: Format) -> bool:
     """Refuse a target genrekit may not write; True when it holds a genrekit export of ``fmt``
     that may be replaced."""
     if target.is_dir() and not target.is_symlink() and not fmt.folder:
-        raise UserError(f"--out {target} is a folder; --format {fmt.name} writes one file: give a file path "
-                        f"(e.g. {target / fmt.file})")
+        raise UserError(f"--out {target} is a folder; --format {fmt.name} writes one file: "
+                        f"give a file path (e.g. {target / fmt.file})")
     if target.is_symlink():
         raise UserError(f"--out {target} is a symbolic link; give a new path")
     if not target.exists():
@@ -356,7 +369,8 @@ def _normalization_reads_variables(model) -> None:
         am, mean = layer.adapt_mean, getattr(layer, "mean", None)
         if mean is None or len(am.shape) > len(mean.shape):
             continue
-        lead, tail = tuple(mean.shape)[:len(mean.shape) - len(am.shape)], tuple(mean.shape)[len(mean.shape) - len(am.shape):]
+        cut = len(mean.shape) - len(am.shape)
+        lead, tail = tuple(mean.shape)[:cut], tuple(mean.shape)[cut:]
         if tail == tuple(am.shape) and all(d == 1 for d in lead):
             object.__setattr__(layer, "mean", am)
             object.__setattr__(layer, "variance", layer.adapt_variance)
@@ -398,15 +412,16 @@ def run_onnx(model_path, x):
 
 
 TABLE: tuple[Format, ...] = (
-    Format("keras", "model.keras", False, "a keras model file", _write_keras, _recogniser(_is_keras_file),
-           _run_keras),
-    Format("saved_model", "saved_model", True, "a genrekit SavedModel export", _write_saved_model,
-           _recogniser(_is_saved_model), _run_saved_model),
-    Format("tflite", "model.tflite", False, "a tflite model file", _write_tflite, _recogniser(_is_tflite_file),
-           run_tflite),
-    Format("onnx", "model.onnx", False, "a onnx model file", _write_onnx, _recogniser(_is_onnx_file),
-           run_onnx, _need_tf2onnx),
+    Format("keras", "model.keras", False, "a keras model file",
+           _write_keras, _recogniser(_is_keras_file), _run_keras),
+    Format("saved_model", "saved_model", True, "a genrekit SavedModel export",
+           _write_saved_model, _recogniser(_is_saved_model), _run_saved_model),
+    Format("tflite", "model.tflite", False, "a tflite model file",
+           _write_tflite, _recogniser(_is_tflite_file), run_tflite),
+    Format("onnx", "model.onnx", False, "a onnx model file",
+           _write_onnx, _recogniser(_is_onnx_file), run_onnx, _need_tf2onnx),
 )
 BY_NAME = {f.name: f for f in TABLE}
 FORMATS = tuple(BY_NAME)
-SUFFIX_FORMATS = {f.suffix: f.name for f in TABLE if not f.folder}  # --out FILE: the model file alone
+# --out FILE ending in one of these: that format's model file alone
+SUFFIX_FORMATS = {f.suffix: f.name for f in TABLE if not f.folder}

@@ -63,7 +63,8 @@ from genrekit.runs import Run
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MAX_UPLOAD_MB = 50.0  # --max-upload-mb: the whole request body
-MAX_SECONDS = 3600.0  # --max-seconds: audio per uploaded file (predict reads any length; a server bounds it)
+# --max-seconds: audio per uploaded file (predict reads any length; a server bounds it)
+MAX_SECONDS = 3600.0
 MAX_FILES = 32  # files per /v1/predict request
 STREAM_SECONDS = 10.0  # /v1/stream estimates over the last this many seconds (a ring buffer)
 MAX_STREAMS = 16  # websockets open at once (each holds a STREAM_SECONDS ring buffer)
@@ -73,7 +74,8 @@ STATIC = Path(__file__).with_name("serve_static")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'")
 TRUE = ("1", "true", "yes", "on")
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{8,}")  # an HTTP token (RFC 9110 tchar)
 GENRE_NAME = re.compile(r"[^/\\\x00-\x1f]{1,64}")
@@ -89,8 +91,8 @@ class Problem(Exception):
 
 class Busy(Problem):
     def __init__(self):
-        super().__init__(503, "the server is busy (every worker and queue place is taken); retry shortly",
-                         {"Retry-After": str(RETRY_AFTER_S)})
+        super().__init__(503, "the server is busy (every worker and queue place is taken); "
+                              "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def is_loopback(host: str) -> bool:
@@ -107,11 +109,13 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse, with one line, to listen beyond this machine without a token."""
     if token is not None and not TOKEN_CHARS.fullmatch(token):
-        raise UserError("--token must be at least 8 characters: letters, digits and !#$%&'*+-.^_`|~ (a browser "
-                        "sends it as a websocket subprotocol, which allows no others)")
+        raise UserError("--token must be at least 8 characters: letters, digits and "
+                        "!#$%&'*+-.^_`|~ (a browser sends it as a websocket subprotocol, which "
+                        "allows no others)")
     if not is_loopback(host) and token is None:
-        raise UserError(f"--host {host} is reachable from other machines: give --token T (clients then send "
-                        "'Authorization: Bearer T'), or keep the default --host 127.0.0.1")
+        raise UserError(f"--host {host} is reachable from other machines: give --token T "
+                        "(clients then send 'Authorization: Bearer T'), or keep the default "
+                        "--host 127.0.0.1")
 
 
 def _query_int(q, name: str, default: int, lo: int, hi: int) -> int:
@@ -178,7 +182,8 @@ TMP_PREFIX = "genrekit-serve-"  # <system temp>/genrekit-serve-<pid>-<random>: a
 
 
 def _remove_upload_folder(path: Path, match: re.Match) -> int:
-    """A dead server's upload folder is deleted when it is a real folder of this user's: 1, else 0."""
+    """A dead server's upload folder is deleted when it is a real folder of this user's: 1,
+    else 0."""
     try:
         if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
             return 0
@@ -257,6 +262,7 @@ class UploadParts:
         self.field, self.value, self.current = b"", b"", None
 
     def callbacks(self) -> dict:
+        """The callbacks, by python-multipart's names."""
         return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
                 "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
                 "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
@@ -325,7 +331,8 @@ class Service:
         if not 0 <= queue <= 10000:
             raise UserError(f"--queue must be from 0 to 10000, got {queue}")
         if not (math.isfinite(max_upload_mb) and 0 < max_upload_mb <= 100000):
-            raise UserError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb!r}")
+            raise UserError("--max-upload-mb must be a positive number of megabytes, "
+                            f"got {max_upload_mb!r}")
         if not (math.isfinite(max_seconds) and MIN_SECONDS <= max_seconds):
             raise UserError(f"--max-seconds must be at least {MIN_SECONDS:g}, got {max_seconds!r}")
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -339,7 +346,8 @@ class Service:
         self._admitted, self._count_lock = 0, threading.Lock()
         self._adapt_lock = threading.Lock()
         self.streams = 0
-        self.labels: dict[str, tuple[str, str]] = {}  # real path -> (path within the library, genre)
+        # real path -> (path within the library, genre)
+        self.labels: dict[str, tuple[str, str]] = {}
         remove_stale_upload_folders()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # 0700: ours alone
         self.started = time.time()
@@ -398,12 +406,13 @@ class Service:
             "feature_config": run.config.get("feature_config"),
             "calibration": run.calibration, "temperature": run.temperature, "rejection": rejection,
             "metrics": metrics,
-            "adapted": None if not a else {k: a.get(k) for k in ("tracks", "tracks_per_genre", "new_genres",
-                                                               "before_accuracy", "after_accuracy")},
+            "adapted": None if not a else {k: a.get(k) for k in (
+                "tracks", "tracks_per_genre", "new_genres", "before_accuracy", "after_accuracy")},
             "library": self.library is not None,
-            "limits": {"max_upload_mb": self.max_upload_mb, "max_seconds": self.max_seconds, "max_files": MAX_FILES,
-                       "workers": self.workers, "queue": self.queue},
-            "stream": {"sample_rate": sr, "hop_s": hop / sr, "buffer_s": max(STREAM_SECONDS, win / sr),
+            "limits": {"max_upload_mb": self.max_upload_mb, "max_seconds": self.max_seconds,
+                       "max_files": MAX_FILES, "workers": self.workers, "queue": self.queue},
+            "stream": {"sample_rate": sr, "hop_s": hop / sr,
+                       "buffer_s": max(STREAM_SECONDS, win / sr),
                        "format": "float32 little-endian mono PCM, binary messages"},
         }
 
@@ -424,14 +433,16 @@ class Service:
 
     async def run_in_pool(self, fn, *args):
         def call():
-            with threadpool_limits(limits=1, user_api="blas"):  # as predict does (see Predictions.__iter__)
+            # one BLAS thread per worker, as predict does (see Predictions.__iter__)
+            with threadpool_limits(limits=1, user_api="blas"):
                 return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     # -- predict -------------------------------------------------------------------------------
 
     def predict_paths(self, uploads: list[tuple[Path, str]], top_k: int = 3, reject: bool = False,
-                      reject_threshold: float | None = None, timeline: bool = False) -> tuple[int, dict]:
+                      reject_threshold: float | None = None,
+                      timeline: bool = False) -> tuple[int, dict]:
         """(HTTP status, body) for uploaded files ``(private path, display name)``: each result
         is ``genrekit predict``'s for that file, named by its display name."""
         run = self.run
@@ -442,8 +453,9 @@ class Service:
             try:
                 native_sr, _, frames = audio_info(path)
                 if native_sr > 0 and frames / native_sr > self.max_seconds:
-                    results[i] = {"file": name, "error": f"{frames / native_sr:.0f} s long, more than "
-                                                         f"--max-seconds {self.max_seconds:g}"}
+                    results[i] = {"file": name,
+                                  "error": f"{frames / native_sr:.0f} s long, more than "
+                                           f"--max-seconds {self.max_seconds:g}"}
                     too_long = True
                     continue
             except AudioDecodeError:
@@ -500,11 +512,13 @@ class Service:
                     parser.write(chunk)
             parser.finalize()
             if not parts.files:
-                raise Problem(400, "no file in the upload: send one or more files as multipart/form-data fields")
+                raise Problem(400, "no file in the upload: send one or more files as "
+                                   "multipart/form-data fields")
             return parts.finish()
         except MultipartParseError as exc:
             parts.discard()
-            raise Problem(400, f"malformed multipart upload: {' '.join(str(exc).split())}") from None
+            why = " ".join(str(exc).split())
+            raise Problem(400, f"malformed multipart upload: {why}") from None
         except BaseException:
             parts.discard()
             raise
@@ -518,7 +532,8 @@ class Service:
         except ValueError:
             raise Problem(400, f"bad Content-Length {declared!r}") from None
         if n > self.max_upload_bytes:
-            raise Problem(413, f"upload of {n / 1048576:.1f} MB is over --max-upload-mb {self.max_upload_mb:g}")
+            raise Problem(413, f"upload of {n / 1048576:.1f} MB is over --max-upload-mb "
+                               f"{self.max_upload_mb:g}")
 
     @staticmethod
     def _remove(paths, handles=()) -> None:
@@ -536,7 +551,8 @@ class Service:
         """A rolling estimate over waveform ``y`` (the ring buffer's contents), as predict
         would answer for a file holding that audio."""
         run = answerer.run
-        entry = {"type": "estimate", "t_s": round(t_s, 3), "span_s": round(len(y) / run.feature_config.sr, 3)}
+        entry = {"type": "estimate", "t_s": round(t_s, 3),
+                 "span_s": round(len(y) / run.feature_config.sr, 3)}
         try:
             x = waveform_windows(y, run)
         except AudioDecodeError as exc:
@@ -552,14 +568,16 @@ class Service:
 
     def _need_library(self) -> Path:
         if self.library is None:
-            raise Problem(404, "no library: start the server with --library DIR for suggest, label and adapt")
+            raise Problem(404, "no library: start the server with --library DIR for suggest, "
+                               "label and adapt")
         return self.library
 
     def library_file(self, rel: str) -> Path:
         """The real path of the audio file ``rel`` names within the library; refused with 403
         when it (or a link on the way) leads outside it, 404 when it is not an audio file there."""
         lib = self._need_library()
-        if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or rel.startswith(("\\", "~")):
+        if (not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel)
+                or rel.startswith(("\\", "~"))):
             raise Problem(403, f"{rel!r} is not a path within the library")
         real = Path(os.path.realpath(lib / rel))
         if not self._inside(real):
@@ -588,8 +606,8 @@ class Service:
         if genre is None or genre == "":
             self.labels.pop(str(real), None)
             return {"labels": self.label_list()}
-        if not isinstance(genre, str) or not GENRE_NAME.fullmatch(genre.strip()) or genre.strip().startswith(".") \
-                or genre.strip().lower() == "unknown":
+        if (not isinstance(genre, str) or not GENRE_NAME.fullmatch(genre.strip())
+                or genre.strip().startswith(".") or genre.strip().lower() == "unknown"):
             raise Problem(400, f"{genre!r} is not a usable genre name")
         self.labels[str(real)] = (os.path.relpath(real, self.library), genre.strip())
         return {"labels": self.label_list()}
@@ -597,12 +615,15 @@ class Service:
     def suggest(self, n: int) -> dict:
         lib = self._need_library()
         notes: list[str] = []
-        outside = sum(not self._inside(f) for f in audio_files_under(lib))  # links out: never suggested
-        items = [it for it in suggest(self.run, lib, n=n + outside, log=notes.append) if self._inside(it.path)][:n]
+        # files reached through a link out of the library are never suggested
+        outside = sum(not self._inside(f) for f in audio_files_under(lib))
+        found = suggest(self.run, lib, n=n + outside, log=notes.append)
+        items = [it for it in found if self._inside(it.path)][:n]
         by_real = {k: g for k, (_, g) in self.labels.items()}
         return {"run": self.run.path.name, "notes": notes, "suggestions": [
-            {"path": os.path.relpath(s.path, lib), "guess": s.guess, "probability": round(s.probability, 4),
-             "margin": round(s.margin, 4), "label": by_real.get(os.path.realpath(s.path))} for s in items]}
+            {"path": os.path.relpath(s.path, lib), "guess": s.guess,
+             "probability": round(s.probability, 4), "margin": round(s.margin, 4),
+             "label": by_real.get(os.path.realpath(s.path))} for s in items]}
 
     def next_adapted_path(self) -> Path:
         k = 1
@@ -627,7 +648,8 @@ class Service:
             result = adapt(old, out, items=items, source=str(lib))
             new = Run(result.run)
             self._load(new)
-            self.labels.clear()  # they are in the new run now (adapting again with them would be refused)
+            # they are in the new run now (adapting again with them would be refused)
+            self.labels.clear()
             self.log(f"genrekit serve: adapted {old.path.name} -> {new.path.name}; serving it")
             return {"run": new.path.name, "previous": old.path.name, "result": asdict(result),
                     "before": {"labels": before["labels"], "metrics": before["metrics"]},
@@ -657,19 +679,24 @@ def _authorised(headers, token: str | None) -> None:
     else a loopback Host (no DNS rebinding); a browser's Origin must be the server itself."""
     host = headers.get("host", "")
     origin = headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():  # "null" (a sandboxed page) too
-        raise Problem(403, f"requests from {origin} are not allowed (only from this server's own page)")
-    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):  # e.g. <audio src> elsewhere
-        raise Problem(403, "requests from other sites are not allowed (only from this server's own page)")
+    # an Origin "null" (a sandboxed page) is refused too
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        raise Problem(403, f"requests from {origin} are not allowed (only from this server's "
+                           "own page)")
+    # e.g. an <audio src> on another site
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Problem(403, "requests from other sites are not allowed (only from this server's "
+                           "own page)")
     if token is None:
         if not is_loopback(_host_of(host)):
             raise Problem(403, f"Host {host!r} is not this machine; use http://127.0.0.1:PORT/")
         return
     auth = headers.get("authorization", "")
     scheme, _, given = auth.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Problem(401, "missing or wrong token: send 'Authorization: Bearer T' (the --token the server "
-                           "was started with)", {"WWW-Authenticate": "Bearer"})
+    if (scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.strip().encode(), token.encode())):
+        raise Problem(401, "missing or wrong token: send 'Authorization: Bearer T' (the --token "
+                           "the server was started with)", {"WWW-Authenticate": "Bearer"})
 
 
 def _ws_token(websocket) -> dict:
@@ -740,9 +767,11 @@ class Endpoints:
                              if STATIC.is_dir() else {})
 
     async def model(self, request):
+        """GET /v1/model: what the server serves (:meth:`Service.model_info`)."""
         return _json(self.service.model_info())
 
     async def predict(self, request):
+        """POST /v1/predict: ``genrekit predict``'s results for the uploaded files."""
         service = self.service
         q = request.query_params
         top_k = _query_int(q, "top_k", 3, 1, 1000)
@@ -752,31 +781,37 @@ class Endpoints:
         async with service.slot():
             uploads = await service.read_uploads(request)
             try:
-                status, body = await service.run_in_pool(service.predict_paths, uploads, top_k, reject, threshold,
-                                                         timeline)
+                status, body = await service.run_in_pool(service.predict_paths, uploads, top_k,
+                                                         reject, threshold, timeline)
             finally:
                 Service._remove([p for p, _ in uploads])
         return _json(body, status)
 
     async def library_index(self, request):
+        """GET /v1/library: the library's audio files and the labels given so far."""
         return _json(self.service.library_listing())
 
     async def library_get(self, request):
+        """GET /v1/library/PATH: one audio file of the library (to listen to it)."""
         from starlette.responses import FileResponse
 
         real = self.service.library_file(request.path_params["path"])
-        return FileResponse(real, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        return FileResponse(real, headers={"Cache-Control": "no-store",
+                                           "X-Content-Type-Options": "nosniff"})
 
     async def label(self, request):
+        """POST /v1/label ``{"path", "genre"}``: label a library file (no genre unlabels it)."""
         self.service._need_library()
         body = await _json_body(request)
         return _json(self.service.label(body.get("path"), body.get("genre")))
 
     async def labels(self, request):
+        """GET /v1/labels: the labels given so far."""
         self.service._need_library()
         return _json({"labels": self.service.label_list()})
 
     async def suggest(self, request):
+        """POST /v1/suggest ``{"n"}``: the library's tracks most worth labelling."""
         service = self.service
         service._need_library()
         body = await _json_body(request)
@@ -788,6 +823,7 @@ class Endpoints:
             return _json(await service.run_in_pool(service.suggest, n))
 
     async def adapt(self, request):
+        """POST /v1/adapt: adapt the run to the labels into a new run folder, and serve it."""
         service = self.service
         service._need_library()
         await _json_body(request)
@@ -795,6 +831,7 @@ class Endpoints:
             return _json(await service.run_in_pool(service.adapt))
 
     async def stream(self, websocket):
+        """WS /v1/stream: a rolling genre estimate of the PCM the client sends."""
         service, token = self.service, self.token
         try:
             _authorised(_ws_token(websocket), token)
@@ -822,7 +859,8 @@ class Endpoints:
         await websocket.accept(subprotocol=protos[0] if protos else None)
         run = answerer.run
         listener = _Listener(run, self.service, answerer)
-        await websocket.send_json({"type": "hello", "run": run.path.name, "sample_rate": listener.run_sr,
+        await websocket.send_json({"type": "hello", "run": run.path.name,
+                                   "sample_rate": listener.run_sr,
                                    "hop_s": listener.hop / listener.run_sr,
                                    "buffer_s": len(listener.ring.buf) / listener.run_sr,
                                    "labels": list(run.labels)})
@@ -848,20 +886,26 @@ class Endpoints:
         if p is None:
             return Response("not found", status_code=404, media_type="text/plain")
         return Response(p.read_bytes(), media_type=STATIC_TYPES[p.suffix],
-                        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                        headers={"Content-Security-Policy": CSP,
+                                 "X-Content-Type-Options": "nosniff",
                                  "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
 
     async def index(self, request):
+        """GET /: the page."""
         return self.page("index.html")
 
     async def static(self, request):
+        """GET /static/NAME: the page's scripts, styles and images."""
         return self.page(request.path_params["name"])
 
     async def not_found(self, request, exc):
+        """Starlette's HTTP errors (404, 405) as ``{"error": ...}``."""
         return _json({"error": f"{request.url.path}: {exc.detail}"}, exc.status_code)
 
     async def failed(self, request, exc):
-        self.service.log(f"genrekit serve: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        """Anything unexpected: logged, and answered 500 without details."""
+        why = " ".join(str(exc).split())
+        self.service.log(f"genrekit serve: internal error: {type(exc).__name__}: {why}")
         return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
 
@@ -877,10 +921,12 @@ class _Listener:
         self.resampler, self.received, self.due = None, 0, win
 
     def configure(self, text: str) -> dict:
-        """The answer to a text message: ``{"sr": <Hz>}`` sets the client's rate (before any PCM)."""
+        """The answer to a text message: ``{"sr": <Hz>}`` sets the client's rate (before any
+        PCM)."""
         new_sr = _stream_rate(text, self.run_sr)
         if new_sr is None:
-            return {"type": "error", "error": "expected {\"sr\": <sample rate in Hz>} then binary float32 PCM"}
+            return {"type": "error",
+                    "error": "expected {\"sr\": <sample rate in Hz>} then binary float32 PCM"}
         if self.received == 0 and new_sr != self.sr:
             import soxr
 
@@ -892,7 +938,8 @@ class _Listener:
     async def hear(self, data: bytes) -> dict | None:
         """Take a binary message of PCM; the estimate when one is due (None until then)."""
         if len(data) % 4:
-            return {"type": "error", "error": "binary messages must be float32 PCM (a multiple of 4 bytes)"}
+            return {"type": "error",
+                    "error": "binary messages must be float32 PCM (a multiple of 4 bytes)"}
         x = np.frombuffer(data, dtype="<f4")
         if not np.all(np.isfinite(x)):
             return {"type": "error", "error": "PCM holds NaN or infinite samples"}
@@ -906,7 +953,8 @@ class _Listener:
         service, t_s = self.service, self.received / self.run_sr
         try:
             async with service.slot():
-                return await service.run_in_pool(service.estimate, self.ring.view().copy(), self.answerer, t_s)
+                return await service.run_in_pool(service.estimate, self.ring.view().copy(),
+                                                 self.answerer, t_s)
         except Busy:
             return {"type": "busy", "t_s": round(t_s, 3)}
 
@@ -935,7 +983,8 @@ def make_app(service: Service, token: str | None = None):
         Route("/v1/suggest", guarded(h.suggest), methods=["POST"]),
         Route("/v1/adapt", guarded(h.adapt), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: h.not_found, Exception: h.failed})
+    app = Starlette(routes=routes,
+                    exception_handlers={HTTPException: h.not_found, Exception: h.failed})
     app.state.service = service
     return app
 
@@ -947,7 +996,8 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
     check_bind(host, token)
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be from 0 to 65535, got {port}")
-    checked_run_and_library(run_path, library)  # a bad run or library is refused without the extra too
+    # a bad run or library is refused without the extra too
+    checked_run_and_library(run_path, library)
     try:
         import python_multipart  # noqa: F401 - the upload parser, used by read_uploads
         import starlette  # noqa: F401
@@ -965,11 +1015,13 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
         sock.close()
         raise
     app = make_app(service, token)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=STREAM_MAX_MESSAGE,
-                            lifespan="off", server_header=False, timeout_keep_alive=5)
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            ws_max_size=STREAM_MAX_MESSAGE, lifespan="off", server_header=False,
+                            timeout_keep_alive=5)
     class _Server(uvicorn.Server):
+        # signals are handled below: uvicorn's re-raise would skip the clean-up
         @contextmanager
-        def capture_signals(self):  # signals are handled below: uvicorn's re-raise would skip the clean-up
+        def capture_signals(self):
             yield
 
     server = _Server(config)

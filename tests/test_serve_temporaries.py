@@ -13,21 +13,23 @@ def test_stale_upload_folders_of_dead_servers_only(tmp_path, monkeypatch):
     p = subprocess.Popen(["true"])
     p.wait()
     dead, me = p.pid, os.getpid()
-    gone = [tmp_path / f"{serve.TMP_PREFIX}{dead}-abc123", tmp_path / f"{serve.TMP_PREFIX}{dead}-x-y"]
+    pre = serve.TMP_PREFIX
+    gone = [tmp_path / f"{pre}{dead}-abc123", tmp_path / f"{pre}{dead}-x-y"]
     for d in gone:
         d.mkdir()
         (d / "upload-1.wav").write_bytes(b"RIFF")
     target = tmp_path / "elsewhere"
     target.mkdir()
-    kept = [tmp_path / f"{serve.TMP_PREFIX}{me}-alive", tmp_path / f"{serve.TMP_PREFIX}{dead}x-notapid",
-            tmp_path / f"{serve.TMP_PREFIX}{dead}", tmp_path / "genrekit-serve-notes"]
+    kept = [tmp_path / f"{pre}{me}-alive", tmp_path / f"{pre}{dead}x-notapid",
+            tmp_path / f"{pre}{dead}", tmp_path / "genrekit-serve-notes"]
     for d in kept:
         d.mkdir()
-    link = tmp_path / f"{serve.TMP_PREFIX}{dead}-link"
+    link = tmp_path / f"{pre}{dead}-link"
     link.symlink_to(target, target_is_directory=True)
-    plain = tmp_path / f"{serve.TMP_PREFIX}{dead}-file"
+    plain = tmp_path / f"{pre}{dead}-file"
     plain.write_text("a file")
     assert serve.remove_stale_upload_folders() == 2
     assert not any(d.exists() for d in gone)
-    assert all(d.is_dir() for d in kept) and link.is_symlink() and target.is_dir() and plain.is_file()
+    assert all(d.is_dir() for d in kept)
+    assert link.is_symlink() and target.is_dir() and plain.is_file()
     assert serve.remove_stale_upload_folders() == 0
