@@ -83,16 +83,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bo
 
 
 def write_text_atomic(path, text: str, only_if_changed: bool = True) -> bool:
+    """Write ``text`` as UTF-8 to ``path`` atomically (by default only when it changed)."""
     return write_bytes_atomic(path, text.encode("utf-8"), only_if_changed=only_if_changed)
 
 
 def write_json_atomic(path, obj, only_if_changed: bool = True) -> bool:
+    """Write ``obj`` as indented JSON with sorted keys to ``path`` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     return write_text_atomic(path, text, only_if_changed)
 
 
 def write_csv_atomic(path, rows: list[dict], fieldnames: list[str],
                      only_if_changed: bool = True) -> bool:
+    """Write ``rows`` as CSV (``fieldnames`` in that order, ``\\n`` line ends) atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -129,6 +132,7 @@ def csv_header(path) -> list[str]:
 
 
 def save_npy_atomic(path, array: np.ndarray) -> None:
+    """Save ``array`` as a .npy file (no pickles) atomically."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     write_bytes_atomic(path, buf.getvalue())
