@@ -32,31 +32,39 @@ _TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.genrekit-tmp$")
 
 
 def tmp_name(path: Path) -> Path:
-    """The temporary beside ``path`` this process writes before renaming: ``.<name>.<pid>.genrekit-tmp``."""
+    """The temporary beside ``path`` this process writes before renaming:
+    ``.<name>.<pid>.genrekit-tmp``."""
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
 def is_temporary(name: str) -> bool:
-    """True for a file name genrekit's atomic writes use as a temporary (``.<name>.<pid>.genrekit-tmp``)."""
+    """True for a file name genrekit's atomic writes use as a temporary
+    (``.<name>.<pid>.genrekit-tmp``)."""
     return bool(_TMP_RE.match(name))
 
 
 @contextmanager
 def atomic_path(path, tmp: Path | None = None):
-    """Yield a temporary path beside ``path`` (default ``.<name>.<pid>.genrekit-tmp``) for the
-    caller to write; it is renamed onto ``path`` when the block completes and removed when the
-    block fails, so ``path`` is either its old self or complete."""
+    """Yield a temporary path (default ``.<name>.<pid>.genrekit-tmp`` beside ``path``; a module
+    with a scheme of its own passes ``tmp``, in the same file system) for the caller to write;
+    it is renamed onto ``path`` when the block completes and removed when the block fails, so
+    ``path`` is either its old self or complete."""
     path = Path(path)
     tmp = tmp_name(path) if tmp is None else Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        unlink_quietly(tmp)
         raise
+
+
+def unlink_quietly(path) -> None:
+    """Delete the file ``path`` if it is there (a temporary being given up: errors are ignored)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bool = False) -> bool:
@@ -75,14 +83,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, only_if_changed: bo
 
 
 def write_text_atomic(path, text: str, only_if_changed: bool = True) -> bool:
+    """Write ``text`` as UTF-8 to ``path`` atomically (by default only when it changed)."""
     return write_bytes_atomic(path, text.encode("utf-8"), only_if_changed=only_if_changed)
 
 
 def write_json_atomic(path, obj, only_if_changed: bool = True) -> bool:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", only_if_changed)
+    """Write ``obj`` as indented JSON with sorted keys to ``path`` atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    return write_text_atomic(path, text, only_if_changed)
 
 
-def write_csv_atomic(path, rows: list[dict], fieldnames: list[str], only_if_changed: bool = True) -> bool:
+def write_csv_atomic(path, rows: list[dict], fieldnames: list[str],
+                     only_if_changed: bool = True) -> bool:
+    """Write ``rows`` as CSV (``fieldnames`` in that order, ``\\n`` line ends) atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -119,6 +132,7 @@ def csv_header(path) -> list[str]:
 
 
 def save_npy_atomic(path, array: np.ndarray) -> None:
+    """Save ``array`` as a .npy file (no pickles) atomically."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     write_bytes_atomic(path, buf.getvalue())
@@ -130,7 +144,8 @@ def save_png_atomic(path, image: np.ndarray) -> None:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=3)
+    pixels = np.ascontiguousarray(image, dtype=np.uint8)
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG", compress_level=3)
     write_bytes_atomic(path, buf.getvalue())
 
 
@@ -153,7 +168,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_file(path: Path, match: re.Match) -> int:
-    """A stale temporary that is a plain file (never a link, never a folder) is deleted: 1, else 0."""
+    """A stale temporary that is a plain file (never a link, never a folder) is deleted: 1,
+    else 0."""
     if path.is_symlink() or not path.is_file():
         return 0
     try:
@@ -246,7 +262,8 @@ def own_folder_marker(folder, marker: str, flag: str, command: str) -> dict | No
         doc = None
     if not isinstance(doc, dict) or (folder / marker).is_symlink():
         raise DataError(f"{flag} {folder} is a folder that {command} did not make (no {marker}); "
-                        f"genrekit does not write into folders it did not make: choose a new or empty {flag}")
+                        "genrekit does not write into folders it did not make: choose a new or "
+                        f"empty {flag}")
     return doc
 
 
@@ -258,11 +275,11 @@ def check_no_links(root, folders, flag: str = "--out", files=()) -> None:
     root = Path(root)
     for rel in files:
         if (root / rel).is_symlink():
-            raise DataError(f"{root / rel} is a symbolic link inside {flag} {root}; genrekit does not write "
-                            f"through links: remove it or choose a new {flag}")
+            raise DataError(f"{root / rel} is a symbolic link inside {flag} {root}; genrekit does "
+                            f"not write through links: remove it or choose a new {flag}")
         if (root / rel).is_file() and not (root / rel).stat().st_mode & stat.S_IWUSR:
-            raise DataError(f"{root / rel} is read-only; genrekit does not replace a file made read-only: "
-                            f"make it writable or choose a new {flag}")
+            raise DataError(f"{root / rel} is read-only; genrekit does not replace a file made "
+                            f"read-only: make it writable or choose a new {flag}")
     seen: set[Path] = set()
     for rel in folders:
         p = root
@@ -272,10 +289,10 @@ def check_no_links(root, folders, flag: str = "--out", files=()) -> None:
                 continue
             seen.add(p)
             if p.is_symlink():
-                raise DataError(f"{p} is a symbolic link inside {flag} {root}; genrekit does not write through "
-                                f"links: remove it or choose a new {flag}")
+                raise DataError(f"{p} is a symbolic link inside {flag} {root}; genrekit does not "
+                                f"write through links: remove it or choose a new {flag}")
             if not p.exists():
                 break
             if not p.is_dir():
-                raise DataError(f"{p} is in the way inside {flag} {root} (a file where genrekit writes a folder); "
-                                f"remove it or choose a new {flag}")
+                raise DataError(f"{p} is in the way inside {flag} {root} (a file where genrekit "
+                                f"writes a folder); remove it or choose a new {flag}")

@@ -7,9 +7,9 @@ public preview source looked up by ISRC or by artist and title (Deezer, iTunes; 
 ``spotify_manifest.csv``. Then clean the set: duplicates by track id / ISRC / audio content are
 dropped, and tracks found under two genres are dropped from both (as the MobileNet study did).
 
-Everything from the network is untrusted (:mod:`genrekit.data_tools.spotify_client`): a track or playlist
-id that is not a Spotify id (22 base62 characters) is refused with a report line and never
-reaches a file name; every output path is checked to lie under ``--out``; a preview that is
+Everything from the network is untrusted (:mod:`genrekit.data_tools.spotify_client`): a track or
+playlist id that is not a Spotify id (22 base62 characters) is refused with a report line and
+never reaches a file name; every output path is checked to lie under ``--out``; a preview that is
 refused (bad scheme or redirect, over the size cap, past the deadline, cut short) or is not
 audio is one skipped track, reported, and the fetch goes on with the rest.
 
@@ -37,7 +37,7 @@ import soundfile as sf
 
 from genrekit.data_tools.audio import load_audio
 from genrekit.data_tools.errors import DataError
-from genrekit.data_tools.fsio import TempScheme, read_csv
+from genrekit.data_tools.fsio import TempScheme, atomic_path, read_csv, unlink_quietly
 from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
 from genrekit.data_tools.previews import (
     DEFAULT_MAX_PREVIEW_BYTES,
@@ -57,13 +57,14 @@ from genrekit.data_tools.spotify_client import (
     spotify_api,
 )
 
-__all__ = ["FetchOptions", "FetchReport", "fetch_spotify", "format_fetch_report", "safe_name", "track_file", "Http",
-           "NetworkError", "Refused", "SpotifyApi", "ENDPOINTS", "endpoint", "MANIFEST", "REPORT", "TMP_DIR"]
+__all__ = ["FetchOptions", "FetchReport", "fetch_spotify", "format_fetch_report", "safe_name",
+           "track_file", "Http", "NetworkError", "Refused", "SpotifyApi", "ENDPOINTS", "endpoint",
+           "MANIFEST", "REPORT", "TMP_DIR"]
 
 MANIFEST = "spotify_manifest.csv"
 REPORT = "fetch_report.md"
-FIELDS = ["track_id", "isrc", "artist", "title", "playlist", "genre", "preview_source", "file", "sha256",
-          "status"]
+FIELDS = ["track_id", "isrc", "artist", "title", "playlist", "genre", "preview_source", "file",
+          "sha256", "status"]
 PREVIEW_SOURCES = ("spotify", "deezer", "itunes")
 SR = 22050
 MAX_PREVIEW_S = 120.0  # previews are 30 s; decode no more than this of whatever arrives
@@ -71,14 +72,16 @@ DROPPED = ".dropped"
 TMP_DIR = ".genrekit-tmp"
 TMP_MARK = ".genrekit-part"
 # <stem>.<pid>.genrekit-part[.ext]
-_TMP_SCHEME = TempScheme(re.compile(r"[0-9A-Za-z_]+\.(?P<pid>\d+)" + re.escape(TMP_MARK) + r"(\.[a-z0-9]{1,4})?\Z"))
+_TMP_SCHEME = TempScheme(re.compile(r"[0-9A-Za-z_]+\.(?P<pid>\d+)" + re.escape(TMP_MARK)
+                                    + r"(\.[a-z0-9]{1,4})?\Z"))
 _ISRC = re.compile(r"[A-Za-z0-9]{12}")
 MAX_LISTED = 200  # report lines per list
 
 
 # -- file names and paths --------------------------------------------------------------------
 
-NAME_MAX_BYTES = 255  # one path component, in bytes of UTF-8 (ext4, XFS, btrfs, APFS; NTFS: 255 UTF-16 units)
+# one path component, in bytes of UTF-8 (ext4, XFS, btrfs, APFS; NTFS: 255 UTF-16 units)
+NAME_MAX_BYTES = 255
 # replaced in names: control characters (C0, DEL, C1), lone surrogates (no UTF-8 for them), line and
 # paragraph separators, bidirectional overrides and isolates (they make a listing lie about a
 # name), the path separators and what Windows refuses in a name
@@ -87,7 +90,8 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\
 
 
 def _cut_bytes(s: str, max_bytes: int) -> str:
-    """The longest prefix of ``s`` whose UTF-8 is at most ``max_bytes`` bytes (never half a character)."""
+    """The longest prefix of ``s`` whose UTF-8 is at most ``max_bytes`` bytes (never half a
+    character)."""
     b = s.encode("utf-8")
     return s if len(b) <= max_bytes else b[:max_bytes].decode("utf-8", "ignore")
 
@@ -128,7 +132,8 @@ def _safe_rel(out: Path, rel) -> bool:
     if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
         return False
     p = Path(rel)
-    if p.is_absolute() or any(part in ("..", ".", "") for part in rel.split("/")) or p.parts[0] in (DROPPED, TMP_DIR):
+    if (p.is_absolute() or any(part in ("..", ".", "") for part in rel.split("/"))
+            or p.parts[0] in (DROPPED, TMP_DIR)):
         return False
     return _inside(out, out / p) and _inside(out, out / DROPPED / p)
 
@@ -148,20 +153,8 @@ def write_atomic(out: Path, rel: str, data: bytes) -> None:
         raise DataError(f"refusing to write outside {out}: {printable(rel)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(out, re.sub(r"[^0-9A-Za-z_]", "_", Path(rel).stem)[:40] or "file")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(p: Path) -> None:
-    try:
-        p.unlink()
-    except OSError:
-        pass
+    with atomic_path(dest, tmp=tmp) as work, open(work, "wb") as fh:
+        fh.write(data)
 
 
 def remove_stale_temporaries(out: Path) -> int:
@@ -208,7 +201,8 @@ class FetchReport:
     duplicates: int = 0
     cross_genre: int = 0
     skipped_tracks: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # this run: ids, links and manifest rows refused
+    # this run: ids, links and manifest rows refused
+    refused: list[str] = field(default_factory=list)
     no_playlists: list[str] = field(default_factory=list)
     fetched_now: int = 0
 
@@ -218,8 +212,8 @@ class FetchReport:
 def _check_options(opts: FetchOptions) -> None:
     bad = [s for s in opts.preview_sources if s not in PREVIEW_SOURCES]
     if bad or not opts.preview_sources:
-        raise DataError(f"unknown preview source(s) {', '.join(printable(b, 20) for b in bad) or '(none)'} "
-                        f"(known: {', '.join(PREVIEW_SOURCES)})")
+        named = ", ".join(printable(b, 20) for b in bad) or "(none)"
+        raise DataError(f"unknown preview source(s) {named} (known: {', '.join(PREVIEW_SOURCES)})")
     if not opts.genres:
         raise DataError("no genres given (--genres blues,classical,...)")
     if opts.per_genre < 1 or opts.playlists_per_genre < 1:
@@ -233,7 +227,10 @@ def _check_options(opts: FetchOptions) -> None:
         raise DataError(f"--out {out} exists and is not a folder")
 
 
-def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None, http: Http | None = None) -> FetchReport:
+def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None,
+                  http: Http | None = None) -> FetchReport:
+    """Build or resume the set in ``opts.out`` (see the module's description); the report of
+    the whole set on disk."""
     log = opts.log or (lambda m: print(m, file=sys.stderr, flush=True))
     _check_options(opts)
     out = Path(opts.out)
@@ -254,7 +251,8 @@ def fetch_spotify(opts: FetchOptions, api: SpotifyApi | None = None, http: Http 
         _drop_tmp_dir(out)
 
 
-def _fetch_into(out: Path, opts: FetchOptions, api: SpotifyApi, http: Http, report: FetchReport, log) -> FetchReport:
+def _fetch_into(out: Path, opts: FetchOptions, api: SpotifyApi, http: Http, report: FetchReport,
+                log) -> FetchReport:
     rows = _load_manifest(out, report, log)
     done = {(r["genre"], r["track_id"]): r for r in rows}
     try:
@@ -271,7 +269,8 @@ def _fetch_into(out: Path, opts: FetchOptions, api: SpotifyApi, http: Http, repo
                 key = (genre, t["track_id"])
                 prev = done.get(key)
                 if prev and not prev["status"].startswith("failed") and (
-                        not prev["file"] or (out / prev["file"]).is_file() or (out / DROPPED / prev["file"]).is_file()):
+                        not prev["file"] or (out / prev["file"]).is_file()
+                        or (out / DROPPED / prev["file"]).is_file()):
                     continue  # fetched, found to have no audio, or skipped, in an earlier run
                 row = _fetch_one(t, out, http, opts, log)
                 rows = [r for r in rows if (r["genre"], r["track_id"]) != key] + [row]
@@ -298,13 +297,15 @@ def _load_manifest(out: Path, report: FetchReport, log) -> list[dict]:
     try:
         raw = read_csv(path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {path}: {exc}; move it away to start the set afresh") from None
+        raise DataError(f"cannot read {path}: {exc}; move it away to start the set "
+                        "afresh") from None
     rows: dict = {}
     for r in raw:
         r = {k: (r.get(k) or "") if isinstance(r.get(k), str) else "" for k in FIELDS}
-        if not is_spotify_id(r["track_id"]) or not r["genre"] or (r["file"] and not _safe_rel(out, r["file"])):
-            msg = (f"{MANIFEST}: row for track {printable(r['track_id'], 40)} ignored (not a Spotify id, "
-                   "or a file outside the set)")
+        if (not is_spotify_id(r["track_id"]) or not r["genre"]
+                or (r["file"] and not _safe_rel(out, r["file"]))):
+            msg = (f"{MANIFEST}: row for track {printable(r['track_id'], 40)} ignored (not a "
+                   "Spotify id, or a file outside the set)")
             report.refused.append(msg)
             log(msg)
             continue
@@ -329,26 +330,30 @@ def _refuse(report: FetchReport, log, msg: str) -> None:
     log(msg)
 
 
-def _genre_tracks(api: SpotifyApi, genre: str, opts: FetchOptions, report: FetchReport, log) -> list[dict]:
+def _genre_tracks(api: SpotifyApi, genre: str, opts: FetchOptions, report: FetchReport,
+                  log) -> list[dict]:
     """Tracks of the first playlists Spotify finds for the genre's name (deduplicated by id)."""
     playlists = api.search_playlists(genre, opts.playlists_per_genre, opts.market)
     seen, out = set(), []
     for pl in playlists[: opts.playlists_per_genre]:
         pid = pl.get("id")
         if not is_spotify_id(pid):
-            _refuse(report, log, f"genre {genre}: playlist id {printable(pid, 40)} is not a Spotify id; skipped")
+            _refuse(report, log, f"genre {genre}: playlist id {printable(pid, 40)} is not a "
+                                 "Spotify id; skipped")
             continue
         refused: list[str] = []
         for page in api.playlist_pages(pid, opts.market, refused=refused):
             items = page.get("items")
             for item in items if isinstance(items, list) else []:
                 t = item.get("track") if isinstance(item, dict) else None
-                if not isinstance(t, dict) or t.get("type", "track") != "track" or t.get("id") is None:
-                    continue  # an episode, a local file, a removed track
+                # an episode, a local file, a removed track: not a track
+                if (not isinstance(t, dict) or t.get("type", "track") != "track"
+                        or t.get("id") is None):
+                    continue
                 tid = t.get("id")
                 if not is_spotify_id(tid):
-                    _refuse(report, log, f"genre {genre}: track id {printable(tid, 40)} is not a Spotify id "
-                                         "(22 letters and digits); skipped")
+                    _refuse(report, log, f"genre {genre}: track id {printable(tid, 40)} is not a "
+                                         "Spotify id (22 letters and digits); skipped")
                     continue
                 if tid in seen:
                     continue
@@ -395,7 +400,8 @@ def _fetch_one(t: dict, out: Path, http: Http, opts: FetchOptions, log) -> dict:
         try:
             try:
                 with open(tmp, "wb") as fh:
-                    suffix = download_preview(http, url, fh, opts.max_preview_bytes, opts.preview_deadline_s)
+                    suffix = download_preview(http, url, fh, opts.max_preview_bytes,
+                                              opts.preview_deadline_s)
                 audio = tmp.with_name(tmp.name + suffix)
                 os.replace(tmp, audio)
                 wav = _decode_to_wav(audio)
@@ -404,22 +410,25 @@ def _fetch_one(t: dict, out: Path, http: Http, opts: FetchOptions, log) -> dict:
                 log(f"{label}: {source} preview skipped: {exc}")
                 continue
             except DataError as exc:  # not audio, too long, ...
-                problems.append((f"{source} preview is not audio ({printable(str(exc), 80)})", False))
+                why = printable(str(exc), 80)
+                problems.append((f"{source} preview is not audio ({why})", False))
                 log(f"{label}: {source} preview is not audio ({exc}); skipped")
                 continue
         finally:
-            _unlink(tmp)
-            _unlink(audio)
+            unlink_quietly(tmp)
+            unlink_quietly(audio)
         rel, problem = _write_track(out, t, wav)
         if rel is None:  # this track's file cannot be written: one failed track, retried by a rerun
             log(f"{label}: {problem}; skipped")
             row["status"] = f"failed: {problem}"[:300]
             return row
-        row.update(preview_source=source, file=rel, sha256=hashlib.sha256(wav).hexdigest(), status="ok")
+        row.update(preview_source=source, file=rel, sha256=hashlib.sha256(wav).hexdigest(),
+                   status="ok")
         return row
     if problems:
         transient = any(tr for _, tr in problems)
-        row["status"] = ("failed: " if transient else "skipped: ") + "; ".join(p for p, _ in problems)[:300]
+        why = "; ".join(p for p, _ in problems)[:300]
+        row["status"] = ("failed: " if transient else "skipped: ") + why
     return row
 
 
@@ -468,8 +477,9 @@ def _clean(out: Path, rows: list[dict], report: FetchReport, log) -> None:
         _place(out, r)
     report.after = Counter(r["genre"] for r in have if r["status"] == "ok")
     report.sources = Counter(r["preview_source"] for r in have if r["status"] == "ok")
-    report.no_audio = Counter(r["genre"] for r in rows if not r["file"] and r["status"] == "no audio")
-    report.skipped = Counter(r["genre"] for r in rows if not r["file"] and r["status"] != "no audio")
+    missing = [r for r in rows if not r["file"]]
+    report.no_audio = Counter(r["genre"] for r in missing if r["status"] == "no audio")
+    report.skipped = Counter(r["genre"] for r in missing if r["status"] != "no audio")
     report.skipped_tracks = [f"{r['genre']}: {printable(r['artist'])} - {printable(r['title'])} "
                              f"[{r['track_id']}]: {printable(r['status'], 300)}"
                              for r in rows if not r["file"] and r["status"] != "no audio"]
@@ -503,20 +513,27 @@ def _listed(lines: list[str]) -> list[str]:
 
 
 def format_fetch_report(rep: FetchReport, opts: FetchOptions | None = None) -> str:
+    """``fetch_report.md``: the set's counts by genre, then what was skipped and refused."""
     sources = rep.preview_sources or (opts.preview_sources if opts else ())
+    kept = ", ".join(f"{k} {v}" for k, v in sorted(rep.sources.items())) or "none"
     L = ["# genrekit fetch-spotify report", "",
          "The whole set on disk (every run so far); refusals are this run's.", "",
          f"- preview sources, in order: {', '.join(sources)}",
-         f"- kept previews by source: {', '.join(f'{k} {v}' for k, v in sorted(rep.sources.items())) or 'none'}",
-         f"- duplicates dropped: {rep.duplicates}; tracks in several genres dropped (from all of them): {rep.cross_genre}",
-         "", "| genre | with audio, before cleaning | after cleaning | tracks with no audio | skipped or failed |",
+         f"- kept previews by source: {kept}",
+         f"- duplicates dropped: {rep.duplicates}; tracks in several genres dropped (from all of "
+         f"them): {rep.cross_genre}",
+         "", "| genre | with audio, before cleaning | after cleaning | tracks with no audio "
+             "| skipped or failed |",
          "| --- | --- | --- | --- | --- |"]
     for g in rep.genres:
-        L.append(f"| {printable(g, 40)} | {rep.before[g]} | {rep.after[g]} | {rep.no_audio[g]} | {rep.skipped[g]} |")
+        L.append(f"| {printable(g, 40)} | {rep.before[g]} | {rep.after[g]} | {rep.no_audio[g]} "
+                 f"| {rep.skipped[g]} |")
     if rep.no_playlists:
-        L += ["", f"No playlists found for: {', '.join(printable(g, 40) for g in rep.no_playlists)}"]
+        none_found = ", ".join(printable(g, 40) for g in rep.no_playlists)
+        L += ["", f"No playlists found for: {none_found}"]
     if rep.skipped_tracks:
-        L += ["", "## Skipped or failed tracks (failed ones are retried by a rerun)", "", *_listed(rep.skipped_tracks)]
+        L += ["", "## Skipped or failed tracks (failed ones are retried by a rerun)", "",
+              *_listed(rep.skipped_tracks)]
     if rep.refused:
         L += ["", "## Refused this run", "", *_listed(list(dict.fromkeys(rep.refused)))]
     return "\n".join(L) + "\n"

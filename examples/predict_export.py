@@ -40,12 +40,8 @@ def windows(path, cfg, kind):
     return np.stack([x[s:s + n] for s in keep])
 
 
-def run_model(model_path, x):
-    if str(model_path).endswith(".onnx"):
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(model_path))
-        return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+def run_tflite(model_path, x):
+    """The outputs of a .tflite model on ``x``, with TensorFlow's TFLite interpreter."""
     import tensorflow as tf
 
     interp = tf.lite.Interpreter(model_path=str(model_path))
@@ -55,6 +51,21 @@ def run_model(model_path, x):
     interp.set_tensor(inp["index"], x)
     interp.invoke()
     return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+def run_onnx(model_path, x):
+    """The outputs of a .onnx model on ``x``, with onnxruntime."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_path))
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+RUNNERS = {".onnx": run_onnx, ".tflite": run_tflite}  # genrekit.export's formats of the same names
+
+
+def run_model(model_path, x):
+    return RUNNERS[Path(model_path).suffix](model_path, x)
 
 
 def predict(bundle, path, model_file="model.onnx"):

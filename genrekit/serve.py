@@ -48,6 +48,7 @@ from threadpoolctl import threadpool_limits
 from genrekit.adapt import Labelled, adapt, adaptable_run, suggest
 from genrekit.data_tools.audio import AUDIO_EXTENSIONS, audio_files_under, audio_info
 from genrekit.data_tools.errors import AudioDecodeError
+from genrekit.data_tools.fsio import TempScheme, remove_stale_temporaries, unlink_quietly
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import apply_temperature
 from genrekit.predict import (
@@ -62,7 +63,8 @@ from genrekit.runs import Run
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MAX_UPLOAD_MB = 50.0  # --max-upload-mb: the whole request body
-MAX_SECONDS = 3600.0  # --max-seconds: audio per uploaded file (predict reads any length; a server bounds it)
+# --max-seconds: audio per uploaded file (predict reads any length; a server bounds it)
+MAX_SECONDS = 3600.0
 MAX_FILES = 32  # files per /v1/predict request
 STREAM_SECONDS = 10.0  # /v1/stream estimates over the last this many seconds (a ring buffer)
 MAX_STREAMS = 16  # websockets open at once (each holds a STREAM_SECONDS ring buffer)
@@ -72,7 +74,8 @@ STATIC = Path(__file__).with_name("serve_static")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'")
 TRUE = ("1", "true", "yes", "on")
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{8,}")  # an HTTP token (RFC 9110 tchar)
 GENRE_NAME = re.compile(r"[^/\\\x00-\x1f]{1,64}")
@@ -88,8 +91,8 @@ class Problem(Exception):
 
 class Busy(Problem):
     def __init__(self):
-        super().__init__(503, "the server is busy (every worker and queue place is taken); retry shortly",
-                         {"Retry-After": str(RETRY_AFTER_S)})
+        super().__init__(503, "the server is busy (every worker and queue place is taken); "
+                              "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def is_loopback(host: str) -> bool:
@@ -106,11 +109,13 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse, with one line, to listen beyond this machine without a token."""
     if token is not None and not TOKEN_CHARS.fullmatch(token):
-        raise UserError("--token must be at least 8 characters: letters, digits and !#$%&'*+-.^_`|~ (a browser "
-                        "sends it as a websocket subprotocol, which allows no others)")
+        raise UserError("--token must be at least 8 characters: letters, digits and "
+                        "!#$%&'*+-.^_`|~ (a browser sends it as a websocket subprotocol, which "
+                        "allows no others)")
     if not is_loopback(host) and token is None:
-        raise UserError(f"--host {host} is reachable from other machines: give --token T (clients then send "
-                        "'Authorization: Bearer T'), or keep the default --host 127.0.0.1")
+        raise UserError(f"--host {host} is reachable from other machines: give --token T "
+                        "(clients then send 'Authorization: Bearer T'), or keep the default "
+                        "--host 127.0.0.1")
 
 
 def _query_int(q, name: str, default: int, lo: int, hi: int) -> int:
@@ -176,22 +181,25 @@ def _sniff_suffix(path: Path, name: str) -> str:
 TMP_PREFIX = "genrekit-serve-"  # <system temp>/genrekit-serve-<pid>-<random>: a server's uploads
 
 
+def _remove_upload_folder(path: Path, match: re.Match) -> int:
+    """A dead server's upload folder is deleted when it is a real folder of this user's: 1,
+    else 0."""
+    try:
+        if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+            return 0
+    except OSError:
+        return 0
+    shutil.rmtree(path, ignore_errors=True)
+    return 1
+
+
+UPLOAD_FOLDERS = TempScheme(re.compile(re.escape(TMP_PREFIX) + r"(?P<pid>\d+)-.*\Z", re.DOTALL),
+                            _remove_upload_folder)
+
+
 def remove_stale_upload_folders() -> int:
     """Remove the upload folders that killed servers of this user left in the temporary folder."""
-    n = 0
-    root = Path(tempfile.gettempdir())
-    for p in root.glob(f"{TMP_PREFIX}*-*"):
-        pid = p.name[len(TMP_PREFIX):].split("-")[0]
-        try:
-            if not pid.isdigit() or p.is_symlink() or not p.is_dir() or p.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-            n += 1
-        except OSError:
-            continue
-    return n
+    return remove_stale_temporaries(tempfile.gettempdir(), schemes=(UPLOAD_FOLDERS,))
 
 
 class TimelineRows:
@@ -242,6 +250,76 @@ def checked_run_and_library(run_path, library=None) -> tuple[Run, Path | None]:
     return run, Path(os.path.realpath(lib))
 
 
+class UploadParts:
+    """python-multipart's callbacks for one request: each file part is streamed into a private
+    temporary file in ``folder`` (``mkstemp``, never the client's name), at most MAX_FILES of
+    them; plain form fields are ignored."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: list[list] = []  # [path, display name, open file]
+        self.headers: dict = {}
+        self.field, self.value, self.current = b"", b"", None
+
+    def callbacks(self) -> dict:
+        """The callbacks, by python-multipart's names."""
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end}
+
+    def on_part_begin(self):
+        self.headers, self.current = {}, None
+
+    def on_header_field(self, data, start, end):
+        self.field += data[start:end]
+
+    def on_header_value(self, data, start, end):
+        self.value += data[start:end]
+
+    def on_header_end(self):
+        self.headers[self.field.decode("latin-1").lower()] = self.value
+        self.field, self.value = b"", b""
+
+    def on_headers_finished(self):
+        from python_multipart.multipart import parse_options_header
+
+        _, disp = parse_options_header(self.headers.get("content-disposition", b""))
+        if b"filename" not in disp:
+            return  # a plain form field: ignored
+        if len(self.files) >= MAX_FILES:
+            raise Problem(413, f"more than {MAX_FILES} files in one request")
+        fd, path = tempfile.mkstemp(dir=self.folder, prefix="upload-")
+        name = _display_name(disp[b"filename"].decode("utf-8", "replace"), len(self.files) + 1)
+        item = [Path(path), name, os.fdopen(fd, "wb")]
+        self.files.append(item)
+        self.current = item
+
+    def on_part_data(self, data, start, end):
+        if self.current is not None:
+            self.current[2].write(data[start:end])
+
+    def on_part_end(self):
+        if self.current is not None:
+            self.current[2].close()
+            self.current = None
+
+    def finish(self) -> list[tuple[Path, str]]:
+        """The complete files as ``(private path, display name)``, each renamed to end in the
+        extension its first bytes call for."""
+        out = []
+        for path, name, fh in self.files:
+            fh.close()
+            final = path.with_name(path.name + _sniff_suffix(path, name))
+            os.rename(path, final)
+            out.append((final, name))
+        return out
+
+    def discard(self) -> None:
+        """Close and delete every file written so far."""
+        Service._remove([f[0] for f in self.files], [f[2] for f in self.files])
+
+
 class Service:
     """What the server does, without the web framework: the current run (switched by adapt),
     the bounded worker pool, the library and its labels held in memory."""
@@ -253,7 +331,8 @@ class Service:
         if not 0 <= queue <= 10000:
             raise UserError(f"--queue must be from 0 to 10000, got {queue}")
         if not (math.isfinite(max_upload_mb) and 0 < max_upload_mb <= 100000):
-            raise UserError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb!r}")
+            raise UserError("--max-upload-mb must be a positive number of megabytes, "
+                            f"got {max_upload_mb!r}")
         if not (math.isfinite(max_seconds) and MIN_SECONDS <= max_seconds):
             raise UserError(f"--max-seconds must be at least {MIN_SECONDS:g}, got {max_seconds!r}")
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -267,7 +346,8 @@ class Service:
         self._admitted, self._count_lock = 0, threading.Lock()
         self._adapt_lock = threading.Lock()
         self.streams = 0
-        self.labels: dict[str, tuple[str, str]] = {}  # real path -> (path within the library, genre)
+        # real path -> (path within the library, genre)
+        self.labels: dict[str, tuple[str, str]] = {}
         remove_stale_upload_folders()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))  # 0700: ours alone
         self.started = time.time()
@@ -326,12 +406,13 @@ class Service:
             "feature_config": run.config.get("feature_config"),
             "calibration": run.calibration, "temperature": run.temperature, "rejection": rejection,
             "metrics": metrics,
-            "adapted": None if not a else {k: a.get(k) for k in ("tracks", "tracks_per_genre", "new_genres",
-                                                               "before_accuracy", "after_accuracy")},
+            "adapted": None if not a else {k: a.get(k) for k in (
+                "tracks", "tracks_per_genre", "new_genres", "before_accuracy", "after_accuracy")},
             "library": self.library is not None,
-            "limits": {"max_upload_mb": self.max_upload_mb, "max_seconds": self.max_seconds, "max_files": MAX_FILES,
-                       "workers": self.workers, "queue": self.queue},
-            "stream": {"sample_rate": sr, "hop_s": hop / sr, "buffer_s": max(STREAM_SECONDS, win / sr),
+            "limits": {"max_upload_mb": self.max_upload_mb, "max_seconds": self.max_seconds,
+                       "max_files": MAX_FILES, "workers": self.workers, "queue": self.queue},
+            "stream": {"sample_rate": sr, "hop_s": hop / sr,
+                       "buffer_s": max(STREAM_SECONDS, win / sr),
                        "format": "float32 little-endian mono PCM, binary messages"},
         }
 
@@ -352,14 +433,16 @@ class Service:
 
     async def run_in_pool(self, fn, *args):
         def call():
-            with threadpool_limits(limits=1, user_api="blas"):  # as predict does (see Predictions.__iter__)
+            # one BLAS thread per worker, as predict does (see Predictions.__iter__)
+            with threadpool_limits(limits=1, user_api="blas"):
                 return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     # -- predict -------------------------------------------------------------------------------
 
     def predict_paths(self, uploads: list[tuple[Path, str]], top_k: int = 3, reject: bool = False,
-                      reject_threshold: float | None = None, timeline: bool = False) -> tuple[int, dict]:
+                      reject_threshold: float | None = None,
+                      timeline: bool = False) -> tuple[int, dict]:
         """(HTTP status, body) for uploaded files ``(private path, display name)``: each result
         is ``genrekit predict``'s for that file, named by its display name."""
         run = self.run
@@ -370,8 +453,9 @@ class Service:
             try:
                 native_sr, _, frames = audio_info(path)
                 if native_sr > 0 and frames / native_sr > self.max_seconds:
-                    results[i] = {"file": name, "error": f"{frames / native_sr:.0f} s long, more than "
-                                                         f"--max-seconds {self.max_seconds:g}"}
+                    results[i] = {"file": name,
+                                  "error": f"{frames / native_sr:.0f} s long, more than "
+                                           f"--max-seconds {self.max_seconds:g}"}
                     too_long = True
                     continue
             except AudioDecodeError:
@@ -415,55 +499,9 @@ class Service:
         if ctype != b"multipart/form-data" or not params.get(b"boundary"):
             raise Problem(415, "send the audio as multipart/form-data (curl -F file=@clip.wav), "
                                f"not {ctype.decode('latin-1') or 'no content type'}")
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                raise Problem(400, f"bad Content-Length {declared!r}") from None
-            if n > self.max_upload_bytes:
-                raise Problem(413, f"upload of {n / 1048576:.1f} MB is over --max-upload-mb {self.max_upload_mb:g}")
-        files: list[list] = []  # [path, display name, open file]
-        state = {"headers": {}, "field": b"", "value": b"", "current": None}
-
-        def on_part_begin():
-            state["headers"], state["current"] = {}, None
-
-        def on_header_field(data, start, end):
-            state["field"] += data[start:end]
-
-        def on_header_value(data, start, end):
-            state["value"] += data[start:end]
-
-        def on_header_end():
-            state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
-            state["field"], state["value"] = b"", b""
-
-        def on_headers_finished():
-            _, disp = parse_options_header(state["headers"].get("content-disposition", b""))
-            if b"filename" not in disp:
-                return  # a plain form field: ignored
-            if len(files) >= MAX_FILES:
-                raise Problem(413, f"more than {MAX_FILES} files in one request")
-            fd, path = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-            name = _display_name(disp[b"filename"].decode("utf-8", "replace"), len(files) + 1)
-            item = [Path(path), name, os.fdopen(fd, "wb")]
-            files.append(item)
-            state["current"] = item
-
-        def on_part_data(data, start, end):
-            if state["current"] is not None:
-                state["current"][2].write(data[start:end])
-
-        def on_part_end():
-            if state["current"] is not None:
-                state["current"][2].close()
-                state["current"] = None
-
-        parser = MultipartParser(params[b"boundary"], {
-            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data, "on_part_end": on_part_end})
+        self._check_declared_length(request.headers.get("content-length"))
+        parts = UploadParts(self.tmp)
+        parser = MultipartParser(params[b"boundary"], parts.callbacks())
         total = 0
         try:
             async for chunk in request.stream():
@@ -473,21 +511,29 @@ class Service:
                 if chunk:
                     parser.write(chunk)
             parser.finalize()
-            if not files:
-                raise Problem(400, "no file in the upload: send one or more files as multipart/form-data fields")
-            out = []
-            for path, name, fh in files:
-                fh.close()
-                final = path.with_name(path.name + _sniff_suffix(path, name))
-                os.rename(path, final)
-                out.append((final, name))
-            return out
+            if not parts.files:
+                raise Problem(400, "no file in the upload: send one or more files as "
+                                   "multipart/form-data fields")
+            return parts.finish()
         except MultipartParseError as exc:
-            self._remove([f[0] for f in files], [f[2] for f in files])
-            raise Problem(400, f"malformed multipart upload: {' '.join(str(exc).split())}") from None
+            parts.discard()
+            why = " ".join(str(exc).split())
+            raise Problem(400, f"malformed multipart upload: {why}") from None
         except BaseException:
-            self._remove([f[0] for f in files], [f[2] for f in files])
+            parts.discard()
             raise
+
+    def _check_declared_length(self, declared: str | None) -> None:
+        """Refuse (413) a body whose Content-Length says it is over ``--max-upload-mb``."""
+        if declared is None:
+            return
+        try:
+            n = int(declared)
+        except ValueError:
+            raise Problem(400, f"bad Content-Length {declared!r}") from None
+        if n > self.max_upload_bytes:
+            raise Problem(413, f"upload of {n / 1048576:.1f} MB is over --max-upload-mb "
+                               f"{self.max_upload_mb:g}")
 
     @staticmethod
     def _remove(paths, handles=()) -> None:
@@ -497,10 +543,7 @@ class Service:
             except OSError:
                 pass
         for p in paths:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+            unlink_quietly(p)
 
     # -- the live stream ---------------------------------------------------------------------
 
@@ -508,7 +551,8 @@ class Service:
         """A rolling estimate over waveform ``y`` (the ring buffer's contents), as predict
         would answer for a file holding that audio."""
         run = answerer.run
-        entry = {"type": "estimate", "t_s": round(t_s, 3), "span_s": round(len(y) / run.feature_config.sr, 3)}
+        entry = {"type": "estimate", "t_s": round(t_s, 3),
+                 "span_s": round(len(y) / run.feature_config.sr, 3)}
         try:
             x = waveform_windows(y, run)
         except AudioDecodeError as exc:
@@ -524,14 +568,16 @@ class Service:
 
     def _need_library(self) -> Path:
         if self.library is None:
-            raise Problem(404, "no library: start the server with --library DIR for suggest, label and adapt")
+            raise Problem(404, "no library: start the server with --library DIR for suggest, "
+                               "label and adapt")
         return self.library
 
     def library_file(self, rel: str) -> Path:
         """The real path of the audio file ``rel`` names within the library; refused with 403
         when it (or a link on the way) leads outside it, 404 when it is not an audio file there."""
         lib = self._need_library()
-        if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or rel.startswith(("\\", "~")):
+        if (not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel)
+                or rel.startswith(("\\", "~"))):
             raise Problem(403, f"{rel!r} is not a path within the library")
         real = Path(os.path.realpath(lib / rel))
         if not self._inside(real):
@@ -560,8 +606,8 @@ class Service:
         if genre is None or genre == "":
             self.labels.pop(str(real), None)
             return {"labels": self.label_list()}
-        if not isinstance(genre, str) or not GENRE_NAME.fullmatch(genre.strip()) or genre.strip().startswith(".") \
-                or genre.strip().lower() == "unknown":
+        if (not isinstance(genre, str) or not GENRE_NAME.fullmatch(genre.strip())
+                or genre.strip().startswith(".") or genre.strip().lower() == "unknown"):
             raise Problem(400, f"{genre!r} is not a usable genre name")
         self.labels[str(real)] = (os.path.relpath(real, self.library), genre.strip())
         return {"labels": self.label_list()}
@@ -569,12 +615,15 @@ class Service:
     def suggest(self, n: int) -> dict:
         lib = self._need_library()
         notes: list[str] = []
-        outside = sum(not self._inside(f) for f in audio_files_under(lib))  # links out: never suggested
-        items = [it for it in suggest(self.run, lib, n=n + outside, log=notes.append) if self._inside(it.path)][:n]
+        # files reached through a link out of the library are never suggested
+        outside = sum(not self._inside(f) for f in audio_files_under(lib))
+        found = suggest(self.run, lib, n=n + outside, log=notes.append)
+        items = [it for it in found if self._inside(it.path)][:n]
         by_real = {k: g for k, (_, g) in self.labels.items()}
         return {"run": self.run.path.name, "notes": notes, "suggestions": [
-            {"path": os.path.relpath(s.path, lib), "guess": s.guess, "probability": round(s.probability, 4),
-             "margin": round(s.margin, 4), "label": by_real.get(os.path.realpath(s.path))} for s in items]}
+            {"path": os.path.relpath(s.path, lib), "guess": s.guess,
+             "probability": round(s.probability, 4), "margin": round(s.margin, 4),
+             "label": by_real.get(os.path.realpath(s.path))} for s in items]}
 
     def next_adapted_path(self) -> Path:
         k = 1
@@ -599,7 +648,8 @@ class Service:
             result = adapt(old, out, items=items, source=str(lib))
             new = Run(result.run)
             self._load(new)
-            self.labels.clear()  # they are in the new run now (adapting again with them would be refused)
+            # they are in the new run now (adapting again with them would be refused)
+            self.labels.clear()
             self.log(f"genrekit serve: adapted {old.path.name} -> {new.path.name}; serving it")
             return {"run": new.path.name, "previous": old.path.name, "result": asdict(result),
                     "before": {"labels": before["labels"], "metrics": before["metrics"]},
@@ -629,19 +679,24 @@ def _authorised(headers, token: str | None) -> None:
     else a loopback Host (no DNS rebinding); a browser's Origin must be the server itself."""
     host = headers.get("host", "")
     origin = headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():  # "null" (a sandboxed page) too
-        raise Problem(403, f"requests from {origin} are not allowed (only from this server's own page)")
-    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):  # e.g. <audio src> elsewhere
-        raise Problem(403, "requests from other sites are not allowed (only from this server's own page)")
+    # an Origin "null" (a sandboxed page) is refused too
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        raise Problem(403, f"requests from {origin} are not allowed (only from this server's "
+                           "own page)")
+    # e.g. an <audio src> on another site
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Problem(403, "requests from other sites are not allowed (only from this server's "
+                           "own page)")
     if token is None:
         if not is_loopback(_host_of(host)):
             raise Problem(403, f"Host {host!r} is not this machine; use http://127.0.0.1:PORT/")
         return
     auth = headers.get("authorization", "")
     scheme, _, given = auth.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Problem(401, "missing or wrong token: send 'Authorization: Bearer T' (the --token the server "
-                           "was started with)", {"WWW-Authenticate": "Bearer"})
+    if (scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.strip().encode(), token.encode())):
+        raise Problem(401, "missing or wrong token: send 'Authorization: Bearer T' (the --token "
+                           "the server was started with)", {"WWW-Authenticate": "Bearer"})
 
 
 def _ws_token(websocket) -> dict:
@@ -654,51 +709,70 @@ def _ws_token(websocket) -> dict:
     return headers
 
 
-def make_app(service: Service, token: str | None = None):
-    """The Starlette application serving ``service``."""
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
+def _guarded(handler, token: str | None):
+    """``handler`` behind the ``/v1`` checks, its refusals answered as ``{"error": ...}``."""
     from starlette.requests import ClientDisconnect
-    from starlette.responses import FileResponse, Response
-    from starlette.routing import Route, WebSocketRoute
-    from starlette.websockets import WebSocketDisconnect
 
-    def guarded(handler):
-        async def endpoint(request):
-            try:
-                _authorised(request.headers, token)
-                return await handler(request)
-            except Problem as exc:
-                return _json({"error": exc.message}, exc.status, exc.headers)
-            except UserError as exc:
-                return _json({"error": " ".join(str(exc).split())}, 400)
-            except MemoryError:
-                return _json({"error": "out of memory (the input is too large for this machine)"}, 507)
-            except ClientDisconnect:
-                return _json({"error": "the client went away before the upload was complete"}, 400)
-        return endpoint
-
-    async def json_body(request) -> dict:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise Problem(415, "send a JSON body with Content-Type: application/json")
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > 65536:
-                raise Problem(413, "JSON body over 64 KB")
+    async def endpoint(request):
         try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise Problem(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise Problem(400, "the JSON body must be an object")
-        return body
+            _authorised(request.headers, token)
+            return await handler(request)
+        except Problem as exc:
+            return _json({"error": exc.message}, exc.status, exc.headers)
+        except UserError as exc:
+            return _json({"error": " ".join(str(exc).split())}, 400)
+        except MemoryError:
+            return _json({"error": "out of memory (the input is too large for this machine)"}, 507)
+        except ClientDisconnect:
+            return _json({"error": "the client went away before the upload was complete"}, 400)
+    return endpoint
 
-    async def model(request):
-        return _json(service.model_info())
 
-    async def predict(request):
+async def _json_body(request) -> dict:
+    """A request's JSON object (at most 64 KB), or :class:`Problem`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise Problem(415, "send a JSON body with Content-Type: application/json")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > 65536:
+            raise Problem(413, "JSON body over 64 KB")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise Problem(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "the JSON body must be an object")
+    return body
+
+
+def _stream_rate(text: str, default: int) -> int | None:
+    """The sample rate a stream's text message ``{"sr": <Hz>}`` names (``default`` when the
+    object names none), None when it is not such a message or the rate is out of range."""
+    try:
+        cfg = json.loads(text)
+        new_sr = int(cfg.get("sr", default)) if isinstance(cfg, dict) else None
+    except (ValueError, TypeError):
+        new_sr = None
+    return new_sr if new_sr is not None and 1000 <= new_sr <= 384000 else None
+
+
+class Endpoints:
+    """The handlers of :func:`make_app`'s routes, over one :class:`Service`."""
+
+    def __init__(self, service: Service, token: str | None):
+        self.service, self.token = service, token
+        self.static_files = ({p.name: p for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
+                             if STATIC.is_dir() else {})
+
+    async def model(self, request):
+        """GET /v1/model: what the server serves (:meth:`Service.model_info`)."""
+        return _json(self.service.model_info())
+
+    async def predict(self, request):
+        """POST /v1/predict: ``genrekit predict``'s results for the uploaded files."""
+        service = self.service
         q = request.query_params
         top_k = _query_int(q, "top_k", 3, 1, 1000)
         reject = _reject_param(q)
@@ -707,31 +781,40 @@ def make_app(service: Service, token: str | None = None):
         async with service.slot():
             uploads = await service.read_uploads(request)
             try:
-                status, body = await service.run_in_pool(service.predict_paths, uploads, top_k, reject, threshold,
-                                                         timeline)
+                status, body = await service.run_in_pool(service.predict_paths, uploads, top_k,
+                                                         reject, threshold, timeline)
             finally:
                 Service._remove([p for p, _ in uploads])
         return _json(body, status)
 
-    async def library_index(request):
-        return _json(service.library_listing())
+    async def library_index(self, request):
+        """GET /v1/library: the library's audio files and the labels given so far."""
+        return _json(self.service.library_listing())
 
-    async def library_get(request):
-        real = service.library_file(request.path_params["path"])
-        return FileResponse(real, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    async def library_get(self, request):
+        """GET /v1/library/PATH: one audio file of the library (to listen to it)."""
+        from starlette.responses import FileResponse
 
-    async def label(request):
+        real = self.service.library_file(request.path_params["path"])
+        return FileResponse(real, headers={"Cache-Control": "no-store",
+                                           "X-Content-Type-Options": "nosniff"})
+
+    async def label(self, request):
+        """POST /v1/label ``{"path", "genre"}``: label a library file (no genre unlabels it)."""
+        self.service._need_library()
+        body = await _json_body(request)
+        return _json(self.service.label(body.get("path"), body.get("genre")))
+
+    async def labels(self, request):
+        """GET /v1/labels: the labels given so far."""
+        self.service._need_library()
+        return _json({"labels": self.service.label_list()})
+
+    async def suggest(self, request):
+        """POST /v1/suggest ``{"n"}``: the library's tracks most worth labelling."""
+        service = self.service
         service._need_library()
-        body = await json_body(request)
-        return _json(service.label(body.get("path"), body.get("genre")))
-
-    async def labels(request):
-        service._need_library()
-        return _json({"labels": service.label_list()})
-
-    async def suggest_(request):
-        service._need_library()
-        body = await json_body(request)
+        body = await _json_body(request)
         n = body.get("n", 10)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
             raise Problem(400, f"n must be a whole number from 1 to 1000, got {n!r}")
@@ -739,13 +822,17 @@ def make_app(service: Service, token: str | None = None):
         async with service.slot():
             return _json(await service.run_in_pool(service.suggest, n))
 
-    async def adapt_(request):
+    async def adapt(self, request):
+        """POST /v1/adapt: adapt the run to the labels into a new run folder, and serve it."""
+        service = self.service
         service._need_library()
-        await json_body(request)
+        await _json_body(request)
         async with service.slot():
             return _json(await service.run_in_pool(service.adapt))
 
-    async def stream(websocket):
+    async def stream(self, websocket):
+        """WS /v1/stream: a rolling genre estimate of the PCM the client sends."""
+        service, token = self.service, self.token
         try:
             _authorised(_ws_token(websocket), token)
             q = websocket.query_params
@@ -761,20 +848,21 @@ def make_app(service: Service, token: str | None = None):
             return
         service.streams += 1  # the event loop's own count: no lock needed
         try:
-            await _stream(websocket, answerer)
+            await self._stream(websocket, answerer)
         finally:
             service.streams -= 1
 
-    async def _stream(websocket, answerer):
+    async def _stream(self, websocket, answerer):
+        from starlette.websockets import WebSocketDisconnect
+
         protos = [p for p in websocket.scope.get("subprotocols", []) if p.startswith("bearer.")]
         await websocket.accept(subprotocol=protos[0] if protos else None)
         run = answerer.run
-        sr = run_sr = run.feature_config.sr
-        win, hop = window_geometry(run, streaming=True)
-        ring = Ring(max(win, int(STREAM_SECONDS * run_sr)))
-        resampler, received, due = None, 0, win
-        await websocket.send_json({"type": "hello", "run": run.path.name, "sample_rate": run_sr,
-                                   "hop_s": hop / run_sr, "buffer_s": len(ring.buf) / run_sr,
+        listener = _Listener(run, self.service, answerer)
+        await websocket.send_json({"type": "hello", "run": run.path.name,
+                                   "sample_rate": listener.run_sr,
+                                   "hop_s": listener.hop / listener.run_sr,
+                                   "buffer_s": len(listener.ring.buf) / listener.run_sr,
                                    "labels": list(run.labels)})
         try:
             while True:
@@ -782,86 +870,121 @@ def make_app(service: Service, token: str | None = None):
                 if msg["type"] == "websocket.disconnect":
                     return
                 if msg.get("text") is not None:
-                    try:
-                        cfg = json.loads(msg["text"])
-                        new_sr = int(cfg.get("sr", run_sr)) if isinstance(cfg, dict) else None
-                    except (ValueError, TypeError):
-                        new_sr = None
-                    if new_sr is None or not 1000 <= new_sr <= 384000:
-                        await websocket.send_json({"type": "error", "error": "expected {\"sr\": <sample rate in Hz>} "
-                                                                             "then binary float32 PCM"})
-                        continue
-                    if received == 0 and new_sr != sr:
-                        import soxr
-
-                        sr = new_sr
-                        resampler = None if sr == run_sr else soxr.ResampleStream(sr, run_sr, 1, dtype="float32",
-                                                                                   quality="HQ")
-                    await websocket.send_json({"type": "ready", "sr": sr})
-                    continue
-                data = msg.get("bytes") or b""
-                if len(data) % 4:
-                    await websocket.send_json({"type": "error", "error": "binary messages must be float32 PCM "
-                                                                         "(a multiple of 4 bytes)"})
-                    continue
-                x = np.frombuffer(data, dtype="<f4")
-                if not np.all(np.isfinite(x)):
-                    await websocket.send_json({"type": "error", "error": "PCM holds NaN or infinite samples"})
-                    continue
-                if resampler is not None:
-                    x = resampler.resample_chunk(x)
-                ring.push(x)
-                received += len(x)
-                if received < due:
-                    continue
-                due = received + hop
-                try:
-                    async with service.slot():
-                        out = await service.run_in_pool(service.estimate, ring.view().copy(), answerer,
-                                                        received / run_sr)
-                except Busy:
-                    out = {"type": "busy", "t_s": round(received / run_sr, 3)}
-                await websocket.send_json(out)
+                    out = listener.configure(msg["text"])
+                else:
+                    out = await listener.hear(msg.get("bytes") or b"")
+                if out is not None:
+                    await websocket.send_json(out)
         except WebSocketDisconnect:
             return
 
-    static_files = {p.name: p for p in STATIC.iterdir() if p.suffix in STATIC_TYPES} if STATIC.is_dir() else {}
+    def page(self, name: str):
+        """A file of the page (``serve_static``), or 404."""
+        from starlette.responses import Response
 
-    def page_response(name: str):
-        p = static_files.get(name)
+        p = self.static_files.get(name)
         if p is None:
             return Response("not found", status_code=404, media_type="text/plain")
         return Response(p.read_bytes(), media_type=STATIC_TYPES[p.suffix],
-                        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                        headers={"Content-Security-Policy": CSP,
+                                 "X-Content-Type-Options": "nosniff",
                                  "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
 
-    async def index(request):
-        return page_response("index.html")
+    async def index(self, request):
+        """GET /: the page."""
+        return self.page("index.html")
 
-    async def static(request):
-        return page_response(request.path_params["name"])
+    async def static(self, request):
+        """GET /static/NAME: the page's scripts, styles and images."""
+        return self.page(request.path_params["name"])
 
-    async def not_found(request, exc):
+    async def not_found(self, request, exc):
+        """Starlette's HTTP errors (404, 405) as ``{"error": ...}``."""
         return _json({"error": f"{request.url.path}: {exc.detail}"}, exc.status_code)
 
-    async def failed(request, exc):
-        service.log(f"genrekit serve: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+    async def failed(self, request, exc):
+        """Anything unexpected: logged, and answered 500 without details."""
+        why = " ".join(str(exc).split())
+        self.service.log(f"genrekit serve: internal error: {type(exc).__name__}: {why}")
         return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
+
+class _Listener:
+    """One ``/v1/stream`` connection's state: the sample rate the client sends at (resampled to
+    the run's), the ring buffer of what was heard, and when the next estimate is due."""
+
+    def __init__(self, run: Run, service: Service, answerer: Predictions):
+        self.service, self.answerer = service, answerer
+        self.sr = self.run_sr = run.feature_config.sr
+        win, self.hop = window_geometry(run, streaming=True)
+        self.ring = Ring(max(win, int(STREAM_SECONDS * self.run_sr)))
+        self.resampler, self.received, self.due = None, 0, win
+
+    def configure(self, text: str) -> dict:
+        """The answer to a text message: ``{"sr": <Hz>}`` sets the client's rate (before any
+        PCM)."""
+        new_sr = _stream_rate(text, self.run_sr)
+        if new_sr is None:
+            return {"type": "error",
+                    "error": "expected {\"sr\": <sample rate in Hz>} then binary float32 PCM"}
+        if self.received == 0 and new_sr != self.sr:
+            import soxr
+
+            self.sr = new_sr
+            self.resampler = None if self.sr == self.run_sr else soxr.ResampleStream(
+                self.sr, self.run_sr, 1, dtype="float32", quality="HQ")
+        return {"type": "ready", "sr": self.sr}
+
+    async def hear(self, data: bytes) -> dict | None:
+        """Take a binary message of PCM; the estimate when one is due (None until then)."""
+        if len(data) % 4:
+            return {"type": "error",
+                    "error": "binary messages must be float32 PCM (a multiple of 4 bytes)"}
+        x = np.frombuffer(data, dtype="<f4")
+        if not np.all(np.isfinite(x)):
+            return {"type": "error", "error": "PCM holds NaN or infinite samples"}
+        if self.resampler is not None:
+            x = self.resampler.resample_chunk(x)
+        self.ring.push(x)
+        self.received += len(x)
+        if self.received < self.due:
+            return None
+        self.due = self.received + self.hop
+        service, t_s = self.service, self.received / self.run_sr
+        try:
+            async with service.slot():
+                return await service.run_in_pool(service.estimate, self.ring.view().copy(),
+                                                 self.answerer, t_s)
+        except Busy:
+            return {"type": "busy", "t_s": round(t_s, 3)}
+
+
+def make_app(service: Service, token: str | None = None):
+    """The Starlette application serving ``service``."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route, WebSocketRoute
+
+    h = Endpoints(service, token)
+
+    def guarded(handler):
+        return _guarded(handler, token)
+
     routes = [
-        Route("/", index),
-        Route("/static/{name}", static),
-        Route("/v1/model", guarded(model)),
-        Route("/v1/predict", guarded(predict), methods=["POST"]),
-        WebSocketRoute("/v1/stream", stream),
-        Route("/v1/library", guarded(library_index)),
-        Route("/v1/library/{path:path}", guarded(library_get)),
-        Route("/v1/labels", guarded(labels)),
-        Route("/v1/label", guarded(label), methods=["POST"]),
-        Route("/v1/suggest", guarded(suggest_), methods=["POST"]),
-        Route("/v1/adapt", guarded(adapt_), methods=["POST"]),
+        Route("/", h.index),
+        Route("/static/{name}", h.static),
+        Route("/v1/model", guarded(h.model)),
+        Route("/v1/predict", guarded(h.predict), methods=["POST"]),
+        WebSocketRoute("/v1/stream", h.stream),
+        Route("/v1/library", guarded(h.library_index)),
+        Route("/v1/library/{path:path}", guarded(h.library_get)),
+        Route("/v1/labels", guarded(h.labels)),
+        Route("/v1/label", guarded(h.label), methods=["POST"]),
+        Route("/v1/suggest", guarded(h.suggest), methods=["POST"]),
+        Route("/v1/adapt", guarded(h.adapt), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: failed})
+    app = Starlette(routes=routes,
+                    exception_handlers={HTTPException: h.not_found, Exception: h.failed})
     app.state.service = service
     return app
 
@@ -873,7 +996,8 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
     check_bind(host, token)
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be from 0 to 65535, got {port}")
-    checked_run_and_library(run_path, library)  # a bad run or library is refused without the extra too
+    # a bad run or library is refused without the extra too
+    checked_run_and_library(run_path, library)
     try:
         import python_multipart  # noqa: F401 - the upload parser, used by read_uploads
         import starlette  # noqa: F401
@@ -891,11 +1015,13 @@ def serve(run_path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: s
         sock.close()
         raise
     app = make_app(service, token)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=STREAM_MAX_MESSAGE,
-                            lifespan="off", server_header=False, timeout_keep_alive=5)
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            ws_max_size=STREAM_MAX_MESSAGE, lifespan="off", server_header=False,
+                            timeout_keep_alive=5)
     class _Server(uvicorn.Server):
+        # signals are handled below: uvicorn's re-raise would skip the clean-up
         @contextmanager
-        def capture_signals(self):  # signals are handled below: uvicorn's re-raise would skip the clean-up
+        def capture_signals(self):
             yield
 
     server = _Server(config)
