@@ -28,7 +28,8 @@ def floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
 
 
 def positive_float(text: str) -> float:
@@ -71,7 +72,8 @@ def probability(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in [0, 1], got {text!r}") from None
     if not 0 <= v <= 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
     return v
@@ -96,7 +98,8 @@ def size(text: str) -> tuple[int, int]:
     try:
         parts = [int(x) for x in text.lower().replace("×", "x").split("x")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 256x256, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH like 256x256, got {text!r}") from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2:
@@ -105,12 +108,14 @@ def size(text: str) -> tuple[int, int]:
 
 
 def arch_type(known: list[str], refusal: str = ""):
-    """--arch: one of ``known`` (registered architectures), refused by the parser before any work."""
+    """--arch: one of ``known`` (registered architectures), refused by the parser first."""
     def arch(text: str) -> str:
         if text not in REGISTRY:
-            raise argparse.ArgumentTypeError(f"unknown architecture {text!r} (known: {', '.join(known)})")
+            raise argparse.ArgumentTypeError(f"unknown architecture {text!r} (known: "
+                                             f"{', '.join(known)})")
         if text not in known:
-            raise argparse.ArgumentTypeError(f"{refusal}; {text} is not one (choose from {', '.join(known)})")
+            raise argparse.ArgumentTypeError(f"{refusal}; {text} is not one (choose from "
+                                             f"{', '.join(known)})")
         return text
 
     return arch
@@ -120,7 +125,8 @@ def add_progress_args(p: argparse.ArgumentParser, quiet: str | None = "no progre
     """--progress / --no-progress (and --quiet): every command's progress bars, one switch
     (:mod:`genrekit.progress`)."""
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars on stderr (default: when stderr is a terminal; never with --quiet)")
+                   help="progress bars on stderr (default: when stderr is a terminal; never with "
+                        "--quiet)")
     if quiet:
         p.add_argument("--quiet", action="store_true", help=quiet)
 
@@ -128,7 +134,8 @@ def add_progress_args(p: argparse.ArgumentParser, quiet: str | None = "no progre
 # -- options from dataclass fields ---------------------------------------------------------------
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
-           type: Callable | None = None, choices: Iterable | None = None, metavar: str | None = None,
+           type: Callable | None = None, choices: Iterable | None = None,
+           metavar: str | None = None,
            action: Any = None, convert: Callable | None = None,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that is also a command-line option (:func:`add_options`).
@@ -143,7 +150,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | No
             data: str = option(help="feature folder")
             batch_size: int = option(32, "default %(default)s", type=int)
     """
-    meta = {"help": help, "flag": flag, "type": type, "choices": None if choices is None else tuple(choices),
+    meta = {"help": help, "flag": flag, "type": type,
+            "choices": None if choices is None else tuple(choices),
             "metavar": metavar, "action": action, "convert": convert}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata={"option": meta})
@@ -212,5 +220,6 @@ def from_args(cls, args: argparse.Namespace, **given):
     return cls(**{**option_values(cls, args), **given})
 
 
-__all__ = ["add_options", "add_progress_args", "arch_type", "floats", "from_args", "in_range", "names",
-           "option", "option_fields", "option_values", "positive_float", "probability", "shard", "size"]
+__all__ = ["add_options", "add_progress_args", "arch_type", "floats", "from_args", "in_range",
+           "names", "option", "option_fields", "option_values", "positive_float", "probability",
+           "shard", "size"]

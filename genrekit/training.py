@@ -181,36 +181,42 @@ class TrainOptions:
     flag, help text, choices and default are these."""
     data: str = option(help="feature folder written by `genrekit augment`")
     arch: str  # --arch is the command's own (train and cv offer different architectures)
-    phase: str | None = option(None, "scratch | transfer | finetune (default: transfer for "
-                                     "vgg16/mobilenet*, scratch otherwise)")
+    phase: str | None = option(
+        None, "scratch | transfer | finetune (default: transfer for vgg16/mobilenet*, scratch "
+              "otherwise)")
     out: str | None = option(None, "run folder (default runs/<arch>-<phase>-<time>)")
-    from_run: str | None = option(None, "transfer run to fine-tune (--phase finetune)", flag="--from")
-    epochs: int | None = option(None, "default " + ", ".join(
-        f"{e} {ph}" for ph, (e, _) in PHASE_DEFAULTS.items()) + " (tempo: 60, fusion: 30)", type=int)
+    from_run: str | None = option(
+        None, "transfer run to fine-tune (--phase finetune)", flag="--from")
+    epochs: int | None = option(
+        None, "default " + ", ".join(f"{e} {ph}" for ph, (e, _) in PHASE_DEFAULTS.items())
+              + " (tempo: 60, fusion: 30)", type=int)
     batch_size: int = option(32, "default %(default)s", type=int)
-    lr: float | None = option(None, "default " + ", ".join(
-        f"{lr:g} {ph}" for ph, (_, lr) in PHASE_DEFAULTS.items()), type=float)
+    lr: float | None = option(
+        None, "default " + ", ".join(f"{lr:g} {ph}" for ph, (_, lr) in PHASE_DEFAULTS.items()),
+        type=float)
     optimizer: str = option("adam", "adam | rmsprop | sgd (default %(default)s)")
     seed: int = option(0, "default %(default)s", type=int)
     weights: str | None = option(  # None: the architecture's default (imagenet, or msd for musicnn)
         None, "ImageNet models: imagenet (default; downloads as Keras does) | none | PATH to a "
               ".weights.h5 file. musicnn: msd (default) | mtt | none")
-    patience: int = option(10, "early-stopping patience on val loss (default %(default)s)", type=int)
-    hparams: dict = option(help="builder hyper-parameter, e.g. --hparam dropout=0.5 --hparam "
-                                "dense_units=128", flag="--hparam", action="append",
-                           metavar="KEY=VALUE", convert=lambda items: parse_hparams(items),
-                           default_factory=dict)
-    cache_base: bool = option(True, "transfer phase: run the frozen base every epoch instead of once",
-                              flag="--no-cache-base")
+    patience: int = option(
+        10, "early-stopping patience on val loss (default %(default)s)", type=int)
+    hparams: dict = option(
+        help="builder hyper-parameter, e.g. --hparam dropout=0.5 --hparam dense_units=128",
+        flag="--hparam", action="append", metavar="KEY=VALUE",
+        convert=lambda items: parse_hparams(items), default_factory=dict)
+    cache_base: bool = option(
+        True, "transfer phase: run the frozen base every epoch instead of once",
+        flag="--no-cache-base")
     mixed_precision: bool = option(False, "float16 compute on a GPU")
-    xla: bool | None = option(None, "XLA compilation (default: on with a GPU)",  # None: off on CPU
-                              action=argparse.BooleanOptionalAction)
+    xla: bool | None = option(  # None: on with a GPU, off on CPU
+        None, "XLA compilation (default: on with a GPU)", action=argparse.BooleanOptionalAction)
     strategy: str = option("default", "default | mirrored | multiworker (tf.distribute)")
     deterministic: bool = option(False, "TensorFlow op determinism (slower)")
     verbose: int = 2  # the command's --quiet: 0
     extra_callbacks: list = field(default_factory=list)  # API only: more keras callbacks
-    synthetic: str | None = option(None, "a `genrekit gan generate` folder: its MFCC sequences join "
-                                         "the training split only")
+    synthetic: str | None = option(
+        None, "a `genrekit gan generate` folder: its MFCC sequences join the training split only")
     label_smoothing: float = option(  # targets (1 - e) one-hot + e / classes
         0.0, "label smoothing e (default %(default)g)", type=float)
     mixup: float = option(  # mixup alpha (Zhang et al., ICLR 2018): convex mixes of pairs; 0 = off
@@ -219,12 +225,15 @@ class TrainOptions:
     image_aug: tuple[str, ...] = option(  # on-the-fly image augmentation (image models)
         (), "on-the-fly image augmentation for image models, training only: crop,affine,erase",
         type=names, metavar="LIST")
-    task: str = option("genre", "genre classification (default) or tempo regression in BPM on "
-                                "tempogram features", choices=DEFAULT_ARCHS)
-    tempo_file: str | None = option(None, "--task tempo: CSV track_id,bpm (default: GTZAN's "
-                                          "ground-truth tempi, shipped)")
-    genre_run: str | None = option(None, "--arch fusion: the genre run whose conv embedding is reused")
-    tempo_run: str | None = option(None, "--arch fusion: the tempo run whose predictions are fed in")
+    task: str = option(  # genre | tempo (BPM regression on tempogram windows, arch tempocnn)
+        "genre", "genre classification (default) or tempo regression in BPM on tempogram features",
+        choices=DEFAULT_ARCHS)
+    tempo_file: str | None = option(  # None: GTZAN's tempi, shipped
+        None, "--task tempo: CSV track_id,bpm (default: GTZAN's ground-truth tempi, shipped)")
+    genre_run: str | None = option(
+        None, "--arch fusion: the genre run whose conv embedding is reused")
+    tempo_run: str | None = option(
+        None, "--arch fusion: the tempo run whose predictions are fed in")
 
 
 def log(msg: str) -> None:

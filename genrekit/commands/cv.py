@@ -22,11 +22,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_options(cv, TrainOptions, ["data"])
     cv_archs = cv_arch_names()
     cv.add_argument("--arch", default=DEFAULT_ARCH, metavar="ARCH", choices=cv_archs,
-                    type=arch_type(cv_archs, "cv cross-validates genre classifiers trained from features"),
-                    help=f"architecture: {', '.join(cv_archs)} (default {DEFAULT_ARCH}, the default recipe, as for "
-                         "train)")
+                    type=arch_type(cv_archs,
+                                   "cv cross-validates genre classifiers trained from features"),
+                    help=f"architecture: {', '.join(cv_archs)} (default {DEFAULT_ARCH}, the "
+                         "default recipe, as for train)")
     cv.add_argument("--folds", type=int, default=5, help="folds (default %(default)s)")
-    cv.add_argument("--out", default=None, help="folder for the folds (default runs/cv-<arch>-<K>fold)")
+    cv.add_argument("--out", default=None, help="folder for the folds (default "
+                                                "runs/cv-<arch>-<K>fold)")
     add_options(cv, TrainOptions, SHARED, skip=["data"],
                 help={"phase": "scratch | transfer (default as for train)"})
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
@@ -47,7 +49,8 @@ def train_kwargs(a) -> dict:
 def run(a) -> int:
     """Cross-validate; print the table."""
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
-    res = cross_validate(a.data, a.arch, a.folds, out, seed=a.seed, keep_augmented=not a.no_augmented,
+    res = cross_validate(a.data, a.arch, a.folds, out, seed=a.seed,
+                         keep_augmented=not a.no_augmented,
                          train_kwargs=train_kwargs(a), log=progress.write)
     print(format_cv(res), end="")
     print(f"results: {Path(out) / 'cv.json'}, {Path(out) / 'cv.md'}")

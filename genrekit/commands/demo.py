@@ -10,7 +10,8 @@ from genrekit.errors import UserError
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``demo`` parser."""
     d = sub.add_parser("demo", help="end-to-end run on a small synthetic set (no downloads)")
-    d.add_argument("--out", default="genrekit-demo", help="folder for everything (default ./genrekit-demo)")
+    d.add_argument("--out", default="genrekit-demo",
+                   help="folder for everything (default ./genrekit-demo)")
     d.add_argument("--workers", type=int, default=2, help="processes for augment (default 2)")
     d.add_argument("--quick", action="store_true", help="fewer tracks and epochs (a smoke test)")
     return d

@@ -13,16 +13,20 @@ from genrekit.options import add_progress_args, names
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``embed`` parser."""
-    em = sub.add_parser("embed", help="per-window embeddings of audio files (.npy / CSV with start times) from a "
-                                      "run or a pretrained backbone")
+    em = sub.add_parser("embed", help="per-window embeddings of audio files (.npy / CSV with start "
+                                      "times) from a run or a pretrained backbone")
     em.add_argument("files", nargs="+", help="audio files or folders (recursive)")
     em.add_argument("--model", default=None, help="run folder whose backbone embeds the windows")
-    em.add_argument("--backbone", default=None, help="a pretrained backbone instead of a run: musicnn")
-    em.add_argument("--weights", default="msd", help="--backbone musicnn: msd, mtt or none (random; for tests)")
-    em.add_argument("--layer", default="penultimate", help="--backbone musicnn: penultimate (200-d), pooled "
-                                                         "(1,506-d) or taggram (50 tags)")
+    em.add_argument("--backbone", default=None,
+                    help="a pretrained backbone instead of a run: musicnn")
+    em.add_argument("--weights", default="msd",
+                    help="--backbone musicnn: msd, mtt or none (random; for tests)")
+    em.add_argument("--layer", default="penultimate",
+                    help="--backbone musicnn: penultimate (200-d), pooled (1,506-d) or taggram "
+                         "(50 tags)")
     em.add_argument("--format", type=names, default=("npy", "csv"), help="npy,csv (default both)")
-    em.add_argument("--out", required=True, help="folder for the embeddings (made new, or one embed made)")
+    em.add_argument("--out", required=True,
+                    help="folder for the embeddings (made new, or one embed made)")
     add_progress_args(em, quiet=None)
     return em
 

@@ -8,7 +8,8 @@ from genrekit.data_tools.pipeline import merge_shards
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``merge-shards`` parser."""
-    m = sub.add_parser("merge-shards", help="merge manifest.shard-K-of-N.csv files into manifest.csv")
+    m = sub.add_parser("merge-shards",
+                       help="merge manifest.shard-K-of-N.csv files into manifest.csv")
     m.add_argument("out", help="feature folder holding every shard's output")
     return m
 

@@ -15,26 +15,30 @@ from genrekit.predict import CsvOut, check_csv_target, format_line, iter_predict
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``predict`` parser."""
     pr = sub.add_parser("predict", help="top-k genres for audio files")
-    pr.add_argument("files", nargs="+", help="audio files or folders (recursive; wav, au, mp3, flac, ogg)")
+    pr.add_argument("files", nargs="+",
+                    help="audio files or folders (recursive; wav, au, mp3, flac, ogg)")
     pr.add_argument("--model", required=True, help="run folder")
     pr.add_argument("--top-k", type=in_range(int, 1), default=3,
-                    help="genres to show per file, at least 1 (default 3; at most the run's genres are shown)")
+                    help="genres to show per file, at least 1 (default 3; at most the run's genres "
+                         "are shown)")
     pr.add_argument("--json", action="store_true", help="JSON instead of a table")
     pr.add_argument("--reject", action="store_true",
-                    help="answer `unknown` when the run's rejection rule says so (chosen at training time, "
-                         "threshold on the validation split): the embedding distance to the training tracks "
-                         "for models with a track embedding (the default recipe), else the top calibrated "
-                         "probability")
+                    help="answer `unknown` when the run's rejection rule says so (chosen at "
+                         "training time, threshold on the validation split): the embedding "
+                         "distance to the training tracks for models with a track embedding (the "
+                         "default recipe), else the top calibrated probability")
     pr.add_argument("--reject-per-genre", action="store_true",
-                    help="like --reject, with the run's threshold for the track's top genre (each keeps 95%% of "
-                         "that genre's held-out tracks accepted; the global one for a genre with fewer than 5)")
+                    help="like --reject, with the run's threshold for the track's top genre (each "
+                         "keeps 95%% of that genre's held-out tracks accepted; the global one for "
+                         "a genre with fewer than 5)")
     pr.add_argument("--reject-threshold", type=probability, default=None, metavar="P",
-                    help="reject below this top probability instead of the run's rule (implies --reject)")
+                    help="reject below this top probability instead of the run's rule (implies "
+                         "--reject)")
     pr.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                     help="hop between analysis windows (default: the run's own)")
     pr.add_argument("--timeline", default=None, metavar="DIR",
-                    help="write each file's per-window genre probabilities (<name>.timeline.csv) and a plot of "
-                         "genre over time (<name>.timeline.png) into DIR")
+                    help="write each file's per-window genre probabilities (<name>.timeline.csv) "
+                         "and a plot of genre over time (<name>.timeline.png) into DIR")
     pr.add_argument("--csv", default=None, metavar="FILE",
                     help="also write the results as a CSV table (written when every file is done)")
     add_progress_args(pr, quiet=None)
