@@ -101,6 +101,7 @@ def _one_line(msg: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``genrekit`` with ``argv`` (default: the command line); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

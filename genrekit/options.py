@@ -134,16 +134,16 @@ def add_progress_args(p: argparse.ArgumentParser, quiet: str | None = "no progre
 # -- options from dataclass fields ---------------------------------------------------------------
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
-           type: Callable | None = None, choices: Iterable | None = None,
-           metavar: str | None = None,
+           type: Callable | None = None, choices: Iterable | None = None, metavar: str | None = None,
            action: Any = None, convert: Callable | None = None,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that is also a command-line option (:func:`add_options`).
 
     ``flag`` defaults to ``--`` and the field name with ``-`` for ``_``; ``help`` may use
-    argparse's ``%(default)s``; a bool field defaults to a ``store_true`` switch; ``convert``
-    turns the parsed value into the field's (``--hparam`` items into a dict). A field with no
-    default is a required option::
+    argparse's ``%(default)s``; a bool field is a switch (``store_true``, or ``store_false``
+    for a field that defaults to True, e.g. ``flag="--no-cache-base"``); ``convert`` turns the
+    parsed value into the field's (``--hparam`` items into a dict). A field with no default is
+    a required option::
 
         @dataclass
         class Options:
