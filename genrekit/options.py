@@ -134,8 +134,8 @@ def add_progress_args(p: argparse.ArgumentParser, quiet: str | None = "no progre
 # -- options from dataclass fields ---------------------------------------------------------------
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
-           type: Callable | None = None, choices: Iterable | None = None, metavar: str | None = None,
-           action: Any = None, convert: Callable | None = None,
+           type: Callable | None = None, choices: Iterable | None = None,
+           metavar: str | None = None, action: Any = None, convert: Callable | None = None,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that is also a command-line option (:func:`add_options`).
 
