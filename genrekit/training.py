@@ -14,6 +14,7 @@ and shares only the helpers below.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -31,8 +32,9 @@ from genrekit.errors import UserError
 from genrekit.evaluation.metrics import evaluate_predictions
 from genrekit.evaluation.plots import plot_history
 from genrekit.models import get_arch
-from genrekit.models.registry import check_hparams
+from genrekit.models.registry import DEFAULT_ARCHS, check_hparams
 from genrekit.models.track import is_track_model
+from genrekit.options import names, option
 from genrekit.runs import (
     HISTORY,
     LABELS,
@@ -174,34 +176,64 @@ def fit_task(task: Task, opts: TrainOptions) -> dict:
 
 @dataclass
 class TrainOptions:
-    data: str
-    arch: str
-    phase: str | None = None
-    out: str | None = None
-    from_run: str | None = None
-    epochs: int | None = None
-    batch_size: int = 32
-    lr: float | None = None
-    optimizer: str = "adam"
-    seed: int = 0
-    weights: str | None = None  # None: the architecture's default (imagenet, or msd for musicnn)
-    patience: int = 10
-    hparams: dict = field(default_factory=dict)
-    cache_base: bool = True
-    mixed_precision: bool = False
-    xla: bool | None = None  # None: on with a GPU, off on CPU
-    strategy: str = "default"  # default | mirrored | multiworker
-    deterministic: bool = False
-    verbose: int = 2
+    """The options of one training run; those made with :func:`~genrekit.options.option` are
+    also ``genrekit train``'s command-line options (and some of them ``genrekit cv``'s): their
+    flag, help text, choices and default are these."""
+    data: str = option(help="feature folder written by `genrekit augment`")
+    arch: str  # --arch is the command's own (train and cv offer different architectures)
+    phase: str | None = option(
+        None, "scratch | transfer | finetune (default: transfer for vgg16/mobilenet*, scratch "
+              "otherwise)")
+    out: str | None = option(None, "run folder (default runs/<arch>-<phase>-<time>)")
+    from_run: str | None = option(
+        None, "transfer run to fine-tune (--phase finetune)", flag="--from")
+    epochs: int | None = option(
+        None, "default " + ", ".join(f"{e} {ph}" for ph, (e, _) in PHASE_DEFAULTS.items())
+              + " (tempo: 60, fusion: 30)", type=int)
+    batch_size: int = option(32, "default %(default)s", type=int)
+    lr: float | None = option(
+        None, "default " + ", ".join(f"{lr:g} {ph}" for ph, (_, lr) in PHASE_DEFAULTS.items()),
+        type=float)
+    optimizer: str = option("adam", "adam | rmsprop | sgd (default %(default)s)")
+    seed: int = option(0, "default %(default)s", type=int)
+    weights: str | None = option(  # None: the architecture's default (imagenet, or msd for musicnn)
+        None, "ImageNet models: imagenet (default; downloads as Keras does) | none | PATH to a "
+              ".weights.h5 file. musicnn: msd (default) | mtt | none")
+    patience: int = option(
+        10, "early-stopping patience on val loss (default %(default)s)", type=int)
+    hparams: dict = option(
+        help="builder hyper-parameter, e.g. --hparam dropout=0.5 --hparam dense_units=128",
+        flag="--hparam", action="append", metavar="KEY=VALUE",
+        convert=lambda items: parse_hparams(items), default_factory=dict)
+    cache_base: bool = option(
+        True, "transfer phase: run the frozen base every epoch instead of once",
+        flag="--no-cache-base")
+    mixed_precision: bool = option(False, "float16 compute on a GPU")
+    xla: bool | None = option(  # None: on with a GPU, off on CPU
+        None, "XLA compilation (default: on with a GPU)", action=argparse.BooleanOptionalAction)
+    strategy: str = option("default", "default | mirrored | multiworker (tf.distribute)")
+    deterministic: bool = option(False, "TensorFlow op determinism (slower)")
+    verbose: int = 2  # the command's --quiet: 0
     extra_callbacks: list = field(default_factory=list)  # API only: more keras callbacks
-    synthetic: str | None = None  # a `genrekit gan generate` folder mixed into training only
-    label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / classes
-    mixup: float = 0.0  # mixup alpha (Zhang et al., ICLR 2018): train on convex mixes of pairs; 0 = off
-    image_aug: tuple[str, ...] = ()  # on-the-fly image augmentation: crop, affine, erase (image models)
-    task: str = "genre"  # genre | tempo (BPM regression on tempogram windows, arch tempocnn)
-    tempo_file: str | None = None  # track_id,bpm CSV for --task tempo (None: GTZAN's tempi, shipped)
-    genre_run: str | None = None  # --arch fusion: the genre classifier whose embedding is reused
-    tempo_run: str | None = None  # --arch fusion: the tempo regressor whose predictions are fed in
+    synthetic: str | None = option(
+        None, "a `genrekit gan generate` folder: its MFCC sequences join the training split only")
+    label_smoothing: float = option(  # targets (1 - e) one-hot + e / classes
+        0.0, "label smoothing e (default %(default)g)", type=float)
+    mixup: float = option(  # mixup alpha (Zhang et al., ICLR 2018): convex mixes of pairs; 0 = off
+        0.0, "mixup with Beta(ALPHA, ALPHA) mixing weights, e.g. 0.2 (default %(default)g: off)",
+        type=float, metavar="ALPHA")
+    image_aug: tuple[str, ...] = option(  # on-the-fly image augmentation (image models)
+        (), "on-the-fly image augmentation for image models, training only: crop,affine,erase",
+        type=names, metavar="LIST")
+    task: str = option(  # genre | tempo (BPM regression on tempogram windows, arch tempocnn)
+        "genre", "genre classification (default) or tempo regression in BPM on tempogram features",
+        choices=DEFAULT_ARCHS)
+    tempo_file: str | None = option(  # None: GTZAN's tempi, shipped
+        None, "--task tempo: CSV track_id,bpm (default: GTZAN's ground-truth tempi, shipped)")
+    genre_run: str | None = option(
+        None, "--arch fusion: the genre run whose conv embedding is reused")
+    tempo_run: str | None = option(
+        None, "--arch fusion: the tempo run whose predictions are fed in")
 
 
 def log(msg: str) -> None:

@@ -98,3 +98,74 @@ def test_tensorflow_start_up_log_is_kept_off_stderr(tmp_path, fails):
         assert "oneDNN" in proc.stderr and "import failed: broken tensorflow" in proc.stdout
     else:
         assert "oneDNN" not in proc.stderr and proc.stderr.strip() == "stderr still works"
+
+
+# -- the commands and their options (genrekit/commands, genrekit/options) -------------------------
+
+def _subparser(*path):
+    import argparse
+
+    from genrekit.cli import build_parser
+
+    p = build_parser()
+    for name in path:
+        p = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return p
+
+
+def test_every_command_is_a_module_with_a_parser_and_a_run():
+    from genrekit.commands import COMMANDS
+
+    sub = next(a for a in _subparser()._actions if a.dest == "command")
+    assert len(sub.choices) == len(COMMANDS) >= 17
+    for name, parser in sub.choices.items():
+        module = parser.get_default("func").__module__
+        assert module == "genrekit.commands." + name.replace("-", "_"), (name, module)
+
+
+def test_train_builds_its_options_from_the_dataclass_fields():
+    from genrekit.models.registry import default_arch
+    from genrekit.options import from_args
+    from genrekit.training import TrainOptions
+
+    a = _subparser("train").parse_args(["--data", "d"])
+    assert from_args(TrainOptions, a, arch=default_arch(a.task)) == TrainOptions(data="d", arch=default_arch())
+    a = _subparser("train").parse_args([
+        "--data", "d", "--task", "tempo", "--from", "r", "--no-cache-base", "--hparam", "dropout=0.5",
+        "--hparam", "units=[8,16]", "--image-aug", "crop,erase", "--no-xla", "--label-smoothing", "0.1",
+        "--epochs", "3", "--lr", "0.01", "--deterministic", "--mixed-precision", "--out", "o"])
+    assert from_args(TrainOptions, a, arch="tempocnn", verbose=0) == TrainOptions(
+        data="d", arch="tempocnn", task="tempo", from_run="r", cache_base=False,
+        hparams={"dropout": 0.5, "units": [8, 16]}, image_aug=("crop", "erase"), xla=False,
+        label_smoothing=0.1, epochs=3, lr=0.01, deterministic=True, mixed_precision=True, out="o", verbose=0)
+
+
+def test_train_and_cv_share_one_definition_of_the_training_options():
+    from genrekit.commands.cv import SHARED, train_kwargs
+
+    def actions(parser):
+        return {a.dest: a for a in parser._actions}
+
+    train, cv = actions(_subparser("train")), actions(_subparser("cv"))
+    for name in SHARED:
+        t, c = train[name], cv[name]
+        assert (t.option_strings, t.default, t.type, t.choices, t.required) == (
+            c.option_strings, c.default, c.type, c.choices, c.required), name
+        assert name == "phase" or t.help == c.help, name
+    a = _subparser("cv").parse_args(["--data", "d"])
+    assert train_kwargs(a) == {"epochs": None, "batch_size": 32, "patience": 10, "weights": None, "hparams": {},
+                               "label_smoothing": 0.0, "mixup": 0.0, "image_aug": (), "deterministic": False}
+    a = _subparser("cv").parse_args(["--data", "d", "--phase", "transfer", "--hparam", "C=2", "--seed", "3"])
+    assert train_kwargs(a)["phase"] == "transfer" and train_kwargs(a)["hparams"] == {"C": 2} and a.seed == 3
+
+
+def test_the_generated_help_shows_the_dataclass_defaults():
+    text = _subparser("train").format_help()
+    for want in ("early-stopping patience on val loss (default 10)", "label smoothing e (default 0)",
+                 "(default 0: off)", "adam | rmsprop | sgd (default adam)", "--no-cache-base", "--from FROM_RUN",
+                 "--xla, --no-xla", "--task {genre,tempo}", "--hparam KEY=VALUE"):
+        assert want in " ".join(text.split()), want
+
+
+def test_a_bad_hparam_is_still_one_line_before_any_work(tmp_path):
+    _one_line_error(run_cli("train", "--data", str(tmp_path), "--hparam", "dropout"), "bad --hparam 'dropout'")

@@ -182,7 +182,8 @@ def _augment_args(*extra):
 
 
 def test_cli_and_python_api_share_one_default():
-    from genrekit.cli import _default_augmentations, _feature_config
+    from genrekit.commands.augment import default_augmentations as _default_augmentations
+    from genrekit.commands.augment import feature_config as _feature_config
     from genrekit.data_tools.pipeline import AugmentSettings
 
     a, d = _augment_args(), AugmentSettings()
@@ -204,7 +205,7 @@ def test_cli_and_python_api_share_one_default():
      FeatureConfig(**{**MUSICNN_FEATURES, "sr": 22050}, image_height=32, image_width=48, mfcc_hop_seconds=0.5)),
 ])
 def test_cli_feature_options_over_the_kinds_settings(argv, want):
-    from genrekit.cli import _feature_config
+    from genrekit.commands.augment import feature_config as _feature_config
 
     a = _augment_args(*argv)
     assert _feature_config(a, a.features) == want

@@ -13,7 +13,7 @@ import pytest
 
 import genrekit
 
-PACKAGES = {"genrekit": "genrekit", "genrekit.data_tools": "data_tools",
+PACKAGES = {"genrekit": "genrekit", "genrekit.commands": "commands", "genrekit.data_tools": "data_tools",
             "genrekit.models": "models", "genrekit.evaluation": "evaluation"}
 
 
