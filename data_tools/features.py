@@ -270,12 +270,21 @@ def mel_power(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
                                           n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
 
 
-def mel_db(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """dB-scaled mel power spectrogram (n_mels, frames), floored ``top_db`` below its peak."""
+def power_db(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """A mel power spectrogram in dB (float32), floored ``top_db`` below its peak."""
     import librosa
 
-    db = librosa.power_to_db(mel_power(y, cfg), ref=1.0, amin=1e-10, top_db=cfg.top_db)
-    return db.astype(np.float32)
+    return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=cfg.top_db).astype(np.float32)
+
+
+def mel_db(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """dB-scaled mel power spectrogram (n_mels, frames), floored ``top_db`` below its peak."""
+    return power_db(mel_power(y, cfg), cfg)
+
+
+def musicnn_log(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """musicnn's compression of a mel power spectrogram: log10(10000 * mel + 1), float32."""
+    return np.log10(10000.0 * power.astype(np.float32) + 1.0)
 
 
 def db_to_image(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -318,17 +327,31 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
         return render(y, cfg, spec_transform, rng)
 
 
-def _per_segment(y, cfg, kind, to_feature, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
-    out = []
-    for seg in segment_audio(y, cfg, kind):
-        db = _finite(mel_db(seg.audio, cfg))
-        if spec_transform is not None:
-            db = spec_transform(db, rng)
-        out.append((seg, to_feature(db, cfg)))
-    return out
+def spectral_render(kind: str) -> Render:
+    """The render of a kind made from the mel power spectrogram (its :attr:`FeatureKind.spectral`):
+    per segment, each waveform segment's own spectrogram through ``from_power``, the mask, then
+    ``to_feature``; per clip, the whole clip's through ``from_power``, cut into frame windows
+    (the mask acting on each window). Augment's fast path computes the same from the STFT."""
+
+    def render(y, cfg, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
+        path = get_kind(kind).spectral
+        if not path.per_segment:
+            w = cfg.windows(kind)
+            spec = finite_spectrogram(path.from_power(mel_power(y, cfg), cfg))
+            return frame_windows(spec, cfg, w.frames, w.hop_frames, spec_transform, rng)
+        out = []
+        for seg in segment_audio(y, cfg, kind):
+            spec = finite_spectrogram(path.from_power(mel_power(seg.audio, cfg), cfg))
+            if spec_transform is not None:
+                spec = spec_transform(spec, rng)
+            out.append((seg, path.to_feature(spec, cfg)))
+        return out
+
+    return render
 
 
-def _finite(spec: np.ndarray) -> np.ndarray:
+def finite_spectrogram(spec: np.ndarray) -> np.ndarray:
+    """``spec``, or :class:`FeatureError` when it holds a NaN or an infinite value."""
     if not np.all(np.isfinite(spec)):
         raise FeatureError("the spectrogram has NaN or infinite values (samples far outside -1..1?)")
     return spec
@@ -427,9 +450,11 @@ def image_to_input(img: np.ndarray) -> np.ndarray:
 # Each kind is one FeatureKind: its window geometry and shape, how it is rendered from a
 # waveform, how it is stored and read back, the spectrogram settings it was designed for and
 # whether `genrekit augment` renders it by default, how it is described in a model card and
-# how its hop is set. augment, the CLI, the loaders, runs and model cards ask the registry;
-# adding a kind is one register_kind() call here (plus its FeatureConfig fields, when it has
-# settings of its own) and its test (tests/test_feature_kinds.py).
+# how its hop is set, and (``spectral``) whether it is made from the mel power spectrogram, in
+# which case augment reads its stretch / pitch / mask variants from the original's STFT. augment,
+# the CLI, the loaders, runs and model cards ask the registry; adding a kind is one
+# register_kind() call here (plus its FeatureConfig fields, when it has settings of its own) and
+# its test (tests/test_feature_kinds.py).
 
 Render = Callable[["np.ndarray", "FeatureConfig", "SpecTransform | None", "np.random.Generator"],
                   "list[tuple[Segment, np.ndarray]]"]
@@ -491,6 +516,28 @@ PNG_IMAGE = Storage("png", save_png_atomic, _read_png, image_to_input)  # 8-bit 
 NPY_ARRAY = Storage("npy", save_npy_atomic, _read_npy, _as_float32)  # float32 array, input as stored
 
 
+def time_first(spec: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """One (bands, frames) window as a stored window feature: time first, float32."""
+    return np.ascontiguousarray(np.ascontiguousarray(spec.T), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Spectral:
+    """How a kind is made from the mel power spectrogram of the shared settings (``sr``,
+    ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``), which lets augment read its stretch
+    and pitch variants from the original's STFT and mask the spectrograms the original kept
+    (its render is :func:`spectral_render`).
+
+    ``from_power`` maps mel power (n_mels, frames) to the spectrogram a SpecAugment mask acts on;
+    ``to_feature`` maps one (masked) segment or window of it to the stored feature;
+    ``per_segment``: True for a kind rendered segment by segment (each waveform segment's own
+    spectrogram: mel, mfcc), False for one cut into frame windows from the whole clip's."""
+
+    from_power: Callable[[np.ndarray, FeatureConfig], np.ndarray]
+    to_feature: Callable[[np.ndarray, FeatureConfig], np.ndarray] = time_first
+    per_segment: bool = False
+
+
 @dataclass(frozen=True)
 class FeatureKind:
     name: str
@@ -504,6 +551,7 @@ class FeatureKind:
     default: bool = False  # rendered by `genrekit augment` when no kind is named
     formula: Callable[[FeatureConfig], str] | None = None  # the computation in words, for model cards
     hop: Callable[[FeatureConfig, float], FeatureConfig] | None = None  # cfg with windows every so many seconds
+    spectral: Spectral | None = None  # made from the mel power spectrogram (augment's fast path)
 
     @property
     def image(self) -> bool:
@@ -641,7 +689,7 @@ def _clip_work(cfg: FeatureConfig, kind: str, clip_seconds: float) -> int:
 
 register_kind(FeatureKind(
     "mel", "8-bit grayscale PNGs of the dB mel spectrogram, one per --image-seconds",
-    render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mel", db_to_image, spec, rng),
+    render=spectral_render("mel"), spectral=Spectral(power_db, db_to_image, per_segment=True),
     windows=lambda cfg: Windows(cfg.image_seconds, cfg.image_hop_seconds, cfg.image_segments),
     shape=lambda cfg: (cfg.image_height, cfg.image_width),
     work_bytes=_segment_work("mel"), storage=PNG_IMAGE, default=True,
@@ -652,7 +700,7 @@ register_kind(FeatureKind(
 
 register_kind(FeatureKind(
     "mfcc", "MFCC sequences, time first, over --mfcc-seconds windows",
-    render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mfcc", db_to_mfcc, spec, rng),
+    render=spectral_render("mfcc"), spectral=Spectral(power_db, db_to_mfcc, per_segment=True),
     windows=lambda cfg: Windows(cfg.mfcc_seconds, cfg.mfcc_hop_seconds, cfg.mfcc_segments),
     shape=lambda cfg: (1 + cfg.segment_samples("mfcc") // cfg.hop_length, cfg.n_mfcc),
     work_bytes=_segment_work("mfcc"), default=True,
@@ -660,14 +708,9 @@ register_kind(FeatureKind(
     formula=lambda cfg: f"{_db_words(cfg, 'mfcc')}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')[:{cfg.n_mfcc}], time first"))
 
 
-def _render_musicnn(y, cfg, spec_transform, rng):
-    logmel = _finite(np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0))
-    return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
-
-
 register_kind(FeatureKind(
     "musicnn", "log-mel windows, musicnn's own input: 16 kHz, 96 bands, 187 frames",
-    render=_render_musicnn,
+    render=spectral_render("musicnn"), spectral=Spectral(musicnn_log),
     windows=lambda cfg: Windows(cfg.musicnn_frames * cfg.hop_length / cfg.sr, frames=cfg.musicnn_frames,
                                 hop_frames=cfg.musicnn_hop_frames, frame_samples=cfg.hop_length),
     shape=lambda cfg: (cfg.musicnn_frames, cfg.n_mels),
@@ -676,13 +719,9 @@ register_kind(FeatureKind(
     formula=lambda cfg: f"{_mel_words(cfg)}; x = log10(10000 * M + 1), float32"))
 
 
-def _render_melspec(y, cfg, spec_transform, rng):
-    return frame_windows(_finite(mel_db(y, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
-
-
 register_kind(FeatureKind(
     "melspec", "64-band x 400-frame dB mel windows",
-    render=_render_melspec,
+    render=spectral_render("melspec"), spectral=Spectral(power_db),
     windows=lambda cfg: Windows(cfg.melspec_frames * cfg.hop_length / cfg.sr, frames=cfg.melspec_frames,
                                 hop_frames=cfg.melspec_hop_frames, frame_samples=cfg.hop_length),
     shape=lambda cfg: (cfg.melspec_frames, cfg.n_mels),
@@ -693,7 +732,7 @@ register_kind(FeatureKind(
 
 
 def _render_tempogram(y, cfg, spec_transform, rng):
-    return frame_windows(_finite(tempogram(y, cfg, spec_transform, rng)), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
+    return frame_windows(finite_spectrogram(tempogram(y, cfg, spec_transform, rng)), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
                          frame_seconds=cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr)
 
 

@@ -32,11 +32,12 @@ import numpy as np
 from genrekit.data_tools import beam_runner
 from genrekit.data_tools.audio import load_audio, peak_dbfs
 from genrekit.data_tools.augment import (
-    SPECTRAL_KINDS,
+    ORIGINAL,
     SPECTRAL_MAX_BYTES,
     AugmentConfig,
     Variant,
     apply_waveform,
+    family_of,
     magnitude_stft,
     magnitude_stft_bytes,
     spec_transform_for,
@@ -49,8 +50,6 @@ from genrekit.data_tools.features import (
     CONFIG_NAME,
     FeatureConfig,
     check_features,
-    db_to_image,
-    db_to_mfcc,
     default_kinds,
     extract,
     get_kind,
@@ -215,10 +214,10 @@ def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res
     if peak_dbfs(audio.y) < settings.silence_dbfs:
         res.status, res.message = "silent", f"peak below {settings.silence_dbfs:g} dBFS"
         return []
-    variants = ac.variants() if split == "train" else [Variant("original", "original")]
+    variants = ac.variants() if split == "train" else [ORIGINAL]
     source = track.path.relative_to(root).as_posix()  # as seen under the data folder
     files = []
-    clip = _ClipVariants(audio.y, fc, ac, keep_spectra=any(v.family in _MASKS for v in variants))
+    clip = _ClipVariants(audio.y, fc, ac, keep_spectra=any(family_of(v).mask for v in variants))
     for variant in variants:
         rng = variant_rng(settings.seed, track.track_id, variant.name)
         for kind in settings.kinds:
@@ -235,18 +234,16 @@ def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res
     return files
 
 
-_MASKS = ("freqmask", "timemask")
-
-
 class _ClipVariants:
     """The features of one clip's variants, sharing what the original already computed:
 
     - the original: :func:`extract` on the decoded waveform, as predict computes it;
-    - a SpecAugment mask: the mask on the original's spectrograms, kept when the original was
-      rendered (the same values, hence the same bytes, as rendering the original again);
-    - a time stretch or pitch shift of a mel-family kind (:data:`SPECTRAL_KINDS`): read from
-      the original's magnitude STFT, computed once (:func:`spectral_variant`);
-    - anything else (tempogram, a kind registered later, a clip too long for its STFT to be
+    - a SpecAugment mask of a kind made from the mel power spectrogram (a
+      :attr:`FeatureKind.spectral`): the mask on the original's spectrograms, kept when the
+      original was rendered (the same values, hence the same bytes, as rendering it again);
+    - a time stretch or pitch shift of such a kind: read from the original's magnitude STFT,
+      computed once (:func:`spectral_variant`);
+    - anything else (tempogram, a kind without a spectral path, a clip too long for its STFT to be
       held, ``variant_source="waveform"``): the variant's waveform (audiomentations, made once
       per variant) through :func:`extract`, as before.
     The order of the random draws is the same as rendering every variant from its waveform."""
@@ -260,41 +257,36 @@ class _ClipVariants:
                          and magnitude_stft_bytes(len(y), fc.n_fft, fc.hop_length) <= SPECTRAL_MAX_BYTES)
 
     def features(self, variant: Variant, kind: str, rng):
-        fam = variant.family
-        if fam == "original":
-            if not (self.keep_spectra and kind in SPECTRAL_KINDS):
-                return extract(self.y, self.fc, kind, rng=rng)
-            kept = []
-
-            def keep(spec, _rng):  # sees each segment's spectrogram, changes nothing
-                kept.append(spec.copy())
-                return spec
-
-            segs = extract(self.y, self.fc, kind, spec_transform=keep, rng=rng)
-            empty = np.zeros(0, dtype=np.float32)
-            self.spectra[kind] = ([replace(seg, audio=empty) for seg, _ in segs], kept)
-            return segs
-        if fam in _MASKS and kind in self.spectra:
+        """``[(segment, feature)]`` of one variant of the clip in one kind."""
+        fam, path = family_of(variant), get_kind(kind).spectral
+        if variant.family == ORIGINAL.family:
+            if self.keep_spectra and path is not None:
+                return self._original_kept(kind, rng)
+            return extract(self.y, self.fc, kind, rng=rng)
+        if fam.mask is not None and kind in self.spectra:
             mask = spec_transform_for(variant, self.ac)
             segs, kept = self.spectra[kind]
-            out = []
-            for seg, spec in zip(segs, kept, strict=False):
-                m = mask(spec, rng)
-                if kind == "mel":
-                    feat = db_to_image(m, self.fc)
-                elif kind == "mfcc":
-                    feat = db_to_mfcc(m, self.fc)
-                else:  # a window kind: time first, as frame_windows gives it
-                    feat = np.ascontiguousarray(np.ascontiguousarray(m.T), dtype=np.float32)
-                out.append((seg, feat))
-            return out
-        if fam in ("stretch", "pitch") and kind in SPECTRAL_KINDS and self.spectral:
+            return [(seg, path.to_feature(mask(spec, rng), self.fc)) for seg, spec in zip(segs, kept, strict=False)]
+        if fam.factors is not None and path is not None and self.spectral:
             if self._mag is None:
                 self._mag = magnitude_stft(self.y, self.fc.n_fft, self.fc.hop_length)
             return spectral_variant(self._mag, len(self.y), self.fc, kind, variant)
         if self._wave[0] != variant.name:
             self._wave = (variant.name, apply_waveform(self.y, self.fc.sr, variant))
         return extract(self._wave[1], self.fc, kind, spec_transform=spec_transform_for(variant, self.ac), rng=rng)
+
+    def _original_kept(self, kind: str, rng):
+        """The original, keeping each segment's spectrogram for the masks."""
+        kept = []
+
+        def keep(spec, _rng):  # sees each segment's spectrogram, changes nothing
+            kept.append(spec.copy())
+            return spec
+
+        segs = extract(self.y, self.fc, kind, spec_transform=keep, rng=rng)
+        empty = np.zeros(0, dtype=np.float32)
+        self.spectra[kind] = ([replace(seg, audio=empty) for seg, _ in segs], kept)
+        return segs
 
 
 def process_track(args) -> TrackResult:

@@ -166,6 +166,79 @@ def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, 
     assert "rms (frame RMS energy windows" in " ".join(capsys.readouterr().out.split())
 
 
+# -- a kind made from the mel power spectrogram: augment's fast path serves it ------------------
+
+BANDS = 4  # the toy's bands: the mel bands pooled into four
+CALLS = {"from_power": 0, "to_feature": 0}
+
+
+def _bands_from_power(power, cfg):
+    """Mel power pooled into BANDS bands, in dB."""
+    CALLS["from_power"] += 1
+    return features.power_db(power.reshape(BANDS, -1, power.shape[1]).mean(axis=1), cfg)
+
+
+def _bands_to_feature(spec, cfg):
+    CALLS["to_feature"] += 1
+    return features.time_first(spec, cfg)
+
+
+SPECTRAL_TOY = FeatureKind(
+    "bands", "four-band dB windows (a test's kind)", render=features.spectral_render("bands"),
+    windows=lambda cfg: Windows(TOY_FRAMES * cfg.hop_length / cfg.sr, frames=TOY_FRAMES,
+                                frame_samples=cfg.hop_length),
+    shape=lambda cfg: (TOY_FRAMES, BANDS),
+    work_bytes=lambda cfg, secs: cfg.stft_bytes(secs),
+    spectral=features.Spectral(_bands_from_power, _bands_to_feature))
+
+
+def test_a_kind_with_a_spectral_path_gets_its_variants_from_the_stft(tmp_path, monkeypatch):
+    """A kind declaring how it is made from the mel power spectrogram gets stretch, pitch and
+    mask variants through augment's fast path (no waveform made, no variant rendered again),
+    with nothing but its FeatureKind."""
+    from genrekit.data_tools import pipeline
+    from genrekit.data_tools.loaders import load_feature
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+
+    register_kind(SPECTRAL_TOY)
+    try:
+        seen = {"extract": 0, "waveform": 0, "spectral_variant": 0}
+
+        def counting(name, f):
+            def wrapper(*a, **kw):
+                seen[name] += 1
+                return f(*a, **kw)
+            return wrapper
+
+        monkeypatch.setattr(pipeline, "extract", counting("extract", pipeline.extract))
+        monkeypatch.setattr(pipeline, "apply_waveform", counting("waveform", pipeline.apply_waveform))
+        monkeypatch.setattr(pipeline, "spectral_variant", counting("spectral_variant", pipeline.spectral_variant))
+        CALLS.update(from_power=0, to_feature=0)
+        data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+        settings = AugmentSettings(features=small_features(), kinds=("bands",), ratios=(100, 0, 0), seed=1,
+                                   augment=AugmentConfig(freq_mask_bands=2, time_mask_frames=4))
+        s = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
+        assert s["ok"] == 6 and s["skipped_bad"] == 0
+        rows = read_manifest(tmp_path / "feats")
+        names = {v.name for v in settings.augment.variants()}
+        assert names == {"original", "stretch_x1.25", "stretch_x0.85", "pitch_+2", "pitch_-1", "freqmask", "timemask"}
+        by = {(r["track_id"], r["augmentation"], r["segment"]): r["path"] for r in rows}
+        for tid in {r["track_id"] for r in rows}:
+            original = load_feature(tmp_path / "feats" / by[(tid, "original", "0")], "bands")
+            assert original.shape == (TOY_FRAMES, BANDS)
+            for name in names - {"original"}:
+                x = load_feature(tmp_path / "feats" / by[(tid, name, "0")], "bands")
+                assert x.shape == original.shape and not np.array_equal(x, original), (tid, name)
+        # the fast path: one render (the original) per track; the four stretch / pitch variants
+        # read from its STFT, the two masks from the spectrograms it kept; no waveform made
+        assert seen == {"extract": 6, "waveform": 0, "spectral_variant": 6 * 4}
+        assert CALLS["from_power"] == 6 * 5  # the original's render and the four STFT variants
+        assert CALLS["to_feature"] == sum(r["augmentation"] in ("freqmask", "timemask") for r in rows)
+    finally:
+        del features.KINDS[SPECTRAL_TOY.name]
+
+
 def test_an_unregistered_kind_is_refused_before_anything_is_written(tmp_path):
     from genrekit.data_tools.pipeline import AugmentSettings
 
