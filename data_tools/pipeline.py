@@ -24,7 +24,7 @@ import sys
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -448,10 +448,36 @@ def catalogue_for(data, genres=None) -> tuple[Catalogue, list[str]]:
 RUNNERS = ("local", "beam")
 
 
+@dataclass(frozen=True)
+class AugmentSummary:
+    """What :func:`run_augment` did: counts of tracks and files, and where the manifest is."""
+
+    out: str  # the feature folder
+    manifest: str  # its manifest (a shard's own, with --shard)
+    tracks: int  # tracks of this run (of this shard)
+    ok: int  # ... rendered (now or by an earlier run)
+    skipped_bad: int  # ... skipped: undecodable, silent, too short or too long
+    resumed: int  # ... finished by an earlier run
+    files: int  # feature files listed in the manifest
+    missing_on_disk: int  # tracks named in the split that are not on disk
+    unassigned: int  # tracks on disk that the split leaves out
+    skipped_paths: int  # paths left out of the catalogue (links)
+
+    def to_dict(self) -> dict:
+        """The summary as a plain mapping (the dict run_augment returned before)."""
+        return asdict(self)
+
+    def __getitem__(self, key: str):
+        """``summary["ok"]``: the readers of the dict run_augment returned before."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,
                 shard: tuple[int, int] | None = None, progress: bool = True, log=None,
-                runner: str = "local", beam_options=(), out_flag: str = "--out") -> dict:
-    """Run the augmentation stage. Returns a summary dict (counts, paths).
+                runner: str = "local", beam_options=(), out_flag: str = "--out") -> AugmentSummary:
+    """Run the augmentation stage. Returns its :class:`AugmentSummary` (counts, paths).
 
     ``runner="beam"`` runs the same per-track jobs as an Apache Beam pipeline
     (:mod:`genrekit.data_tools.beam_runner`, options ``beam_options`` as ``KEY=VALUE``); the files,
@@ -461,47 +487,17 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     other settings) is checked before --out is created or anything is written in it."""
     settings = settings or AugmentSettings()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if workers < 1:
-        raise DataError("--workers must be at least 1")
-    if runner not in RUNNERS:
-        raise DataError(f"unknown --runner {runner!r} (known: {', '.join(RUNNERS)})")
-    if beam_options and runner != "beam":
-        raise DataError("--beam-option needs --runner beam")
-    beam_flags = None
-    if runner == "beam":
-        beam_flags = beam_runner.beam_flags(beam_options, workers)
+    beam_flags = _check_runner(workers, runner, beam_options)
     shard_kn = check_shard(shard)
     cat, all_genres = catalogue_for(data, list(settings.genres) if settings.genres else None)
     root, tracks = cat.root, cat.tracks
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder")
-    own_folder_marker(out, SETTINGS_NAME, out_flag, "genrekit augment")  # never a user's folder
-    _check_settings(out, settings)
-    check_no_links(out, [STATE_DIR, *{Path(get_kind(k).relpath(t.track_id, "original", 0)).parent
-                                      for k in settings.kinds for t in tracks}], out_flag,
-                   files=(MANIFEST_NAME, "report.md", "splits.csv", SETTINGS_NAME, CONFIG_NAME))
+    _check_out(out, settings, tracks, out_flag)
 
     # 1. the split, before anything else
     split = _decide_split(tracks, all_genres, settings)
-    splits_path = out / "splits.csv"
-    if splits_path.is_file():
-        try:
-            old = read_splits_csv(splits_path)
-        except (OSError, UnicodeDecodeError, KeyError):
-            raise DataError(f"{splits_path} is unreadable; choose a new --out") from None
-        if old != split.assignment:
-            raise DataError(f"{splits_path} differs from the split these settings give now "
-                            "(did the data change?); choose a new --out")
-    check_writable(out)  # the inputs are valid: only now is --out created
-    remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
-    for sub in (STATE_DIR, *kind_names()):
-        remove_stale_temporaries(out / sub, recursive=True)
-    settings_doc = settings.to_dict() | {"data_root": str(root)}
-    write_json_atomic(out / SETTINGS_NAME, settings_doc)  # first: it marks the folder as augment's
-    if not splits_path.is_file():
-        write_splits_csv(splits_path, tracks, split)
-    settings.features.save(out)
+    _check_split_file(out / "splits.csv", split)
+    _start_folder(out, settings, root, tracks, split)
     for path, why in cat.skipped:
         log(f"skipped {path}: {why}")
 
@@ -511,6 +507,80 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
         k, n = shard_kn
         todo = [t for i, t in enumerate(todo) if i % n == k - 1]
     jobs = [(t, split.assignment[t.track_id], root, out, settings) for t in todo]
+    results = _run_jobs(jobs, out, workers, beam_flags, progress, log)
+
+    # 3. manifest and report
+    results.sort(key=lambda r: r.track_id)
+    rows = [row for r in results for row in r.rows]
+    suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
+    manifest_path = out / (f"manifest{suffix}.csv" if suffix else MANIFEST_NAME)
+    write_manifest(manifest_path, rows)
+    report = build_report(root, settings, split, results, rows, shard_kn, cat.skipped)
+    write_text_atomic(out / f"report{suffix}.md", report)
+    for r in results:
+        if r.status != "ok":
+            log(f"skipped {r.track_id}: {r.status}: {r.message}")
+    return AugmentSummary(
+        out=str(out), manifest=str(manifest_path), tracks=len(results),
+        ok=sum(r.status == "ok" for r in results), skipped_bad=sum(r.status != "ok" for r in results),
+        resumed=sum(r.skipped for r in results), files=len(rows),
+        missing_on_disk=len(split.missing_on_disk), unassigned=len(split.unassigned),
+        skipped_paths=len(cat.skipped))
+
+
+def _check_runner(workers: int, runner: str, beam_options) -> list | None:
+    """Refuse bad --workers / --runner / --beam-option values; the Beam flags (None: local)."""
+    if workers < 1:
+        raise DataError("--workers must be at least 1")
+    if runner not in RUNNERS:
+        raise DataError(f"unknown --runner {runner!r} (known: {', '.join(RUNNERS)})")
+    if beam_options and runner != "beam":
+        raise DataError("--beam-option needs --runner beam")
+    return beam_runner.beam_flags(beam_options, workers) if runner == "beam" else None
+
+
+def _check_out(out: Path, settings: AugmentSettings, tracks: list[Track], out_flag: str) -> None:
+    """Refuse an --out that is not augment's folder, was made with other settings, or holds links
+    where augment writes."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
+    own_folder_marker(out, SETTINGS_NAME, out_flag, "genrekit augment")  # never a user's folder
+    _check_settings(out, settings)
+    check_no_links(out, [STATE_DIR, *{Path(get_kind(k).relpath(t.track_id, "original", 0)).parent
+                                      for k in settings.kinds for t in tracks}], out_flag,
+                   files=(MANIFEST_NAME, "report.md", "splits.csv", SETTINGS_NAME, CONFIG_NAME))
+
+
+def _check_split_file(splits_path: Path, split: SplitResult) -> None:
+    """Refuse an --out whose splits.csv differs from the split the settings give now."""
+    if not splits_path.is_file():
+        return
+    try:
+        old = read_splits_csv(splits_path)
+    except (OSError, UnicodeDecodeError, KeyError):
+        raise DataError(f"{splits_path} is unreadable; choose a new --out") from None
+    if old != split.assignment:
+        raise DataError(f"{splits_path} differs from the split these settings give now "
+                        "(did the data change?); choose a new --out")
+
+
+def _start_folder(out: Path, settings: AugmentSettings, root: Path, tracks: list[Track],
+                  split: SplitResult) -> None:
+    """Create --out (the inputs are valid: only now), clear its stale temporaries and write its
+    settings, split and feature config."""
+    check_writable(out)
+    remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
+    for sub in (STATE_DIR, *kind_names()):
+        remove_stale_temporaries(out / sub, recursive=True)
+    settings_doc = settings.to_dict() | {"data_root": str(root)}
+    write_json_atomic(out / SETTINGS_NAME, settings_doc)  # first: it marks the folder as augment's
+    if not (out / "splits.csv").is_file():
+        write_splits_csv(out / "splits.csv", tracks, split)
+    settings.features.save(out)
+
+
+def _run_jobs(jobs: list, out: Path, workers: int, beam_flags, progress: bool, log) -> list[TrackResult]:
+    """Run the per-track jobs with Beam, in this process or in worker processes."""
     results: list[TrackResult] = []
     bar = _progress(len(jobs), progress and beam_flags is None)
     try:
@@ -528,27 +598,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
             results = _run_pool(jobs, workers, bar)
     finally:
         bar.close()
-
-    # 3. manifest and report
-    results.sort(key=lambda r: r.track_id)
-    rows = [row for r in results for row in r.rows]
-    suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
-    manifest_path = out / (f"manifest{suffix}.csv" if suffix else MANIFEST_NAME)
-    write_manifest(manifest_path, rows)
-    report = build_report(root, settings, split, results, rows, shard_kn, cat.skipped)
-    write_text_atomic(out / f"report{suffix}.md", report)
-    for r in results:
-        if r.status != "ok":
-            log(f"skipped {r.track_id}: {r.status}: {r.message}")
-    summary = {
-        "out": str(out), "manifest": str(manifest_path), "tracks": len(results),
-        "ok": sum(r.status == "ok" for r in results),
-        "skipped_bad": sum(r.status != "ok" for r in results),
-        "resumed": sum(r.skipped for r in results), "files": len(rows),
-        "missing_on_disk": len(split.missing_on_disk), "unassigned": len(split.unassigned),
-        "skipped_paths": len(cat.skipped),
-    }
-    return summary
+    return results
 
 
 def _run_pool(jobs: list, workers: int, bar) -> list[TrackResult]:

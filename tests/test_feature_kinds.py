@@ -141,7 +141,7 @@ def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, 
     settings = AugmentSettings(features=small_features(), kinds=("mel", "rms"), ratios=(60, 20, 20), seed=1,
                                augment=AugmentConfig(augmentations=("timemask",), time_mask_frames=4))
     s = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
-    assert s["ok"] == 9 and s["skipped_bad"] == 0
+    assert s.ok == 9 and s.skipped_bad == 0
     rows = read_manifest(tmp_path / "feats")
     toy_rows = [r for r in rows if r["feature"] == "rms"]
     assert {r["augmentation"] for r in toy_rows} == {"original", "timemask"}
@@ -159,7 +159,7 @@ def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, 
     assert np.array_equal(got, x)
     # a rerun finds every track finished; the CLI offers the kind
     again = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
-    assert again["resumed"] == 9
+    assert again.resumed == 9
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["augment", "--help"])
@@ -219,7 +219,7 @@ def test_a_kind_with_a_spectral_path_gets_its_variants_from_the_stft(tmp_path, m
         settings = AugmentSettings(features=small_features(), kinds=("bands",), ratios=(100, 0, 0), seed=1,
                                    augment=AugmentConfig(freq_mask_bands=2, time_mask_frames=4))
         s = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
-        assert s["ok"] == 6 and s["skipped_bad"] == 0
+        assert s.ok == 6 and s.skipped_bad == 0
         rows = read_manifest(tmp_path / "feats")
         names = {v.name for v in settings.augment.variants()}
         assert names == {"original", "stretch_x1.25", "stretch_x0.85", "pitch_+2", "pitch_-1", "freqmask", "timemask"}
