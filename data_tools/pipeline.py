@@ -650,7 +650,7 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
     if shard_kn:
         L.append(f"- shard {shard_kn[0]} of {shard_kn[1]}")
     fc = settings.features
-    floor = f", floor -{fc.top_db:g} dB" if set(settings.kinds) & {"mel", "mfcc", "melspec"} else ""
+    floor = f", floor -{fc.top_db:g} dB" if any(get_kind(k).floored for k in settings.kinds) else ""
     L.append(f"- features: {', '.join(settings.kinds)}; {fc.sr} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, "
              f"{fc.n_mels} mels{floor}; {'; '.join(settings_words(fc, k) for k in settings.kinds)} "
              f"(config fingerprint {fc.fingerprint()})")

@@ -3,6 +3,8 @@ registered in one place flows through augment, the manifest and the loaders; the
 --features choices and defaults are the registry's and the config dataclasses'."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,66 @@ def test_feature_config_for_takes_the_kinds_own_spectrogram_settings():
         feature_config_for(("mel", "chroma"))
 
 
+# -- the settings: shared spectrogram settings and one record per kind ---------------------------
+
+# the keys of feature_config.json (every feature folder and run holds one), in to_dict's order
+FLAT_KEYS = ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "image_height", "image_width",
+             "image_seconds", "image_hop_seconds", "image_segments", "n_mfcc", "mfcc_seconds", "mfcc_hop_seconds",
+             "mfcc_segments", "pad_mode", "musicnn_frames", "musicnn_hop_frames", "melspec_frames",
+             "melspec_hop_frames", "tempo_hop_length", "tempo_ac_frames", "tempo_bins", "tempo_bpm_min",
+             "tempo_bpm_max", "tempo_step_frames", "tempo_frames", "tempo_hop_frames")
+
+
+def test_feature_config_is_shared_settings_and_a_record_per_kind():
+    cfg = FeatureConfig()
+    assert tuple(cfg.to_dict()) == FLAT_KEYS and set(features.SHARED_SETTINGS) <= set(FLAT_KEYS)
+    assert cfg.fingerprint() == "2cd19f6fd63ff67d"  # as before the split: every folder keeps loading
+    assert FeatureConfig(**MUSICNN_FEATURES).fingerprint() == "d72b4acaac507858"
+    assert cfg.of("mel") == features.MelImageSettings() == get_kind("mel").settings
+    assert cfg.of("musicnn") == features.FrameWindowSettings(187) and cfg.of("melspec").frames == 400
+    assert get_kind("mfcc").flat_names() == {"n_mfcc": "n_mfcc", "seconds": "mfcc_seconds",
+                                             "hop_seconds": "mfcc_hop_seconds", "segments": "mfcc_segments"}
+    assert get_kind("tempogram").flat_names()["bpm_min"] == "tempo_bpm_min"
+    # built from flat names (the CLI, feature_config.json) or from records: the same config
+    small = FeatureConfig(image_height=64, tempo_bins=32)
+    assert small == FeatureConfig(settings={"mel": features.MelImageSettings(height=64),
+                                            "tempogram": features.TempogramSettings(bins=32)})
+    assert small.of("mel").height == small.image_height == 64 and small.of("mel").width == 256
+    assert FeatureConfig.from_dict(small.to_dict()) == small and hash(small) == hash(FeatureConfig.from_dict(small.to_dict()))
+    assert small.with_settings("mel", height=32) == dataclasses.replace(small, image_height=32)
+    assert FeatureConfig(image_height=256) == cfg and cfg.kind_settings == ()  # defaults are not stored
+    with pytest.raises(DataError, match="bad feature settings: image size must be at least 8x8"):
+        cfg.with_settings("mel", width=4)
+    with pytest.raises(DataError, match="feature config has unknown keys: height"):
+        FeatureConfig.from_dict({"height": 3})
+    with pytest.raises(TypeError):
+        FeatureConfig(height=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToySettings:
+    frames: int = 16
+    gain: float = 1.0
+
+
+def test_a_kind_declares_its_own_settings_record():
+    toy = dataclasses.replace(TOY, name="gained", settings=ToySettings())
+    register_kind(toy)
+    try:
+        cfg = FeatureConfig(gained_gain=2.0)
+        assert cfg.of("gained") == ToySettings(gain=2.0) and cfg.gained_frames == 16
+        d = cfg.to_dict()
+        assert tuple(d)[:len(FLAT_KEYS)] == FLAT_KEYS and (d["gained_frames"], d["gained_gain"]) == (16, 2.0)
+        assert FeatureConfig.from_dict(d) == cfg
+        with pytest.raises(DataError, match="setting name\\(s\\) gained_frames, gained_gain are taken already"):
+            register_kind(dataclasses.replace(toy, name="other", settings_prefix="gained_"))
+    finally:
+        features.unregister_kind("gained")
+    assert "gained_gain" not in FeatureConfig().to_dict()
+    with pytest.raises(TypeError):
+        FeatureConfig(gained_gain=2.0)
+
+
 # -- a kind registered by a test, known to no other file ---------------------------------------
 
 TOY_FRAMES = 16
@@ -127,7 +189,7 @@ def toy_kind():
     try:
         yield TOY
     finally:
-        del features.KINDS[TOY.name]  # the registry as it was
+        features.unregister_kind(TOY.name)  # the registry as it was
 
 
 def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, tmp_path, capsys):
@@ -236,7 +298,7 @@ def test_a_kind_with_a_spectral_path_gets_its_variants_from_the_stft(tmp_path, m
         assert CALLS["from_power"] == 6 * 5  # the original's render and the four STFT variants
         assert CALLS["to_feature"] == sum(r["augmentation"] in ("freqmask", "timemask") for r in rows)
     finally:
-        del features.KINDS[SPECTRAL_TOY.name]
+        features.unregister_kind(SPECTRAL_TOY.name)
 
 
 def test_an_unregistered_kind_is_refused_before_anything_is_written(tmp_path):
