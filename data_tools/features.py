@@ -149,6 +149,7 @@ class FeatureConfig:
                 changes.setdefault(kind, {})[attr] = value
             else:
                 unknown.append(key)
+        unknown += [f"settings[{k!r}]" for k in chosen if k not in KINDS or KINDS[k].settings is None]
         if unknown:
             raise TypeError(f"FeatureConfig() got unexpected keyword argument(s) {', '.join(unknown)}")
         for kind, values in changes.items():
@@ -180,6 +181,8 @@ class FeatureConfig:
         return getattr(self.of(kind), attr)
 
     def _check(self):
+        # the checks of every kind's settings in one place, so that the messages and their order
+        # (several problems are reported in one line) stay as they were
         mel, mfcc, tempo = self.of("mel"), self.of("mfcc"), self.of("tempogram")
         problems = []
         if self.sr <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
@@ -564,7 +567,7 @@ def image_to_input(img: np.ndarray) -> np.ndarray:
 # how its hop is set, and (``spectral``) whether it is made from the mel power spectrogram, in
 # which case augment reads its stretch / pitch / mask variants from the original's STFT. augment,
 # the CLI, the loaders, runs and model cards ask the registry; adding a kind is one
-# register_kind() call here (plus its FeatureConfig fields, when it has settings of its own) and
+# register_kind() call here (with its settings record, when it has settings of its own) and
 # its test (tests/test_feature_kinds.py).
 
 Render = Callable[["np.ndarray", "FeatureConfig", "SpecTransform | None", "np.random.Generator"],
