@@ -38,13 +38,15 @@ ORIGINAL = Variant("original", "original")
 def _time_stretch(y: np.ndarray, sr: int, rate: float) -> np.ndarray:
     import audiomentations as am
 
-    return am.TimeStretch(min_rate=rate, max_rate=rate, leave_length_unchanged=False, p=1.0)(samples=y, sample_rate=sr)
+    stretch = am.TimeStretch(min_rate=rate, max_rate=rate, leave_length_unchanged=False, p=1.0)
+    return stretch(samples=y, sample_rate=sr)
 
 
 def _pitch_shift(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     import audiomentations as am
 
-    return am.PitchShift(min_semitones=semitones, max_semitones=semitones, p=1.0)(samples=y, sample_rate=sr)
+    shift = am.PitchShift(min_semitones=semitones, max_semitones=semitones, p=1.0)
+    return shift(samples=y, sample_rate=sr)
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,8 @@ def spectral_variant(mag: np.ndarray, n_samples: int, cfg, kind: str, variant: V
     with np.errstate(over="ignore", invalid="ignore"):
         if not path.per_segment:  # the whole clip's spectrogram cut into frame windows
             power = variant_clip_mel_power(mag, n_samples, cfg, variant)
-            return frame_windows(finite_spectrogram(path.from_power(power, cfg)), cfg, w.frames, w.hop_frames)
+            spec = finite_spectrogram(path.from_power(power, cfg))
+            return frame_windows(spec, cfg, w.frames, w.hop_frames)
         n_var = stretched_length(n_samples, rate)  # samples of the variant's waveform
         hop, seg_len = cfg.hop_length, cfg.segment_samples(kind)
         seg_hop = int(round(w.hop_seconds * cfg.sr)) if w.hop_seconds else None
@@ -339,7 +342,8 @@ def spectral_variant(mag: np.ndarray, n_samples: int, cfg, kind: str, variant: V
                 p = np.mod(p, n_var)
             else:
                 p[p >= n_var] = np.nan
-            spec = finite_spectrogram(path.from_power(variant_mel_power(mag, p * rate / hop, ratio, cfg), cfg))
-            out.append((Segment(index=i, start_s=start / cfg.sr, padded_s=short / cfg.sr, audio=empty),
-                        path.to_feature(spec, cfg)))
+            power = variant_mel_power(mag, p * rate / hop, ratio, cfg)
+            spec = finite_spectrogram(path.from_power(power, cfg))
+            seg = Segment(index=i, start_s=start / cfg.sr, padded_s=short / cfg.sr, audio=empty)
+            out.append((seg, path.to_feature(spec, cfg)))
         return out

@@ -107,17 +107,17 @@ SHARED_SETTINGS: Mapping[str, object] = MappingProxyType({
     "pad_mode": "wrap",  # how a clip shorter than a segment is filled: wrap | constant
 })
 # the order of feature_config.json's keys in to_dict() (the file itself is written sorted)
-_KEY_ORDER = ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "image_height", "image_width",
-              "image_seconds", "image_hop_seconds", "image_segments", "n_mfcc", "mfcc_seconds", "mfcc_hop_seconds",
-              "mfcc_segments", "pad_mode")
+_KEY_ORDER = ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "image_height",
+              "image_width", "image_seconds", "image_hop_seconds", "image_segments", "n_mfcc",
+              "mfcc_seconds", "mfcc_hop_seconds", "mfcc_segments", "pad_mode")
 _FLAT: dict[str, tuple[str, str]] = {}  # flat name -> (kind, field of its settings record)
 
 
 @dataclass(frozen=True, init=False)
 class FeatureConfig:
     """The feature settings of a feature folder or a run: the shared spectrogram settings
-    (``sr``, ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``, ``top_db``, ``pad_mode``) and
-    each kind's own settings record (:meth:`of`).
+    (``sr``, ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``, ``top_db``,
+    ``pad_mode``) and each kind's own settings record (:meth:`of`).
 
     Built from flat names, as feature_config.json and the command line spell them:
     ``FeatureConfig(sr=16000, image_height=128)``; or with records:
@@ -133,12 +133,13 @@ class FeatureConfig:
     fmax: float | None
     top_db: float
     pad_mode: str
-    kind_settings: tuple[tuple[str, object], ...]  # (kind, record) where it differs from the kind's defaults
+    kind_settings: tuple[tuple[str, object], ...]  # (kind, record) where not the kind's defaults
 
     def __init__(self, *, settings: Mapping[str, object] | None = None,
                  kind_settings: tuple[tuple[str, object], ...] = (), **flat):
         shared = dict(SHARED_SETTINGS)
-        chosen = dict(kind_settings) | dict(settings or {})  # (kind_settings: as dataclasses.replace passes it)
+        # kind_settings: the field itself, as dataclasses.replace passes it back
+        chosen = dict(kind_settings) | dict(settings or {})
         changes: dict[str, dict] = {}
         unknown = []
         for key, value in flat.items():
@@ -149,15 +150,18 @@ class FeatureConfig:
                 changes.setdefault(kind, {})[attr] = value
             else:
                 unknown.append(key)
-        unknown += [f"settings[{k!r}]" for k in chosen if k not in KINDS or KINDS[k].settings is None]
+        unknown += [f"settings[{k!r}]" for k in chosen
+                    if k not in KINDS or KINDS[k].settings is None]
         if unknown:
-            raise TypeError(f"FeatureConfig() got unexpected keyword argument(s) {', '.join(unknown)}")
+            raise TypeError("FeatureConfig() got unexpected keyword argument(s) "
+                            + ", ".join(unknown))
         for kind, values in changes.items():
             chosen[kind] = dataclasses.replace(chosen.get(kind, get_kind(kind).settings), **values)
         for key, value in shared.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "kind_settings", tuple(
-            (k.name, chosen[k.name]) for k in KINDS.values() if k.name in chosen and chosen[k.name] != k.settings))
+            (k.name, chosen[k.name]) for k in KINDS.values()
+            if k.name in chosen and chosen[k.name] != k.settings))
         self._check()
 
     def of(self, kind: str):
@@ -191,7 +195,8 @@ class FeatureConfig:
             problems.append("image size must be at least 8x8")
         if mel.seconds <= 0 or mfcc.seconds <= 0:
             problems.append("segment lengths must be positive")
-        for name, v in (("image_hop_seconds", mel.hop_seconds), ("mfcc_hop_seconds", mfcc.hop_seconds)):
+        for name, v in (("image_hop_seconds", mel.hop_seconds),
+                        ("mfcc_hop_seconds", mfcc.hop_seconds)):
             if v is not None and v <= 0:
                 problems.append(f"{name} must be positive")
         for name, v in (("image_segments", mel.segments), ("mfcc_segments", mfcc.segments)):
@@ -227,7 +232,8 @@ class FeatureConfig:
         if max(mel.height, mel.width) > MAX_IMAGE_SIDE:
             p.append(f"image size {mel.height}x{mel.width} is above {MAX_IMAGE_SIDE} a side")
         for name, v in (("image_seconds", mel.seconds), ("mfcc_seconds", mfcc.seconds),
-                        ("image_hop_seconds", mel.hop_seconds), ("mfcc_hop_seconds", mfcc.hop_seconds)):
+                        ("image_hop_seconds", mel.hop_seconds),
+                        ("mfcc_hop_seconds", mfcc.hop_seconds)):
             if v is not None and not v <= MAX_SEGMENT_SECONDS:  # NaN too
                 p.append(f"{name} {v:g} is above {MAX_SEGMENT_SECONDS:g} s")
         for name, v in (("image_segments", mel.segments), ("mfcc_segments", mfcc.segments)):
@@ -236,7 +242,8 @@ class FeatureConfig:
         for name in ("musicnn_frames", "melspec_frames", "tempo_frames", "tempo_ac_frames"):
             if not 1 <= getattr(self, name) <= MAX_WINDOW_FRAMES:
                 p.append(f"{name} must be between 1 and {MAX_WINDOW_FRAMES}")
-        for name, v in (("image_seconds", mel.seconds), ("mfcc_seconds", mfcc.seconds)):  # at least one STFT frame
+        # a segment holds at least one STFT frame
+        for name, v in (("image_seconds", mel.seconds), ("mfcc_seconds", mfcc.seconds)):
             if v * self.sr < self.n_fft:
                 p.append(f"{name} {v:g} s is shorter than one FFT window "
                          f"(n_fft {self.n_fft} samples = {self.n_fft / self.sr:.3g} s at {self.sr} Hz)")
@@ -280,7 +287,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureConfig:
-        """The config of a mapping of flat names (:meth:`to_dict`); a missing name takes its default."""
+        """The config of a mapping of flat names (:meth:`to_dict`); a name left out: its default."""
         unknown = set(d) - set(SHARED_SETTINGS) - set(_FLAT)
         if unknown:
             raise DataError(f"feature config has unknown keys: {', '.join(sorted(unknown))}")
@@ -666,7 +673,7 @@ class FeatureKind:
     formula: Callable[[FeatureConfig], str] | None = None  # the computation in words, for model cards
     hop: Callable[[FeatureConfig, float], FeatureConfig] | None = None  # cfg with windows every so many seconds
     spectral: Spectral | None = None  # made from the mel power spectrogram (augment's fast path)
-    settings: object | None = None  # its own settings record, with their defaults (FeatureConfig.of)
+    settings: object | None = None  # its own settings record, its defaults (FeatureConfig.of)
     settings_prefix: str | None = None  # the prefix of their flat names (None: "<name>_")
     words: Callable[[FeatureConfig], str] | None = None  # one feature's shape in words, for reports
     floored: bool = False  # its dB values are floored top_db below the peak (reports say so)
@@ -733,7 +740,8 @@ def register_kind(kind: FeatureKind) -> FeatureKind:
     names = kind.flat_names()
     taken = [n for n in names.values() if n in _FLAT or n in SHARED_SETTINGS]
     if taken:
-        raise DataError(f"feature kind {kind.name!r}: setting name(s) {', '.join(taken)} are taken already")
+        raise DataError(f"feature kind {kind.name!r}: setting name(s) {', '.join(taken)} "
+                        "are taken already")
     KINDS[kind.name] = kind
     _FLAT.update((flat, (kind.name, attr)) for attr, flat in names.items())
     return kind
@@ -769,8 +777,12 @@ def settings_words(cfg: FeatureConfig, kind: str) -> str:
     back to back", "musicnn 187 frames x 96 mels per 2.99 s, back to back"."""
     k, w = get_kind(kind), cfg.windows(kind)
     shape = k.shape(cfg)
-    what = (k.words(cfg) if k.words else f"{w.frames} frames x {shape[1]} bins" if w.frames is not None
-            else f"{shape[0]} x {shape[1]} image" if k.image else " x ".join(map(str, shape)))
+    if k.words is not None:
+        what = k.words(cfg)
+    elif w.frames is not None:
+        what = f"{w.frames} frames x {shape[1]} bins"
+    else:
+        what = f"{shape[0]} x {shape[1]} image" if k.image else " x ".join(map(str, shape))
     if w.frames is None:  # segments of the waveform, each rendered on its own
         where = (f", {w.count} evenly spaced" if w.count else f", every {w.hop_seconds:g} s" if w.hop_seconds
                  else ", back to back")
@@ -816,8 +828,10 @@ def _db_words(cfg: FeatureConfig, kind: str) -> str:
 
 
 def _hop_frames(kind: str, frame_samples):
-    """``hop`` of a kind cut into frame windows: its ``hop_frames`` set to ``hop_s`` in whole frames."""
-    return lambda cfg, hop_s: cfg.with_settings(kind, hop_frames=max(1, round(hop_s * cfg.sr / frame_samples(cfg))))
+    """``hop`` of a kind cut into frame windows: its ``hop_frames``, ``hop_s`` in whole frames."""
+    def hop(cfg: FeatureConfig, hop_s: float) -> FeatureConfig:
+        return cfg.with_settings(kind, hop_frames=max(1, round(hop_s * cfg.sr / frame_samples(cfg))))
+    return hop
 
 
 def _hop_seconds(kind: str):
@@ -851,7 +865,8 @@ def _clip_work(cfg: FeatureConfig, kind: str, clip_seconds: float) -> int:
 
 def _mel_formula(cfg: FeatureConfig) -> str:
     mel = cfg.of("mel")
-    return (f"{_db_words(cfg, 'mel')}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to 0..1, "
+    return (f"{_db_words(cfg, 'mel')}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to "
+            "0..1, "
             f"low frequencies at the bottom, bilinear resize to {mel.height} x {mel.width}, "
             "rounded to 0..255) divided by 255")
 
@@ -873,7 +888,8 @@ register_kind(FeatureKind(
     work_bytes=_segment_work("mfcc"), default=True, hop=_hop_seconds("mfcc"),
     formula=lambda cfg: (f"{_db_words(cfg, 'mfcc')}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')"
                          f"[:{cfg.of('mfcc').n_mfcc}], time first"),
-    words=lambda cfg: f"{cfg.of('mfcc').n_mfcc} coefficients x {cfg.feature_shape('mfcc')[0]} frames",
+    words=lambda cfg: (f"{cfg.of('mfcc').n_mfcc} coefficients x "
+                       f"{cfg.feature_shape('mfcc')[0]} frames"),
     floored=True, settings=MfccSettings()))
 
 
@@ -885,7 +901,8 @@ register_kind(FeatureKind(
     work_bytes=lambda cfg, secs: _clip_work(cfg, "musicnn", secs), audio=MappingProxyType(MUSICNN_FEATURES),
     hop=_hop_frames("musicnn", lambda cfg: cfg.hop_length),
     formula=lambda cfg: f"{_mel_words(cfg)}; x = log10(10000 * M + 1), float32",
-    words=_mel_windows_words("musicnn"), settings=FrameWindowSettings(187)))  # 187 frames = 3 s at 16 kHz, hop 256
+    # 187 frames = 3 s at 16 kHz, hop 256
+    words=_mel_windows_words("musicnn"), settings=FrameWindowSettings(187)))
 
 
 register_kind(FeatureKind(
@@ -907,21 +924,22 @@ def _tempo_frame_samples(cfg: FeatureConfig) -> int:
 
 def _render_tempogram(y, cfg, spec_transform, rng):
     t = cfg.of("tempogram")
-    return frame_windows(finite_spectrogram(tempogram(y, cfg, spec_transform, rng)), cfg, t.frames, t.hop_frames,
-                         frame_seconds=_tempo_frame_samples(cfg) / cfg.sr)
+    spec = finite_spectrogram(tempogram(y, cfg, spec_transform, rng))
+    return frame_windows(spec, cfg, t.frames, t.hop_frames, frame_seconds=_tempo_frame_samples(cfg) / cfg.sr)
 
 
 def _tempogram_work(cfg: FeatureConfig, clip_seconds: float) -> int:
     secs = max(clip_seconds, cfg.seconds("tempogram"))
     t = cfg.of("tempogram")
     frames = 1 + int(secs * cfg.sr) // t.hop_length
-    return cfg.stft_bytes(secs, n_fft=4 * t.hop_length, hop_length=t.hop_length) + frames * t.ac_frames * 16
+    stft = cfg.stft_bytes(secs, n_fft=4 * t.hop_length, hop_length=t.hop_length)
+    return stft + frames * t.ac_frames * 16
 
 
 def _tempogram_windows(cfg: FeatureConfig) -> Windows:
     t = cfg.of("tempogram")
-    return Windows(t.frames * _tempo_frame_samples(cfg) / cfg.sr, frames=t.frames, hop_frames=t.hop_frames,
-                   frame_samples=_tempo_frame_samples(cfg))
+    step = _tempo_frame_samples(cfg)
+    return Windows(t.frames * step / cfg.sr, frames=t.frames, hop_frames=t.hop_frames, frame_samples=step)
 
 
 register_kind(FeatureKind(
@@ -929,7 +947,8 @@ register_kind(FeatureKind(
     render=_render_tempogram, windows=_tempogram_windows,
     shape=lambda cfg: (cfg.of("tempogram").frames, cfg.of("tempogram").bins),
     work_bytes=_tempogram_work, hop=_hop_frames("tempogram", _tempo_frame_samples),
-    formula=lambda cfg: "log-BPM tempogram, see genrekit.data_tools.features.tempogram (not reproduced outside genrekit)",
+    formula=lambda cfg: ("log-BPM tempogram, see genrekit.data_tools.features.tempogram "
+                         "(not reproduced outside genrekit)"),
     settings=TempogramSettings(), settings_prefix="tempo_"))
 
 FEATURE_KINDS = kind_names()  # the built-in kinds (a kind registered later is in kind_names())

@@ -266,7 +266,8 @@ class _ClipVariants:
         if fam.mask is not None and kind in self.spectra:
             mask = spec_transform_for(variant, self.ac)
             segs, kept = self.spectra[kind]
-            return [(seg, path.to_feature(mask(spec, rng), self.fc)) for seg, spec in zip(segs, kept, strict=False)]
+            return [(seg, path.to_feature(mask(spec, rng), self.fc))
+                    for seg, spec in zip(segs, kept, strict=False)]
         if fam.factors is not None and path is not None and self.spectral:
             if self._mag is None:
                 self._mag = magnitude_stft(self.y, self.fc.n_fft, self.fc.hop_length)
@@ -522,7 +523,8 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
             log(f"skipped {r.track_id}: {r.status}: {r.message}")
     return AugmentSummary(
         out=str(out), manifest=str(manifest_path), tracks=len(results),
-        ok=sum(r.status == "ok" for r in results), skipped_bad=sum(r.status != "ok" for r in results),
+        ok=sum(r.status == "ok" for r in results),
+        skipped_bad=sum(r.status != "ok" for r in results),
         resumed=sum(r.skipped for r in results), files=len(rows),
         missing_on_disk=len(split.missing_on_disk), unassigned=len(split.unassigned),
         skipped_paths=len(cat.skipped))
@@ -579,7 +581,8 @@ def _start_folder(out: Path, settings: AugmentSettings, root: Path, tracks: list
     settings.features.save(out)
 
 
-def _run_jobs(jobs: list, out: Path, workers: int, beam_flags, progress: bool, log) -> list[TrackResult]:
+def _run_jobs(jobs: list, out: Path, workers: int, beam_flags, progress: bool,
+              log) -> list[TrackResult]:
     """Run the per-track jobs with Beam, in this process or in worker processes."""
     results: list[TrackResult] = []
     bar = _progress(len(jobs), progress and beam_flags is None)
