@@ -95,7 +95,7 @@ def genrekit_mode(data: Path, out: Path, workers: int) -> int:
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     s = run_augment(data, out, AugmentSettings(kinds=("mel",)), workers=workers, progress=False)
-    return s["ok"]
+    return s.ok
 
 
 def child(mode: str, data: Path, out: Path) -> None:

@@ -8,6 +8,7 @@ one frequency mask of up to F=30 mel bands and one time mask of up to T=40 frame
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,13 +16,12 @@ import numpy as np
 from genrekit.data_tools.errors import DataError, FeatureError
 from genrekit.data_tools.features import (
     Segment,
-    db_to_image,
-    db_to_mfcc,
+    finite_spectrogram,
     frame_windows,
+    get_kind,
     segment_starts,
 )
 
-AUGMENTATIONS = ("stretch", "pitch", "freqmask", "timemask")
 VARIANT_SOURCES = ("stft", "waveform")
 
 
@@ -30,6 +30,67 @@ class Variant:
     name: str  # "original", "stretch_x1.25", "pitch_+2", "freqmask", ...
     family: str  # "original" | one of AUGMENTATIONS
     value: float = 0.0
+
+
+ORIGINAL = Variant("original", "original")
+
+
+def _time_stretch(y: np.ndarray, sr: int, rate: float) -> np.ndarray:
+    import audiomentations as am
+
+    stretch = am.TimeStretch(min_rate=rate, max_rate=rate, leave_length_unchanged=False, p=1.0)
+    return stretch(samples=y, sample_rate=sr)
+
+
+def _pitch_shift(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
+    import audiomentations as am
+
+    shift = am.PitchShift(min_semitones=semitones, max_semitones=semitones, p=1.0)
+    return shift(samples=y, sample_rate=sr)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One augmentation family: the variants it makes and how each is made.
+
+    ``values`` (a function of the :class:`AugmentConfig`) gives one variant per value, named by
+    ``label``; None gives one variant named after the family. A family changes either the
+    waveform (``waveform(y, sr, value)`` with audiomentations, and ``factors(value)``: the
+    (time rate, frequency ratio) by which augment's fast path reads the same variant from the
+    original's STFT) or the spectrogram (``mask``: the axis, 0 = bands and 1 = frames, and the
+    config's largest mask width)."""
+
+    name: str
+    values: Callable[[AugmentConfig], tuple[float, ...]] | None = None
+    label: Callable[[float], str] | None = None
+    waveform: Callable[[np.ndarray, int, float], np.ndarray] | None = None
+    factors: Callable[[float], tuple[float, float]] | None = None
+    mask: tuple[int, Callable[[AugmentConfig], int]] | None = None
+
+    def variants(self, cfg: AugmentConfig) -> list[Variant]:
+        """This family's variants under ``cfg``."""
+        if self.values is None:
+            return [Variant(self.name, self.name)]
+        return [Variant(self.label(v), self.name, v) for v in self.values(cfg)]
+
+
+# a stretch by r plays r times faster at the same pitch; a pitch shift by s semitones multiplies
+# every frequency by 2 ** (s / 12)
+FAMILIES: dict[str, Family] = {f.name: f for f in [
+    Family("stretch", lambda c: c.stretch_rates, lambda r: f"stretch_x{r:g}", _time_stretch,
+           factors=lambda r: (float(r), 1.0)),
+    Family("pitch", lambda c: c.pitch_semitones, lambda s: f"pitch_{s:+g}", _pitch_shift,
+           factors=lambda s: (1.0, float(2.0 ** (s / 12.0)))),
+    Family("freqmask", mask=(0, lambda c: c.freq_mask_bands)),
+    Family("timemask", mask=(1, lambda c: c.time_mask_frames)),
+]}
+AUGMENTATIONS = tuple(FAMILIES)
+_UNCHANGED = Family("original")  # the original: no change
+
+
+def family_of(variant: Variant) -> Family:
+    """The :class:`Family` of a variant (the original's changes nothing)."""
+    return FAMILIES.get(variant.family, _UNCHANGED)
 
 
 @dataclass(frozen=True)
@@ -82,14 +143,9 @@ class AugmentConfig:
 
     def variants(self) -> list[Variant]:
         """All variants of a training track, the un-augmented original first."""
-        out = [Variant("original", "original")]
+        out = [ORIGINAL]
         for aug in self.augmentations:
-            if aug == "stretch":
-                out += [Variant(f"stretch_x{r:g}", "stretch", r) for r in self.stretch_rates]
-            elif aug == "pitch":
-                out += [Variant(f"pitch_{s:+g}", "pitch", s) for s in self.pitch_semitones]
-            else:
-                out.append(Variant(aug, aug))
+            out += FAMILIES[aug].variants(self)
         return out
 
 
@@ -100,28 +156,21 @@ def variant_rng(seed: int, track_id: str, variant: str) -> np.random.Generator:
 
 
 def apply_waveform(y: np.ndarray, sr: int, variant: Variant) -> np.ndarray:
-    """Apply a waveform variant with audiomentations (fixed parameters, p=1)."""
-    if variant.family in ("original", "freqmask", "timemask"):
+    """Apply a waveform variant with audiomentations (fixed parameters, p=1); a variant that
+    does not change the waveform (the original, a mask) gives ``y``."""
+    change = family_of(variant).waveform
+    if change is None:
         return y
-    import audiomentations as am
-
-    if variant.family == "stretch":
-        t = am.TimeStretch(min_rate=variant.value, max_rate=variant.value,
-                           leave_length_unchanged=False, p=1.0)
-    elif variant.family == "pitch":
-        t = am.PitchShift(min_semitones=variant.value, max_semitones=variant.value, p=1.0)
-    else:  # pragma: no cover - guarded by AugmentConfig
-        raise DataError(f"unknown waveform augmentation {variant.family}")
-    return np.ascontiguousarray(t(samples=y, sample_rate=sr), dtype=np.float32)
+    return np.ascontiguousarray(change(y, sr, variant.value), dtype=np.float32)
 
 
 def spec_transform_for(variant: Variant, cfg: AugmentConfig):
     """The SpecAugment mask for a variant, as ``f(db, rng) -> db`` (None for other variants)."""
-    if variant.family == "freqmask":
-        return lambda db, rng: mask(db, rng, axis=0, max_width=cfg.freq_mask_bands, count=cfg.masks)
-    if variant.family == "timemask":
-        return lambda db, rng: mask(db, rng, axis=1, max_width=cfg.time_mask_frames, count=cfg.masks)
-    return None
+    m = family_of(variant).mask
+    if m is None:
+        return None
+    axis, width = m[0], m[1](cfg)
+    return lambda db, rng: mask(db, rng, axis=axis, max_width=width, count=cfg.masks)
 
 
 def mask(db: np.ndarray, rng: np.random.Generator, axis: int, max_width: int, count: int = 1) -> np.ndarray:
@@ -149,27 +198,24 @@ def mask(db: np.ndarray, rng: np.random.Generator, axis: int, max_width: int, co
 # of the stretched clip is frame j * rate of the original), interpolating the magnitudes of the
 # two nearest frames linearly and accumulating the phase; a pitch shift is that stretch by
 # 1 / ratio followed by resampling by ratio, which maps frequency f to f * ratio at the same
-# time position. Mel, MFCC, melspec and musicnn features only keep the magnitudes, so the
-# variants of these kinds are read directly from the original's magnitude STFT (computed once
-# per clip) instead of resynthesising a waveform per variant and analysing it again: the
+# time position. A kind made from the mel power spectrogram (one with a FeatureKind.spectral:
+# mel, MFCC, melspec, musicnn) only keeps the magnitudes, so the variants of such a kind are
+# read directly from the original's magnitude STFT (computed once per clip) instead of
+# resynthesising a waveform per variant and analysing it again: the
 # magnitudes a phase vocoder gives, without its resynthesis. A pure tone shifted by s semitones
 # peaks at f * 2 ** (s / 12) with the same amplitude; a clip stretched by r has its tempo
 # multiplied by r (tests/test_augment_spectral.py checks both, and the closeness to the
 # waveform stretch of audiomentations on a real clip).
 
-SPECTRAL_KINDS = ("mel", "mfcc", "melspec", "musicnn")  # kinds whose variants come from the STFT
 SPECTRAL_MAX_BYTES = 1 << 30  # a clip whose magnitude STFT would need more takes the waveform path
 _CHUNK_FRAMES = 4096  # frames computed at a time (95 s at hop 512): bounded working memory
 
 
 def time_freq_factors(variant: Variant) -> tuple[float, float]:
-    """(time rate, frequency ratio) of a variant: a stretch by r plays r times faster at the
-    same pitch; a pitch shift by s semitones multiplies every frequency by 2 ** (s / 12)."""
-    if variant.family == "stretch":
-        return float(variant.value), 1.0
-    if variant.family == "pitch":
-        return 1.0, float(2.0 ** (variant.value / 12.0))
-    return 1.0, 1.0
+    """(time rate, frequency ratio) of a variant (see :data:`FAMILIES`); (1, 1) for a variant
+    that is not a time-frequency change."""
+    factors = family_of(variant).factors
+    return (1.0, 1.0) if factors is None else factors(variant.value)
 
 
 def stretched_length(n_samples: int, rate: float) -> int:
@@ -266,44 +312,28 @@ def variant_clip_mel_power(mag: np.ndarray, n_samples: int, cfg, variant: Varian
     return variant_mel_power(mag, pos, ratio, cfg)
 
 
-def _power_db(power: np.ndarray, cfg) -> np.ndarray:
-    import librosa
-
-    return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=cfg.top_db).astype(np.float32)
-
-
 def spectral_variant(mag: np.ndarray, n_samples: int, cfg, kind: str, variant: Variant):
     """One kind's features of a stretch / pitch variant, from the original clip's magnitude
     STFT ``mag`` (:func:`magnitude_stft` with ``cfg.n_fft``/``cfg.hop_length``; the clip had
     ``n_samples``): ``[(segment, feature), ...]`` with the segments, shapes and dtypes of
-    :func:`~genrekit.data_tools.features.extract` on the variant's waveform."""
+    :func:`~genrekit.data_tools.features.extract` on the variant's waveform. The kind must be
+    made from the mel power spectrogram (:attr:`FeatureKind.spectral`)."""
+    path = get_kind(kind).spectral
+    if path is None:
+        raise FeatureError(f"{kind} variants are not rendered from the spectrogram")
     rate, ratio = time_freq_factors(variant)
-    n_var = stretched_length(n_samples, rate)  # samples of the variant's waveform
-    hop = cfg.hop_length
-    empty = np.zeros(0, dtype=np.float32)
-
-    def finite(spec):
-        if not np.all(np.isfinite(spec)):
-            raise FeatureError("the spectrogram has NaN or infinite values (samples far outside -1..1?)")
-        return spec
-
+    w = cfg.windows(kind)
     with np.errstate(over="ignore", invalid="ignore"):
-        if kind in ("melspec", "musicnn"):  # the whole clip's spectrogram cut into frame windows
+        if not path.per_segment:  # the whole clip's spectrogram cut into frame windows
             power = variant_clip_mel_power(mag, n_samples, cfg, variant)
-            if kind == "musicnn":
-                spec = finite(np.log10(10000.0 * power + 1.0))
-                return frame_windows(spec, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames)
-            return frame_windows(finite(_power_db(power, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames)
-        if kind not in ("mel", "mfcc"):
-            raise FeatureError(f"{kind} variants are not rendered from the spectrogram")
-        seg_len = cfg.segment_samples(kind)
-        if kind == "mel":
-            hop_s, count = cfg.image_hop_seconds, cfg.image_segments
-        else:
-            hop_s, count = cfg.mfcc_hop_seconds, cfg.mfcc_segments
-        seg_hop = int(round(hop_s * cfg.sr)) if hop_s else None
+            spec = finite_spectrogram(path.from_power(power, cfg))
+            return frame_windows(spec, cfg, w.frames, w.hop_frames)
+        n_var = stretched_length(n_samples, rate)  # samples of the variant's waveform
+        hop, seg_len = cfg.hop_length, cfg.segment_samples(kind)
+        seg_hop = int(round(w.hop_seconds * cfg.sr)) if w.hop_seconds else None
+        empty = np.zeros(0, dtype=np.float32)
         out = []
-        for i, start in enumerate(segment_starts(n_var, seg_len, seg_hop, count)):
+        for i, start in enumerate(segment_starts(n_var, seg_len, seg_hop, w.count)):
             # frame j of the segment is centred on sample start + j * hop of the variant; past the
             # variant's end the segment is filled as extract fills it (wrap, or silence)
             p = start + np.arange(1 + seg_len // hop, dtype=np.float64) * hop
@@ -312,7 +342,8 @@ def spectral_variant(mag: np.ndarray, n_samples: int, cfg, kind: str, variant: V
                 p = np.mod(p, n_var)
             else:
                 p[p >= n_var] = np.nan
-            db = finite(_power_db(variant_mel_power(mag, p * rate / hop, ratio, cfg), cfg))
-            feat = db_to_image(db, cfg) if kind == "mel" else db_to_mfcc(db, cfg)
-            out.append((Segment(index=i, start_s=start / cfg.sr, padded_s=short / cfg.sr, audio=empty), feat))
+            power = variant_mel_power(mag, p * rate / hop, ratio, cfg)
+            spec = finite_spectrogram(path.from_power(power, cfg))
+            seg = Segment(index=i, start_s=start / cfg.sr, padded_s=short / cfg.sr, audio=empty)
+            out.append((seg, path.to_feature(spec, cfg)))
         return out

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 
@@ -46,66 +46,174 @@ MAX_IMAGE_SIDE = 4096
 MAX_WINDOW_FRAMES = 100000
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
-    sr: int = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
-    top_db: float = 80.0  # dB floor below each segment's peak
-    image_height: int = 256
-    image_width: int = 256
-    image_seconds: float = 30.0  # one 30 s image per GTZAN clip, as the MobileNet study
-    image_hop_seconds: float | None = None  # None: no overlap
-    image_segments: int | None = None  # N evenly spaced images per track instead of a hop
-    n_mfcc: int = 13
-    mfcc_seconds: float = 3.0
-    mfcc_hop_seconds: float | None = 1.5  # 50 % overlap
-    mfcc_segments: int | None = None
-    pad_mode: str = "wrap"  # how a clip shorter than a segment is filled: wrap | constant
-    musicnn_frames: int = 187  # musicnn windows: 187 frames = 3 s at 16 kHz, hop 256
-    musicnn_hop_frames: int | None = None  # None: back-to-back windows
-    melspec_frames: int = 400  # "melspec": dB mel windows, time first, of this many frames
-    melspec_hop_frames: int | None = None  # None: back-to-back windows
-    tempo_hop_length: int = 256  # onset-envelope hop in samples (11.6 ms at 22,050 Hz)
-    tempo_ac_frames: int = 384  # autocorrelation window in onset frames (4.5 s at hop 256)
-    tempo_bins: int = 128  # log-spaced BPM bins ...
-    tempo_bpm_min: float = 30.0  # ... from this tempo ...
-    tempo_bpm_max: float = 480.0  # ... to this one (four octaves: harmonics help with octave errors)
-    tempo_step_frames: int = 8  # onset frames averaged into one tempogram step (93 ms at hop 256)
-    tempo_frames: int = 128  # tempogram window length in steps (11.9 s)
-    tempo_hop_frames: int | None = 64  # steps between windows (None: back to back)
+# -- settings ------------------------------------------------------------------------------
+# A FeatureConfig is the spectrogram settings every kind shares (SHARED_SETTINGS) plus one small
+# settings record per kind that has settings of its own (the kind declares it: FeatureKind.settings,
+# its defaults). On disk (feature_config.json, a run's config.json) and on the command line the
+# settings are flat names: a record's field under its kind's prefix ("image_" + "height" ->
+# "image_height"), or the name in the field's metadata ("n_mfcc").
 
-    def __post_init__(self):
+
+@dataclass(frozen=True)
+class MelImageSettings:
+    """The mel kind's images: ``height`` x ``width`` pixels per ``seconds`` of audio, a new one
+    every ``hop_seconds`` (None: no overlap) or ``segments`` evenly spaced per track."""
+
+    height: int = 256
+    width: int = 256
+    seconds: float = 30.0  # one 30 s image per GTZAN clip, as the MobileNet study
+    hop_seconds: float | None = None  # None: no overlap
+    segments: int | None = None  # N evenly spaced images per track instead of a hop
+
+
+@dataclass(frozen=True)
+class MfccSettings:
+    """The mfcc kind's sequences: ``n_mfcc`` coefficients per frame over ``seconds`` of audio,
+    a new one every ``hop_seconds`` (None: back to back) or ``segments`` evenly spaced."""
+
+    n_mfcc: int = field(default=13, metadata={"flat": "n_mfcc"})
+    seconds: float = 3.0
+    hop_seconds: float | None = 1.5  # 50 % overlap
+    segments: int | None = None
+
+
+@dataclass(frozen=True)
+class FrameWindowSettings:
+    """Windows of ``frames`` spectrogram frames cut from a whole clip, a new one every
+    ``hop_frames`` (None: back to back): musicnn, melspec."""
+
+    frames: int
+    hop_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class TempogramSettings:
+    """The tempogram kind (see :func:`tempogram`)."""
+
+    hop_length: int = 256  # onset-envelope hop in samples (11.6 ms at 22,050 Hz)
+    ac_frames: int = 384  # autocorrelation window in onset frames (4.5 s at hop 256)
+    bins: int = 128  # log-spaced BPM bins ...
+    bpm_min: float = 30.0  # ... from this tempo ...
+    bpm_max: float = 480.0  # ... to this one (four octaves: harmonics help with octave errors)
+    step_frames: int = 8  # onset frames averaged into one tempogram step (93 ms at hop 256)
+    frames: int = 128  # tempogram window length in steps (11.9 s)
+    hop_frames: int | None = 64  # steps between windows (None: back to back)
+
+
+# the spectrogram settings every kind shares, with their defaults
+SHARED_SETTINGS: Mapping[str, object] = MappingProxyType({
+    "sr": 22050, "n_fft": 2048, "hop_length": 512, "n_mels": 128, "fmin": 0.0, "fmax": None,
+    "top_db": 80.0,  # dB floor below each segment's peak
+    "pad_mode": "wrap",  # how a clip shorter than a segment is filled: wrap | constant
+})
+# the order of feature_config.json's keys in to_dict() (the file itself is written sorted)
+_KEY_ORDER = ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "image_height",
+              "image_width", "image_seconds", "image_hop_seconds", "image_segments", "n_mfcc",
+              "mfcc_seconds", "mfcc_hop_seconds", "mfcc_segments", "pad_mode")
+_FLAT: dict[str, tuple[str, str]] = {}  # flat name -> (kind, field of its settings record)
+
+
+@dataclass(frozen=True, init=False)
+class FeatureConfig:
+    """The feature settings of a feature folder or a run: the shared spectrogram settings
+    (``sr``, ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``, ``top_db``,
+    ``pad_mode``) and each kind's own settings record (:meth:`of`).
+
+    Built from flat names, as feature_config.json and the command line spell them:
+    ``FeatureConfig(sr=16000, image_height=128)``; or with records:
+    ``FeatureConfig(settings={"mel": MelImageSettings(height=128)})``. A flat name of a kind's
+    record also reads as an attribute (``cfg.image_height`` is ``cfg.of("mel").height``), and
+    ``dataclasses.replace(cfg, image_height=64)`` changes it."""
+
+    sr: int
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    fmin: float
+    fmax: float | None
+    top_db: float
+    pad_mode: str
+    kind_settings: tuple[tuple[str, object], ...]  # (kind, record) where not the kind's defaults
+
+    def __init__(self, *, settings: Mapping[str, object] | None = None,
+                 kind_settings: tuple[tuple[str, object], ...] = (), **flat):
+        shared = dict(SHARED_SETTINGS)
+        # kind_settings: the field itself, as dataclasses.replace passes it back
+        chosen = dict(kind_settings) | dict(settings or {})
+        changes: dict[str, dict] = {}
+        unknown = []
+        for key, value in flat.items():
+            if key in shared:
+                shared[key] = value
+            elif key in _FLAT:
+                kind, attr = _FLAT[key]
+                changes.setdefault(kind, {})[attr] = value
+            else:
+                unknown.append(key)
+        unknown += [f"settings[{k!r}]" for k in chosen
+                    if k not in KINDS or KINDS[k].settings is None]
+        if unknown:
+            raise TypeError("FeatureConfig() got unexpected keyword argument(s) "
+                            + ", ".join(unknown))
+        for kind, values in changes.items():
+            chosen[kind] = dataclasses.replace(chosen.get(kind, get_kind(kind).settings), **values)
+        for key, value in shared.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "kind_settings", tuple(
+            (k.name, chosen[k.name]) for k in KINDS.values()
+            if k.name in chosen and chosen[k.name] != k.settings))
+        self._check()
+
+    def of(self, kind: str):
+        """The settings record of ``kind`` (its defaults where they were not changed)."""
+        for name, record in self.kind_settings:
+            if name == kind:
+                return record
+        return get_kind(kind).settings
+
+    def with_settings(self, kind: str, **changes) -> FeatureConfig:
+        """This config with fields of ``kind``'s settings record changed."""
+        record = dataclasses.replace(self.of(kind), **changes)
+        return FeatureConfig(settings=dict(self.kind_settings) | {kind: record},
+                             **{key: getattr(self, key) for key in SHARED_SETTINGS})
+
+    def __getattr__(self, name: str):
+        # only for names that are not attributes: the flat names of the kinds' records
+        if name.startswith("__") or name not in _FLAT:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        kind, attr = _FLAT[name]
+        return getattr(self.of(kind), attr)
+
+    def _check(self):
+        # the checks of every kind's settings in one place, so that the messages and their order
+        # (several problems are reported in one line) stay as they were
+        mel, mfcc, tempo = self.of("mel"), self.of("mfcc"), self.of("tempogram")
         problems = []
         if self.sr <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             problems.append("sr, n_fft, hop_length and n_mels must be positive")
-        if self.image_height < 8 or self.image_width < 8:
+        if mel.height < 8 or mel.width < 8:
             problems.append("image size must be at least 8x8")
-        if self.image_seconds <= 0 or self.mfcc_seconds <= 0:
+        if mel.seconds <= 0 or mfcc.seconds <= 0:
             problems.append("segment lengths must be positive")
-        for name in ("image_hop_seconds", "mfcc_hop_seconds"):
-            v = getattr(self, name)
+        for name, v in (("image_hop_seconds", mel.hop_seconds),
+                        ("mfcc_hop_seconds", mfcc.hop_seconds)):
             if v is not None and v <= 0:
                 problems.append(f"{name} must be positive")
-        for name in ("image_segments", "mfcc_segments"):
-            v = getattr(self, name)
+        for name, v in (("image_segments", mel.segments), ("mfcc_segments", mfcc.segments)):
             if v is not None and v < 1:
                 problems.append(f"{name} must be at least 1")
         if not 0 < self.top_db < float("inf"):  # NaN too
             problems.append("top_db must be positive")
         if self.pad_mode not in ("wrap", "constant"):
             problems.append("pad_mode must be wrap or constant")
-        if self.n_mfcc < 1 or self.n_mfcc > self.n_mels:
+        if mfcc.n_mfcc < 1 or mfcc.n_mfcc > self.n_mels:
             problems.append("n_mfcc must be between 1 and n_mels")
-        if self.tempo_hop_length <= 0 or self.tempo_step_frames <= 0 or self.tempo_frames <= 0 \
-                or self.tempo_bins < 2 or (self.tempo_hop_frames is not None and self.tempo_hop_frames <= 0):
+        if tempo.hop_length <= 0 or tempo.step_frames <= 0 or tempo.frames <= 0 \
+                or tempo.bins < 2 or (tempo.hop_frames is not None and tempo.hop_frames <= 0):
             problems.append("tempo hop, step, frames and bins must be positive (at least 2 bins)")
-        elif not 0 < self.tempo_bpm_min < self.tempo_bpm_max:
+        elif not 0 < tempo.bpm_min < tempo.bpm_max:
             problems.append("tempo BPM range must satisfy 0 < min < max")
-        elif 60.0 * self.sr / (self.tempo_hop_length * self.tempo_bpm_min) >= self.tempo_ac_frames - 1:
+        elif 60.0 * self.sr / (tempo.hop_length * tempo.bpm_min) >= tempo.ac_frames - 1:
             problems.append("tempo_ac_frames is too short for the slowest tempo of the BPM axis")
         if not problems:
             problems += self._cost_problems()
@@ -113,6 +221,7 @@ class FeatureConfig:
             raise DataError("bad feature settings: " + "; ".join(problems))
 
     def _cost_problems(self) -> list[str]:
+        mel, mfcc = self.of("mel"), self.of("mfcc")
         p = []
         if self.sr > MAX_SR:
             p.append(f"sr {self.sr} Hz is above {MAX_SR}")
@@ -120,22 +229,23 @@ class FeatureConfig:
             p.append(f"n_fft {self.n_fft} is above {MAX_N_FFT}")
         if self.n_mels > MAX_N_MELS:
             p.append(f"n_mels {self.n_mels} is above {MAX_N_MELS}")
-        if max(self.image_height, self.image_width) > MAX_IMAGE_SIDE:
-            p.append(f"image size {self.image_height}x{self.image_width} is above {MAX_IMAGE_SIDE} a side")
-        for name in ("image_seconds", "mfcc_seconds", "image_hop_seconds", "mfcc_hop_seconds"):
-            v = getattr(self, name)
+        if max(mel.height, mel.width) > MAX_IMAGE_SIDE:
+            p.append(f"image size {mel.height}x{mel.width} is above {MAX_IMAGE_SIDE} a side")
+        for name, v in (("image_seconds", mel.seconds), ("mfcc_seconds", mfcc.seconds),
+                        ("image_hop_seconds", mel.hop_seconds),
+                        ("mfcc_hop_seconds", mfcc.hop_seconds)):
             if v is not None and not v <= MAX_SEGMENT_SECONDS:  # NaN too
                 p.append(f"{name} {v:g} is above {MAX_SEGMENT_SECONDS:g} s")
-        for name in ("image_segments", "mfcc_segments"):
-            v = getattr(self, name)
+        for name, v in (("image_segments", mel.segments), ("mfcc_segments", mfcc.segments)):
             if v is not None and v > 10000:
                 p.append(f"{name} {v} is above 10000")
         for name in ("musicnn_frames", "melspec_frames", "tempo_frames", "tempo_ac_frames"):
             if not 1 <= getattr(self, name) <= MAX_WINDOW_FRAMES:
                 p.append(f"{name} must be between 1 and {MAX_WINDOW_FRAMES}")
-        for name in ("image_seconds", "mfcc_seconds"):  # a segment holds at least one STFT frame
-            if getattr(self, name) * self.sr < self.n_fft:
-                p.append(f"{name} {getattr(self, name):g} s is shorter than one FFT window "
+        # a segment holds at least one STFT frame
+        for name, v in (("image_seconds", mel.seconds), ("mfcc_seconds", mfcc.seconds)):
+            if v * self.sr < self.n_fft:
+                p.append(f"{name} {v:g} s is shorter than one FFT window "
                          f"(n_fft {self.n_fft} samples = {self.n_fft / self.sr:.3g} s at {self.sr} Hz)")
         if p:
             return p
@@ -156,7 +266,8 @@ class FeatureConfig:
 
     def segment_bytes(self, kind: str) -> int:
         """Working memory of one mel or MFCC segment (the segment is padded to full length)."""
-        return self.stft_bytes(self.seconds(kind)) + self.image_height * self.image_width * 8
+        mel = self.of("mel")
+        return self.stft_bytes(self.seconds(kind)) + mel.height * mel.width * 8
 
     def clip_bytes(self, kind: str, clip_seconds: float) -> int:
         """Working memory of rendering ``kind`` from a clip of ``clip_seconds`` (see
@@ -165,12 +276,19 @@ class FeatureConfig:
 
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings by flat name (what feature_config.json holds)."""
+        d = {key: getattr(self, key) for key in SHARED_SETTINGS}
+        for kind in KINDS.values():
+            if kind.settings is not None:
+                record = self.of(kind.name)
+                d.update((key, getattr(record, attr)) for attr, key in kind.flat_names().items())
+        first = [k for k in _KEY_ORDER if k in d]
+        return {k: d[k] for k in first + [k for k in d if k not in _KEY_ORDER]}
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        """The config of a mapping of flat names (:meth:`to_dict`); a name left out: its default."""
+        unknown = set(d) - set(SHARED_SETTINGS) - set(_FLAT)
         if unknown:
             raise DataError(f"feature config has unknown keys: {', '.join(sorted(unknown))}")
         return cls(**d)
@@ -270,12 +388,21 @@ def mel_power(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
                                           n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
 
 
-def mel_db(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """dB-scaled mel power spectrogram (n_mels, frames), floored ``top_db`` below its peak."""
+def power_db(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """A mel power spectrogram in dB (float32), floored ``top_db`` below its peak."""
     import librosa
 
-    db = librosa.power_to_db(mel_power(y, cfg), ref=1.0, amin=1e-10, top_db=cfg.top_db)
-    return db.astype(np.float32)
+    return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=cfg.top_db).astype(np.float32)
+
+
+def mel_db(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """dB-scaled mel power spectrogram (n_mels, frames), floored ``top_db`` below its peak."""
+    return power_db(mel_power(y, cfg), cfg)
+
+
+def musicnn_log(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """musicnn's compression of a mel power spectrogram: log10(10000 * mel + 1), float32."""
+    return np.log10(10000.0 * power.astype(np.float32) + 1.0)
 
 
 def db_to_image(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -286,7 +413,8 @@ def db_to_image(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     x = (db - db.max()) / cfg.top_db + 1.0
     x = np.clip(x, 0.0, 1.0)[::-1]  # low frequencies at the bottom of the picture
     img = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
-    img = img.resize((cfg.image_width, cfg.image_height), Image.Resampling.BILINEAR)
+    mel = cfg.of("mel")
+    img = img.resize((mel.width, mel.height), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.float32)
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
@@ -296,7 +424,7 @@ def db_to_mfcc(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     an orthonormal type-II DCT over the mel bands, no liftering)."""
     import librosa
 
-    m = librosa.feature.mfcc(S=db, n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho", lifter=0)
+    m = librosa.feature.mfcc(S=db, n_mfcc=cfg.of("mfcc").n_mfcc, dct_type=2, norm="ortho", lifter=0)
     return np.ascontiguousarray(m.T, dtype=np.float32)
 
 
@@ -318,17 +446,31 @@ def extract(y: np.ndarray, cfg: FeatureConfig, kind: str,
         return render(y, cfg, spec_transform, rng)
 
 
-def _per_segment(y, cfg, kind, to_feature, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
-    out = []
-    for seg in segment_audio(y, cfg, kind):
-        db = _finite(mel_db(seg.audio, cfg))
-        if spec_transform is not None:
-            db = spec_transform(db, rng)
-        out.append((seg, to_feature(db, cfg)))
-    return out
+def spectral_render(kind: str) -> Render:
+    """The render of a kind made from the mel power spectrogram (its :attr:`FeatureKind.spectral`):
+    per segment, each waveform segment's own spectrogram through ``from_power``, the mask, then
+    ``to_feature``; per clip, the whole clip's through ``from_power``, cut into frame windows
+    (the mask acting on each window). Augment's fast path computes the same from the STFT."""
+
+    def render(y, cfg, spec_transform, rng) -> list[tuple[Segment, np.ndarray]]:
+        path = get_kind(kind).spectral
+        if not path.per_segment:
+            w = cfg.windows(kind)
+            spec = finite_spectrogram(path.from_power(mel_power(y, cfg), cfg))
+            return frame_windows(spec, cfg, w.frames, w.hop_frames, spec_transform, rng)
+        out = []
+        for seg in segment_audio(y, cfg, kind):
+            spec = finite_spectrogram(path.from_power(mel_power(seg.audio, cfg), cfg))
+            if spec_transform is not None:
+                spec = spec_transform(spec, rng)
+            out.append((seg, path.to_feature(spec, cfg)))
+        return out
+
+    return render
 
 
-def _finite(spec: np.ndarray) -> np.ndarray:
+def finite_spectrogram(spec: np.ndarray) -> np.ndarray:
+    """``spec``, or :class:`FeatureError` when it holds a NaN or an infinite value."""
     if not np.all(np.isfinite(spec)):
         raise FeatureError("the spectrogram has NaN or infinite values (samples far outside -1..1?)")
     return spec
@@ -377,7 +519,8 @@ def frame_windows(spec: np.ndarray, cfg: FeatureConfig, n: int, hop: int | None,
 
 def tempo_bpm_axis(cfg: FeatureConfig) -> np.ndarray:
     """The BPM of each tempogram bin (log-spaced, ``tempo_bpm_min`` to ``tempo_bpm_max``)."""
-    return np.geomspace(cfg.tempo_bpm_min, cfg.tempo_bpm_max, cfg.tempo_bins)
+    t = cfg.of("tempogram")
+    return np.geomspace(t.bpm_min, t.bpm_max, t.bins)
 
 
 def tempogram(y: np.ndarray, cfg: FeatureConfig, spec_transform: SpecTransform | None = None,
@@ -400,21 +543,22 @@ def tempogram(y: np.ndarray, cfg: FeatureConfig, spec_transform: SpecTransform |
 def _tempogram(y, cfg, spec_transform, rng) -> np.ndarray:
     import librosa
 
-    hop = cfg.tempo_hop_length
+    t = cfg.of("tempogram")
+    hop = t.hop_length
     mel = librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=4 * hop, hop_length=hop, n_mels=TEMPO_ONSET_MELS)
     db = librosa.power_to_db(mel, ref=np.max, top_db=cfg.top_db)
     if spec_transform is not None:
         db = spec_transform(db, rng if rng is not None else np.random.default_rng(0))
     env = librosa.onset.onset_strength(S=db, sr=cfg.sr, hop_length=hop)
-    ac = librosa.feature.tempogram(onset_envelope=env, sr=cfg.sr, hop_length=hop, win_length=cfg.tempo_ac_frames)
+    ac = librosa.feature.tempogram(onset_envelope=env, sr=cfg.sr, hop_length=hop, win_length=t.ac_frames)
     lag = 60.0 * cfg.sr / (hop * tempo_bpm_axis(cfg))
     lo = np.floor(lag).astype(int)
     w = (lag - lo)[:, None]
     tg = (1.0 - w) * ac[lo] + w * ac[lo + 1]  # (bins, frames)
-    if tg.shape[1] < cfg.tempo_step_frames:
+    if tg.shape[1] < t.step_frames:
         return tg.mean(axis=1, keepdims=True).astype(np.float32)
-    steps = tg.shape[1] // cfg.tempo_step_frames
-    tg = tg[:, :steps * cfg.tempo_step_frames].reshape(tg.shape[0], steps, cfg.tempo_step_frames).mean(axis=2)
+    steps = tg.shape[1] // t.step_frames
+    tg = tg[:, :steps * t.step_frames].reshape(tg.shape[0], steps, t.step_frames).mean(axis=2)
     return np.ascontiguousarray(tg, dtype=np.float32)
 
 
@@ -427,9 +571,11 @@ def image_to_input(img: np.ndarray) -> np.ndarray:
 # Each kind is one FeatureKind: its window geometry and shape, how it is rendered from a
 # waveform, how it is stored and read back, the spectrogram settings it was designed for and
 # whether `genrekit augment` renders it by default, how it is described in a model card and
-# how its hop is set. augment, the CLI, the loaders, runs and model cards ask the registry;
-# adding a kind is one register_kind() call here (plus its FeatureConfig fields, when it has
-# settings of its own) and its test (tests/test_feature_kinds.py).
+# how its hop is set, and (``spectral``) whether it is made from the mel power spectrogram, in
+# which case augment reads its stretch / pitch / mask variants from the original's STFT. augment,
+# the CLI, the loaders, runs and model cards ask the registry; adding a kind is one
+# register_kind() call here (with its settings record, when it has settings of its own) and
+# its test (tests/test_feature_kinds.py).
 
 Render = Callable[["np.ndarray", "FeatureConfig", "SpecTransform | None", "np.random.Generator"],
                   "list[tuple[Segment, np.ndarray]]"]
@@ -491,6 +637,28 @@ PNG_IMAGE = Storage("png", save_png_atomic, _read_png, image_to_input)  # 8-bit 
 NPY_ARRAY = Storage("npy", save_npy_atomic, _read_npy, _as_float32)  # float32 array, input as stored
 
 
+def time_first(spec: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """One (bands, frames) window as a stored window feature: time first, float32."""
+    return np.ascontiguousarray(np.ascontiguousarray(spec.T), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Spectral:
+    """How a kind is made from the mel power spectrogram of the shared settings (``sr``,
+    ``n_fft``, ``hop_length``, ``n_mels``, ``fmin``, ``fmax``), which lets augment read its stretch
+    and pitch variants from the original's STFT and mask the spectrograms the original kept
+    (its render is :func:`spectral_render`).
+
+    ``from_power`` maps mel power (n_mels, frames) to the spectrogram a SpecAugment mask acts on;
+    ``to_feature`` maps one (masked) segment or window of it to the stored feature;
+    ``per_segment``: True for a kind rendered segment by segment (each waveform segment's own
+    spectrogram: mel, mfcc), False for one cut into frame windows from the whole clip's."""
+
+    from_power: Callable[[np.ndarray, FeatureConfig], np.ndarray]
+    to_feature: Callable[[np.ndarray, FeatureConfig], np.ndarray] = time_first
+    per_segment: bool = False
+
+
 @dataclass(frozen=True)
 class FeatureKind:
     name: str
@@ -504,6 +672,19 @@ class FeatureKind:
     default: bool = False  # rendered by `genrekit augment` when no kind is named
     formula: Callable[[FeatureConfig], str] | None = None  # the computation in words, for model cards
     hop: Callable[[FeatureConfig, float], FeatureConfig] | None = None  # cfg with windows every so many seconds
+    spectral: Spectral | None = None  # made from the mel power spectrogram (augment's fast path)
+    settings: object | None = None  # its own settings record, its defaults (FeatureConfig.of)
+    settings_prefix: str | None = None  # the prefix of their flat names (None: "<name>_")
+    words: Callable[[FeatureConfig], str] | None = None  # one feature's shape in words, for reports
+    floored: bool = False  # its dB values are floored top_db below the peak (reports say so)
+
+    def flat_names(self) -> dict[str, str]:
+        """Each field of the kind's settings record -> its flat name (feature_config.json, the CLI):
+        the prefix and the field's name, or the name in the field's metadata."""
+        if self.settings is None:
+            return {}
+        prefix = f"{self.name}_" if self.settings_prefix is None else self.settings_prefix
+        return {f.name: f.metadata.get("flat", prefix + f.name) for f in fields(self.settings)}
 
     @property
     def image(self) -> bool:
@@ -556,8 +737,22 @@ def register_kind(kind: FeatureKind) -> FeatureKind:
         raise DataError(f"a feature kind's name must be a plain word, got {kind.name!r}")
     if kind.name in KINDS:
         raise DataError(f"feature kind {kind.name!r} is registered already")
+    names = kind.flat_names()
+    taken = [n for n in names.values() if n in _FLAT or n in SHARED_SETTINGS]
+    if taken:
+        raise DataError(f"feature kind {kind.name!r}: setting name(s) {', '.join(taken)} "
+                        "are taken already")
     KINDS[kind.name] = kind
+    _FLAT.update((flat, (kind.name, attr)) for attr, flat in names.items())
     return kind
+
+
+def unregister_kind(name: str) -> None:
+    """Remove a kind registered by :func:`register_kind` (and its setting names), e.g. a test's."""
+    kind = get_kind(name)
+    del KINDS[name]
+    for flat in kind.flat_names().values():
+        _FLAT.pop(flat, None)
 
 
 def get_kind(name: str) -> FeatureKind:
@@ -578,19 +773,26 @@ def fingerprint_of(config: dict) -> str:
 
 
 def settings_words(cfg: FeatureConfig, kind: str) -> str:
-    """One kind's window settings in a few words, for reports: "mel 256 x 256 per 30 s",
-    "musicnn 187 frames x 96 mels per 2.99 s, back to back"."""
+    """One kind's window settings in a few words, for reports: "mel 256 x 256 image per 30 s,
+    back to back", "musicnn 187 frames x 96 mels per 2.99 s, back to back"."""
     k, w = get_kind(kind), cfg.windows(kind)
     shape = k.shape(cfg)
+    if k.words is not None:
+        what = k.words(cfg)
+    elif w.frames is not None:
+        what = f"{w.frames} frames x {shape[1]} bins"
+    else:
+        what = f"{shape[0]} x {shape[1]} image" if k.image else " x ".join(map(str, shape))
     if w.frames is None:  # segments of the waveform, each rendered on its own
-        what = (f"{shape[0]} x {shape[1]} image" if k.image else
-                f"{shape[1]} coefficients x {shape[0]} frames" if kind == "mfcc" else " x ".join(map(str, shape)))
         where = (f", {w.count} evenly spaced" if w.count else f", every {w.hop_seconds:g} s" if w.hop_seconds
                  else ", back to back")
         return f"{kind} {what} per {w.seconds:.3g} s{where}"
-    bands = "mels" if kind in ("musicnn", "melspec") else "bins"
     hop = f"every {w.hop_frames} frames" if w.hop_frames else "back to back"
-    return f"{kind} {w.frames} frames x {shape[1]} {bands} per {w.seconds:.3g} s, {hop}"
+    return f"{kind} {what} per {w.seconds:.3g} s, {hop}"
+
+
+def _mel_windows_words(kind: str):
+    return lambda cfg: f"{cfg.of(kind).frames} frames x {cfg.n_mels} mels"
 
 
 def default_kinds() -> tuple[str, ...]:
@@ -625,10 +827,32 @@ def _db_words(cfg: FeatureConfig, kind: str) -> str:
             f"segment ({_mel_words(cfg, '')})")
 
 
-def _hop_frames(field_name: str, frame_samples):
-    """``hop`` of a kind cut into frame windows: ``field_name`` set to ``hop_s`` in whole frames."""
-    return lambda cfg, hop_s: dataclasses.replace(
-        cfg, **{field_name: max(1, round(hop_s * cfg.sr / frame_samples(cfg)))})
+def _hop_frames(kind: str, frame_samples):
+    """``hop`` of a kind cut into frame windows: its ``hop_frames``, ``hop_s`` in whole frames."""
+    def hop(cfg: FeatureConfig, hop_s: float) -> FeatureConfig:
+        return cfg.with_settings(kind, hop_frames=max(1, round(hop_s * cfg.sr / frame_samples(cfg))))
+    return hop
+
+
+def _hop_seconds(kind: str):
+    """``hop`` of a kind rendered segment by segment: a segment every ``hop_s`` seconds."""
+    return lambda cfg, hop_s: cfg.with_settings(kind, hop_seconds=hop_s, segments=None)
+
+
+def _segment_windows(kind: str):
+    def windows(cfg: FeatureConfig) -> Windows:
+        s = cfg.of(kind)
+        return Windows(s.seconds, s.hop_seconds, s.segments)
+    return windows
+
+
+def _frame_windows(kind: str):
+    """The windows of a kind cut from a clip's spectrogram (frames of ``hop_length`` samples)."""
+    def windows(cfg: FeatureConfig) -> Windows:
+        s = cfg.of(kind)
+        return Windows(s.frames * cfg.hop_length / cfg.sr, frames=s.frames, hop_frames=s.hop_frames,
+                       frame_samples=cfg.hop_length)
+    return windows
 
 
 def _segment_work(kind: str):
@@ -639,79 +863,92 @@ def _clip_work(cfg: FeatureConfig, kind: str, clip_seconds: float) -> int:
     return cfg.stft_bytes(max(clip_seconds, cfg.seconds(kind)))
 
 
+def _mel_formula(cfg: FeatureConfig) -> str:
+    mel = cfg.of("mel")
+    return (f"{_db_words(cfg, 'mel')}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to "
+            "0..1, "
+            f"low frequencies at the bottom, bilinear resize to {mel.height} x {mel.width}, "
+            "rounded to 0..255) divided by 255")
+
+
 register_kind(FeatureKind(
     "mel", "8-bit grayscale PNGs of the dB mel spectrogram, one per --image-seconds",
-    render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mel", db_to_image, spec, rng),
-    windows=lambda cfg: Windows(cfg.image_seconds, cfg.image_hop_seconds, cfg.image_segments),
-    shape=lambda cfg: (cfg.image_height, cfg.image_width),
+    render=spectral_render("mel"), spectral=Spectral(power_db, db_to_image, per_segment=True),
+    windows=_segment_windows("mel"),
+    shape=lambda cfg: (cfg.of("mel").height, cfg.of("mel").width),
     work_bytes=_segment_work("mel"), storage=PNG_IMAGE, default=True,
-    hop=lambda cfg, hop_s: dataclasses.replace(cfg, image_hop_seconds=hop_s, image_segments=None),
-    formula=lambda cfg: (f"{_db_words(cfg, 'mel')}; an 8-bit image ((D - max D) / {cfg.top_db} + 1 clipped to 0..1, "
-                         f"low frequencies at the bottom, bilinear resize to {cfg.image_height} x {cfg.image_width}, "
-                         "rounded to 0..255) divided by 255")))
+    hop=_hop_seconds("mel"), formula=_mel_formula, floored=True,
+    settings=MelImageSettings(), settings_prefix="image_"))
 
 register_kind(FeatureKind(
     "mfcc", "MFCC sequences, time first, over --mfcc-seconds windows",
-    render=lambda y, cfg, spec, rng: _per_segment(y, cfg, "mfcc", db_to_mfcc, spec, rng),
-    windows=lambda cfg: Windows(cfg.mfcc_seconds, cfg.mfcc_hop_seconds, cfg.mfcc_segments),
-    shape=lambda cfg: (1 + cfg.segment_samples("mfcc") // cfg.hop_length, cfg.n_mfcc),
-    work_bytes=_segment_work("mfcc"), default=True,
-    hop=lambda cfg, hop_s: dataclasses.replace(cfg, mfcc_hop_seconds=hop_s, mfcc_segments=None),
-    formula=lambda cfg: f"{_db_words(cfg, 'mfcc')}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')[:{cfg.n_mfcc}], time first"))
-
-
-def _render_musicnn(y, cfg, spec_transform, rng):
-    logmel = _finite(np.log10(10000.0 * mel_power(y, cfg).astype(np.float32) + 1.0))
-    return frame_windows(logmel, cfg, cfg.musicnn_frames, cfg.musicnn_hop_frames, spec_transform, rng)
+    render=spectral_render("mfcc"), spectral=Spectral(power_db, db_to_mfcc, per_segment=True),
+    windows=_segment_windows("mfcc"),
+    shape=lambda cfg: (1 + cfg.segment_samples("mfcc") // cfg.hop_length, cfg.of("mfcc").n_mfcc),
+    work_bytes=_segment_work("mfcc"), default=True, hop=_hop_seconds("mfcc"),
+    formula=lambda cfg: (f"{_db_words(cfg, 'mfcc')}; scipy.fft.dct(D, axis=0, type=2, norm='ortho')"
+                         f"[:{cfg.of('mfcc').n_mfcc}], time first"),
+    words=lambda cfg: (f"{cfg.of('mfcc').n_mfcc} coefficients x "
+                       f"{cfg.feature_shape('mfcc')[0]} frames"),
+    floored=True, settings=MfccSettings()))
 
 
 register_kind(FeatureKind(
     "musicnn", "log-mel windows, musicnn's own input: 16 kHz, 96 bands, 187 frames",
-    render=_render_musicnn,
-    windows=lambda cfg: Windows(cfg.musicnn_frames * cfg.hop_length / cfg.sr, frames=cfg.musicnn_frames,
-                                hop_frames=cfg.musicnn_hop_frames, frame_samples=cfg.hop_length),
-    shape=lambda cfg: (cfg.musicnn_frames, cfg.n_mels),
+    render=spectral_render("musicnn"), spectral=Spectral(musicnn_log),
+    windows=_frame_windows("musicnn"),
+    shape=lambda cfg: (cfg.of("musicnn").frames, cfg.n_mels),
     work_bytes=lambda cfg, secs: _clip_work(cfg, "musicnn", secs), audio=MappingProxyType(MUSICNN_FEATURES),
-    hop=_hop_frames("musicnn_hop_frames", lambda cfg: cfg.hop_length),
-    formula=lambda cfg: f"{_mel_words(cfg)}; x = log10(10000 * M + 1), float32"))
-
-
-def _render_melspec(y, cfg, spec_transform, rng):
-    return frame_windows(_finite(mel_db(y, cfg)), cfg, cfg.melspec_frames, cfg.melspec_hop_frames, spec_transform, rng)
+    hop=_hop_frames("musicnn", lambda cfg: cfg.hop_length),
+    formula=lambda cfg: f"{_mel_words(cfg)}; x = log10(10000 * M + 1), float32",
+    # 187 frames = 3 s at 16 kHz, hop 256
+    words=_mel_windows_words("musicnn"), settings=FrameWindowSettings(187)))
 
 
 register_kind(FeatureKind(
     "melspec", "64-band x 400-frame dB mel windows",
-    render=_render_melspec,
-    windows=lambda cfg: Windows(cfg.melspec_frames * cfg.hop_length / cfg.sr, frames=cfg.melspec_frames,
-                                hop_frames=cfg.melspec_hop_frames, frame_samples=cfg.hop_length),
-    shape=lambda cfg: (cfg.melspec_frames, cfg.n_mels),
+    render=spectral_render("melspec"), spectral=Spectral(power_db),
+    windows=_frame_windows("melspec"),
+    shape=lambda cfg: (cfg.of("melspec").frames, cfg.n_mels),
     work_bytes=lambda cfg, secs: _clip_work(cfg, "melspec", secs), audio=MappingProxyType(MELSPEC_64X400_FEATURES),
-    hop=_hop_frames("melspec_hop_frames", lambda cfg: cfg.hop_length),
+    hop=_hop_frames("melspec", lambda cfg: cfg.hop_length),
     formula=lambda cfg: (f"{_mel_words(cfg)}; x = librosa.power_to_db(M, ref=1.0, amin=1e-10, top_db={cfg.top_db}) "
-                         "(the floor is relative to the whole file's peak), float32")))
+                         "(the floor is relative to the whole file's peak), float32"),
+    words=_mel_windows_words("melspec"), floored=True, settings=FrameWindowSettings(400)))
+
+
+def _tempo_frame_samples(cfg: FeatureConfig) -> int:
+    t = cfg.of("tempogram")
+    return t.step_frames * t.hop_length
 
 
 def _render_tempogram(y, cfg, spec_transform, rng):
-    return frame_windows(_finite(tempogram(y, cfg, spec_transform, rng)), cfg, cfg.tempo_frames, cfg.tempo_hop_frames,
-                         frame_seconds=cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr)
+    t = cfg.of("tempogram")
+    spec = finite_spectrogram(tempogram(y, cfg, spec_transform, rng))
+    return frame_windows(spec, cfg, t.frames, t.hop_frames, frame_seconds=_tempo_frame_samples(cfg) / cfg.sr)
 
 
 def _tempogram_work(cfg: FeatureConfig, clip_seconds: float) -> int:
     secs = max(clip_seconds, cfg.seconds("tempogram"))
-    h = cfg.tempo_hop_length
-    frames = 1 + int(secs * cfg.sr) // h
-    return cfg.stft_bytes(secs, n_fft=4 * h, hop_length=h) + frames * cfg.tempo_ac_frames * 16
+    t = cfg.of("tempogram")
+    frames = 1 + int(secs * cfg.sr) // t.hop_length
+    stft = cfg.stft_bytes(secs, n_fft=4 * t.hop_length, hop_length=t.hop_length)
+    return stft + frames * t.ac_frames * 16
+
+
+def _tempogram_windows(cfg: FeatureConfig) -> Windows:
+    t = cfg.of("tempogram")
+    step = _tempo_frame_samples(cfg)
+    return Windows(t.frames * step / cfg.sr, frames=t.frames, hop_frames=t.hop_frames, frame_samples=step)
 
 
 register_kind(FeatureKind(
     "tempogram", "log-BPM tempogram windows, for --task tempo and --arch fusion",
-    render=_render_tempogram,
-    windows=lambda cfg: Windows(cfg.tempo_frames * cfg.tempo_step_frames * cfg.tempo_hop_length / cfg.sr,
-                                frames=cfg.tempo_frames, hop_frames=cfg.tempo_hop_frames,
-                                frame_samples=cfg.tempo_step_frames * cfg.tempo_hop_length),
-    shape=lambda cfg: (cfg.tempo_frames, cfg.tempo_bins),
-    work_bytes=_tempogram_work, hop=_hop_frames("tempo_hop_frames", lambda cfg: cfg.tempo_step_frames * cfg.tempo_hop_length),
-    formula=lambda cfg: "log-BPM tempogram, see genrekit.data_tools.features.tempogram (not reproduced outside genrekit)"))
+    render=_render_tempogram, windows=_tempogram_windows,
+    shape=lambda cfg: (cfg.of("tempogram").frames, cfg.of("tempogram").bins),
+    work_bytes=_tempogram_work, hop=_hop_frames("tempogram", _tempo_frame_samples),
+    formula=lambda cfg: ("log-BPM tempogram, see genrekit.data_tools.features.tempogram "
+                         "(not reproduced outside genrekit)"),
+    settings=TempogramSettings(), settings_prefix="tempo_"))
 
 FEATURE_KINDS = kind_names()  # the built-in kinds (a kind registered later is in kind_names())

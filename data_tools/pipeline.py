@@ -24,7 +24,7 @@ import sys
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +32,12 @@ import numpy as np
 from genrekit.data_tools import beam_runner
 from genrekit.data_tools.audio import load_audio, peak_dbfs
 from genrekit.data_tools.augment import (
-    SPECTRAL_KINDS,
+    ORIGINAL,
     SPECTRAL_MAX_BYTES,
     AugmentConfig,
     Variant,
     apply_waveform,
+    family_of,
     magnitude_stft,
     magnitude_stft_bytes,
     spec_transform_for,
@@ -49,8 +50,6 @@ from genrekit.data_tools.features import (
     CONFIG_NAME,
     FeatureConfig,
     check_features,
-    db_to_image,
-    db_to_mfcc,
     default_kinds,
     extract,
     get_kind,
@@ -215,10 +214,10 @@ def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res
     if peak_dbfs(audio.y) < settings.silence_dbfs:
         res.status, res.message = "silent", f"peak below {settings.silence_dbfs:g} dBFS"
         return []
-    variants = ac.variants() if split == "train" else [Variant("original", "original")]
+    variants = ac.variants() if split == "train" else [ORIGINAL]
     source = track.path.relative_to(root).as_posix()  # as seen under the data folder
     files = []
-    clip = _ClipVariants(audio.y, fc, ac, keep_spectra=any(v.family in _MASKS for v in variants))
+    clip = _ClipVariants(audio.y, fc, ac, keep_spectra=any(family_of(v).mask for v in variants))
     for variant in variants:
         rng = variant_rng(settings.seed, track.track_id, variant.name)
         for kind in settings.kinds:
@@ -235,18 +234,16 @@ def _render(track: Track, split: str, root: Path, settings: AugmentSettings, res
     return files
 
 
-_MASKS = ("freqmask", "timemask")
-
-
 class _ClipVariants:
     """The features of one clip's variants, sharing what the original already computed:
 
     - the original: :func:`extract` on the decoded waveform, as predict computes it;
-    - a SpecAugment mask: the mask on the original's spectrograms, kept when the original was
-      rendered (the same values, hence the same bytes, as rendering the original again);
-    - a time stretch or pitch shift of a mel-family kind (:data:`SPECTRAL_KINDS`): read from
-      the original's magnitude STFT, computed once (:func:`spectral_variant`);
-    - anything else (tempogram, a kind registered later, a clip too long for its STFT to be
+    - a SpecAugment mask of a kind made from the mel power spectrogram (a
+      :attr:`FeatureKind.spectral`): the mask on the original's spectrograms, kept when the
+      original was rendered (the same values, hence the same bytes, as rendering it again);
+    - a time stretch or pitch shift of such a kind: read from the original's magnitude STFT,
+      computed once (:func:`spectral_variant`);
+    - anything else (tempogram, a kind without a spectral path, a clip too long for its STFT to be
       held, ``variant_source="waveform"``): the variant's waveform (audiomentations, made once
       per variant) through :func:`extract`, as before.
     The order of the random draws is the same as rendering every variant from its waveform."""
@@ -260,41 +257,37 @@ class _ClipVariants:
                          and magnitude_stft_bytes(len(y), fc.n_fft, fc.hop_length) <= SPECTRAL_MAX_BYTES)
 
     def features(self, variant: Variant, kind: str, rng):
-        fam = variant.family
-        if fam == "original":
-            if not (self.keep_spectra and kind in SPECTRAL_KINDS):
-                return extract(self.y, self.fc, kind, rng=rng)
-            kept = []
-
-            def keep(spec, _rng):  # sees each segment's spectrogram, changes nothing
-                kept.append(spec.copy())
-                return spec
-
-            segs = extract(self.y, self.fc, kind, spec_transform=keep, rng=rng)
-            empty = np.zeros(0, dtype=np.float32)
-            self.spectra[kind] = ([replace(seg, audio=empty) for seg, _ in segs], kept)
-            return segs
-        if fam in _MASKS and kind in self.spectra:
+        """``[(segment, feature)]`` of one variant of the clip in one kind."""
+        fam, path = family_of(variant), get_kind(kind).spectral
+        if variant.family == ORIGINAL.family:
+            if self.keep_spectra and path is not None:
+                return self._original_kept(kind, rng)
+            return extract(self.y, self.fc, kind, rng=rng)
+        if fam.mask is not None and kind in self.spectra:
             mask = spec_transform_for(variant, self.ac)
             segs, kept = self.spectra[kind]
-            out = []
-            for seg, spec in zip(segs, kept, strict=False):
-                m = mask(spec, rng)
-                if kind == "mel":
-                    feat = db_to_image(m, self.fc)
-                elif kind == "mfcc":
-                    feat = db_to_mfcc(m, self.fc)
-                else:  # a window kind: time first, as frame_windows gives it
-                    feat = np.ascontiguousarray(np.ascontiguousarray(m.T), dtype=np.float32)
-                out.append((seg, feat))
-            return out
-        if fam in ("stretch", "pitch") and kind in SPECTRAL_KINDS and self.spectral:
+            return [(seg, path.to_feature(mask(spec, rng), self.fc))
+                    for seg, spec in zip(segs, kept, strict=False)]
+        if fam.factors is not None and path is not None and self.spectral:
             if self._mag is None:
                 self._mag = magnitude_stft(self.y, self.fc.n_fft, self.fc.hop_length)
             return spectral_variant(self._mag, len(self.y), self.fc, kind, variant)
         if self._wave[0] != variant.name:
             self._wave = (variant.name, apply_waveform(self.y, self.fc.sr, variant))
         return extract(self._wave[1], self.fc, kind, spec_transform=spec_transform_for(variant, self.ac), rng=rng)
+
+    def _original_kept(self, kind: str, rng):
+        """The original, keeping each segment's spectrogram for the masks."""
+        kept = []
+
+        def keep(spec, _rng):  # sees each segment's spectrogram, changes nothing
+            kept.append(spec.copy())
+            return spec
+
+        segs = extract(self.y, self.fc, kind, spec_transform=keep, rng=rng)
+        empty = np.zeros(0, dtype=np.float32)
+        self.spectra[kind] = ([replace(seg, audio=empty) for seg, _ in segs], kept)
+        return segs
 
 
 def process_track(args) -> TrackResult:
@@ -456,10 +449,36 @@ def catalogue_for(data, genres=None) -> tuple[Catalogue, list[str]]:
 RUNNERS = ("local", "beam")
 
 
+@dataclass(frozen=True)
+class AugmentSummary:
+    """What :func:`run_augment` did: counts of tracks and files, and where the manifest is."""
+
+    out: str  # the feature folder
+    manifest: str  # its manifest (a shard's own, with --shard)
+    tracks: int  # tracks of this run (of this shard)
+    ok: int  # ... rendered (now or by an earlier run)
+    skipped_bad: int  # ... skipped: undecodable, silent, too short or too long
+    resumed: int  # ... finished by an earlier run
+    files: int  # feature files listed in the manifest
+    missing_on_disk: int  # tracks named in the split that are not on disk
+    unassigned: int  # tracks on disk that the split leaves out
+    skipped_paths: int  # paths left out of the catalogue (links)
+
+    def to_dict(self) -> dict:
+        """The summary as a plain mapping (the dict run_augment returned before)."""
+        return asdict(self)
+
+    def __getitem__(self, key: str):
+        """``summary["ok"]``: the readers of the dict run_augment returned before."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,
                 shard: tuple[int, int] | None = None, progress: bool = True, log=None,
-                runner: str = "local", beam_options=(), out_flag: str = "--out") -> dict:
-    """Run the augmentation stage. Returns a summary dict (counts, paths).
+                runner: str = "local", beam_options=(), out_flag: str = "--out") -> AugmentSummary:
+    """Run the augmentation stage. Returns its :class:`AugmentSummary` (counts, paths).
 
     ``runner="beam"`` runs the same per-track jobs as an Apache Beam pipeline
     (:mod:`genrekit.data_tools.beam_runner`, options ``beam_options`` as ``KEY=VALUE``); the files,
@@ -469,47 +488,17 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
     other settings) is checked before --out is created or anything is written in it."""
     settings = settings or AugmentSettings()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if workers < 1:
-        raise DataError("--workers must be at least 1")
-    if runner not in RUNNERS:
-        raise DataError(f"unknown --runner {runner!r} (known: {', '.join(RUNNERS)})")
-    if beam_options and runner != "beam":
-        raise DataError("--beam-option needs --runner beam")
-    beam_flags = None
-    if runner == "beam":
-        beam_flags = beam_runner.beam_flags(beam_options, workers)
+    beam_flags = _check_runner(workers, runner, beam_options)
     shard_kn = check_shard(shard)
     cat, all_genres = catalogue_for(data, list(settings.genres) if settings.genres else None)
     root, tracks = cat.root, cat.tracks
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder")
-    own_folder_marker(out, SETTINGS_NAME, out_flag, "genrekit augment")  # never a user's folder
-    _check_settings(out, settings)
-    check_no_links(out, [STATE_DIR, *{Path(get_kind(k).relpath(t.track_id, "original", 0)).parent
-                                      for k in settings.kinds for t in tracks}], out_flag,
-                   files=(MANIFEST_NAME, "report.md", "splits.csv", SETTINGS_NAME, CONFIG_NAME))
+    _check_out(out, settings, tracks, out_flag)
 
     # 1. the split, before anything else
     split = _decide_split(tracks, all_genres, settings)
-    splits_path = out / "splits.csv"
-    if splits_path.is_file():
-        try:
-            old = read_splits_csv(splits_path)
-        except (OSError, UnicodeDecodeError, KeyError):
-            raise DataError(f"{splits_path} is unreadable; choose a new --out") from None
-        if old != split.assignment:
-            raise DataError(f"{splits_path} differs from the split these settings give now "
-                            "(did the data change?); choose a new --out")
-    check_writable(out)  # the inputs are valid: only now is --out created
-    remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
-    for sub in (STATE_DIR, *kind_names()):
-        remove_stale_temporaries(out / sub, recursive=True)
-    settings_doc = settings.to_dict() | {"data_root": str(root)}
-    write_json_atomic(out / SETTINGS_NAME, settings_doc)  # first: it marks the folder as augment's
-    if not splits_path.is_file():
-        write_splits_csv(splits_path, tracks, split)
-    settings.features.save(out)
+    _check_split_file(out / "splits.csv", split)
+    _start_folder(out, settings, root, tracks, split)
     for path, why in cat.skipped:
         log(f"skipped {path}: {why}")
 
@@ -519,6 +508,82 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
         k, n = shard_kn
         todo = [t for i, t in enumerate(todo) if i % n == k - 1]
     jobs = [(t, split.assignment[t.track_id], root, out, settings) for t in todo]
+    results = _run_jobs(jobs, out, workers, beam_flags, progress, log)
+
+    # 3. manifest and report
+    results.sort(key=lambda r: r.track_id)
+    rows = [row for r in results for row in r.rows]
+    suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
+    manifest_path = out / (f"manifest{suffix}.csv" if suffix else MANIFEST_NAME)
+    write_manifest(manifest_path, rows)
+    report = build_report(root, settings, split, results, rows, shard_kn, cat.skipped)
+    write_text_atomic(out / f"report{suffix}.md", report)
+    for r in results:
+        if r.status != "ok":
+            log(f"skipped {r.track_id}: {r.status}: {r.message}")
+    return AugmentSummary(
+        out=str(out), manifest=str(manifest_path), tracks=len(results),
+        ok=sum(r.status == "ok" for r in results),
+        skipped_bad=sum(r.status != "ok" for r in results),
+        resumed=sum(r.skipped for r in results), files=len(rows),
+        missing_on_disk=len(split.missing_on_disk), unassigned=len(split.unassigned),
+        skipped_paths=len(cat.skipped))
+
+
+def _check_runner(workers: int, runner: str, beam_options) -> list | None:
+    """Refuse bad --workers / --runner / --beam-option values; the Beam flags (None: local)."""
+    if workers < 1:
+        raise DataError("--workers must be at least 1")
+    if runner not in RUNNERS:
+        raise DataError(f"unknown --runner {runner!r} (known: {', '.join(RUNNERS)})")
+    if beam_options and runner != "beam":
+        raise DataError("--beam-option needs --runner beam")
+    return beam_runner.beam_flags(beam_options, workers) if runner == "beam" else None
+
+
+def _check_out(out: Path, settings: AugmentSettings, tracks: list[Track], out_flag: str) -> None:
+    """Refuse an --out that is not augment's folder, was made with other settings, or holds links
+    where augment writes."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
+    own_folder_marker(out, SETTINGS_NAME, out_flag, "genrekit augment")  # never a user's folder
+    _check_settings(out, settings)
+    check_no_links(out, [STATE_DIR, *{Path(get_kind(k).relpath(t.track_id, "original", 0)).parent
+                                      for k in settings.kinds for t in tracks}], out_flag,
+                   files=(MANIFEST_NAME, "report.md", "splits.csv", SETTINGS_NAME, CONFIG_NAME))
+
+
+def _check_split_file(splits_path: Path, split: SplitResult) -> None:
+    """Refuse an --out whose splits.csv differs from the split the settings give now."""
+    if not splits_path.is_file():
+        return
+    try:
+        old = read_splits_csv(splits_path)
+    except (OSError, UnicodeDecodeError, KeyError):
+        raise DataError(f"{splits_path} is unreadable; choose a new --out") from None
+    if old != split.assignment:
+        raise DataError(f"{splits_path} differs from the split these settings give now "
+                        "(did the data change?); choose a new --out")
+
+
+def _start_folder(out: Path, settings: AugmentSettings, root: Path, tracks: list[Track],
+                  split: SplitResult) -> None:
+    """Create --out (the inputs are valid: only now), clear its stale temporaries and write its
+    settings, split and feature config."""
+    check_writable(out)
+    remove_stale_temporaries(out)  # its own folders only: never a user's file elsewhere in --out
+    for sub in (STATE_DIR, *kind_names()):
+        remove_stale_temporaries(out / sub, recursive=True)
+    settings_doc = settings.to_dict() | {"data_root": str(root)}
+    write_json_atomic(out / SETTINGS_NAME, settings_doc)  # first: it marks the folder as augment's
+    if not (out / "splits.csv").is_file():
+        write_splits_csv(out / "splits.csv", tracks, split)
+    settings.features.save(out)
+
+
+def _run_jobs(jobs: list, out: Path, workers: int, beam_flags, progress: bool,
+              log) -> list[TrackResult]:
+    """Run the per-track jobs with Beam, in this process or in worker processes."""
     results: list[TrackResult] = []
     bar = _progress(len(jobs), progress and beam_flags is None)
     try:
@@ -536,27 +601,7 @@ def run_augment(data, out, settings: AugmentSettings | None = None, workers: int
             results = _run_pool(jobs, workers, bar)
     finally:
         bar.close()
-
-    # 3. manifest and report
-    results.sort(key=lambda r: r.track_id)
-    rows = [row for r in results for row in r.rows]
-    suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
-    manifest_path = out / (f"manifest{suffix}.csv" if suffix else MANIFEST_NAME)
-    write_manifest(manifest_path, rows)
-    report = build_report(root, settings, split, results, rows, shard_kn, cat.skipped)
-    write_text_atomic(out / f"report{suffix}.md", report)
-    for r in results:
-        if r.status != "ok":
-            log(f"skipped {r.track_id}: {r.status}: {r.message}")
-    summary = {
-        "out": str(out), "manifest": str(manifest_path), "tracks": len(results),
-        "ok": sum(r.status == "ok" for r in results),
-        "skipped_bad": sum(r.status != "ok" for r in results),
-        "resumed": sum(r.skipped for r in results), "files": len(rows),
-        "missing_on_disk": len(split.missing_on_disk), "unassigned": len(split.unassigned),
-        "skipped_paths": len(cat.skipped),
-    }
-    return summary
+    return results
 
 
 def _run_pool(jobs: list, workers: int, bar) -> list[TrackResult]:
@@ -608,7 +653,7 @@ def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
     if shard_kn:
         L.append(f"- shard {shard_kn[0]} of {shard_kn[1]}")
     fc = settings.features
-    floor = f", floor -{fc.top_db:g} dB" if set(settings.kinds) & {"mel", "mfcc", "melspec"} else ""
+    floor = f", floor -{fc.top_db:g} dB" if any(get_kind(k).floored for k in settings.kinds) else ""
     L.append(f"- features: {', '.join(settings.kinds)}; {fc.sr} Hz, n_fft {fc.n_fft}, hop {fc.hop_length}, "
              f"{fc.n_mels} mels{floor}; {'; '.join(settings_words(fc, k) for k in settings.kinds)} "
              f"(config fingerprint {fc.fingerprint()})")

@@ -91,7 +91,7 @@ def _geometry(cfg, kind: str) -> tuple[int, int]:
 def streaming_config(cfg):
     """The feature config used block by block: N evenly spaced windows per track cannot be laid
     out one block at a time, so a config that asks for them gets back-to-back windows instead."""
-    if cfg.image_segments is None and cfg.mfcc_segments is None:
+    if cfg.of("mel").segments is None and cfg.of("mfcc").segments is None:
         return cfg
     return dataclasses.replace(cfg, image_segments=None, mfcc_segments=None, image_hop_seconds=None,
                                mfcc_hop_seconds=None)

@@ -114,7 +114,8 @@ class TempoTask(Task):
         import keras
 
         input_shape = plan.fc.feature_shape(KIND)
-        hp = {"bpm_min": plan.fc.tempo_bpm_min, "bpm_max": plan.fc.tempo_bpm_max, "tempo_range": TEMPO_RANGE,
+        tg = plan.fc.of(KIND)
+        hp = {"bpm_min": tg.bpm_min, "bpm_max": tg.bpm_max, "tempo_range": TEMPO_RANGE,
               **opts.hparams}
         model = build_model(spec.name, input_shape, 1, **hp)
         x_tr = check_finite_features(load_arrays(plan.data, plan.train_rows, KIND), plan.train_rows, plan.data)

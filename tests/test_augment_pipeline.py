@@ -26,7 +26,11 @@ def _mtimes(folder: Path) -> dict[str, int]:
 def test_augment_writes_a_leak_free_manifest(audio_tree, tmp_path):
     out = tmp_path / "feats"
     s = run_augment(audio_tree, out, small_settings(), workers=2, progress=False)
-    assert s["ok"] == 15 and s["skipped_bad"] == 0
+    assert s.ok == 15 and s.skipped_bad == 0
+    assert s.to_dict() == {"out": str(out), "manifest": str(out / "manifest.csv"), "tracks": 15, "ok": 15,
+                           "skipped_bad": 0, "resumed": 0, "files": s.files, "missing_on_disk": 0,
+                           "unassigned": 0, "skipped_paths": 0}
+    assert s["files"] == s.files > 0  # read as the dict it was
     rows = read_manifest(out)
     check_no_leak(rows)
     splits = read_splits_csv(out / "splits.csv")
@@ -61,7 +65,7 @@ def test_rerun_is_a_no_op_and_resume_completes(audio_tree, tmp_path):
     run_augment(audio_tree, out, small_settings(), workers=2, progress=False)
     before = _mtimes(out)
     s = run_augment(audio_tree, out, small_settings(), workers=2, progress=False)
-    assert s["resumed"] == 15
+    assert s.resumed == 15
     assert _mtimes(out) == before
     # simulate a killed run: one track's state gone, one file gone, a stale temporary left
     rows = read_manifest(out)
@@ -78,7 +82,7 @@ def test_rerun_is_a_no_op_and_resume_completes(audio_tree, tmp_path):
     for p in stale:
         p.write_bytes(b"half")
     s = run_augment(audio_tree, out, small_settings(), workers=1, progress=False)
-    assert s["resumed"] == 13
+    assert s.resumed == 13
     assert (out / victim["path"]).is_file()
     assert not any(p.exists() for p in stale)
     assert not [p for p in out.rglob("*") if p.name.endswith(".genrekit-tmp")]
@@ -98,7 +102,7 @@ def test_corrupt_files_are_reported_and_skipped(audio_tree, tmp_path):
     out = tmp_path / "f"
     msgs = []
     s = run_augment(audio_tree, out, small_settings(), workers=2, progress=False, log=msgs.append)
-    assert s["ok"] == 15 and s["skipped_bad"] == 5
+    assert s.ok == 15 and s.skipped_bad == 5
     report = (out / "report.md").read_text()
     for name, why in [("low/empty", "empty"), ("mid/cut", "truncated"), ("high/silent", "silent"),
                       ("high/tiny", "short"), ("low/broken", "bad")]:
@@ -149,7 +153,7 @@ def test_a_fifo_named_like_audio_is_reported_and_never_opened(audio_tree, tmp_pa
     out = tmp_path / "f"
     msgs = []
     s = run_augment(audio_tree, out, small_settings(), workers=1, progress=False, log=msgs.append)
-    assert s["ok"] == 15 and s["skipped_paths"] == 1
+    assert s.ok == 15 and s.skipped_paths == 1
     report = (out / "report.md").read_text()
     assert "low/stream.wav" in report and "not a regular file (a FIFO)" in report
     assert any("low/stream.wav" in m and "not a regular file" in m for m in msgs)

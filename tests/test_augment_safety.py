@@ -92,7 +92,7 @@ def test_non_finite_features_are_a_reported_skip(audio_tree, tmp_path):
     out = tmp_path / "f"
     msgs = []
     s = run_augment(audio_tree, out, small_settings(), progress=False, log=msgs.append)
-    assert s["ok"] == 15 and s["skipped_bad"] == 1
+    assert s.ok == 15 and s.skipped_bad == 1
     assert any("low/huge" in m and "infinite" in m for m in msgs)
     assert not any(r["track_id"] == "low/huge" for r in read_manifest(out))
     assert not list(out.rglob("huge*"))
@@ -137,7 +137,7 @@ def test_long_and_absurd_files_are_refused_before_decoding(audio_tree, tmp_path,
     out = tmp_path / "f"
     msgs = []
     s = run_augment(audio_tree, out, small_settings(max_seconds=4.0), progress=False, log=msgs.append)
-    assert s["ok"] == 15 and s["skipped_bad"] == 3
+    assert s.ok == 15 and s.skipped_bad == 3
     report = (out / "report.md").read_text()
     assert "`mid/ten_hours`: long: 36000 s long" in report
     assert "`low/five_s`: long" in report
@@ -167,7 +167,7 @@ def test_one_files_failure_is_a_skip_not_an_abort(audio_tree, tmp_path, monkeypa
     monkeypatch.setattr(pipeline, "load_audio", flaky)
     msgs = []
     s = run_augment(audio_tree, tmp_path / "f", small_settings(), progress=False, log=msgs.append)
-    assert s["ok"] == 13 and s["skipped_bad"] == 2
+    assert s.ok == 13 and s.skipped_bad == 2
     assert any("low/low.00001" in m and "out of memory" in m for m in msgs)
     assert any("mid/mid.00002" in m and "RuntimeError: a library bug" in m for m in msgs)
 
@@ -193,7 +193,7 @@ def test_a_killed_worker_is_reported_not_waited_on(audio_tree, tmp_path, monkeyp
     assert "worker process died" in _one_error_line(capsys)
     monkeypatch.undo()  # a rerun resumes and completes
     s = run_augment(audio_tree, tmp_path / "f", small_settings(), workers=2, progress=False)
-    assert s["ok"] == 15
+    assert s.ok == 15
 
 
 def test_resume_redoes_a_track_whose_audio_was_replaced(audio_tree, tmp_path):
@@ -207,7 +207,7 @@ def test_resume_redoes_a_track_whose_audio_was_replaced(audio_tree, tmp_path):
     sf.write(victim, tone(900, 1.5, seed=7), SR)  # new audio, shorter: fewer MFCC segments
     os.utime(victim, ns=(1_000_000_000, 1_000_000_000))
     s = run_augment(audio_tree, out, settings, progress=False)
-    assert s["resumed"] == 14
+    assert s.resumed == 14
     after = _hashes(out)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed and all("low.00002" in k or k in ("manifest.csv", "report.md") for k in changed)
@@ -217,7 +217,7 @@ def test_resume_redoes_a_track_whose_audio_was_replaced(audio_tree, tmp_path):
     # the file becomes undecodable: its old features leave the folder and the manifest
     victim.write_bytes(b"not audio")
     s = run_augment(audio_tree, out, settings, progress=False)
-    assert s["skipped_bad"] == 1 and not list(out.rglob("low.00002*"))
+    assert s.skipped_bad == 1 and not list(out.rglob("low.00002*"))
 
 
 def test_a_track_listed_for_two_splits_is_refused(audio_tree, tmp_path, capsys):
@@ -363,7 +363,7 @@ def test_augment_resumes_its_own_folder_and_one_emptied(tmp_path):
     (tmp_path / "empty").mkdir()
     run_augment(data, tmp_path / "empty", settings, progress=False)
     s = run_augment(data, tmp_path / "empty", settings, progress=False)
-    assert s["resumed"] == 6 and s["ok"] == 6
+    assert s.resumed == 6 and s.ok == 6
 
 
 def _plant(out: Path, rel: str, target: Path) -> None:

@@ -78,7 +78,7 @@ def test_a_folder_written_when_split_and_ratios_were_one_field(tmp_path, legacy_
     doc["split"] = legacy_split
     (out / SETTINGS_NAME).write_text(json.dumps(doc))
     if refused is None:
-        assert run_augment(data, out, settings, progress=False)["resumed"] == 9
+        assert run_augment(data, out, settings, progress=False).resumed == 9
     else:
         with pytest.raises(DataError, match=f"differs in: {refused}\\)"):
             run_augment(data, out, settings, progress=False)

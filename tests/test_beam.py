@@ -32,14 +32,14 @@ def test_beam_direct_runner_gives_the_bytes_of_local_workers(small_tree, tmp_pat
     a = run_augment(small_tree, tmp_path / "local", settings, workers=2, progress=False)
     b = run_augment(small_tree, tmp_path / "beam", settings, workers=2, progress=False, runner="beam",
                     beam_options=["direct_num_workers=2", "direct_running_mode=multi_processing"])
-    assert a["ok"] == b["ok"] >= 4 and a["files"] == b["files"] > 20
+    assert a.ok == b.ok >= 4 and a.files == b.files > 20
     ha, hb = _hashes(tmp_path / "local"), _hashes(tmp_path / "beam")
     # the report names the data root (the same here); the launcher's result files are gone
     assert ha == hb
     assert not any(p.name.startswith("beam-") for p in (tmp_path / "beam" / ".state").iterdir())
     # a rerun on Beam resumes: every track already finished, same manifest
     c = run_augment(small_tree, tmp_path / "beam", settings, workers=1, progress=False, runner="beam")
-    assert c["resumed"] == c["tracks"] == b["tracks"] and _hashes(tmp_path / "beam") == hb
+    assert c.resumed == c.tracks == b.tracks and _hashes(tmp_path / "beam") == hb
 
 
 def test_bad_beam_options_create_nothing(small_tree, tmp_path):

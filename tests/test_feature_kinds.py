@@ -3,6 +3,8 @@ registered in one place flows through augment, the manifest and the loaders; the
 --features choices and defaults are the registry's and the config dataclasses'."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,66 @@ def test_feature_config_for_takes_the_kinds_own_spectrogram_settings():
         feature_config_for(("mel", "chroma"))
 
 
+# -- the settings: shared spectrogram settings and one record per kind ---------------------------
+
+# the keys of feature_config.json (every feature folder and run holds one), in to_dict's order
+FLAT_KEYS = ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "image_height", "image_width",
+             "image_seconds", "image_hop_seconds", "image_segments", "n_mfcc", "mfcc_seconds", "mfcc_hop_seconds",
+             "mfcc_segments", "pad_mode", "musicnn_frames", "musicnn_hop_frames", "melspec_frames",
+             "melspec_hop_frames", "tempo_hop_length", "tempo_ac_frames", "tempo_bins", "tempo_bpm_min",
+             "tempo_bpm_max", "tempo_step_frames", "tempo_frames", "tempo_hop_frames")
+
+
+def test_feature_config_is_shared_settings_and_a_record_per_kind():
+    cfg = FeatureConfig()
+    assert tuple(cfg.to_dict()) == FLAT_KEYS and set(features.SHARED_SETTINGS) <= set(FLAT_KEYS)
+    assert cfg.fingerprint() == "2cd19f6fd63ff67d"  # as before the split: every folder keeps loading
+    assert FeatureConfig(**MUSICNN_FEATURES).fingerprint() == "d72b4acaac507858"
+    assert cfg.of("mel") == features.MelImageSettings() == get_kind("mel").settings
+    assert cfg.of("musicnn") == features.FrameWindowSettings(187) and cfg.of("melspec").frames == 400
+    assert get_kind("mfcc").flat_names() == {"n_mfcc": "n_mfcc", "seconds": "mfcc_seconds",
+                                             "hop_seconds": "mfcc_hop_seconds", "segments": "mfcc_segments"}
+    assert get_kind("tempogram").flat_names()["bpm_min"] == "tempo_bpm_min"
+    # built from flat names (the CLI, feature_config.json) or from records: the same config
+    small = FeatureConfig(image_height=64, tempo_bins=32)
+    assert small == FeatureConfig(settings={"mel": features.MelImageSettings(height=64),
+                                            "tempogram": features.TempogramSettings(bins=32)})
+    assert small.of("mel").height == small.image_height == 64 and small.of("mel").width == 256
+    assert FeatureConfig.from_dict(small.to_dict()) == small and hash(small) == hash(FeatureConfig.from_dict(small.to_dict()))
+    assert small.with_settings("mel", height=32) == dataclasses.replace(small, image_height=32)
+    assert FeatureConfig(image_height=256) == cfg and cfg.kind_settings == ()  # defaults are not stored
+    with pytest.raises(DataError, match="bad feature settings: image size must be at least 8x8"):
+        cfg.with_settings("mel", width=4)
+    with pytest.raises(DataError, match="feature config has unknown keys: height"):
+        FeatureConfig.from_dict({"height": 3})
+    with pytest.raises(TypeError):
+        FeatureConfig(height=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToySettings:
+    frames: int = 16
+    gain: float = 1.0
+
+
+def test_a_kind_declares_its_own_settings_record():
+    toy = dataclasses.replace(TOY, name="gained", settings=ToySettings())
+    register_kind(toy)
+    try:
+        cfg = FeatureConfig(gained_gain=2.0)
+        assert cfg.of("gained") == ToySettings(gain=2.0) and cfg.gained_frames == 16
+        d = cfg.to_dict()
+        assert tuple(d)[:len(FLAT_KEYS)] == FLAT_KEYS and (d["gained_frames"], d["gained_gain"]) == (16, 2.0)
+        assert FeatureConfig.from_dict(d) == cfg
+        with pytest.raises(DataError, match="setting name\\(s\\) gained_frames, gained_gain are taken already"):
+            register_kind(dataclasses.replace(toy, name="other", settings_prefix="gained_"))
+    finally:
+        features.unregister_kind("gained")
+    assert "gained_gain" not in FeatureConfig().to_dict()
+    with pytest.raises(TypeError):
+        FeatureConfig(gained_gain=2.0)
+
+
 # -- a kind registered by a test, known to no other file ---------------------------------------
 
 TOY_FRAMES = 16
@@ -127,7 +189,7 @@ def toy_kind():
     try:
         yield TOY
     finally:
-        del features.KINDS[TOY.name]  # the registry as it was
+        features.unregister_kind(TOY.name)  # the registry as it was
 
 
 def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, tmp_path, capsys):
@@ -141,7 +203,7 @@ def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, 
     settings = AugmentSettings(features=small_features(), kinds=("mel", "rms"), ratios=(60, 20, 20), seed=1,
                                augment=AugmentConfig(augmentations=("timemask",), time_mask_frames=4))
     s = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
-    assert s["ok"] == 9 and s["skipped_bad"] == 0
+    assert s.ok == 9 and s.skipped_bad == 0
     rows = read_manifest(tmp_path / "feats")
     toy_rows = [r for r in rows if r["feature"] == "rms"]
     assert {r["augmentation"] for r in toy_rows} == {"original", "timemask"}
@@ -159,11 +221,84 @@ def test_a_registered_kind_flows_through_augment_manifest_and_loaders(toy_kind, 
     assert np.array_equal(got, x)
     # a rerun finds every track finished; the CLI offers the kind
     again = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
-    assert again["resumed"] == 9
+    assert again.resumed == 9
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["augment", "--help"])
     assert "rms (frame RMS energy windows" in " ".join(capsys.readouterr().out.split())
+
+
+# -- a kind made from the mel power spectrogram: augment's fast path serves it ------------------
+
+BANDS = 4  # the toy's bands: the mel bands pooled into four
+CALLS = {"from_power": 0, "to_feature": 0}
+
+
+def _bands_from_power(power, cfg):
+    """Mel power pooled into BANDS bands, in dB."""
+    CALLS["from_power"] += 1
+    return features.power_db(power.reshape(BANDS, -1, power.shape[1]).mean(axis=1), cfg)
+
+
+def _bands_to_feature(spec, cfg):
+    CALLS["to_feature"] += 1
+    return features.time_first(spec, cfg)
+
+
+SPECTRAL_TOY = FeatureKind(
+    "bands", "four-band dB windows (a test's kind)", render=features.spectral_render("bands"),
+    windows=lambda cfg: Windows(TOY_FRAMES * cfg.hop_length / cfg.sr, frames=TOY_FRAMES,
+                                frame_samples=cfg.hop_length),
+    shape=lambda cfg: (TOY_FRAMES, BANDS),
+    work_bytes=lambda cfg, secs: cfg.stft_bytes(secs),
+    spectral=features.Spectral(_bands_from_power, _bands_to_feature))
+
+
+def test_a_kind_with_a_spectral_path_gets_its_variants_from_the_stft(tmp_path, monkeypatch):
+    """A kind declaring how it is made from the mel power spectrogram gets stretch, pitch and
+    mask variants through augment's fast path (no waveform made, no variant rendered again),
+    with nothing but its FeatureKind."""
+    from genrekit.data_tools import pipeline
+    from genrekit.data_tools.loaders import load_feature
+    from genrekit.data_tools.manifest import read_manifest
+    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+
+    register_kind(SPECTRAL_TOY)
+    try:
+        seen = {"extract": 0, "waveform": 0, "spectral_variant": 0}
+
+        def counting(name, f):
+            def wrapper(*a, **kw):
+                seen[name] += 1
+                return f(*a, **kw)
+            return wrapper
+
+        monkeypatch.setattr(pipeline, "extract", counting("extract", pipeline.extract))
+        monkeypatch.setattr(pipeline, "apply_waveform", counting("waveform", pipeline.apply_waveform))
+        monkeypatch.setattr(pipeline, "spectral_variant", counting("spectral_variant", pipeline.spectral_variant))
+        CALLS.update(from_power=0, to_feature=0)
+        data = write_tree(tmp_path / "data", per_genre=2, seconds=1.5)
+        settings = AugmentSettings(features=small_features(), kinds=("bands",), ratios=(100, 0, 0), seed=1,
+                                   augment=AugmentConfig(freq_mask_bands=2, time_mask_frames=4))
+        s = run_augment(data, tmp_path / "feats", settings, workers=1, progress=False)
+        assert s.ok == 6 and s.skipped_bad == 0
+        rows = read_manifest(tmp_path / "feats")
+        names = {v.name for v in settings.augment.variants()}
+        assert names == {"original", "stretch_x1.25", "stretch_x0.85", "pitch_+2", "pitch_-1", "freqmask", "timemask"}
+        by = {(r["track_id"], r["augmentation"], r["segment"]): r["path"] for r in rows}
+        for tid in {r["track_id"] for r in rows}:
+            original = load_feature(tmp_path / "feats" / by[(tid, "original", "0")], "bands")
+            assert original.shape == (TOY_FRAMES, BANDS)
+            for name in names - {"original"}:
+                x = load_feature(tmp_path / "feats" / by[(tid, name, "0")], "bands")
+                assert x.shape == original.shape and not np.array_equal(x, original), (tid, name)
+        # the fast path: one render (the original) per track; the four stretch / pitch variants
+        # read from its STFT, the two masks from the spectrograms it kept; no waveform made
+        assert seen == {"extract": 6, "waveform": 0, "spectral_variant": 6 * 4}
+        assert CALLS["from_power"] == 6 * 5  # the original's render and the four STFT variants
+        assert CALLS["to_feature"] == sum(r["augmentation"] in ("freqmask", "timemask") for r in rows)
+    finally:
+        features.unregister_kind(SPECTRAL_TOY.name)
 
 
 def test_an_unregistered_kind_is_refused_before_anything_is_written(tmp_path):

@@ -23,7 +23,7 @@ def test_segment_starts():
 
 def test_default_config_matches_the_studies():
     fc = FeatureConfig()
-    assert (fc.sr, fc.n_fft, fc.hop_length, fc.n_mfcc) == (22050, 2048, 512, 13)
+    assert (fc.sr, fc.n_fft, fc.hop_length, fc.of("mfcc").n_mfcc) == (22050, 2048, 512, 13)
     assert fc.feature_shape("mel") == (256, 256)
     assert fc.feature_shape("mfcc") == (130, 13)  # 3 s at hop 512
 

@@ -115,9 +115,9 @@ def test_mfcc_is_librosa_and_unchanged():
     for frames in (1, 7, 130):
         db = (rng.normal(size=(cfg.n_mels, frames)) * 20 - 40).astype(np.float32)
         got = db_to_mfcc(db, cfg)
-        assert got.dtype == np.float32 and got.shape == (frames, cfg.n_mfcc)
-        np.testing.assert_allclose(got, _old_db_to_mfcc(db, cfg.n_mfcc), rtol=1e-6, atol=1e-5)
-        np.testing.assert_allclose(got, librosa.feature.mfcc(S=db, n_mfcc=cfg.n_mfcc).T, rtol=1e-6, atol=1e-5)
+        assert got.dtype == np.float32 and got.shape == (frames, cfg.of("mfcc").n_mfcc)
+        np.testing.assert_allclose(got, _old_db_to_mfcc(db, cfg.of("mfcc").n_mfcc), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(got, librosa.feature.mfcc(S=db, n_mfcc=cfg.of("mfcc").n_mfcc).T, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", PROBA_SETS)
