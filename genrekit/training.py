@@ -7,9 +7,9 @@ non-finite loss, the saved model, labels, feature config and ``config.json``, th
 curves and ``train_metrics.json`` — and asks a :class:`Task` plug-in for what differs: which
 rows and targets it trains on (:meth:`Task.plan`), its model (:meth:`Task.build`), how it is
 fitted (:meth:`Task.fit`), what more the run keeps (:meth:`Task.save`, :meth:`Task.config`) and
-its figures (:meth:`Task.figures`). The plug-ins are ``genrekit.genre`` (genre classifiers),
-``genrekit.tempo`` (tempo regression) and ``genrekit.fusion`` (tempo -> genre fusion);
-``genrekit.train`` picks one. The GAN (``genrekit.gan``) trains two models against each other
+its figures (:meth:`Task.figures`). The plug-ins are the modules of ``genrekit.tasks`` (genre
+window classifiers, the genre track model, tempo regression, tempo -> genre fusion), which
+also say how their runs predict, evaluate and export; ``genrekit.tasks.task_for`` picks one. The GAN (``genrekit.gan``) trains two models against each other
 and shares only the helpers below.
 """
 from __future__ import annotations
@@ -68,7 +68,8 @@ class Plan:
     title: str  # the training curves' title
     epochs: int | None = None  # None: no epochs (a closed-form head)
     lr: float | None = None
-    extra: dict = field(default_factory=dict)  # anything else the task carries from plan to figures
+    # a task carries what more it settles from plan to figures in a subclass of its own
+    # (genre_windows.GenrePlan, tempo.TempoPlan, fusion.FusionPlan)
 
 
 class Task:
