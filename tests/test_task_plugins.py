@@ -165,7 +165,7 @@ def test_no_task_or_arch_name_is_compared_outside_the_plug_ins():
 def test_every_plug_in_answers_the_run_questions():
     for task in TASKS.values():
         assert isinstance(task, TaskPlugin)
-        for flag in ("classifies", "batchable", "embeds", "cross_validates"):
+        for flag in ("classifies", "batchable", "embeds"):
             assert isinstance(getattr(task, flag), bool), (task.name, flag)
     assert not TASKS["tempo"].classifies and TASKS["tempo"].answer_fields(np.array([120.04])) == {"bpm": 120.0}
     assert not TASKS["fusion"].batchable and not TASKS["fusion"].embeds

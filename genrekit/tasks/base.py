@@ -24,7 +24,6 @@ class TaskPlugin(Task):
     classifies = True  # class probabilities: calibration, rejection, timelines, serve, compare
     batchable = True  # a file's answer needs its own windows only: batched with others, streamed
     embeds = True  # ``genrekit embed`` takes the embedding before its softmax
-    cross_validates = True  # ``genrekit cv`` can train it from a feature folder
 
     def check_task_option(self, spec, task_option: str) -> None:
         """Refuse ``--task TASK`` when it is not what ``spec`` learns (one line)."""

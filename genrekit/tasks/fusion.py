@@ -71,7 +71,6 @@ class FusionTask(TaskPlugin):
     name = "fusion"
     batchable = False
     embeds = False
-    cross_validates = False
 
     def plan(self, opts: TrainOptions, spec) -> FusionPlan:
         if not opts.genre_run or not opts.tempo_run:

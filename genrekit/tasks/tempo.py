@@ -97,7 +97,6 @@ class TempoTask(TaskPlugin):
     classifies = False
     batchable = False
     embeds = False
-    cross_validates = False
 
     def check_task_option(self, spec, task_option: str) -> None:
         """A tempo regressor is trained with ``--task tempo`` only."""
