@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from genrekit.models import get_arch
 from genrekit.tasks import task_for
-from genrekit.training import TrainOptions, fit_task, format_summary, parse_hparams
+from genrekit.training import TrainOptions, TrainResult, fit_task, format_summary, parse_hparams
 
 
-def train(opts: TrainOptions) -> dict:
+def train(opts: TrainOptions) -> TrainResult:
     """Train a model as ``opts`` says; returns the run folder, its phase, figures and timing."""
     return fit_task(task_for(get_arch(opts.arch), opts.task), opts)
 
 
-__all__ = ["TrainOptions", "train", "format_summary", "parse_hparams"]
+__all__ = ["TrainOptions", "TrainResult", "train", "format_summary", "parse_hparams"]

@@ -65,7 +65,7 @@ def mfcc_run(tiny_features, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("predict") / "fcnn"
     return Run(train(TrainOptions(data=str(tiny_features), arch="fcnn", out=str(out), epochs=1, batch_size=8,
-                                  verbose=0))["run"])
+                                  verbose=0)).run)
 
 
 @pytest.mark.slow

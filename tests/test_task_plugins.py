@@ -90,9 +90,9 @@ def toy_task(monkeypatch):
 def test_a_registered_toy_task_trains_predicts_evaluates_and_exports(toy_task, tiny_features, tmp_path):
     res = train(TrainOptions(data=str(tiny_features), arch="toy_mean", out=str(tmp_path / "run"), epochs=2,
                              batch_size=8, verbose=0))
-    run = Run(res["run"])
-    assert task_of(run) is toy_task and run.arch == "toy_mean" and res["phase"] == "toy"
-    assert set(res["metrics"]) == {"valid", "test"} and 0 <= res["metrics"]["test"]["track"]["top1"] <= 1
+    run = Run(res.run)
+    assert task_of(run) is toy_task and run.arch == "toy_mean" and res.phase == "toy"
+    assert set(res.metrics) == {"valid", "test"} and 0 <= res.metrics["test"]["track"]["top1"] <= 1
     for name in ("model.keras", "labels.json", "config.json", "history.csv", "train_metrics.json"):
         assert (run.path / name).is_file(), name
 
