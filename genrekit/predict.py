@@ -19,6 +19,7 @@ import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError
 from genrekit.data_tools.features import extract, get_kind
-from genrekit.data_tools.fsio import csv_header, remove_stale_temporaries, tmp_name
+from genrekit.data_tools.fsio import atomic_path, csv_header, remove_stale_temporaries
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
@@ -306,19 +307,22 @@ TIMELINE_FIELDS = ("start_s", "end_s", "genre")
 
 class Timeline:
     """Per-window genre probabilities of one file (calibrated with the run's temperature),
-    streamed to ``csv_path`` under a temporary name (renamed when complete) and plotted to
-    ``png_path`` at the end. Rows are kept as float32 for the plot (40 bytes a window for ten
-    genres: 0.5 MB for ten hours at a 3-s hop)."""
+    streamed to ``csv_path`` under a temporary name (:func:`atomic_path`: renamed when the
+    ``with`` block completes, removed when it fails) and then plotted to ``png_path``. Rows are
+    kept as float32 for the plot (40 bytes a window for ten genres: 0.5 MB for ten hours at a
+    3-s hop)."""
 
     def __init__(self, csv_path: Path, png_path: Path, labels: list[str], temperature: float, title: str):
         self.csv_path, self.png_path, self.labels, self.T, self.title = csv_path, png_path, labels, temperature, title
-        self.tmp = tmp_name(csv_path)
-        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self._file = ExitStack()
+        self.fh = self._file.enter_context(open(self._file.enter_context(atomic_path(csv_path)), "w",
+                                                encoding="utf-8", newline=""))
         self.writer = csv.writer(self.fh)
         self.writer.writerow([*TIMELINE_FIELDS, *labels])
         self.start, self.end, self.proba = [], [], []
 
     def add(self, start_s: float, end_s: float, proba) -> None:
+        """One row: a stretch of the file and its probabilities (before calibration)."""
         p = apply_temperature(np.asarray(proba, dtype=np.float64), self.T)
         self.writer.writerow([f"{start_s:.3f}", f"{end_s:.3f}", self.labels[int(np.argmax(p))],
                               *(f"{v:.4f}" for v in p)])
@@ -326,18 +330,18 @@ class Timeline:
         self.end.append(end_s)
         self.proba.append(p.astype(np.float32))
 
-    def close(self) -> list[str]:
-        self.fh.close()
-        os.replace(self.tmp, self.csv_path)
-        plot_timeline(self.start, self.end, np.array(self.proba), self.labels, self.png_path, self.title)
+    @property
+    def files(self) -> list[str]:
+        """The CSV and PNG paths (a result's ``timeline``)."""
         return [str(self.csv_path), str(self.png_path)]
 
-    def abort(self) -> None:
-        self.fh.close()
-        try:
-            self.tmp.unlink()
-        except OSError:
-            pass
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.__exit__(exc_type, exc, tb)  # the CSV closed, then renamed into place or removed
+        if exc_type is None:
+            plot_timeline(self.start, self.end, np.array(self.proba), self.labels, self.png_path, self.title)
 
 
 def _is_timeline_csv(path: Path) -> bool:
@@ -481,23 +485,19 @@ class Predictions:
             tl = Timeline(csv_p, png_p, list(run.labels), self.temperature,
                           f"{Path(f).name} — genre over time ({run.path.name})")
         try:
-            p, pooled = analyse_file(f, run, info=entry, hop_s=self.hop_s, timeline=tl,
-                                     pooled=bool(self.rejector and self.rejector.needs_embedding))
+            with tl if tl is not None else nullcontext():  # a timeline is kept only when complete
+                p, pooled = analyse_file(f, run, info=entry, hop_s=self.hop_s, timeline=tl,
+                                         pooled=bool(self.rejector and self.rejector.needs_embedding))
+                if self.task.classifies:
+                    self._answer(entry, p, pooled)
         except AudioDecodeError as exc:
-            if tl is not None:
-                tl.abort()
             entry["error"] = str(exc)
             return entry
-        except BaseException:
-            if tl is not None:
-                tl.abort()
-            raise
         if not self.task.classifies:
             entry.update(self.task.answer_fields(p))
             return entry
-        self._answer(entry, p, pooled)
         if tl is not None:
-            entry["timeline"] = tl.close()
+            entry["timeline"] = tl.files
         return entry
 
     def answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
@@ -595,12 +595,14 @@ class CsvOut:
         if self.path is None:  # no --csv: writes nothing
             return
         check_csv_target(path)
-        self.tmp = tmp_name(self.path)
-        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self._file = ExitStack()
+        self.fh = self._file.enter_context(open(self._file.enter_context(atomic_path(self.path)), "w",
+                                                encoding="utf-8", newline=""))
         self.writer = csv.DictWriter(self.fh, fieldnames=csv_fields(k))
         self.writer.writeheader()
 
     def write(self, r: dict) -> None:
+        """One result as a table row (nothing without ``--csv``)."""
         if self.fh is None:
             return
         row = {"file": r["file"], "error": r.get("error", ""), "bpm": r.get("bpm", "")}
@@ -619,12 +621,6 @@ class CsvOut:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.fh is None:
             return
-        self.fh.close()
+        self._file.__exit__(exc_type, exc, tb)  # the table closed, then renamed onto FILE or removed
         if exc_type is None:
-            os.replace(self.tmp, self.path)
             remove_stale_temporaries(self.path.parent, of=self.path.name)  # what a killed earlier run left
-        else:
-            try:
-                self.tmp.unlink()
-            except OSError:
-                pass
