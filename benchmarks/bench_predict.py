@@ -63,7 +63,7 @@ def _one_track(name: str, run, track: Path, repeats: int) -> None:
     from genrekit import predict as P
     from genrekit.data_tools.audio import load_audio
     from genrekit.models.track import is_track_model, window_embedder
-    from genrekit.prediction import call_windows
+    from genrekit.prediction import PREDICT_EMBED_STEP, call_windows
 
     model = run.model()
     P.predict_file(track, run)  # warm-up: traces the model's call
@@ -77,7 +77,7 @@ def _one_track(name: str, run, track: Path, repeats: int) -> None:
     cfg = P.analysis_config(run, False)
     feats, (_, x) = _median_ms(lambda: P.audible_inputs(y, cfg, run.kind), repeats)
     if is_track_model(model):
-        net, step = window_embedder(model), P.PREDICT_EMBED_STEP
+        net, step = window_embedder(model), PREDICT_EMBED_STEP
     else:
         net, step = model, P.WINDOW_STEP
     call, _ = _median_ms(lambda: call_windows(net, x, step), repeats)

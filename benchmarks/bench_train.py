@@ -68,7 +68,7 @@ def with_genrekit(feats: Path, arch: str, epochs: int, batch: int, timer, out: P
 
     r = train(TrainOptions(data=str(feats), arch=arch, phase="scratch", weights="none", epochs=epochs,
                            patience=epochs, batch_size=batch, verbose=0, out=str(out), extra_callbacks=[timer]))
-    return json.loads((Path(r["run"]) / "config.json").read_text())["data"]["train_rows"]
+    return json.loads((Path(r.run) / "config.json").read_text())["data"]["train_rows"]
 
 
 def main() -> None:

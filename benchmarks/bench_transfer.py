@@ -40,7 +40,7 @@ def main() -> None:
             r = train(TrainOptions(data=str(feats), arch="mobilenet", phase="transfer", weights=weights,
                                    epochs=epochs, patience=epochs, cache_base=cache, verbose=0,
                                    out=str(Path(tmp) / name), extra_callbacks=[timer]))
-            cfg = json.loads((Path(r["run"]) / "config.json").read_text())
+            cfg = json.loads((Path(r.run) / "config.json").read_text())
             results[name] = {"epochs": timer.times, "base_s": cfg["base_feature_seconds"],
                              "total_s": cfg["train_seconds"], "n": cfg["data"]["train_rows"]}
             load.append(os.getloadavg()[0])

@@ -44,10 +44,10 @@ def main() -> None:
             for name, synth in (("without", None), ("with", str(tmp / "synth"))):
                 r = train(TrainOptions(data=str(feats), arch=a.arch, epochs=a.epochs, seed=seed, verbose=0,
                                        synthetic=synth, out=str(tmp / f"{name}-{seed}")))
-                t = r["metrics"]["test"]
+                t = r.metrics["test"]
                 res[name].append((t["clip"]["top1"], t["track"]["top1"]))
                 print(f"seed {seed} {name:7s} synthetic: test top-1 segment {t['clip']['top1']:.3f}, "
-                      f"track {t['track']['top1']:.3f} ({r['epochs_run']} epochs)", flush=True)
+                      f"track {t['track']['top1']:.3f} ({r.epochs_run} epochs)", flush=True)
     for name in ("without", "with"):
         seg = [x[0] for x in res[name]]
         trk = [x[1] for x in res[name]]

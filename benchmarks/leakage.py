@@ -75,7 +75,7 @@ def main() -> None:
                     print(f"seed {seed}: genrekit train refuses the segment split ({exc}); "
                           "training on it anyway for the comparison", flush=True)
                     res = _train_ignoring_leak_check(view, a.arch, a.epochs, seed, tmp / f"run-{name}-{seed}")
-                run = Run(res["run"])
+                run = Run(res.run)
                 test = [r for r in read_manifest(view) if r["split"] == "test"]
                 proba = predict_rows(run.model(), view, test, "mfcc")
                 ev = evaluate_predictions([r["track_id"] for r in test], label_ids(test, run.labels), proba, run.labels)
@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def _train_ignoring_leak_check(view, arch, epochs, seed, out):
-    import genrekit.genre as genre_task  # the genre task's plan() runs the leak check
+    import genrekit.tasks.genre_windows as genre_task  # the genre task's plan() runs the leak check
     from genrekit.train import TrainOptions, train
 
     saved = genre_task.check_no_leak

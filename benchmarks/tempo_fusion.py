@@ -64,20 +64,20 @@ def main() -> None:
         timings = {}
 
         def stage(name, opts):
-            """Train, or reuse a finished run of an earlier call with the same --workdir."""
+            """Train, or reuse a finished run of an earlier call with the same --workdir: the run folder."""
             done = work / name / "model.keras"
             if done.is_file():
                 print(f"{name}: reusing {done.parent}", flush=True)
                 timings[name] = None
-                return {"run": str(done.parent)}
+                return str(done.parent)
             t0 = time.process_time()
             res = train(opts)
             timings[name] = time.process_time() - t0
-            return res
+            return res.run
 
         tempo = stage("tempo", TrainOptions(data=str(feats), arch="tempocnn", task="tempo", out=str(work / "tempo"),
                                             epochs=a.tempo_epochs, seed=a.seed, verbose=0))
-        t_res = evaluate(tempo["run"], feats, out=work / "tempo-eval")["track"]
+        t_res = evaluate(tempo, feats, out=work / "tempo-eval")["track"]
         true = np.array([bpm(t) for t in test_ids])
         median = tempo_metrics(true, np.full(len(true), np.median([bpm(t) for t in train_ids])))
         import librosa
@@ -91,16 +91,16 @@ def main() -> None:
 
         genre = stage("genre", TrainOptions(data=str(feats), arch="cnn64x400", out=str(work / "genre"),
                                             epochs=a.genre_epochs, patience=5, seed=a.seed, verbose=0))
-        fusion = stage("fusion", TrainOptions(data=str(feats), arch="fusion", genre_run=genre["run"],
-                                              tempo_run=tempo["run"], out=str(work / "fusion"), epochs=a.fusion_epochs,
+        fusion = stage("fusion", TrainOptions(data=str(feats), arch="fusion", genre_run=genre,
+                                              tempo_run=tempo, out=str(work / "fusion"), epochs=a.fusion_epochs,
                                               seed=a.seed, verbose=0))
         control = stage("fusion_notempo", TrainOptions(
-            data=str(feats), arch="fusion", genre_run=genre["run"], tempo_run=tempo["run"],
+            data=str(feats), arch="fusion", genre_run=genre, tempo_run=tempo,
             out=str(work / "fusion_notempo"), epochs=a.fusion_epochs, seed=a.seed, verbose=0,
             hparams={"use_tempo": False}))
-        c_res = evaluate(control["run"], feats, out=work / "fusion_notempo-eval")["track"]
-        g_res = evaluate(genre["run"], feats, out=work / "genre-eval")["track"]
-        f_res = evaluate(fusion["run"], feats, out=work / "fusion-eval")["track"]
+        c_res = evaluate(control, feats, out=work / "fusion_notempo-eval")["track"]
+        g_res = evaluate(genre, feats, out=work / "genre-eval")["track"]
+        f_res = evaluate(fusion, feats, out=work / "fusion-eval")["track"]
 
     print(f"\ngtzan_mini, split {a.ratios} by track (seed {a.seed}): {len(train_ids)} training tracks, "
           f"{len(test_ids)} test tracks")

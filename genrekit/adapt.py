@@ -48,6 +48,7 @@ from genrekit.runs import (
     run_folder,
     write_config,
 )
+from genrekit.tasks import task_of
 from genrekit.trackhead import adapt_folds, fit_weighted, out_of_fold
 from genrekit.trackrun import load_embeddings, refit_rules, save_embeddings
 from genrekit.training import save_model
@@ -97,7 +98,7 @@ def adaptable_run(run_path, command: str = "adapt") -> Run:
     on a track embedding), else one line saying why not (a :class:`Run` is used as it is, its
     loaded model reused)."""
     run = run_path if isinstance(run_path, Run) else Run(run_path)
-    if run.task != "genre" or run.config.get("head") != "logreg":
+    if not task_of(run).adaptable(run):
         raise UserError(f"{run.path} is a {run.arch} run; {command} works with the default recipe's runs "
                         "(`genrekit train` with no --arch: musicnn embeddings and a logistic-regression head)")
     return run

@@ -71,5 +71,5 @@ def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
     _say(f"\nEverything is in {out}: data/ (audio), features/ (PNGs + manifest), runs/cnn/ "
          "(model.keras, labels.json, config.json, history.csv, curves.png, train_metrics.json, "
          "eval/test/ with report.md).")
-    return {"data": str(data), "features": str(feats), "run": str(run_dir), "metrics": result["metrics"],
+    return {"data": str(data), "features": str(feats), "run": str(run_dir), "metrics": result.metrics,
             "evaluation": ev, "report": str(report)}

@@ -48,6 +48,7 @@ from genrekit.predict import (
     window_geometry,
 )
 from genrekit.runs import Run
+from genrekit.tasks import task_of
 
 MARKER = "genrekit_embed.json"  # in --out: the files embed wrote there (only those are ever replaced)
 FORMATS = ("npy", "csv")
@@ -57,7 +58,7 @@ BATCH_WINDOWS = 32  # windows per backbone call: bounds activation memory (as tr
 def run_embedder(run_path):
     """(source, per-window embedding model) of a run."""
     run = Run(run_path)
-    if run.task != "genre" or run.arch == "fusion" or len(run.model().inputs) != 1:
+    if not task_of(run).embeds or len(run.model().inputs) != 1:
         raise UserError(f"{run.path}: embed takes a genre run with one input (this is a {run.task} {run.arch} run)")
     model = run.model()
     if is_track_model(model):

@@ -61,7 +61,6 @@ from genrekit.openset import (
     rule_of,
     track_embeddings,
 )
-from genrekit.prediction import run_rows
 from genrekit.runs import (
     HISTORY,
     TMP_PREFIX,
@@ -71,7 +70,7 @@ from genrekit.runs import (
     make_temporary_folder,
     remove_stale_temporaries,
 )
-from genrekit.tempo import evaluate_tempo, format_tempo
+from genrekit.tasks import format_results, task_of
 
 EVAL_DIR = "eval"
 METRICS = "metrics.json"
@@ -235,12 +234,12 @@ def macro_over_present(res: dict) -> dict:
 
 def _uses_distance_rule(run: Run, threshold: float | None) -> bool:
 
-    return threshold is None and run.task == "genre" and rule_of(run) == RULE_DISTANCE
+    return threshold is None and task_of(run).classifies and rule_of(run) == RULE_DISTANCE
 
 
 def _track_model_rows(run: Run, folder: Path, rows: list[dict]) -> tuple[np.ndarray, dict]:
     """(per-row probabilities, track id -> pooled embedding) of a track model, from one pass of
-    its backbone: each row carries its track's probabilities, as ``run_rows`` gives them."""
+    its backbone: each row carries its track's probabilities, as the task's ``predict_rows`` gives them."""
     tids, emb = track_embeddings(run.model(), folder, rows)
     tp = pooled_probabilities(run.model(), emb)
     at = {t: i for i, t in enumerate(tids)}
@@ -265,7 +264,7 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     if _uses_distance_rule(run, reject_threshold):  # one backbone pass gives probabilities and embeddings
         both, pooled = _track_model_rows(run, folder, rows + unknown)
     else:
-        both = run_rows(run, folder, rows + unknown, batch_size)
+        both = task_of(run).predict_rows(run, folder, rows + unknown, batch_size)
     proba, unknown_proba = both[:len(rows)], both[len(rows):]
     ids = [r["track_id"] for r in rows]
     res = macro_over_present(evaluate_predictions(ids, y, proba, run.labels))
@@ -318,7 +317,7 @@ def write_predictions(path: Path, run: Run, track_ids, genres, proba) -> None:
     it is right, then the top-k genres with their probabilities."""
     names = sorted(set(genres))
     tracks, y, p = aggregate_tracks(track_ids, np.array([names.index(g) for g in genres]), proba)
-    p = apply_temperature(p, run.temperature) if run.task == "genre" else p
+    p = apply_temperature(p, run.temperature) if task_of(run).classifies else p
     k = min(PREDICTION_TOP_K, len(run.labels))
     fields = ["track", "true", "predicted", "correct"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("top", "p")]
     rows = []
@@ -371,9 +370,10 @@ def evaluate(run_path, data, split: str = "test", out=None, batch_size: int = 32
     out = Path(out) if out else eval_dir(run.path, split)
     check_results_folder(out)
     run.model()  # a model whose outputs don't match labels.json fails here, first
-    if run.task == "tempo":
-        with created_or_absent(out):
-            return evaluate_tempo(run, data, split, out, tempo_file)
+    with created_or_absent(out):  # a task with figures of its own (tempo) writes them itself
+        own = task_of(run).evaluate(run, data, split, out, tempo_file)
+    if own is not None:
+        return own
     fc = check_feature_config(run, data)
     rows = [r for r in select(read_manifest(data), run.kind, (split,)) if r["augmentation"] == "original"]
     if not rows:
@@ -390,7 +390,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
     features with the run's own feature config (no augmentation, every track in "test"), then
     evaluate through the same code as ``genrekit evaluate``."""
     run = Run(run_path)
-    if run.task != "genre":
+    if not task_of(run).classifies:
         raise UserError(f"{run.path} is a {run.task} run; eval-spotify scores genre classifiers")
     genres = sorted({t.genre for t in find_tracks(audio_dir)})
 
@@ -425,8 +425,10 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
 
 
 def format_metrics(res: dict) -> str:
-    if res.get("task") == "tempo":
-        return format_tempo(res)
+    """Evaluation figures as a table (a task's own figures as the task formats them)."""
+    own = format_results(res)
+    if own is not None:
+        return own
     c, t = res["clip"], res["track"]
     one = bool(res.get("clips_are_tracks"))  # a track model: its clip figures are its track figures
 
@@ -537,7 +539,7 @@ def compare(runs: list[str], csv_path=None, level: str = "track", split: str = "
     rows, settings = [], []
     for rp in runs:
         run = Run(rp)
-        if run.task != "genre":
+        if not task_of(run).classifies:
             raise UserError(f"{run.path} is a {run.task} run; compare tabulates genre classifiers")
         hist = read_csv(run.path / HISTORY) if (run.path / HISTORY).is_file() else []
         best = min(hist, key=lambda h: _f(h.get("val_loss")) if _f(h.get("val_loss")) is not None else np.inf) \

@@ -26,7 +26,7 @@ from genrekit.data_tools.manifest import check_no_leak, read_manifest, write_man
 from genrekit.errors import UserError
 from genrekit.evaluation.gan_quality import format_quality, quality_report
 from genrekit.evaluation.plots import plot_gan_losses, plot_real_vs_generated
-from genrekit.runs import atomic_output, check_new_run_path, load_model, run_folder
+from genrekit.runs import GAN_TASK, atomic_output, check_new_run_path, load_model, run_folder
 from genrekit.training import (
     check_finite_features,
     check_finite_model,
@@ -78,7 +78,7 @@ def gan_train(data, out=None, epochs: int = 100, batch_size: int = 64, latent_di
         save_model(gen, run / "generator.keras")
         save_model(disc, run / "discriminator.keras")
         fc.save(run)
-        config = {"task": "gan", "labels": labels, "latent_dim": latent_dim, "epochs": epochs,
+        config = {"task": GAN_TASK, "labels": labels, "latent_dim": latent_dim, "epochs": epochs,
                   "batch_size": batch_size, "seed": seed, "optimizer": "adam lr 2e-4 beta1 0.5 beta2 0.999",
                   "feature_kind": "mfcc", "feature_config": fc.to_dict(), "feature_fingerprint": fc.fingerprint(),
                   "standardise_mean": mean.tolist(), "standardise_std": std.tolist(),
@@ -105,7 +105,7 @@ def _load_gan(run) -> tuple[dict, object]:
         config = loads_json(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"unreadable GAN run folder {run}: {exc}") from None
-    if not isinstance(config, dict) or config.get("task") != "gan":
+    if not isinstance(config, dict) or config.get("task") != GAN_TASK:
         raise UserError(f"{run} is a classifier run, not a GAN run")
     labels, dim = config.get("labels"), config.get("latent_dim")
     n_mfcc = len(config.get("standardise_mean") or [])

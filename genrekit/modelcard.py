@@ -12,6 +12,7 @@ from genrekit.data_tools.features import get_kind
 from genrekit.data_tools.fsio import loads_json
 from genrekit.models.track import is_track_model
 from genrekit.runs import Run
+from genrekit.tasks import task_of
 
 EXAMPLE = "examples/predict_export.py"  # in the genrekit repository (tests/test_export_bundle.py runs it)
 RUNTIME_INSTALL = ("`pip install numpy librosa onnxruntime` (for model.tflite: tensorflow instead of onnxruntime), "
@@ -129,7 +130,7 @@ def evaluations(run: Run) -> list[dict]:
 
 
 def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict:
-    model = run.model()
+    model, task = run.model(), task_of(run)
     track = is_track_model(model)
     data = run.config.get("data") or {}
     evals = evaluations(run)
@@ -142,7 +143,7 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
         if e["source"] == "train_metrics.json" and e["split"] not in split_tracks and "n" in e.get("track", {}):
             split_tracks[e["split"]] = e["track"]["n"]
     return {
-        "name": run.path.name, "arch": run.arch, "phase": run.config.get("phase"), "task": run.task,
+        "name": run.path.name, "arch": run.arch, "phase": run.config.get("phase"), **task.export_metadata(run),
         "classes": list(run.labels), "files": {f: MODEL_FILES[f] for f in formats},
         "training_data": {"folder": data.get("folder"), "manifest_sha256": data.get("manifest_sha256"),
                           "split_tracks": split_tracks,
@@ -152,9 +153,7 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
         "evaluations": evals,
         "adapted": _adapted(run.config.get("adapt")),
         "input": input_spec(run, track),
-        "output": {"probabilities": f"softmax over the {len(run.labels)} classes in labels.json order"
-                   if run.task == "genre" else "a tempo run: the model's output per window (genrekit predict "
-                   "reports the median BPM); no calibration applies",
+        "output": {"probabilities": task.card_output(run),
                    "aggregation": "the model pools all windows of the track" if track else
                    "mean of the per-window probabilities over the file's windows",
                    "calibration": f"p_calibrated = p ** (1 / T) / sum(p ** (1 / T)) with T = {temperature:g} "

@@ -265,14 +265,13 @@ def _per_genre(run, values, where: str) -> list:
 def rejector_for(run, reject, threshold: float | None) -> Rejector | None:
     """The rejection to apply: ``threshold`` when given (top-probability rule at that value; it
     implies ``reject``), else with ``reject`` the run's own rule and threshold (``reject ==
-    "per_genre"``: its per-genre thresholds, the global one for a genre without); None for none."""
+    "per_genre"``: its per-genre thresholds, the global one for a genre without); None for none.
+    For runs whose task classifies (predict refuses the others first)."""
     if threshold is None and not reject:
         return None
     per = reject == PER_GENRE
     if per and threshold is not None:
         raise UserError("--reject-per-genre uses the run's thresholds; it cannot be combined with --reject-threshold")
-    if run.task != "genre":
-        raise UserError(f"{run.path} is a {run.task} run; --reject is for genre classifiers")
     if threshold is not None:
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0 <= threshold <= 1):
             raise UserError(f"--reject-threshold must be a probability in [0, 1], got {threshold!r}")

@@ -19,6 +19,7 @@ import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +34,22 @@ from genrekit.data_tools.audio import (
 )
 from genrekit.data_tools.errors import AudioDecodeError
 from genrekit.data_tools.features import extract, get_kind
-from genrekit.data_tools.fsio import csv_header, remove_stale_temporaries, tmp_name
+from genrekit.data_tools.fsio import atomic_path, csv_header, remove_stale_temporaries
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import UNKNOWN, apply_temperature
 from genrekit.evaluation.plots import plot_timeline
 from genrekit.models.track import is_track_model, window_embedder
 from genrekit.openset import rejector_for
 from genrekit.prediction import (
+    PREDICT_EMBED_STEP,
+    Block,
+    PooledStats,
     call_windows,
-    fusion_audio_inputs,
-    predict_window_bpm,
-    run_tempo_range,
+    head_on_windows,
     split_rows,
 )
 from genrekit.runs import Run
+from genrekit.tasks import task_of
 
 MIN_SECONDS = 1.0  # shorter files are refused (augment skips them too: --min-seconds 1)
 SILENCE_DBFS = -80.0  # a window whose peak is below this is silent and left out
@@ -55,9 +58,6 @@ STREAM_ABOVE_SECONDS = 600.0  # longer files are analysed block by block
 BLOCK_SECONDS = 300.0  # audio per block when streaming (about 26 MB at 22,050 Hz)
 MAX_BLOCK_WINDOWS = 256  # at most this many windows per block (a short --hop would make more)
 MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.1, 3600.0  # --hop range
-# windows per backbone call of a track model: bounds the memory musicnn's activations take on CPU
-PREDICT_EMBED_STEP = 8
-TRACK_SPAN_SECONDS = 30.0  # a track model's timeline row covers this much music (GTZAN's clip length)
 # a folder is analysed in batches: the windows of up to BATCH_FILES files (fewer once they reach
 # BATCH_WINDOWS) go through the model together, while worker threads decode the next files (one
 # per core, at most 4, so that the model does not wait for the decoding)
@@ -218,44 +218,6 @@ def _blocks(path, run: Run, hop_s: float | None = None):
         yield y, True, i * advance
 
 
-class _PooledStats:
-    """Running statistics of a track's window embeddings (count, sum, sum of squares, max), so
-    its pooled embedding (mean, std, max as the model's pooling asks) is exact for any length
-    without keeping the windows."""
-
-    def __init__(self, stats):
-        self.stats, self.n, self.sum, self.sq, self.max = tuple(stats), 0, None, None, None
-
-    def add(self, emb: np.ndarray) -> None:
-        e = np.asarray(emb, dtype=np.float64)
-        if self.sum is None:
-            self.sum, self.sq, self.max = e.sum(0), (e * e).sum(0), e.max(0)
-        else:
-            self.sum += e.sum(0)
-            self.sq += (e * e).sum(0)
-            self.max = np.maximum(self.max, e.max(0))
-        self.n += len(e)
-
-    def pooled(self) -> np.ndarray:
-        mean = self.sum / self.n
-        parts = {"mean": mean, "std": np.sqrt(np.maximum(self.sq / self.n - mean * mean, 0.0)), "max": self.max}
-        return np.concatenate([parts[s] for s in self.stats]).astype(np.float32)
-
-
-def _track_block(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities of the block as one track, its window embeddings) of a track model:
-    the backbone run ``PREDICT_EMBED_STEP`` windows at a time, then the model's own pooling and head."""
-    emb = call_windows(window_embedder(model), x, PREDICT_EMBED_STEP)
-    return _head_on_windows(model, emb), emb
-
-
-def _head_on_windows(model, emb: np.ndarray) -> np.ndarray:
-    """Class probabilities of one span of a track from its window embeddings (track models)."""
-    shape_only = np.zeros((1, len(emb), 1), dtype=np.float32)
-    pooled = model.get_layer("track_pooling")([np.asarray(emb, dtype=np.float32), shape_only])
-    return np.asarray(model.get_layer("predictions")(pooled), dtype=np.float64)[0]
-
-
 def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None, hop_s: float | None = None,
                  timeline=None) -> np.ndarray:
     """Mean class probabilities of one file over its audible windows (a tempo run: the median
@@ -272,54 +234,29 @@ def predict_file(path, run: Run, batch_size: int = 32, info: dict | None = None,
 def analyse_file(path, run: Run, batch_size: int = 32, info: dict | None = None, hop_s: float | None = None,
                  timeline=None, pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`predict_file`'s probabilities and, with ``pooled`` for a track model, the track's
-    pooled embedding over all its audible windows (exact for any length: running statistics)."""
+    pooled embedding over all its audible windows (exact for any length: running statistics).
+    The run's task plug-in answers from the file's audible blocks."""
+    task = task_of(run)
+    what = "classify" if task.classifies else "analyse"
+    a = task.analyse(run, _audible_blocks(path, run, hop_s, info, what), batch_size, timeline, pooled)
+    if info is not None and a.tempo_bpm is not None:
+        info["tempo_bpm"] = a.tempo_bpm
+    return a.values, a.pooled
+
+
+def _audible_blocks(path, run: Run, hop_s: float | None, info: dict | None, what: str):
+    """The :class:`Block` of each block of ``path`` with audible windows; raises
+    :class:`AudioDecodeError` at the end when there was none (nothing to ``what``)."""
     sr = run.feature_config.sr
-    total, n, bpms, tempo_bpms = None, 0, [], []
-    model = None if run.task == "tempo" else run.model()
-    track_model = model is not None and is_track_model(model)
-    stats = _PooledStats(model.get_layer("track_pooling").stats) if track_model and pooled else None
-    spans = _Spans(model, timeline) if track_model and timeline is not None else None
-    win_s = None
+    heard = False
     for i, (y, streaming, first) in enumerate(_blocks(path, run, hop_s)):
         win, starts, x = _block_windows(y, i, streaming, run, hop_s, info)
-        win_s = win / sr
         if x is None:
             continue
-        starts = [first / sr + s for s in starts]
-        if run.task == "tempo":
-            bpms.extend(predict_window_bpm(run.model(), None, [], run_tempo_range(run), batch_size, x=x).tolist())
-            continue
-        if run.arch == "fusion":
-            x, bpm = fusion_audio_inputs(run, y, x)
-            tempo_bpms.append(bpm)
-        if track_model:  # one answer per track (a block of a long file), weighted by its windows
-            pb, emb = _track_block(model, x)
-            m = len(emb)
-            p = m * pb[None]
-            if stats is not None:
-                stats.add(emb)
-            if spans is not None:
-                spans.add(starts, win_s, emb)
-        else:
-            p = model.predict(x, batch_size=batch_size, verbose=0) if run.arch == "fusion" \
-                else call_windows(model, x, batch_size)
-            m = len(p)  # windows (a fusion run's x is a list of two inputs)
-            if timeline is not None:
-                for s, pw in zip(starts, p, strict=True):
-                    timeline.add(s, s + win_s, pw)
-        total = p.sum(axis=0) if total is None else total + p.sum(axis=0)
-        n += m
-    if run.task == "tempo":
-        if not bpms:
-            raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to analyse")
-        return np.array([float(np.median(bpms))]), None
-    if total is None:
-        raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to classify")
-    if spans is not None:
-        spans.finish()
-    if info is not None and tempo_bpms:
-        info["tempo_bpm"] = round(float(np.median(tempo_bpms)), 1)
-    return total / n, (stats.pooled() if stats is not None else None)
+        heard = True
+        yield Block(y=y, x=x, starts=[first / sr + s for s in starts], win_s=win / sr)
+    if not heard:
+        raise AudioDecodeError(f"silent: no window peaks above {SILENCE_DBFS:g} dBFS; nothing to {what}")
 
 
 def batch_probabilities(model, xs: list[np.ndarray], pooled: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -337,36 +274,10 @@ def batch_probabilities(model, xs: list[np.ndarray], pooled: bool = False) -> li
     for emb in split_rows(call_windows(window_embedder(model), x, PREDICT_EMBED_STEP), counts):
         stats = None
         if pooled:
-            stats = _PooledStats(model.get_layer("track_pooling").stats)
+            stats = PooledStats(model.get_layer("track_pooling").stats)
             stats.add(emb)
-        out.append((_head_on_windows(model, emb), stats.pooled() if stats is not None else None))
+        out.append((head_on_windows(model, emb), stats.pooled() if stats is not None else None))
     return out
-
-
-class _Spans:
-    """Timeline rows of a track model: one row per window start, the model applied to the
-    windows within ``TRACK_SPAN_SECONDS`` from it (a track model answers for a stretch of
-    music like the clips it was trained on, not for one 3-s window); kept in a rolling buffer,
-    so memory is one span whatever the length."""
-
-    def __init__(self, model, timeline):
-        self.model, self.timeline, self.buf, self.rows = model, timeline, deque(), 0
-
-    def add(self, starts, win_s: float, emb: np.ndarray) -> None:
-        for s, e in zip(starts, emb, strict=True):
-            self.buf.append((s, s + win_s, e))
-            while self.buf[-1][1] > self.buf[0][0] + TRACK_SPAN_SECONDS and len(self.buf) > 1:
-                self._emit(list(self.buf)[:-1])
-                self.buf.popleft()
-
-    def _emit(self, items) -> None:
-        self.timeline.add(items[0][0], items[-1][1], _head_on_windows(self.model, np.stack([e for _, _, e in items])))
-        self.rows += 1
-
-    def finish(self) -> None:
-        if self.buf:  # the last stretch (the whole track when it is shorter than a span)
-            self._emit(list(self.buf))
-            self.buf.clear()
 
 
 def expand_inputs(items) -> list[tuple[str, str | None]]:
@@ -396,19 +307,22 @@ TIMELINE_FIELDS = ("start_s", "end_s", "genre")
 
 class Timeline:
     """Per-window genre probabilities of one file (calibrated with the run's temperature),
-    streamed to ``csv_path`` under a temporary name (renamed when complete) and plotted to
-    ``png_path`` at the end. Rows are kept as float32 for the plot (40 bytes a window for ten
-    genres: 0.5 MB for ten hours at a 3-s hop)."""
+    streamed to ``csv_path`` under a temporary name (:func:`atomic_path`: renamed when the
+    ``with`` block completes, removed when it fails) and then plotted to ``png_path``. Rows are
+    kept as float32 for the plot (40 bytes a window for ten genres: 0.5 MB for ten hours at a
+    3-s hop)."""
 
     def __init__(self, csv_path: Path, png_path: Path, labels: list[str], temperature: float, title: str):
         self.csv_path, self.png_path, self.labels, self.T, self.title = csv_path, png_path, labels, temperature, title
-        self.tmp = tmp_name(csv_path)
-        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self._file = ExitStack()
+        self.fh = self._file.enter_context(open(self._file.enter_context(atomic_path(csv_path)), "w",
+                                                encoding="utf-8", newline=""))
         self.writer = csv.writer(self.fh)
         self.writer.writerow([*TIMELINE_FIELDS, *labels])
         self.start, self.end, self.proba = [], [], []
 
     def add(self, start_s: float, end_s: float, proba) -> None:
+        """One row: a stretch of the file and its probabilities (before calibration)."""
         p = apply_temperature(np.asarray(proba, dtype=np.float64), self.T)
         self.writer.writerow([f"{start_s:.3f}", f"{end_s:.3f}", self.labels[int(np.argmax(p))],
                               *(f"{v:.4f}" for v in p)])
@@ -416,18 +330,18 @@ class Timeline:
         self.end.append(end_s)
         self.proba.append(p.astype(np.float32))
 
-    def close(self) -> list[str]:
-        self.fh.close()
-        os.replace(self.tmp, self.csv_path)
-        plot_timeline(self.start, self.end, np.array(self.proba), self.labels, self.png_path, self.title)
+    @property
+    def files(self) -> list[str]:
+        """The CSV and PNG paths (a result's ``timeline``)."""
         return [str(self.csv_path), str(self.png_path)]
 
-    def abort(self) -> None:
-        self.fh.close()
-        try:
-            self.tmp.unlink()
-        except OSError:
-            pass
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.__exit__(exc_type, exc, tb)  # the CSV closed, then renamed into place or removed
+        if exc_type is None:
+            plot_timeline(self.start, self.end, np.array(self.proba), self.labels, self.png_path, self.title)
 
 
 def _is_timeline_csv(path: Path) -> bool:
@@ -478,11 +392,14 @@ class Predictions:
             raise UserError(f"--top-k must be a whole number of at least 1, got {top_k!r}")
         self.run = run = run_path if isinstance(run_path, Run) else Run(run_path)  # a Run: its loaded model reused
         self.batch = batch
+        self.task = task = task_of(run)
+        if (reject or reject_threshold is not None) and not task.classifies:
+            raise UserError(f"{run.path} is a {run.task} run; --reject is for genre classifiers")
         self.rejector = rejector_for(run, reject, reject_threshold)
         self.hop_s = check_hop(hop_s)
-        if timeline_dir is not None and run.task != "genre":
+        if timeline_dir is not None and not task.classifies:
             raise UserError(f"{run.path} is a {run.task} run; --timeline draws genre probabilities")
-        self.temperature = run.temperature if run.task == "genre" else 1.0
+        self.temperature = run.temperature if task.classifies else 1.0
         self.k = max(1, min(top_k, len(run.labels)))
         self.items = expand_inputs(files)
         self.timeline_dir = Path(timeline_dir) if timeline_dir is not None else None
@@ -502,7 +419,7 @@ class Predictions:
 
     def _results(self):
         run = self.run
-        if not self.batch or run.task != "genre" or run.arch == "fusion":
+        if not self.batch or not self.task.classifies or not self.task.batchable:
             for f, problem in self.items:
                 yield self._one(f, problem)
             return
@@ -568,23 +485,19 @@ class Predictions:
             tl = Timeline(csv_p, png_p, list(run.labels), self.temperature,
                           f"{Path(f).name} — genre over time ({run.path.name})")
         try:
-            p, pooled = analyse_file(f, run, info=entry, hop_s=self.hop_s, timeline=tl,
-                                     pooled=bool(self.rejector and self.rejector.needs_embedding))
+            with tl if tl is not None else nullcontext():  # a timeline is kept only when complete
+                p, pooled = analyse_file(f, run, info=entry, hop_s=self.hop_s, timeline=tl,
+                                         pooled=bool(self.rejector and self.rejector.needs_embedding))
+                if self.task.classifies:
+                    self._answer(entry, p, pooled)
         except AudioDecodeError as exc:
-            if tl is not None:
-                tl.abort()
             entry["error"] = str(exc)
             return entry
-        except BaseException:
-            if tl is not None:
-                tl.abort()
-            raise
-        if run.task == "tempo":
-            entry["bpm"] = round(float(p[0]), 1)
+        if not self.task.classifies:
+            entry.update(self.task.answer_fields(p))
             return entry
-        self._answer(entry, p, pooled)
         if tl is not None:
-            entry["timeline"] = tl.close()
+            entry["timeline"] = tl.files
         return entry
 
     def answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
@@ -682,12 +595,14 @@ class CsvOut:
         if self.path is None:  # no --csv: writes nothing
             return
         check_csv_target(path)
-        self.tmp = tmp_name(self.path)
-        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")
+        self._file = ExitStack()
+        self.fh = self._file.enter_context(open(self._file.enter_context(atomic_path(self.path)), "w",
+                                                encoding="utf-8", newline=""))
         self.writer = csv.DictWriter(self.fh, fieldnames=csv_fields(k))
         self.writer.writeheader()
 
     def write(self, r: dict) -> None:
+        """One result as a table row (nothing without ``--csv``)."""
         if self.fh is None:
             return
         row = {"file": r["file"], "error": r.get("error", ""), "bpm": r.get("bpm", "")}
@@ -706,12 +621,6 @@ class CsvOut:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.fh is None:
             return
-        self.fh.close()
+        self._file.__exit__(exc_type, exc, tb)  # the table closed, then renamed onto FILE or removed
         if exc_type is None:
-            os.replace(self.tmp, self.path)
             remove_stale_temporaries(self.path.parent, of=self.path.name)  # what a killed earlier run left
-        else:
-            try:
-                self.tmp.unlink()
-            except OSError:
-                pass

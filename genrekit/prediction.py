@@ -13,7 +13,9 @@ predict; it imports no training code. Three kinds of model are applied here:
 from __future__ import annotations
 
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,13 +24,17 @@ from genrekit.data_tools.loaders import load_arrays, make_dataset, select
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.errors import UserError
 from genrekit.models.folding import fold_batchnorm
-from genrekit.models.track import is_track_model
+from genrekit.models.track import is_track_model, window_embedder
 from genrekit.progress import bar
 from genrekit.progress import enabled as progress_shown
 from genrekit.runs import Run
 from genrekit.tempi import KIND as TEMPO_KIND
 from genrekit.tempi import TEMPO_RANGE, scale, unscale
 from genrekit.trackhead import predict_track_rows
+
+# windows per backbone call of a track model: bounds the memory musicnn's activations take on CPU
+PREDICT_EMBED_STEP = 8
+TRACK_SPAN_SECONDS = 30.0  # a track model's timeline row covers this much music (GTZAN's clip length)
 
 
 def _features_only(x, y):
@@ -106,12 +112,126 @@ def _progress_callback(progress, batch_size: int):
     return Tick()
 
 
-def run_rows(run: Run, folder, rows: list[dict], batch_size: int = 32) -> np.ndarray:
-    """Class probabilities of a run's model for manifest rows of a feature folder made with the
-    run's feature config (a fusion run's tempo input is predicted from the same folder)."""
-    if run.arch == "fusion":
-        return run.model().predict(fusion_inputs(run, folder, rows), batch_size=batch_size, verbose=0)
-    return predict_rows(run.model(), folder, rows, run.kind, batch_size)
+# -- audio windows (predict) ---------------------------------------------------------------------
+
+@dataclass
+class Block:
+    """The audible windows of one block of an audio file, as predict cuts them."""
+    y: np.ndarray  # the block's waveform at the run's sample rate
+    x: np.ndarray  # the model inputs of its audible windows
+    starts: list[float]  # their start in seconds from the file's start
+    win_s: float  # the window length in seconds
+
+
+@dataclass
+class Analysis:
+    """What a task's model says about one file (:meth:`genrekit.tasks.base.TaskPlugin.analyse`)."""
+    values: np.ndarray  # mean class probabilities before calibration (a tempo run: [median BPM])
+    pooled: np.ndarray | None = None  # a track model's pooled embedding, when asked for
+    tempo_bpm: float | None = None  # the tempo a fusion run fed in
+
+
+def mean_over_windows(predict, blocks: Iterable[Block], timeline=None) -> np.ndarray:
+    """The mean of ``predict(block)`` (one probability row per window) over every window of
+    ``blocks``; ``timeline`` (a ``predict.Timeline``) receives each window's row."""
+    total, n = None, 0
+    for b in blocks:
+        p = predict(b)
+        if timeline is not None:
+            for s, pw in zip(b.starts, p, strict=True):
+                timeline.add(s, s + b.win_s, pw)
+        total = p.sum(axis=0) if total is None else total + p.sum(axis=0)
+        n += len(p)
+    return total / n
+
+
+class PooledStats:
+    """Running statistics of a track's window embeddings (count, sum, sum of squares, max), so
+    its pooled embedding (mean, std, max as the model's pooling asks) is exact for any length
+    without keeping the windows."""
+
+    def __init__(self, stats):
+        self.stats, self.n, self.sum, self.sq, self.max = tuple(stats), 0, None, None, None
+
+    def add(self, emb: np.ndarray) -> None:
+        """Count the window embeddings ``emb`` (windows, features)."""
+        e = np.asarray(emb, dtype=np.float64)
+        if self.sum is None:
+            self.sum, self.sq, self.max = e.sum(0), (e * e).sum(0), e.max(0)
+        else:
+            self.sum += e.sum(0)
+            self.sq += (e * e).sum(0)
+            self.max = np.maximum(self.max, e.max(0))
+        self.n += len(e)
+
+    def pooled(self) -> np.ndarray:
+        """The pooled embedding of every window counted so far."""
+        mean = self.sum / self.n
+        parts = {"mean": mean, "std": np.sqrt(np.maximum(self.sq / self.n - mean * mean, 0.0)), "max": self.max}
+        return np.concatenate([parts[s] for s in self.stats]).astype(np.float32)
+
+
+def track_block(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities of the block as one track, its window embeddings) of a track model:
+    the backbone run ``PREDICT_EMBED_STEP`` windows at a time, then the model's own pooling and head."""
+    emb = call_windows(window_embedder(model), x, PREDICT_EMBED_STEP)
+    return head_on_windows(model, emb), emb
+
+
+def head_on_windows(model, emb: np.ndarray) -> np.ndarray:
+    """Class probabilities of one span of a track from its window embeddings (track models)."""
+    shape_only = np.zeros((1, len(emb), 1), dtype=np.float32)
+    pooled = model.get_layer("track_pooling")([np.asarray(emb, dtype=np.float32), shape_only])
+    return np.asarray(model.get_layer("predictions")(pooled), dtype=np.float64)[0]
+
+
+class TrackSpans:
+    """Timeline rows of a track model: one row per window start, the model applied to the
+    windows within ``TRACK_SPAN_SECONDS`` from it (a track model answers for a stretch of
+    music like the clips it was trained on, not for one 3-s window); kept in a rolling buffer,
+    so memory is one span whatever the length."""
+
+    def __init__(self, model, timeline):
+        self.model, self.timeline, self.buf, self.rows = model, timeline, deque(), 0
+
+    def add(self, starts, win_s: float, emb: np.ndarray) -> None:
+        """Buffer windows starting at ``starts``; emit every span they complete."""
+        for s, e in zip(starts, emb, strict=True):
+            self.buf.append((s, s + win_s, e))
+            while self.buf[-1][1] > self.buf[0][0] + TRACK_SPAN_SECONDS and len(self.buf) > 1:
+                self._emit(list(self.buf)[:-1])
+                self.buf.popleft()
+
+    def _emit(self, items) -> None:
+        self.timeline.add(items[0][0], items[-1][1], head_on_windows(self.model, np.stack([e for _, _, e in items])))
+        self.rows += 1
+
+    def finish(self) -> None:
+        """Emit the last stretch (the whole track when it is shorter than a span)."""
+        if self.buf:
+            self._emit(list(self.buf))
+            self.buf.clear()
+
+
+def track_analysis(model, blocks: Iterable[Block], timeline=None, pooled: bool = False) -> Analysis:
+    """A track model's probabilities for a file, each block answered as one track and weighted
+    by its windows (and, with ``pooled``, its pooled embedding over all of them)."""
+    stats = PooledStats(model.get_layer("track_pooling").stats) if pooled else None
+    spans = TrackSpans(model, timeline) if timeline is not None else None
+    total, n = None, 0
+    for b in blocks:
+        pb, emb = track_block(model, b.x)
+        m = len(emb)
+        p = m * pb[None]
+        if stats is not None:
+            stats.add(emb)
+        if spans is not None:
+            spans.add(b.starts, b.win_s, emb)
+        total = p.sum(axis=0) if total is None else total + p.sum(axis=0)
+        n += m
+    if spans is not None:
+        spans.finish()
+    return Analysis(total / n, stats.pooled() if stats is not None else None)
 
 
 # -- tempo -----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from genrekit.models import REGISTRY
 from genrekit.models.track import is_track_model
 
 MODEL = "model.keras"
+GAN_TASK = "gan"  # config.json's task of a `genrekit gan train` folder (not a classifier run)
 LABELS = "labels.json"
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -266,7 +267,7 @@ class Run:
             raise UserError(f"unreadable run folder {self.path}: {exc}") from None
         if not isinstance(self.config, dict):
             raise UserError(f"{self.path}/{CONFIG} is not a genrekit run config")
-        if self.config.get("task") == "gan":
+        if self.config.get("task") == GAN_TASK:
             raise UserError(f"{self.path} is a GAN run: use it with `genrekit gan generate`, not as a classifier")
         for name in (MODEL, LABELS):
             if not (self.path / name).is_file():
@@ -365,8 +366,13 @@ class Run:
 
     @property
     def input_kinds(self) -> tuple[str, ...]:
-        """The feature kinds the run reads: a fusion run also needs tempogram windows."""
-        return (self.kind, "tempogram") if self.arch == "fusion" else (self.kind,)
+        """The feature kinds the run reads (its architecture's ``extra_kinds`` too: a fusion run
+        also needs tempogram windows)."""
+        return (self.kind, *self._spec_field("extra_kinds"))
+
+    def _spec_field(self, name: str) -> tuple:
+        spec = REGISTRY.get(self.arch)
+        return getattr(spec, name) if spec is not None else ()
 
     def tempo_model(self):
         """A fusion run's own copy of its tempo regressor."""
@@ -383,7 +389,7 @@ class Run:
         if self._model is None:
             model = load_model(self.path / MODEL)
             check_model_inputs(model, self.feature_config, self.input_kinds[:1], str(self.path),
-                               extra=((1,),) if self.arch == "fusion" else ())
+                               extra=self._spec_field("extra_inputs"))
             n_out = model.output_shape[-1]
             if n_out != len(self.labels):
                 raise UserError(f"{self.path}: labels.json has {len(self.labels)} classes but the model "

@@ -60,6 +60,7 @@ from genrekit.predict import (
     window_geometry,
 )
 from genrekit.runs import Run
+from genrekit.tasks import task_of
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MAX_UPLOAD_MB = 50.0  # --max-upload-mb: the whole request body
@@ -239,7 +240,7 @@ def checked_run_and_library(run_path, library=None) -> tuple[Run, Path | None]:
     """The run to serve and the library's real path, or one line saying why not (checked before
     anything else starts, and before the serve extra is needed)."""
     run = Run(run_path)
-    if run.task != "genre":
+    if not task_of(run).classifies:
         raise UserError(f"{run.path} is a {run.task} run; genrekit serve serves genre classifiers")
     if library is None:
         return run, None
@@ -357,7 +358,7 @@ class Service:
     def _load(self, run: Run) -> None:
         """Load ``run``'s model and compile its calls before any request uses it, then switch."""
         run.model()
-        if run.arch == "fusion":  # two inputs: predicted file by file (no stream)
+        if not task_of(run).batchable:  # fusion's two inputs: predicted file by file (no stream)
             self.run = run
             return
         sr = run.feature_config.sr
@@ -839,7 +840,7 @@ class Endpoints:
             top_k = _query_int(q, "top_k", 3, 1, 1000)
             reject = _reject_param(q)
             answerer = Predictions([], service.run, top_k=top_k, reject=reject)
-            if answerer.run.arch == "fusion":
+            if not answerer.task.batchable:
                 raise Problem(400, "a fusion run cannot be streamed (it needs a whole track's tempo)")
             if service.streams >= MAX_STREAMS:
                 raise Problem(503, f"{MAX_STREAMS} streams are open already; retry later")

@@ -7,9 +7,9 @@ non-finite loss, the saved model, labels, feature config and ``config.json``, th
 curves and ``train_metrics.json`` — and asks a :class:`Task` plug-in for what differs: which
 rows and targets it trains on (:meth:`Task.plan`), its model (:meth:`Task.build`), how it is
 fitted (:meth:`Task.fit`), what more the run keeps (:meth:`Task.save`, :meth:`Task.config`) and
-its figures (:meth:`Task.figures`). The plug-ins are ``genrekit.genre`` (genre classifiers),
-``genrekit.tempo`` (tempo regression) and ``genrekit.fusion`` (tempo -> genre fusion);
-``genrekit.train`` picks one. The GAN (``genrekit.gan``) trains two models against each other
+its figures (:meth:`Task.figures`). The plug-ins are the modules of ``genrekit.tasks`` (genre
+window classifiers, the genre track model, tempo regression, tempo -> genre fusion), which
+also say how their runs predict, evaluate and export; ``genrekit.tasks.task_for`` picks one. The GAN (``genrekit.gan``) trains two models against each other
 and shares only the helpers below.
 """
 from __future__ import annotations
@@ -70,7 +70,21 @@ class Plan:
     title: str  # the training curves' title
     epochs: int | None = None  # None: no epochs (a closed-form head)
     lr: float | None = None
-    extra: dict = field(default_factory=dict)  # anything else the task carries from plan to figures
+    # a task carries what more it settles from plan to figures in a subclass of its own
+    # (genre_windows.GenrePlan, tempo.TempoPlan, fusion.FusionPlan)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit_task` (``genrekit train``) made: the run folder and its figures."""
+    run: str  # the run folder
+    phase: str  # the plan's tag: the phase, or the task's own ("tempo")
+    metrics: dict  # figures per split (train_metrics.json)
+    seconds: float  # fitting time
+    epochs_run: int
+    fitted: str  # what was fitted, in words
+    wall_seconds: float  # the whole command
+    clips_are_tracks: bool = False  # a track model: its clip figures are its track figures
 
 
 class Task:
@@ -133,7 +147,7 @@ def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -
     }
 
 
-def fit_task(task: Task, opts: TrainOptions) -> dict:
+def fit_task(task: Task, opts: TrainOptions) -> TrainResult:
     """Train ``opts.arch`` with ``task``; the run folder appears only when complete."""
     import keras
 
@@ -167,9 +181,9 @@ def fit_task(task: Task, opts: TrainOptions) -> dict:
         write_json_atomic(run_dir / "train_metrics.json", results, only_if_changed=False)
         n_epochs = epochs_run(run_dir)
         fitted = task.fitted(plan, spec, info, n_epochs)
-    return {"run": str(final_dir), "phase": plan.tag, "metrics": results, "seconds": seconds,
-            "epochs_run": n_epochs, "fitted": fitted, "wall_seconds": time.perf_counter() - t_start,
-            "clips_are_tracks": is_track_model(model)}
+    return TrainResult(run=str(final_dir), phase=plan.tag, metrics=results, seconds=seconds, epochs_run=n_epochs,
+                       fitted=fitted, wall_seconds=time.perf_counter() - t_start,
+                       clips_are_tracks=is_track_model(model))
 
 
 # -- helpers every task uses ---------------------------------------------------------------------
@@ -452,13 +466,13 @@ def evaluate_splits(predict, rows, labels, kind) -> dict:
     return out
 
 
-def format_summary(result: dict) -> str:
+def format_summary(result: TrainResult) -> str:
     """The figures per split, then one last line: the run folder, what was fitted and the wall
     time. A track model's clip figures are its track figures (each clip carries its track's
     probabilities): only the track figures are shown."""
     lines = []
-    one_level = result.get("clips_are_tracks", False)
-    for split, lv in result["metrics"].items():
+    one_level = result.clips_are_tracks
+    for split, lv in result.metrics.items():
         if "mae" in lv["track"]:  # tempo regression
             c, t = lv["clip"], lv["track"]
             lines.append(f"{split:5s}  window MAE {c['mae']:.1f} BPM (n={c['n']})   track MAE {t['mae']:.1f} BPM  "
@@ -468,9 +482,8 @@ def format_summary(result: dict) -> str:
         c, t = lv["clip"], lv["track"]
         clip = "" if one_level else f"clip top-1 {c['top1']:.3f}  top-2 {c['top2']:.3f}  (n={c['n']})   "
         lines.append(f"{split:5s}  {clip}track top-1 {t['top1']:.3f}  top-2 {t['top2']:.3f}  (n={t['n']})")
-    fitted = result.get("fitted") or f"{result['phase']}, {result['epochs_run']} epochs"
-    wall = result.get("wall_seconds", result["seconds"])
-    lines.append(f"run: {result['run']} ({fitted}; {wall:.1f} s wall time)")
+    fitted = result.fitted or f"{result.phase}, {result.epochs_run} epochs"
+    lines.append(f"run: {result.run} ({fitted}; {result.wall_seconds:.1f} s wall time)")
     return "\n".join(lines)
 
 

@@ -49,6 +49,10 @@ class ArchSpec:
     head: str = "keras"  # "keras" (trained by fit) or "logreg" (track-level logistic regression, scikit-learn)
     layers: tuple[str, ...] = ()  # named layers the model always has and genrekit uses (see the names below)
     hparams_of: Callable | None = None  # whose keyword parameters are the hyper-parameters (default: builder)
+    # the task plug-in (genrekit.tasks.TASKS) that trains, predicts, evaluates and exports it
+    plugin: str = "genre_windows"
+    extra_kinds: tuple[str, ...] = ()  # feature kinds a run reads besides ``feature`` (fusion: tempograms)
+    extra_inputs: tuple[tuple[int, ...], ...] = ()  # model inputs after the windows (fusion: the tempo)
 
     @property
     def is_transfer(self) -> bool:
@@ -90,7 +94,8 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
     ArchSpec("musicnn_lr", build_musicnn_track, "musicnn", ("transfer",),
              "genrekit's default: frozen MSD musicnn on every window of a track, its 200-unit penultimate "
              "embedding summarised over the track (mean, std), logistic regression with its regularisation "
-             "chosen by cross-validation", "msd", head="logreg", layers=(BASE, TRACK_POOLING, PREDICTIONS)),
+             "chosen by cross-validation", "msd", head="logreg", plugin="genre_track",
+             layers=(BASE, TRACK_POOLING, PREDICTIONS)),
     ArchSpec("musicnn", build_musicnn, "musicnn", ("transfer", "finetune"),
              "musicnn pretrained on the Million Song Dataset (or MagnaTagATune: --weights mtt)", "msd",
              layers=(BASE, HEAD_FLATTEN, PREDICTIONS), hparams_of=build_musicnn_classifier),
@@ -98,10 +103,12 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
              "musicnn's VGG baseline, pretrained on MSD (or MTT)", "msd",
              layers=(BASE, HEAD_FLATTEN, PREDICTIONS), hparams_of=build_musicnn_classifier),
     ArchSpec("tempocnn", build_tempocnn, "tempogram", ("scratch",),
-             "tempo regressor (BPM) on log-BPM tempogram windows (genrekit train --task tempo)", task="tempo"),
+             "tempo regressor (BPM) on log-BPM tempogram windows (genrekit train --task tempo)", task="tempo",
+             plugin="tempo"),
     ArchSpec("fusion", build_fusion, "genre run's", ("scratch",),
              "a genre run's frozen conv embedding + an MLP of a tempo run's predicted BPM "
-             "(--genre-run RUN --tempo-run RUN)", layers=(FUSION_PREDICTIONS,)),
+             "(--genre-run RUN --tempo-run RUN)", layers=(FUSION_PREDICTIONS,), plugin="fusion",
+             extra_kinds=("tempogram",), extra_inputs=((1,),)),
     ArchSpec("lstm", build_lstm, "mfcc", ("scratch",),
              "two BiLSTM(128) layers on MFCC sequences", layers=(INPUT_NORM, PREDICTIONS)),
     ArchSpec("crnn", build_crnn, "mfcc", ("scratch",),

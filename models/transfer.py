@@ -36,8 +36,9 @@ def _constructor(arch: str):
     import keras
 
     apps = keras.applications
-    return {"vgg16": (apps.VGG16, "caffe"), "mobilenet": (apps.MobileNet, "tf"),
-            "mobilenetv2": (apps.MobileNetV2, "tf")}[arch]
+    # (constructor, preprocessing, whether it takes a width multiplier ``alpha``)
+    return {"vgg16": (apps.VGG16, "caffe", False), "mobilenet": (apps.MobileNet, "tf", True),
+            "mobilenetv2": (apps.MobileNetV2, "tf", True)}[arch]
 
 
 def default_preprocess(arch: str, weights) -> str:
@@ -48,8 +49,8 @@ def default_preprocess(arch: str, weights) -> str:
 
 
 def _make_base(arch: str, input_shape3, weights, alpha: float):
-    ctor, _ = _constructor(arch)
-    kw = {"alpha": alpha} if arch != "vgg16" else {}
+    ctor, _, has_width = _constructor(arch)
+    kw = {"alpha": alpha} if has_width else {}
     if weights in (None, "none", "None"):
         w = None
     elif weights == "imagenet":

@@ -1,4 +1,4 @@
-"""The cached transfer phase's one pass of the frozen base (genrekit.genre.base_outputs)."""
+"""The cached transfer phase's one pass of the frozen base (genrekit.tasks.genre_windows.base_outputs)."""
 import re
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 
 
 def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
-    from genrekit.genre import base_outputs
     from genrekit.models import build_model
     from genrekit.models.transfer import set_phase, split_at_base
+    from genrekit.tasks.genre_windows import base_outputs
 
     m = build_model("mobilenet", (32, 32, 1), 3, weights=None, bn_inference=True)
     set_phase(m, "transfer")
@@ -25,7 +25,7 @@ def test_base_outputs_match_the_extractor_in_order_with_a_partial_last_batch():
 def test_fused_adam_follows_keras_adam():
     import keras
 
-    from genrekit.genre import fused_adam
+    from genrekit.tasks.genre_windows import fused_adam
 
     sgd = keras.optimizers.SGD(0.1)
     assert fused_adam(sgd) is sgd
@@ -53,7 +53,7 @@ def test_cached_batches_come_in_the_order_of_a_shuffled_tensor_slice_dataset():
     per-epoch reshuffling) that ``from_tensor_slices(...).shuffle(n, seed).batch(b)`` gives."""
     import tensorflow as tf
 
-    from genrekit.genre import cached_batches
+    from genrekit.tasks.genre_windows import cached_batches
 
     rng = np.random.default_rng(3)
     f, y = rng.random((30, 4, 2)).astype("float32"), rng.integers(0, 5, 23)
@@ -72,9 +72,9 @@ def test_cached_batches_come_in_the_order_of_a_shuffled_tensor_slice_dataset():
 
 
 def test_base_outputs_refuse_a_count_that_does_not_match():
-    from genrekit.genre import base_outputs
     from genrekit.models import build_model
     from genrekit.models.transfer import set_phase, split_at_base
+    from genrekit.tasks.genre_windows import base_outputs
 
     m = build_model("mobilenet", (32, 32, 1), 3, weights=None)
     set_phase(m, "transfer")
@@ -91,7 +91,7 @@ def test_feature_batches_read_ahead_in_order_and_name_a_broken_file(tiny_feature
     from genrekit.data_tools.errors import DataError
     from genrekit.data_tools.loaders import load_arrays
     from genrekit.data_tools.manifest import read_manifest
-    from genrekit.genre import feature_batches
+    from genrekit.tasks.genre_windows import feature_batches
 
     rows = [r for r in read_manifest(tiny_features) if r["feature"] == "mel"][:11]
     got = list(feature_batches(tiny_features, rows, "mel", 4))

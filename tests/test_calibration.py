@@ -123,7 +123,7 @@ def tone_run(tmp_path_factory):
     for i in range(6):
         y = sum(tone(f * (1 + 0.03 * i), 2.5, SR, seed=900 + i) for f in (220.0, 660.0, 1760.0)) / 3
         sf.write(probe / UNKNOWN / f"mix.{i:05d}.wav", y.astype(np.float32), SR, subtype="PCM_16")
-    return {"run": Path(res["run"]), "feats": base / "feats", "probe": probe, "base": base}
+    return {"run": Path(res.run), "feats": base / "feats", "probe": probe, "base": base}
 
 
 @pytest.mark.slow

@@ -48,9 +48,9 @@ def test_train_uses_training_split_band_statistics(tmp_path):
     run_augment(data, feats, AugmentSettings(features=fc, kinds=("melspec",), augment=AugmentConfig(augmentations=()),
                                              ratios=(50, 25, 25)), progress=False)
     r = train(TrainOptions(data=str(feats), arch="cnn64x400", epochs=2, batch_size=8, verbose=0, out=str(tmp_path / "r")))
-    run = Run(r["run"])
+    run = Run(r.run)
     norm = run.model().get_layer("input_norm")
     train_rows = [row for row in read_manifest(feats) if row["split"] == "train"]
     x = load_arrays(feats, train_rows, "melspec")
     np.testing.assert_allclose(np.ravel(norm.mean), x.mean(axis=(0, 1)), rtol=1e-4, atol=1e-3)
-    assert json.loads((Path(r["run"]) / "config.json").read_text())["feature_kind"] == "melspec"
+    assert json.loads((Path(r.run) / "config.json").read_text())["feature_kind"] == "melspec"

@@ -21,7 +21,7 @@ def two_runs(tiny_features, tmp_path_factory):
     for arch in ("cnn", "fcnn"):
         r = train(TrainOptions(data=str(tiny_features), arch=arch, out=str(base / arch), epochs=2,
                                batch_size=8, verbose=0))
-        runs.append(r["run"])
+        runs.append(r.run)
     return runs
 
 

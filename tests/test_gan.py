@@ -61,13 +61,13 @@ def test_gan_train_generate_and_train_with_synthetic(tiny_features, tmp_path, ca
                               out=str(tmp_path / "plain")))
     mixed = train(TrainOptions(data=str(tiny_features), arch="lstm", epochs=1, batch_size=8, verbose=0,
                                out=str(tmp_path / "mixed"), synthetic=str(tmp_path / "synth")))
-    cb = json.loads((Path(base["run"]) / "config.json").read_text())["data"]
-    cm = json.loads((Path(mixed["run"]) / "config.json").read_text())["data"]
+    cb = json.loads((Path(base.run) / "config.json").read_text())["data"]
+    cm = json.loads((Path(mixed.run) / "config.json").read_text())["data"]
     assert cm["train_rows"] == cb["train_rows"] + 18 and cm["synthetic_rows"] == 18
     assert cm["valid_rows"] == cb["valid_rows"] and cm["train_tracks"] == cb["train_tracks"]
     # validation and test never see synthetic rows
     for split in ("valid", "test"):
-        assert mixed["metrics"][split]["clip"]["n"] == base["metrics"][split]["clip"]["n"]
+        assert mixed.metrics[split]["clip"]["n"] == base.metrics[split]["clip"]["n"]
 
 
 def test_gan_error_paths(tiny_features, tmp_path):

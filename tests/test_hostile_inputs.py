@@ -47,7 +47,7 @@ def world(tiny_features, tmp_path_factory) -> World:
     audio = write_tree(root / "audio", per_genre=2, seconds=1.5)
     res = train(TrainOptions(data=str(tiny_features), arch="cnn", out=str(root / "run"), epochs=1, batch_size=8,
                              verbose=0))
-    return World(root=root, audio=audio, feats=Path(tiny_features), run=Path(res["run"]))
+    return World(root=root, audio=audio, feats=Path(tiny_features), run=Path(res.run))
 
 
 # -- helpers that build inputs inside a case's own workspace -----------------------------------

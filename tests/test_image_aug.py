@@ -28,11 +28,11 @@ def test_each_augmentation_changes_images_and_is_seeded():
 def test_train_with_image_aug(tiny_features, tmp_path):
     r = train(TrainOptions(data=str(tiny_features), arch="mobilenet", phase="transfer", weights="none", epochs=1,
                            batch_size=8, verbose=0, out=str(tmp_path / "m"), image_aug=("crop", "affine", "erase")))
-    cfg = json.loads((Path(r["run"]) / "config.json").read_text())
+    cfg = json.loads((Path(r.run) / "config.json").read_text())
     assert cfg["image_aug"] == ["crop", "affine", "erase"] and cfg["cached_base"] is False
     from genrekit.runs import load_model
 
-    m = load_model(Path(r["run"]) / "model.keras")  # nothing of the augmentation is in the saved model
+    m = load_model(Path(r.run) / "model.keras")  # nothing of the augmentation is in the saved model
     assert not any("random" in layer.name for layer in m.layers)
     with pytest.raises(UserError, match="image models"):
         train(TrainOptions(data=str(tiny_features), arch="lstm", epochs=1, verbose=0, out=str(tmp_path / "l"),

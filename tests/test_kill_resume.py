@@ -125,7 +125,7 @@ def test_export_killed_midway_keeps_the_previous_export(tiny_features, tmp_path)
     from genrekit.train import TrainOptions, train
 
     run = Path(train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=1, batch_size=8, verbose=0,
-                                  out=str(tmp_path / "run")))["run"])
+                                  out=str(tmp_path / "run"))).run)
     env = _env(tmp_path / "systmp")
     args = ["export", "--model", str(run), "--format", "saved_model"]
     first = _genrekit(args, env)
@@ -181,7 +181,7 @@ def test_evaluate_killed_with_another_split_keeps_the_earlier_set_whole(tiny_fea
     from genrekit.train import TrainOptions, train
 
     run = train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=1, batch_size=8, verbose=0,
-                             out=str(tmp_path / "run")))["run"]
+                             out=str(tmp_path / "run"))).run
     env = _env(tmp_path / "systmp")
     out = tmp_path / "ev"
 

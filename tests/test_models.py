@@ -53,7 +53,7 @@ def test_scratch_training_of_a_transfer_architecture_trains_batchnorm(tiny_featu
 
     r = train(TrainOptions(data=str(tiny_features), arch="mobilenet", phase="scratch", epochs=1, batch_size=8,
                            verbose=0, out=str(tmp_path / "s")))
-    m = load_model(f"{r['run']}/model.keras")
+    m = load_model(f"{r.run}/model.keras")
     bns = [layer for layer in m.get_layer("base")._flatten_layers(include_self=False)
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert all(b.trainable for b in bns)

@@ -119,10 +119,10 @@ def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
     weights = "msd" if _installed() else "none"
     t = train(TrainOptions(data=str(feats), arch="musicnn", phase="transfer", weights=weights, epochs=2,
                            batch_size=4, verbose=0, out=str(tmp_path / "t")))
-    assert json.loads((Path(t["run"]) / "config.json").read_text())["cached_base"] is True
-    f = train(TrainOptions(data=str(feats), arch="musicnn", phase="finetune", from_run=t["run"], epochs=1,
+    assert json.loads((Path(t.run) / "config.json").read_text())["cached_base"] is True
+    f = train(TrainOptions(data=str(feats), arch="musicnn", phase="finetune", from_run=t.run, epochs=1,
                            batch_size=4, verbose=0, out=str(tmp_path / "ft")))
-    p = predict_file(next(data.glob("low/*.wav")), Run(f["run"]))
+    p = predict_file(next(data.glob("low/*.wav")), Run(f.run))
     assert p.shape == (3,) and p.sum() == pytest.approx(1.0, abs=1e-5)
     bad = tmp_path / "bad"
     run_augment(data, bad, AugmentSettings(features=FeatureConfig(sr=16000, n_fft=512, hop_length=256, n_mels=64),

@@ -204,8 +204,9 @@ def test_a_track_models_timeline_follows_the_music(lr_run, tmp_path, monkeypatch
     """Low tone then high tone: the timeline's first rows say low, its last rows high; each row
     covers TRACK_SPAN_SECONDS of windows (shortened here to fit a short test file)."""
     from genrekit import predict as P
+    from genrekit import prediction
 
-    monkeypatch.setattr(P, "TRACK_SPAN_SECONDS", 6.0)
+    monkeypatch.setattr(prediction, "TRACK_SPAN_SECONDS", 6.0)
     y = np.concatenate([tone(222.0, 15.0, SR16, seed=1), tone(1790.0, 15.0, SR16, seed=2)])
     sf.write(tmp_path / "two.wav", y, SR16, subtype="PCM_16")
     [r] = P.predict_files([str(tmp_path / "two.wav")], lr_run["run"], timeline_dir=tmp_path / "tl")

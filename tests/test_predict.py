@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from genrekit import predict as P
+from genrekit import prediction
 from genrekit.data_tools.audio import load_audio, stream_audio
 from genrekit.errors import UserError
 from genrekit.runs import Run
@@ -64,7 +65,7 @@ def mfcc_run(tiny_features, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("predict") / "fcnn"
     return Run(train(TrainOptions(data=str(tiny_features), arch="fcnn", out=str(out), epochs=1, batch_size=8,
-                                  verbose=0))["run"])
+                                  verbose=0)).run)
 
 
 @pytest.mark.slow
@@ -328,12 +329,12 @@ def test_a_track_model_batched_over_files_equals_file_by_file():
     rng = np.random.default_rng(5)
     m.get_layer("predictions").set_weights([rng.normal(size=(3012, 3)).astype(np.float32) * 0.01,
                                             np.zeros(3, np.float32)])
-    xs = [rng.normal(size=(n, 187, 96)).astype(np.float32) for n in (3, P.PREDICT_EMBED_STEP + 2, 1)]
+    xs = [rng.normal(size=(n, 187, 96)).astype(np.float32) for n in (3, prediction.PREDICT_EMBED_STEP + 2, 1)]
     batched = P.batch_probabilities(m, xs, pooled=True)
     for x, (p, pooled) in zip(xs, batched, strict=True):
-        p1, emb = P._track_block(m, x)
+        p1, emb = prediction.track_block(m, x)
         np.testing.assert_allclose(p, p1, atol=1e-5)
         np.testing.assert_allclose(p, np.asarray(m(x[None], training=False))[0], atol=1e-5)
-        stats = P._PooledStats(m.get_layer("track_pooling").stats)
+        stats = prediction.PooledStats(m.get_layer("track_pooling").stats)
         stats.add(emb)
         np.testing.assert_allclose(pooled, stats.pooled(), atol=1e-5)

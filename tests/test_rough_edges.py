@@ -43,7 +43,7 @@ def lr_feats(tmp_path_factory):
 
 
 def test_a_run_folder_keeps_no_duplicate_checkpoint(cnn_run):
-    run = Path(cnn_run["run"])
+    run = Path(cnn_run.run)
     assert (run / "model.keras").is_file()
     assert not (run / "checkpoint.keras").exists()  # the best-so-far checkpoint is model.keras now
 
@@ -121,7 +121,7 @@ def test_compare_shows_the_settings_that_differ_and_the_default_recipes_cv_accur
     rows = list(csv.DictReader(open(csv_path)))
     assert [r["settings"].split("; ")[0] for r in rows] == ["seed=0", "seed=1"]
     assert rows[0]["val_source"] == "inner CV" and float(rows[0]["val_top1"]) == pytest.approx(cv_acc)
-    rc, out, _ = _cli(["compare", run, cnn_run["run"]])
+    rc, out, _ = _cli(["compare", run, cnn_run.run])
     assert rc == 0 and "epochs=–" in out and "epochs=2" in out and "C=" in out
     rc, out, _ = _cli(["compare", run])
     assert rc == 0 and out.splitlines()[2].rstrip().endswith("| – |")  # one run: nothing differs

@@ -236,7 +236,7 @@ def test_a_failing_train_leaves_nothing_and_an_existing_folder_is_not_reused(tin
     empty = tmp_path / "empty"
     empty.mkdir()
     r = train(TrainOptions(data=str(tiny_features), arch="fcnn", epochs=1, batch_size=8, verbose=0, out=str(empty)))
-    assert r["run"] == str(empty) and (empty / "config.json").is_file() and _leftovers(empty) == []
+    assert r.run == str(empty) and (empty / "config.json").is_file() and _leftovers(empty) == []
     capsys.readouterr()  # that training's progress lines (calibration) are not the next command's output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine"]
     line = _one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",

@@ -14,7 +14,7 @@ import pytest
 import genrekit
 
 PACKAGES = {"genrekit": "genrekit", "genrekit.commands": "commands", "genrekit.data_tools": "data_tools",
-            "genrekit.models": "models", "genrekit.evaluation": "evaluation"}
+            "genrekit.models": "models", "genrekit.evaluation": "evaluation", "genrekit.tasks": "tasks"}
 
 
 def _package_dir(name: str) -> Path:

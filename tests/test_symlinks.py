@@ -134,7 +134,7 @@ def test_eval_spotify_on_a_linked_library(linked_and_copied, tiny_features, tmp_
 
     linked, copied = linked_and_copied
     run = train(TrainOptions(data=str(tiny_features), arch="fcnn", out=str(tmp_path / "run"), epochs=1,
-                             batch_size=8, verbose=0))["run"]
+                             batch_size=8, verbose=0)).run
     results = {}
     for name, data in (("linked", linked), ("copied", copied)):
         out = tmp_path / f"es-{name}"

@@ -32,7 +32,7 @@ def _train(feats, tmp_path, arch, **kw):
 @pytest.mark.parametrize("arch", ["cnn", "cnn_bn", "fcnn", "lstm", "crnn"])
 def test_short_fit_writes_a_self_describing_run(tiny_features, tmp_path, arch):
     res = _train(tiny_features, tmp_path, arch)
-    run = Path(res["run"])
+    run = Path(res.run)
     for name in ("model.keras", "labels.json", "config.json", "history.csv", "curves.png"):
         assert (run / name).is_file(), name
     cfg = json.loads((run / "config.json").read_text())
@@ -41,8 +41,8 @@ def test_short_fit_writes_a_self_describing_run(tiny_features, tmp_path, arch):
     assert json.loads((run / "labels.json").read_text()) == ["high", "low", "mid"]
     hist = (run / "history.csv").read_text().splitlines()
     assert "top2" in hist[0] and "val_loss" in hist[0] and len(hist) == 3
-    assert set(res["metrics"]) == {"valid", "test"}
-    assert 0 <= res["metrics"]["test"]["track"]["top1"] <= 1
+    assert set(res.metrics) == {"valid", "test"}
+    assert 0 <= res.metrics["test"]["track"]["top1"] <= 1
 
 
 def test_transfer_then_finetune(tiny_features, tmp_path):
@@ -51,22 +51,22 @@ def test_transfer_then_finetune(tiny_features, tmp_path):
     else:  # no ImageNet weights here: pretrain a base from scratch (a random frozen base passes no gradient)
         s = _train(tiny_features, tmp_path, "mobilenet", phase="scratch", name="s")
         weights = str(tmp_path / "base.weights.h5")
-        load_model(Path(s["run"]) / "model.keras").get_layer("base").save_weights(weights)
+        load_model(Path(s.run) / "model.keras").get_layer("base").save_weights(weights)
     t = _train(tiny_features, tmp_path, "mobilenet", phase="transfer", weights=weights, name="t")
-    cfg = json.loads((Path(t["run"]) / "config.json").read_text())
+    cfg = json.loads((Path(t.run) / "config.json").read_text())
     assert cfg["phase"] == "transfer" and cfg["cached_base"] is True
-    before = load_model(Path(t["run"]) / "model.keras")
-    f = _train(tiny_features, tmp_path, "mobilenet", phase="finetune", from_run=t["run"], name="f", epochs=1)
-    after = load_model(Path(f["run"]) / "model.keras")
+    before = load_model(Path(t.run) / "model.keras")
+    f = _train(tiny_features, tmp_path, "mobilenet", phase="finetune", from_run=t.run, name="f", epochs=1)
+    after = load_model(Path(f.run) / "model.keras")
     wb = before.get_layer("base").get_weights()
     wa = after.get_layer("base").get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(wa, wb, strict=True))  # the base was trained
-    assert json.loads((Path(f["run"]) / "config.json").read_text())["from_run"] == str(Path(t["run"]).resolve())
+    assert json.loads((Path(f.run) / "config.json").read_text())["from_run"] == str(Path(t.run).resolve())
 
 
 def test_cached_transfer_trains_the_full_models_head(tiny_features, tmp_path):
     t = _train(tiny_features, tmp_path, "mobilenet", phase="transfer", weights="none", name="c")
-    run = Run(t["run"])
+    run = Run(t.run)
     rows = [r for r in read_manifest(tiny_features) if r["feature"] == "mel" and r["split"] == "test"]
     x = np.stack([load_feature(tiny_features / r["path"], "mel") for r in rows])
     # the saved full model reproduces the metrics computed during training
@@ -75,12 +75,12 @@ def test_cached_transfer_trains_the_full_models_head(tiny_features, tmp_path):
 
     proba = run.model().predict(x, verbose=0)
     res = evaluate_predictions([r["track_id"] for r in rows], label_ids(rows, run.labels), proba, run.labels)
-    assert res["clip"]["top1"] == pytest.approx(t["metrics"]["test"]["clip"]["top1"])
+    assert res["clip"]["top1"] == pytest.approx(t.metrics["test"]["clip"]["top1"])
 
 
 def test_predict_uses_the_training_feature_path(tiny_features, tmp_path):
     res = _train(tiny_features, tmp_path, "cnn")
-    run = Run(res["run"])
+    run = Run(res.run)
     row = next(r for r in read_manifest(tiny_features) if r["feature"] == "mel" and r["augmentation"] == "original")
     data_root = Path(json.loads((tiny_features / "augment_config.json").read_text())["data_root"])
     src = data_root / (row["source"])
@@ -103,11 +103,11 @@ def test_cli_predict_json_and_bad_file(tiny_features, tmp_path, capsys):
     res = _train(tiny_features, tmp_path, "lstm")
     f = tmp_path / "x.wav"
     sf.write(f, np.sin(np.arange(8000 * 2) / 5).astype("float32"), 8000)
-    assert main(["predict", str(f), "--model", res["run"], "--json", "--top-k", "2"]) == 0
+    assert main(["predict", str(f), "--model", res.run, "--json", "--top-k", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out[0]["top"]) == 2 and out[0]["top"][0]["probability"] >= out[0]["top"][1]["probability"]
     (tmp_path / "bad.wav").write_bytes(b"nope")
-    assert main(["predict", str(tmp_path / "bad.wav"), "--model", res["run"]]) == 2
+    assert main(["predict", str(tmp_path / "bad.wav"), "--model", res.run]) == 2
     assert "not a RIFF" in capsys.readouterr().err
 
 
@@ -118,9 +118,9 @@ def test_export_round_trip(tiny_features, tmp_path, fmt, arch):
         pytest.importorskip("tf2onnx")
         pytest.importorskip("onnxruntime")
     res = _train(tiny_features, tmp_path, arch, epochs=1)
-    run = Run(res["run"])
-    bundle = export_bundle(res["run"], [fmt])  # RUN/export/: the model beside its labels and feature settings
-    assert bundle == Path(res["run"]) / "export" and json.loads((bundle / "labels.json").read_text()) == run.labels
+    run = Run(res.run)
+    bundle = export_bundle(res.run, [fmt])  # RUN/export/: the model beside its labels and feature settings
+    assert bundle == Path(res.run) / "export" and json.loads((bundle / "labels.json").read_text()) == run.labels
     assert FeatureConfig.from_dict(json.loads((bundle / "feature_config.json").read_text())) == run.feature_config
     path = bundle / MODEL_FILES[fmt]
     shape = run.model().input_shape[1:]
@@ -150,7 +150,7 @@ def test_error_paths(tiny_features, tmp_path):
         train(TrainOptions(data=str(tiny_features), arch="alexnet", out=str(tmp_path / "r3")))
     cnn = _train(tiny_features, tmp_path, "cnn", epochs=1)
     with pytest.raises(UserError, match="not mobilenet"):
-        train(TrainOptions(data=str(tiny_features), arch="mobilenet", phase="finetune", from_run=cnn["run"],
+        train(TrainOptions(data=str(tiny_features), arch="mobilenet", phase="finetune", from_run=cnn.run,
                            out=str(tmp_path / "r4")))
     with pytest.raises(UserError, match="no pretrained base"):
         train(TrainOptions(data=str(tiny_features), arch="cnn", phase="transfer", out=str(tmp_path / "r5")))
@@ -170,9 +170,9 @@ def test_label_smoothing_and_mixup(tiny_features, tmp_path, extra):
         kw = {"weights": "none"} if arch == "mobilenet" else {}
         r = train(TrainOptions(data=str(tiny_features), arch=arch, phase=phase, epochs=2, batch_size=8, verbose=0,
                                out=str(tmp_path / f"{arch}"), **kw, **extra))
-        cfg = json.loads((Path(r["run"]) / "config.json").read_text())
+        cfg = json.loads((Path(r.run) / "config.json").read_text())
         assert cfg[next(iter(extra))] == next(iter(extra.values()))
-        hist = list(csv.DictReader(open(Path(r["run"]) / "history.csv")))
+        hist = list(csv.DictReader(open(Path(r.run) / "history.csv")))
         assert {"accuracy", "top2", "val_loss"} <= set(hist[0]) and len(hist) == 2
     with pytest.raises(UserError, match="label-smoothing"):
         train(TrainOptions(data=str(tiny_features), arch="cnn", label_smoothing=1.5, out=str(tmp_path / "bad")))

@@ -1,4 +1,6 @@
-"""The genre task: classifiers trained on a feature folder's genres (``genrekit train``).
+"""The genre window classifier task (and the genre tasks' shared code): classifiers trained on
+a feature folder's genres (``genrekit train``); :mod:`genrekit.tasks.genre_track` is the track
+model with a logistic-regression head.
 
 Targets are the genres of the manifest's rows (the folder names); validation rows drive early
 stopping. Three ways to fit, chosen by the architecture and phase:
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +43,17 @@ from genrekit.gan import synthetic_rows
 from genrekit.models import build_model
 from genrekit.models.folding import fold_batchnorm
 from genrekit.models.image_aug import image_augmenter
-from genrekit.models.registry import INPUT_NORM
+from genrekit.models.registry import INPUT_NORM, ArchSpec
+from genrekit.models.track import is_track_model
 from genrekit.models.transfer import set_phase, split_at_base
-from genrekit.openset import fit_open_set, per_genre_thresholds, track_embeddings
-from genrekit.prediction import predict_rows
+from genrekit.openset import fit_open_set, per_genre_thresholds
+from genrekit.prediction import Analysis, Block, predict_rows, track_analysis
 from genrekit.runs import CALIBRATION, Run
-from genrekit.trackhead import fit_track_head, grouped_folds
-from genrekit.trackrun import refit_rules, save_embeddings
+from genrekit.tasks.base import TaskPlugin
+from genrekit.trackhead import fit_track_head
 from genrekit.training import (
     PHASE_DEFAULTS,
     Plan,
-    Task,
     TrainOptions,
     check_finite_features,
     compile_classifier,
@@ -98,10 +102,30 @@ def _strategy(name: str):
     raise UserError(f"unknown strategy {name!r} (default, mirrored or multiworker)")
 
 
-class GenreTask(Task):
-    name = "genre"
+@dataclass
+class GenrePlan(Plan):
+    """A genre classifier's plan, completed by :meth:`GenreTask.build` and :meth:`GenreTask.fit`."""
+    spec: ArchSpec | None = None
+    augmenter: Callable | None = None  # on-the-fly image augmentation (--image-aug)
+    n_synthetic: int = 0  # --synthetic rows added to the training split
+    parent: Run | None = None  # --from RUN (fine-tuning)
+    base_lr: float = 1e-3  # the optimiser's learning rate (``lr`` is None for a logistic-regression head)
+    gpus: bool = False
+    jit: bool = False  # XLA
+    input_shape: tuple = ()
+    y_tr: np.ndarray | None = None  # class ids of the training and validation rows
+    y_va: np.ndarray | None = None
+    head_fit: dict | None = None  # a logistic-regression head's fit (trackhead.fit_track_head)
+    head_embeddings: tuple | None = None  # (embeddings, classes, track ids) it was fitted on
 
-    def plan(self, opts: TrainOptions, spec) -> Plan:
+
+class GenreTask(TaskPlugin):
+    """Targets: the manifest's genres; model: the architecture's classifier; figures: top-1/top-2
+    at clip and track level. A run: class probabilities, calibrated and with a rejection rule."""
+
+    name = "genre_windows"
+
+    def plan(self, opts: TrainOptions, spec) -> GenrePlan:
         if opts.genre_run or opts.tempo_run:
             raise UserError("--genre-run and --tempo-run are for --arch fusion")
         phase = resolve_phase(spec, opts)
@@ -157,14 +181,14 @@ class GenreTask(Task):
             labels = sorted({r["genre"] for r in rows})
         if len(labels) < 2:
             raise UserError("need at least two genres to train a classifier")
-        return Plan(data=data, fc=fc, rows=rows, kind=kind, labels=labels, train_rows=train_rows,
+        return GenrePlan(data=data, fc=fc, rows=rows, kind=kind, labels=labels, train_rows=train_rows,
                     valid_rows=valid_rows, phase=phase, tag=phase, title=f"{spec.name} {phase}",
                     epochs=None if logreg else (opts.epochs if opts.epochs is not None else epochs_default),
                     lr=None if logreg else (opts.lr if opts.lr is not None else lr_default),
-                    extra={"augmenter": augmenter, "n_synthetic": n_synthetic, "parent": parent,
-                           "lr": opts.lr if opts.lr is not None else lr_default})
+                    spec=spec, augmenter=augmenter, n_synthetic=n_synthetic, parent=parent,
+                    base_lr=opts.lr if opts.lr is not None else lr_default)
 
-    def build(self, plan: Plan, opts: TrainOptions, spec):
+    def build(self, plan: GenrePlan, opts: TrainOptions, spec):
         import keras
         import tensorflow as tf
 
@@ -177,10 +201,10 @@ class GenreTask(Task):
             else:
                 log("note: --mixed-precision ignored: no GPU")
         jit = opts.xla if opts.xla is not None else bool(gpus)
-        kind, phase, parent = plan.kind, plan.phase, plan.extra["parent"]
+        kind, phase, parent = plan.kind, plan.phase, plan.parent
         input_shape = get_kind(kind).input_shape(plan.fc)
-        plan.extra.update(gpus=bool(gpus), jit=jit, input_shape=input_shape, spec=spec,
-                          y_tr=label_ids(plan.train_rows, plan.labels), y_va=label_ids(plan.valid_rows, plan.labels))
+        plan.gpus, plan.jit, plan.input_shape = bool(gpus), jit, input_shape
+        plan.y_tr, plan.y_va = label_ids(plan.train_rows, plan.labels), label_ids(plan.valid_rows, plan.labels)
         strategy = _strategy(opts.strategy)
         with strategy.scope():
             if parent is not None:
@@ -198,27 +222,27 @@ class GenreTask(Task):
             if norm is not None and parent is None:
                 norm.adapt(check_finite_features(load_arrays(plan.data, plan.train_rows, kind), plan.train_rows,
                                                  plan.data))
-            compile_classifier(model, opts, plan.extra["lr"], jit)
+            compile_classifier(model, opts, plan.base_lr, jit)
         return model
 
-    def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
+    def fit(self, plan: GenrePlan, opts: TrainOptions, model, callbacks: list) -> dict:
         import tensorflow as tf
 
-        spec, kind, labels = plan.extra["spec"], plan.kind, plan.labels
-        y_tr, y_va = plan.extra["y_tr"], plan.extra["y_va"]
+        spec, kind, labels = plan.spec, plan.kind, plan.labels
+        y_tr, y_va = plan.y_tr, plan.y_va
         train_rows, valid_rows, data = plan.train_rows, plan.valid_rows, plan.data
-        lr, jit = plan.extra["lr"], plan.extra["jit"]
+        lr, jit = plan.base_lr, plan.jit
         t0 = time.perf_counter()
         # the frozen base's outputs can be computed once only when nothing changes the images on the fly
         cached = (plan.phase == "transfer" and opts.cache_base and opts.strategy == "default"
-                  and plan.extra["augmenter"] is None and spec.head == "keras")
+                  and plan.augmenter is None and spec.head == "keras")
         head_fit = None
         t_base = 0.0
         if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
             head_fit, fitted = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
                                               variants=bool(opts.hparams.get("variants", False)), log=log)
             if not head_fit["variants"]:  # one pooled embedding per training track: kept for the run
-                plan.extra["head_embeddings"] = fitted
+                plan.head_embeddings = fitted
         elif cached:
             extractor, head = split_at_base(model)
             # one pass of the frozen base over train + valid (decoded images not kept)
@@ -244,7 +268,7 @@ class GenreTask(Task):
             head.fit(fds_tr, validation_data=fds_va, epochs=plan.epochs, verbose=opts.verbose, shuffle=False,
                      callbacks=[c for c in callbacks if not getattr(c, "is_checkpoint", False)])
         else:
-            augmenter, input_shape = plan.extra["augmenter"], plan.extra["input_shape"]
+            augmenter, input_shape = plan.augmenter, plan.input_shape
             ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
             if augmenter is not None:
                 def augment(x, y):  # decode_png leaves H and W unknown; the feature config knows them
@@ -256,11 +280,11 @@ class GenreTask(Task):
                                                  seed=opts.seed), opts, len(labels), train=False)
             model.fit(ds_tr, validation_data=ds_va, epochs=plan.epochs, callbacks=callbacks, verbose=opts.verbose,
                       shuffle=False)  # the dataset shuffles itself
-        plan.extra["head_fit"] = head_fit
+        plan.head_fit = head_fit
         return {"cached": cached, "head_fit": head_fit, "t_base": t_base}
 
-    def config(self, plan: Plan, opts: TrainOptions, spec, model, info: dict) -> dict:
-        parent, head_fit = plan.extra["parent"], info["head_fit"]
+    def config(self, plan: GenrePlan, opts: TrainOptions, spec, model, info: dict) -> dict:
+        parent, head_fit = plan.parent, info["head_fit"]
         phase = plan.phase
         return {
             "from_run": str(Path(opts.from_run).resolve()) if opts.from_run else None,
@@ -269,14 +293,14 @@ class GenreTask(Task):
             "weights": ((opts.weights or spec.default_weights) if spec.is_transfer and phase != "scratch" and parent is None
                         else (parent.config.get("weights") if parent else None)),
             "label_smoothing": opts.label_smoothing, "mixup": opts.mixup, "image_aug": list(opts.image_aug),
-            "cached_base": info["cached"], "mixed_precision": opts.mixed_precision and plan.extra["gpus"],
-            "xla": bool(plan.extra["jit"]), "strategy": opts.strategy, "input_shape": list(plan.extra["input_shape"]),
+            "cached_base": info["cached"], "mixed_precision": opts.mixed_precision and plan.gpus,
+            "xla": bool(plan.jit), "strategy": opts.strategy, "input_shape": list(plan.input_shape),
             "data": {"synthetic": str(Path(opts.synthetic).resolve()) if opts.synthetic else None,
-                     "synthetic_rows": plan.extra["n_synthetic"]},
+                     "synthetic_rows": plan.n_synthetic},
             "base_feature_seconds": round(info["t_base"], 2),
         }
 
-    def fitted(self, plan: Plan, spec, info: dict, epochs_run: int) -> str:
+    def fitted(self, plan: GenrePlan, spec, info: dict, epochs_run: int) -> str:
         hf = info.get("head_fit")
         if hf is None:
             return super().fitted(plan, spec, info, epochs_run)
@@ -284,7 +308,7 @@ class GenreTask(Task):
         return (f"{spec.name}: logistic regression on the frozen backbone's track embeddings, C = {hf['C']:.3g}, "
                 f"{what}")
 
-    def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
+    def figures(self, plan: GenrePlan, opts: TrainOptions, model, run_dir: Path) -> dict:
         seen: dict = {}  # the valid split is predicted once, for calibration and for the figures
 
         def predict(rs):
@@ -293,43 +317,29 @@ class GenreTask(Task):
                 seen[key] = predict_rows(model, plan.data, rs, plan.kind, opts.batch_size)
             return seen[key]
 
-        if plan.extra["spec"].head == "logreg":  # out-of-fold calibration and rules over every known track
-            keep_track_embeddings(run_dir, model, plan, opts.seed)
-        else:
-            calibrate_run(run_dir, predict, plan.rows, plan.labels, plan.kind)
-            fit_open_set(run_dir, model, plan.data, plan.rows, plan.kind)  # the rejection rule (genrekit.openset)
+        self.calibrate(run_dir, model, plan, opts, predict)
         return evaluate_splits(predict, plan.rows, plan.labels, plan.kind)
 
+    def calibrate(self, run_dir: Path, model, plan: GenrePlan, opts: TrainOptions, predict) -> None:
+        """The run's temperature and rejection rules (``calibration.json``), from the final
+        model's validation predictions (``predict(rows)``)."""
+        calibrate_run(run_dir, predict, plan.rows, plan.labels, plan.kind)
+        fit_open_set(run_dir, model, plan.data, plan.rows, plan.kind)  # the rejection rule (genrekit.openset)
 
-def keep_track_embeddings(run_dir: Path, model, plan: Plan, seed: int) -> None:
-    """A track-model run keeps the pooled embeddings of its training and validation tracks
-    (``embeddings.npz``, for ``genrekit adapt``), and its temperature and rejection rules are
-    fitted on out-of-fold predictions over all of them (:mod:`genrekit.trackrun`)."""
-    def originals(split):
-        return [r for r in select(plan.rows, plan.kind, (split,)) if r["augmentation"] == "original"]
+    # -- a run -------------------------------------------------------------------------------
 
-    if "head_embeddings" in plan.extra:
-        x_tr, y_tr, ids_tr = plan.extra["head_embeddings"]
-    else:  # the head was fitted on augmented variants too: the originals' embeddings
-        ids, x_tr = track_embeddings(model, plan.data, originals("train"))
-        ids_tr = ids
-        y_tr = label_ids([{"genre": g} for g in genres_of(plan.rows, ids)], plan.labels)
-    ids_va, x_va = track_embeddings(model, plan.data, originals("valid"))
-    y_va = label_ids([{"genre": g} for g in genres_of(plan.rows, ids_va)], plan.labels)
-    x = np.concatenate([x_tr, x_va]) if len(ids_va) else np.asarray(x_tr)
-    y = np.concatenate([np.asarray(y_tr), np.asarray(y_va)]).astype(int)
-    ids = [*map(str, ids_tr), *ids_va]
-    save_embeddings(run_dir, x, [plan.labels[i] for i in y], ids,
-                    ["train"] * len(ids_tr) + ["valid"] * len(ids_va), ["run"] * len(ids))
-    C = float(plan.extra["head_fit"]["C"])
-    refit_rules(run_dir, model, x, y, grouped_folds(y, np.array(ids), 5, seed), len(plan.labels), C, seed=seed,
-                log=log)
+    def analyse(self, run: Run, blocks: Iterable[Block], batch_size: int = 32, timeline=None,
+                pooled: bool = False) -> Analysis:
+        """A window classifier: the mean of its windows' probabilities; a track model: each
+        block answered as one track (:func:`genrekit.prediction.track_analysis`)."""
+        model = run.model()
+        if is_track_model(model):
+            return track_analysis(model, blocks, timeline, pooled)
+        return super().analyse(run, blocks, batch_size, timeline, pooled)
 
-
-def genres_of(rows: list[dict], track_ids) -> list[str]:
-    """The genre of each track id, from the manifest rows."""
-    genre = {r["track_id"]: r["genre"] for r in rows}
-    return [genre[t] for t in track_ids]
+    def adaptable(self, run: Run) -> bool:
+        """The default recipe's runs (a logistic-regression head on a track embedding)."""
+        return run.config.get("head") == "logreg"
 
 
 def feature_batches(folder, rows: list[dict], kind: str, batch_size: int):
@@ -462,4 +472,8 @@ def calibrate_run(run_dir: Path, predict, rows, labels, kind, accept: float = RE
     return cal
 
 
-TASK = GenreTask()
+class GenreWindowsTask(GenreTask):
+    """The genre classifiers trained by Keras on windows (images, sequences, mel windows)."""
+
+
+TASK = GenreWindowsTask()

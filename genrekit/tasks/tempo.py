@@ -10,6 +10,8 @@ window and track level, and a true-vs-predicted scatter plot.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,12 @@ from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.evaluation.plots import plot_history, plot_tempo_scatter
 from genrekit.models import build_model
 from genrekit.models.registry import INPUT_NORM
-from genrekit.prediction import predict_window_bpm, run_tempo_range, track_tempi
+from genrekit.prediction import Analysis, Block, predict_window_bpm, run_tempo_range, track_tempi
 from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
+from genrekit.tasks.base import TaskPlugin
 from genrekit.tempi import KIND, TEMPO_RANGE, load_tempi, row_bpm, scale
 from genrekit.training import (
     Plan,
-    Task,
     TrainOptions,
     check_finite_features,
     log,
@@ -73,16 +75,35 @@ def _targets(rows: list[dict], tempi: dict, what: str, lo_hi) -> tuple[list[dict
 
 # -- training ----------------------------------------------------------------------------------
 
-class TempoTask(Task):
+@dataclass
+class TempoPlan(Plan):
+    """A tempo regressor's plan, completed by :meth:`TempoTask.build`."""
+    arch: str = ""
+    tempi: dict | None = None  # (track id) -> annotated BPM
+    bpm_tr: np.ndarray | None = None  # the training and validation windows' BPM
+    bpm_va: np.ndarray | None = None
+    x_tr: np.ndarray | None = None  # their tempogram windows
+    x_va: np.ndarray | None = None
+    input_shape: tuple = ()
+
+
+class TempoTask(TaskPlugin):
     """Targets: BPM (scaled to [0, 1]); model: tempocnn on tempogram windows; figures: MAE,
-    median absolute error, accuracy 1 and 2 per window and per track."""
+    median absolute error, accuracy 1 and 2 per window and per track. A run answers a file
+    with the median of its windows' BPM."""
 
     name = "tempo"
     monitor = ("val_accuracy1", "max")  # with octave errors the validation MSE favours the median tempo
+    classifies = False
+    batchable = False
+    embeds = False
 
-    def plan(self, opts: TrainOptions, spec) -> Plan:
-        if spec.task != "tempo":
-            raise UserError(f"{spec.name} is a genre classifier; --task tempo trains tempocnn")
+    def check_task_option(self, spec, task_option: str) -> None:
+        """A tempo regressor is trained with ``--task tempo`` only."""
+        if task_option != spec.task:
+            raise UserError(f"{spec.name} regresses tempo: train it with --task tempo")
+
+    def plan(self, opts: TrainOptions, spec) -> TempoPlan:
         if opts.phase not in (None, "scratch") or opts.from_run:
             raise UserError("tempo regression trains from scratch (no --phase transfer/finetune, no --from)")
         for flag, on in (("--label-smoothing", opts.label_smoothing), ("--mixup", opts.mixup),
@@ -104,13 +125,13 @@ class TempoTask(Task):
             raise UserError(f"no training tempogram windows of {data} have a tempo in {opts.tempo_file or 'GTZAN tempi'}")
         if not valid_rows:
             raise UserError(f"no annotated validation windows in {data}: early stopping needs a valid split")
-        return Plan(data=data, fc=fc, rows=rows, kind=KIND, labels=["bpm"], train_rows=train_rows,
+        return TempoPlan(data=data, fc=fc, rows=rows, kind=KIND, labels=["bpm"], train_rows=train_rows,
                     valid_rows=valid_rows, phase="scratch", tag="tempo", title=f"{spec.name} tempo regression",
                     epochs=opts.epochs if opts.epochs is not None else 60,
                     lr=opts.lr if opts.lr is not None else 1e-3,
-                    extra={"arch": spec.name, "tempi": tempi, "bpm_tr": bpm_tr, "bpm_va": bpm_va})
+                    arch=spec.name, tempi=tempi, bpm_tr=bpm_tr, bpm_va=bpm_va)
 
-    def build(self, plan: Plan, opts: TrainOptions, spec):
+    def build(self, plan: TempoPlan, opts: TrainOptions, spec):
         import keras
 
         input_shape = plan.fc.feature_shape(KIND)
@@ -125,30 +146,57 @@ class TempoTask(Task):
             norm.adapt(x_tr)
         model.compile(optimizer=make_optimizer(opts.optimizer, plan.lr), loss="mse",
                       metrics=[keras.metrics.MeanAbsoluteError(name="mae"), accuracy1_metric()])
-        plan.extra.update(x_tr=x_tr, x_va=x_va, input_shape=input_shape)
+        plan.x_tr, plan.x_va, plan.input_shape = x_tr, x_va, input_shape
         return model
 
-    def fit(self, plan: Plan, opts: TrainOptions, model, callbacks: list) -> dict:
-        log(f"training {plan.extra['arch']} on {len(plan.train_rows)} tempogram windows "
+    def fit(self, plan: TempoPlan, opts: TrainOptions, model, callbacks: list) -> dict:
+        log(f"training {plan.arch} on {len(plan.train_rows)} tempogram windows "
             f"({len({r['track_id'] for r in plan.train_rows})} tracks), validating on {len(plan.valid_rows)}")
-        model.fit(plan.extra["x_tr"], scale(plan.extra["bpm_tr"]),
-                  validation_data=(plan.extra["x_va"], scale(plan.extra["bpm_va"])), epochs=plan.epochs,
+        model.fit(plan.x_tr, scale(plan.bpm_tr),
+                  validation_data=(plan.x_va, scale(plan.bpm_va)), epochs=plan.epochs,
                   batch_size=opts.batch_size, shuffle=True, callbacks=callbacks, verbose=opts.verbose)
         return {}
 
-    def config(self, plan: Plan, opts: TrainOptions, spec, model, info: dict) -> dict:
+    def config(self, plan: TempoPlan, opts: TrainOptions, spec, model, info: dict) -> dict:
         return {"tempo_range": list(TEMPO_RANGE),
                 "tempo_file": str(Path(opts.tempo_file).resolve()) if opts.tempo_file else None,
-                "early_stopping": "val_accuracy1 (max)", "input_shape": list(plan.extra["input_shape"])}
+                "early_stopping": "val_accuracy1 (max)", "input_shape": list(plan.input_shape)}
 
-    def figures(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> dict:
+    def figures(self, plan: TempoPlan, opts: TrainOptions, model, run_dir: Path) -> dict:
         results = {}
         for split in ("valid", "test"):
             sr = [r for r in select(plan.rows, KIND, (split,)) if r["augmentation"] == "original"]
-            sr, _ = _targets(sr, plan.extra["tempi"], split, (0.0, np.inf))
+            sr, _ = _targets(sr, plan.tempi, split, (0.0, np.inf))
             if sr:
-                results[split] = tempo_figures(sr, predict_window_bpm(model, plan.data, sr), plan.extra["tempi"])
+                results[split] = tempo_figures(sr, predict_window_bpm(model, plan.data, sr), plan.tempi)
         return results
+
+    # -- a run -------------------------------------------------------------------------------
+
+    def analyse(self, run: Run, blocks: Iterable[Block], batch_size: int = 32, timeline=None,
+                pooled: bool = False) -> Analysis:
+        """The median of the windows' predicted BPM, as ``[bpm]``."""
+        bpms: list[float] = []
+        for b in blocks:
+            bpms.extend(predict_window_bpm(run.model(), None, [], run_tempo_range(run), batch_size, x=b.x).tolist())
+        return Analysis(np.array([float(np.median(bpms))]))
+
+    def answer_fields(self, values: np.ndarray) -> dict:
+        """``bpm``: the file's tempo, to 0.1 BPM."""
+        return {"bpm": round(float(values[0]), 1)}
+
+    def evaluate(self, run: Run, data, split: str, out, tempo_file=None) -> dict:
+        """Tempo figures, scatter plot and report (:func:`evaluate_tempo`)."""
+        return evaluate_tempo(run, data, split, out, tempo_file)
+
+    def format_metrics(self, res: dict) -> str:
+        """The tempo figures as a table (:func:`format_tempo`)."""
+        return format_tempo(res)
+
+    def card_output(self, run: Run) -> str:
+        """A tempo run's output per window."""
+        return ("a tempo run: the model's output per window (genrekit predict reports the median BPM); "
+                "no calibration applies")
 
 
 TASK = TempoTask()
