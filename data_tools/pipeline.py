@@ -465,14 +465,8 @@ class AugmentSummary:
     skipped_paths: int  # paths left out of the catalogue (links)
 
     def to_dict(self) -> dict:
-        """The summary as a plain mapping (the dict run_augment returned before)."""
+        """The summary as a plain mapping (for JSON)."""
         return asdict(self)
-
-    def __getitem__(self, key: str):
-        """``summary["ok"]``: the readers of the dict run_augment returned before."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
 
 
 def run_augment(data, out, settings: AugmentSettings | None = None, workers: int = 1,

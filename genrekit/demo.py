@@ -45,7 +45,7 @@ def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
 
     feats = out / "features"
     s = run_augment(data, feats, demo_settings(), workers=workers, progress=sys.stderr.isatty())
-    _say(f"[2/5] augment: {s['ok']} tracks -> {s['files']} mel PNGs in {feats} "
+    _say(f"[2/5] augment: {s.ok} tracks -> {s.files} mel PNGs in {feats} "
          f"(manifest.csv, splits.csv, report.md)")
 
     run_dir = out / "runs" / "cnn"

@@ -410,7 +410,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
         skipped: list[str] = []  # shown once the set is known to hold audio: a refusal stays one line
         s = run_augment(audio_dir, features_dir, settings, workers=workers, progress=progress, log=skipped.append,
                         out_flag="--features")
-        if s["ok"] == 0:
+        if s.ok == 0:
             why = f" ({len(skipped)} file(s) skipped, e.g. {skipped[0]})" if skipped else ""
             raise UserError(f"no decodable audio in {audio_dir}{why}")
         for line in skipped:
@@ -418,7 +418,7 @@ def evaluate_folder(run_path, audio_dir, out=None, features_dir=None, workers: i
         rows = [r for r in select(read_manifest(features_dir), run.kind, ("test",))
                 if r["augmentation"] == "original"]
         context = [f"run: `{run.path}` ({run.arch}, {run.config.get('phase')})",
-                   f"data: `{Path(audio_dir).resolve()}` ({s['ok']} tracks; {s['skipped_bad']} skipped, "
+                   f"data: `{Path(audio_dir).resolve()}` ({s.ok} tracks; {s.skipped_bad} skipped, "
                    f"see `{features_dir}/report.md`)", "features rendered with the run's own feature config"]
         return evaluate_rows(run, features_dir, rows, out, f"{run.arch} on {Path(audio_dir).name}", context,
                              batch_size, split="test", reject_threshold=reject_threshold)

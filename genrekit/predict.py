@@ -21,6 +21,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
+from typing import Required, TypedDict
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -381,6 +382,30 @@ def timeline_targets(folder, files: list[str]) -> dict[str, tuple[Path, Path]]:
 
 # -- predictions --------------------------------------------------------------------------------
 
+class GenreScore(TypedDict):
+    """One of a result's top-k genres, its calibrated probability to 4 decimals."""
+    genre: str
+    probability: float
+
+
+class Prediction(TypedDict, total=False):
+    """One input's result, as :func:`predict_files` and :class:`Predictions` give it and as
+    ``predict --json``, ``--csv`` and ``genrekit serve``'s API write it: a plain mapping on
+    purpose (it is the wire format; the keys appear in this order and only when they apply)."""
+    file: Required[str]
+    padded_s: float  # a file shorter than one window: seconds of fill
+    tempo_bpm: float  # a fusion run: the tempo fed to the model
+    top: list[GenreScore]  # a genre run: the top-k genres, best first
+    rejected: bool  # with --reject: whether the rule said unknown ...
+    genre: str  # ... the top genre, or "unknown"
+    reject_rule: str  # ... "embedding_distance" or "top_probability"
+    reject_score: float  # ... the file's score under that rule
+    reject_threshold: float  # ... and the rule's threshold for its top genre
+    bpm: float  # a tempo run: the file's tempo
+    timeline: list[str]  # with --timeline: the CSV and PNG written
+    error: str  # a file that could not be analysed: why (one line); nothing else is set
+
+
 class Predictions:
     """The results of ``predict`` on some inputs, computed one file at a time as they are
     iterated (``len()`` is the number of files): what :func:`iter_predictions` returns. Every
@@ -434,7 +459,7 @@ class Predictions:
                 if nxt is None:
                     return
                 f, problem = nxt
-                entry = {"file": f}
+                entry = Prediction(file=f)
                 if problem:
                     entry["error"] = problem
                 job = None if problem or f in self.targets else \
@@ -473,8 +498,8 @@ class Predictions:
             else:  # a long file (read block by block) or one with a --timeline: analysed on its own
                 yield self._one(f, None)
 
-    def _one(self, f: str, problem: str | None) -> dict:
-        run, entry = self.run, {"file": f}
+    def _one(self, f: str, problem: str | None) -> Prediction:
+        run, entry = self.run, Prediction(file=f)
         if problem:
             entry["error"] = problem
             return entry
@@ -500,18 +525,18 @@ class Predictions:
             entry["timeline"] = tl.files
         return entry
 
-    def answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
+    def answer(self, entry: Prediction, p: np.ndarray, pooled: np.ndarray | None) -> Prediction:
         """``entry`` completed as a result of these predictions is, from a file's (or a
         waveform's) mean probabilities ``p`` before calibration and, for the embedding rule,
         its pooled embedding (:func:`analyse_file`'s pair): top-k and rejection."""
         return self._answer(entry, p, pooled)
 
-    def _answer(self, entry: dict, p: np.ndarray, pooled: np.ndarray | None) -> dict:
+    def _answer(self, entry: Prediction, p: np.ndarray, pooled: np.ndarray | None) -> Prediction:
         """``entry`` completed with the top-k genres (and the rejection) of probabilities ``p``."""
         run = self.run
         p = apply_temperature(p, self.temperature)
         order = np.argsort(-p)[:self.k]
-        entry["top"] = [{"genre": run.labels[i], "probability": round(float(p[i]), 4)} for i in order]
+        entry["top"] = [GenreScore(genre=run.labels[i], probability=round(float(p[i]), 4)) for i in order]
         if self.rejector is not None:
             score = float(self.rejector.scores(p, pooled)[0])
             entry["rejected"] = bool(self.rejector.rejected(score, [order[0]])[0])
@@ -531,7 +556,7 @@ def iter_predictions(files, run_path, top_k: int = 3, reject: bool = False, reje
 
 
 def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = False,
-                  reject_threshold: float | None = None, hop_s: float | None = None, timeline_dir=None) -> list[dict]:
+                  reject_threshold: float | None = None, hop_s: float | None = None, timeline_dir=None) -> list[Prediction]:
     """Top-k genres (or a tempo) for each file; a file that cannot be analysed gets ``error``.
     Folders stand for the audio files below them. Genre probabilities are calibrated with the
     run's temperature. With ``reject`` each result also gets ``genre``: the top genre, or
@@ -543,7 +568,7 @@ def predict_files(files: list[str], run_path, top_k: int = 3, reject: bool = Fal
     return list(iter_predictions(files, run_path, top_k, reject, reject_threshold, hop_s, timeline_dir))
 
 
-def format_line(r: dict) -> str:
+def format_line(r: Prediction) -> str:
     """One result as a table line (a file that failed: ``file: error: ...``)."""
     if "error" in r:
         return f"{r['file']}: error: {r['error']}"
@@ -562,13 +587,15 @@ def format_line(r: dict) -> str:
     return f"{r['file']}: {tops}{tempo}{padded}"
 
 
-def format_table(results: list[dict]) -> str:
+def format_table(results: list[Prediction]) -> str:
+    """The results as :func:`format_line` lines."""
     return "\n".join(format_line(r) for r in results)
 
 
 # -- --csv --------------------------------------------------------------------------------------
 
 def csv_fields(k: int) -> list[str]:
+    """The columns of ``predict --csv`` with ``k`` top genres."""
     return ["file", "genre"] + [f"{c}{i}" for i in range(1, k + 1) for c in ("top", "p")] + \
         ["rejected", "reject_rule", "reject_score", "reject_threshold", "bpm", "error"]
 
@@ -601,7 +628,7 @@ class CsvOut:
         self.writer = csv.DictWriter(self.fh, fieldnames=csv_fields(k))
         self.writer.writeheader()
 
-    def write(self, r: dict) -> None:
+    def write(self, r: Prediction) -> None:
         """One result as a table row (nothing without ``--csv``)."""
         if self.fh is None:
             return

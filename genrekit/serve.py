@@ -53,6 +53,7 @@ from genrekit.errors import UserError
 from genrekit.evaluation.calibration import apply_temperature
 from genrekit.predict import (
     MIN_SECONDS,
+    Prediction,
     Predictions,
     analyse_file,
     batch_probabilities,
@@ -471,7 +472,7 @@ class Service:
         else:
             needs = bool(preds.rejector and preds.rejector.needs_embedding)
             for i in todo:
-                entry = {"file": uploads[i][1]}
+                entry = Prediction(file=uploads[i][1])
                 rows = TimelineRows(list(run.labels), preds.temperature)
                 try:
                     p, pooled = analyse_file(str(uploads[i][0]), run, info=entry, timeline=rows, pooled=needs)

@@ -338,3 +338,31 @@ def test_a_track_model_batched_over_files_equals_file_by_file():
         stats = prediction.PooledStats(m.get_layer("track_pooling").stats)
         stats.add(emb)
         np.testing.assert_allclose(pooled, stats.pooled(), atol=1e-5)
+
+
+def _check_declared(r: dict) -> None:
+    """``r`` holds only keys that ``Prediction`` declares, in its order, of the declared types."""
+    import typing
+
+    hints = typing.get_type_hints(P.Prediction)
+    order = list(hints)
+    assert list(r) == sorted(r, key=order.index), list(r)
+    plain = {"float": (float, int), "str": str, "bool": bool}
+    for key, v in r.items():
+        t = hints[key]
+        want = plain.get(getattr(typing.get_origin(t) or t, "__name__", ""), list)
+        assert isinstance(v, want), (key, v)
+    if "error" in r:
+        assert set(r) <= {"file", "padded_s", "error"}
+    for t in r.get("top", []):
+        assert set(t) == set(typing.get_type_hints(P.GenreScore))
+
+
+def test_every_result_holds_the_declared_prediction_fields(mfcc_run, tmp_path):
+    d = _folder_with_a_bad_file(tmp_path, mfcc_run.feature_config.sr)
+    results = P.predict_files([str(d)], mfcc_run.path, reject=True, timeline_dir=tmp_path / "tl") + \
+        P.predict_files([str(d)], mfcc_run.path, top_k=2)
+    assert {("error" in r) for r in results} == {True, False}
+    assert any("timeline" in r for r in results) and any("rejected" in r for r in results)
+    for r in results:
+        _check_declared(r)

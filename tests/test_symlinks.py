@@ -62,7 +62,7 @@ def test_linked_folder_gives_the_same_manifest_as_a_copy(linked_and_copied, tmp_
     settings = small_settings(**split)
     a = run_augment(linked, tmp_path / "fl", settings, workers=1, progress=False)
     b = run_augment(copied, tmp_path / "fc", settings, workers=2, progress=False)
-    assert a["ok"] == b["ok"] == 12 and a["skipped_bad"] == 0
+    assert a.ok == b.ok == 12 and a.skipped_bad == 0
     assert read_manifest(tmp_path / "fl") == read_manifest(tmp_path / "fc")
     assert read_splits_csv(tmp_path / "fl" / "splits.csv") == read_splits_csv(tmp_path / "fc" / "splits.csv")
     ha, hb = _feature_hashes(tmp_path / "fl"), _feature_hashes(tmp_path / "fc")
@@ -87,7 +87,7 @@ def test_link_loops_are_reported_not_followed(tmp_path):
     msgs = []
     out = tmp_path / "f"
     s = run_augment(data, out, small_settings(), progress=False, log=msgs.append)
-    assert s["ok"] == 9 and s["skipped_paths"] == 4
+    assert s.ok == 9 and s.skipped_paths == 4
     assert {r["genre"] for r in read_manifest(out)} == {"high", "low", "mid"}
     assert any("low/again" in m and "loop" in m for m in msgs)
     report = (out / "report.md").read_text()

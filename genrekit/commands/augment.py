@@ -197,10 +197,10 @@ def run(a) -> int:
         genres=a.genres or None, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
     s = run_augment(a.data, a.out, settings, workers=a.workers, shard=a.shard,
                     progress=progress.enabled(), runner=a.runner, beam_options=a.beam_option or ())
-    print(f"{s['ok']} tracks -> {s['files']} feature files in {s['out']} "
-          f"({s['resumed']} already done, {s['skipped_bad']} skipped)")
-    print(f"manifest: {s['manifest']}")
-    if s["missing_on_disk"]:
-        print(f"{s['missing_on_disk']} track(s) named in the split are not on disk (listed in the "
+    print(f"{s.ok} tracks -> {s.files} feature files in {s.out} "
+          f"({s.resumed} already done, {s.skipped_bad} skipped)")
+    print(f"manifest: {s.manifest}")
+    if s.missing_on_disk:
+        print(f"{s.missing_on_disk} track(s) named in the split are not on disk (listed in the "
               "report)")
     return 0
