@@ -122,8 +122,8 @@ class FeatureConfig:
     Built from flat names, as feature_config.json and the command line spell them:
     ``FeatureConfig(sr=16000, image_height=128)``; or with records:
     ``FeatureConfig(settings={"mel": MelImageSettings(height=128)})``. A flat name of a kind's
-    record also reads as an attribute (``cfg.image_height`` is ``cfg.of("mel").height``), and
-    ``dataclasses.replace(cfg, image_height=64)`` changes it."""
+    record is read with :meth:`flat` (``cfg.flat("image_height")`` is ``cfg.of("mel").height``),
+    and ``dataclasses.replace(cfg, image_height=64)`` changes it."""
 
     sr: int
     n_fft: int
@@ -177,10 +177,15 @@ class FeatureConfig:
         return FeatureConfig(settings=dict(self.kind_settings) | {kind: record},
                              **{key: getattr(self, key) for key in SHARED_SETTINGS})
 
-    def __getattr__(self, name: str):
-        # only for names that are not attributes: the flat names of the kinds' records
-        if name.startswith("__") or name not in _FLAT:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def flat(self, name: str):
+        """The value of a flat setting name, as feature_config.json spells it.
+
+        >>> FeatureConfig(image_height=128).flat("image_height")
+        128"""
+        if name in SHARED_SETTINGS:
+            return getattr(self, name)
+        if name not in _FLAT:
+            raise KeyError(f"no feature setting {name!r}")
         kind, attr = _FLAT[name]
         return getattr(self.of(kind), attr)
 
@@ -240,7 +245,7 @@ class FeatureConfig:
             if v is not None and v > 10000:
                 p.append(f"{name} {v} is above 10000")
         for name in ("musicnn_frames", "melspec_frames", "tempo_frames", "tempo_ac_frames"):
-            if not 1 <= getattr(self, name) <= MAX_WINDOW_FRAMES:
+            if not 1 <= self.flat(name) <= MAX_WINDOW_FRAMES:
                 p.append(f"{name} must be between 1 and {MAX_WINDOW_FRAMES}")
         # a segment holds at least one STFT frame
         for name, v in (("image_seconds", mel.seconds), ("mfcc_seconds", mfcc.seconds)):

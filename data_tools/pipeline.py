@@ -245,7 +245,7 @@ class _ClipVariants:
       computed once (:func:`spectral_variant`);
     - anything else (tempogram, a kind without a spectral path, a clip too long for its STFT to be
       held, ``variant_source="waveform"``): the variant's waveform (audiomentations, made once
-      per variant) through :func:`extract`, as before.
+      per variant) through :func:`extract`.
     The order of the random draws is the same as rendering every variant from its waveform."""
 
     def __init__(self, y, fc: FeatureConfig, ac: AugmentConfig, keep_spectra: bool):

@@ -65,7 +65,11 @@ RUNNERS = {".onnx": run_onnx, ".tflite": run_tflite}  # genrekit.export's format
 
 
 def run_model(model_path, x):
-    return RUNNERS[Path(model_path).suffix](model_path, x)
+    """The exported model at ``model_path`` (``.onnx`` or ``.tflite``) applied to ``x``."""
+    runner = RUNNERS.get(Path(model_path).suffix)
+    if runner is None:
+        raise SystemExit(f"{model_path}: not an .onnx or .tflite model")
+    return runner(model_path, x)
 
 
 def predict(bundle, path, model_file="model.onnx"):

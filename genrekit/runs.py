@@ -28,6 +28,7 @@ from genrekit.data_tools.fsio import TempScheme, loads_json, write_json_atomic
 from genrekit.data_tools.fsio import remove_stale_temporaries as fsio_remove_stale
 from genrekit.errors import UserError
 from genrekit.models import REGISTRY
+from genrekit.models.registry import task_names
 from genrekit.models.track import is_track_model
 
 MODEL = "model.keras"
@@ -291,7 +292,7 @@ class Run:
             raise UserError(f"{where} is not a genrekit classifier config")
         if not isinstance(c["arch"], str) or c["arch"] not in REGISTRY:
             raise UserError(f"{where}: unknown architecture {c['arch']!r}")
-        if c.get("task", "genre") not in ("genre", "tempo"):
+        if c.get("task", "genre") not in task_names():
             raise UserError(f"{where}: unknown task {c.get('task')!r}")
         if c.get("feature_kind") not in kind_names():
             raise UserError(f"{where}: unknown feature kind {c.get('feature_kind')!r}")

@@ -842,7 +842,8 @@ class Endpoints:
             reject = _reject_param(q)
             answerer = Predictions([], service.run, top_k=top_k, reject=reject)
             if not answerer.task.batchable:
-                raise Problem(400, "a fusion run cannot be streamed (it needs a whole track's tempo)")
+                raise Problem(400, f"a {service.run.arch} run cannot be streamed (its answer needs more than "
+                              "the windows heard: a fusion run needs a whole track's tempo)")
             if service.streams >= MAX_STREAMS:
                 raise Problem(503, f"{MAX_STREAMS} streams are open already; retry later")
         except (Problem, UserError) as exc:

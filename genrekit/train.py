@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from genrekit.models import get_arch
 from genrekit.tasks import task_for
-from genrekit.training import TrainOptions, TrainResult, fit_task, format_summary, parse_hparams
+from genrekit.training import TrainOptions, TrainResult, fit_task
 
 
 def train(opts: TrainOptions) -> TrainResult:
@@ -17,4 +17,4 @@ def train(opts: TrainOptions) -> TrainResult:
     return fit_task(task_for(get_arch(opts.arch), opts.task), opts)
 
 
-__all__ = ["TrainOptions", "TrainResult", "train", "format_summary", "parse_hparams"]
+__all__ = ["TrainOptions", "TrainResult", "train"]  # the Python API: train() and its types

@@ -32,7 +32,7 @@ from genrekit.errors import UserError
 from genrekit.evaluation.metrics import evaluate_predictions
 from genrekit.evaluation.plots import plot_history
 from genrekit.models import get_arch
-from genrekit.models.registry import DEFAULT_ARCHS, check_hparams
+from genrekit.models.registry import check_hparams, task_names
 from genrekit.models.track import is_track_model
 from genrekit.options import names, option
 from genrekit.runs import (
@@ -241,7 +241,7 @@ class TrainOptions:
         type=names, metavar="LIST")
     task: str = option(  # genre | tempo (BPM regression on tempogram windows, arch tempocnn)
         "genre", "genre classification (default) or tempo regression in BPM on tempogram features",
-        choices=DEFAULT_ARCHS)
+        choices=tuple(task_names()))
     tempo_file: str | None = option(  # None: GTZAN's tempi, shipped
         None, "--task tempo: CSV track_id,bpm (default: GTZAN's ground-truth tempi, shipped)")
     genre_run: str | None = option(

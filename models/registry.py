@@ -53,6 +53,7 @@ class ArchSpec:
     plugin: str = "genre_windows"
     extra_kinds: tuple[str, ...] = ()  # feature kinds a run reads besides ``feature`` (fusion: tempograms)
     extra_inputs: tuple[tuple[int, ...], ...] = ()  # model inputs after the windows (fusion: the tempo)
+    from_runs: bool = False  # trained from other runs (fusion), not from a feature folder of its own
 
     @property
     def is_transfer(self) -> bool:
@@ -68,9 +69,8 @@ PREDICTIONS = "predictions"  # the softmax; its input is a run's embedding (genr
 TRACK_POOLING = "track_pooling"  # a track model's pooling of its windows' embeddings (logreg head)
 FUSION_PREDICTIONS = "fusion_predictions"  # the fusion model's softmax
 
-DEFAULT_ARCH = "musicnn_lr"  # what `genrekit train` trains when no --arch is named (benchmarks/ood.py)
+DEFAULT_ARCH = "musicnn_lr"  # what `genrekit train` trains when no --arch is named
 
-_FEATURE_KINDS = ("mel", "mfcc", "musicnn", "melspec", "tempogram")
 _IMAGENET = (BASE, HEAD_FLATTEN, HEAD_DENSE, PREDICTIONS)
 
 REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
@@ -108,7 +108,7 @@ REGISTRY: dict[str, ArchSpec] = {s.name: s for s in [
     ArchSpec("fusion", build_fusion, "genre run's", ("scratch",),
              "a genre run's frozen conv embedding + an MLP of a tempo run's predicted BPM "
              "(--genre-run RUN --tempo-run RUN)", layers=(FUSION_PREDICTIONS,), plugin="fusion",
-             extra_kinds=("tempogram",), extra_inputs=((1,),)),
+             extra_kinds=("tempogram",), extra_inputs=((1,),), from_runs=True),
     ArchSpec("lstm", build_lstm, "mfcc", ("scratch",),
              "two BiLSTM(128) layers on MFCC sequences", layers=(INPUT_NORM, PREDICTIONS)),
     ArchSpec("crnn", build_crnn, "mfcc", ("scratch",),
@@ -124,28 +124,37 @@ def arch_names(task: str | None = None) -> list[str]:
 DEFAULT_ARCHS = {"genre": DEFAULT_ARCH, "tempo": "tempocnn"}  # what `train --task T` trains without --arch
 
 
+def task_names() -> list[str]:
+    """What the registered architectures learn (``genrekit train --task``), in registry order."""
+    return list(dict.fromkeys(s.task for s in REGISTRY.values()))
+
+
 def default_arch(task: str = "genre") -> str:
-    """The architecture ``genrekit train --task TASK`` trains when no ``--arch`` is named."""
-    try:
+    """The architecture ``genrekit train --task TASK`` trains when no ``--arch`` is named: the
+    task's entry in ``DEFAULT_ARCHS``, else the first registered architecture of the task."""
+    if task in DEFAULT_ARCHS:
         return DEFAULT_ARCHS[task]
-    except KeyError:
-        raise ModelError(f"unknown task {task!r} ({' or '.join(DEFAULT_ARCHS)})") from None
+    names = arch_names(task)
+    if not names:
+        raise ModelError(f"unknown task {task!r} ({' or '.join(task_names())})")
+    return names[0]
 
 
 def cv_arch_names() -> list[str]:
     """The architectures ``genrekit cv`` cross-validates: genre classifiers trained from features
     (not fusion, which is trained from two runs)."""
-    return [n for n, s in REGISTRY.items() if s.task == "genre" and s.feature in _FEATURE_KINDS]
+    return [n for n, s in REGISTRY.items() if s.task == "genre" and not s.from_runs]
 
 
 def arch_help() -> str:
     """The architectures grouped by the features they read, for ``--help``:
     "musicnn features: musicnn_lr, musicnn, ...; mfcc features: ...; ..."."""
     groups: dict[str, list[str]] = {}
+    on_runs = {s.feature for s in REGISTRY.values() if s.from_runs}
     for s in REGISTRY.values():
         groups.setdefault(s.feature, []).append(s.name + (f" (--task {s.task})" if s.task != "genre" else ""))
-    return "; ".join(f"{kind} features: {', '.join(names)}" if kind in _FEATURE_KINDS else
-                     f"{', '.join(names)} (on a {kind} model)" for kind, names in groups.items())
+    return "; ".join(f"{', '.join(names)} (on a {kind} model)" if kind in on_runs else
+                     f"{kind} features: {', '.join(names)}" for kind, names in groups.items())
 
 
 def get_arch(name: str) -> ArchSpec:

@@ -126,7 +126,7 @@ def test_feature_config_is_shared_settings_and_a_record_per_kind():
     small = FeatureConfig(image_height=64, tempo_bins=32)
     assert small == FeatureConfig(settings={"mel": features.MelImageSettings(height=64),
                                             "tempogram": features.TempogramSettings(bins=32)})
-    assert small.of("mel").height == small.image_height == 64 and small.of("mel").width == 256
+    assert small.of("mel").height == small.flat("image_height") == 64 and small.of("mel").width == 256
     assert FeatureConfig.from_dict(small.to_dict()) == small and hash(small) == hash(FeatureConfig.from_dict(small.to_dict()))
     assert small.with_settings("mel", height=32) == dataclasses.replace(small, image_height=32)
     assert FeatureConfig(image_height=256) == cfg and cfg.kind_settings == ()  # defaults are not stored
@@ -149,7 +149,7 @@ def test_a_kind_declares_its_own_settings_record():
     register_kind(toy)
     try:
         cfg = FeatureConfig(gained_gain=2.0)
-        assert cfg.of("gained") == ToySettings(gain=2.0) and cfg.gained_frames == 16
+        assert cfg.of("gained") == ToySettings(gain=2.0) and cfg.flat("gained_frames") == 16
         d = cfg.to_dict()
         assert tuple(d)[:len(FLAT_KEYS)] == FLAT_KEYS and (d["gained_frames"], d["gained_gain"]) == (16, 2.0)
         assert FeatureConfig.from_dict(d) == cfg

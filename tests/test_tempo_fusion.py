@@ -34,7 +34,7 @@ def test_tempogram_peaks_at_the_click_tempo():
     axis = tempo_bpm_axis(cfg)
     for bpm in (80.0, 150.0):
         wins = extract(clicks(bpm, 5.0), cfg, "tempogram")
-        assert wins[0][1].shape == cfg.feature_shape("tempogram") == (32, cfg.tempo_bins)
+        assert wins[0][1].shape == cfg.feature_shape("tempogram") == (32, cfg.of("tempogram").bins)
         mean = np.mean([w for _, w in wins], axis=(0, 1))
         inside = (axis >= 40) & (axis <= 250)
         best = axis[inside][np.argmax(mean[inside])]
@@ -245,8 +245,8 @@ def test_untrained_tempocnn_starts_at_the_prior_weighted_tempogram_peak():
     from genrekit.tempi import unscale
 
     cfg = small_features(**TEMPO_KW)
-    m = build_model("tempocnn", cfg.feature_shape("tempogram"), 1, bpm_min=cfg.tempo_bpm_min,
-                    bpm_max=cfg.tempo_bpm_max)
+    m = build_model("tempocnn", cfg.feature_shape("tempogram"), 1, bpm_min=cfg.of("tempogram").bpm_min,
+                    bpm_max=cfg.of("tempogram").bpm_max)
     for bpm in (96.0, 132.0):
         x = np.stack([w for _, w in extract(clicks(bpm, 5.0), cfg, "tempogram")])
         pred = float(np.median(unscale(np.asarray(m(x))[:, 0])))

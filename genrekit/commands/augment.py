@@ -120,26 +120,26 @@ def _add_feature_args(p: argparse.ArgumentParser, fc) -> None:
     g.add_argument("--top-db", type=positive_float, default=None,
                    help=f"dB floor below the peak (default {fc.top_db:g})")
     g.add_argument("--image-size", type=size, default=None, metavar="HxW",
-                   help=f"PNG size (default {fc.image_height}x{fc.image_width})")
+                   help=f"PNG size (default {fc.of('mel').height}x{fc.of('mel').width})")
     g.add_argument("--image-seconds",
                    type=in_range(float, MIN_IMAGE_SECONDS, MAX_SEGMENT_SECONDS, " s"), default=None,
                    help=f"seconds per image, {MIN_IMAGE_SECONDS:g}-{MAX_SEGMENT_SECONDS:g} "
-                        f"(default {fc.image_seconds:g})")
+                        f"(default {fc.of('mel').seconds:g})")
     g.add_argument("--image-hop", type=in_range(float, MIN_IMAGE_HOP, MAX_SEGMENT_SECONDS, " s"),
                    default=None,
                    help=f"seconds between images, at least {MIN_IMAGE_HOP:g} (default: no overlap)")
     g.add_argument("--image-segments", type=in_range(int, 1, 10000), default=None,
                    help="N evenly spaced images per track")
     g.add_argument("--n-mfcc", type=in_range(int, 1), default=None,
-                   help=f"MFCC coefficients (default {fc.n_mfcc})")
+                   help=f"MFCC coefficients (default {fc.of('mfcc').n_mfcc})")
     g.add_argument("--mfcc-seconds", type=in_range(float, MIN_MFCC_SECONDS, unit=" s"),
                    default=None,
                    help=f"seconds per MFCC sequence, at least {MIN_MFCC_SECONDS:g} (default "
-                        f"{fc.mfcc_seconds:g})")
+                        f"{fc.of('mfcc').seconds:g})")
     g.add_argument("--mfcc-hop", type=in_range(float, MIN_MFCC_HOP, MAX_SEGMENT_SECONDS, " s"),
                    default=None,
                    help=f"seconds between MFCC sequences, at least {MIN_MFCC_HOP:g} (default "
-                        f"{fc.mfcc_hop_seconds:g})")
+                        f"{fc.of('mfcc').hop_seconds:g})")
     g.add_argument("--mfcc-segments", type=in_range(int, 1, 10000), default=None,
                    help="N evenly spaced MFCC sequences per track")
 
@@ -171,8 +171,7 @@ def features_help() -> str:
 def default_augmentations(kinds) -> tuple[str, ...]:
     """--augment when none is given: every augmentation, except for musicnn features alone, the
     default recipe's: its logistic-regression head is fitted on the original recordings only,
-    so variants would be files no model of that recipe reads (5,130 files for GTZAN where
-    1,000 give the same model)."""
+    so variants would be files no model of that recipe reads."""
     if set(kinds) == {"musicnn"}:
         print("note: --features musicnn: no augmented variants (the default recipe, musicnn_lr, "
               "fits its head on the original recordings only); --augment stretch,pitch,... renders "

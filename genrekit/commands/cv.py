@@ -9,7 +9,7 @@ from genrekit import progress
 from genrekit.cv import cross_validate, format_cv
 from genrekit.models.registry import DEFAULT_ARCH, cv_arch_names  # no TensorFlow
 from genrekit.options import add_options, add_progress_args, arch_type, option_values
-from genrekit.training import TrainOptions
+from genrekit.training import PHASE_DEFAULTS, TrainOptions
 
 # the training options cv offers; data and seed are cross_validate's own arguments
 SHARED = ("data", "phase", "epochs", "batch_size", "patience", "weights", "hparams", "seed",
@@ -30,7 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     cv.add_argument("--out", default=None, help="folder for the folds (default "
                                                 "runs/cv-<arch>-<K>fold)")
     add_options(cv, TrainOptions, SHARED, skip=["data"],
-                help={"phase": "scratch | transfer (default as for train)"})
+                help={"phase": "scratch | transfer (default as for train)",
+                      "epochs": "default " + ", ".join(f"{e} {ph}" for ph, (e, _) in PHASE_DEFAULTS.items())})
     cv.add_argument("--no-augmented", action="store_true", help="train on un-augmented rows only")
     add_progress_args(cv, "no progress bars (the per-fold lines stay)")
     return cv
@@ -38,7 +39,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def train_kwargs(a) -> dict:
     """The folds' TrainOptions from the options given (what ``cv_settings.json`` records; a
-    --phase only when one was given, as before)."""
+    --phase only when one was given)."""
     kw = option_values(TrainOptions, a, SHARED)
     del kw["data"], kw["seed"]
     if not kw["phase"]:

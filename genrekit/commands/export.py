@@ -32,7 +32,7 @@ def run(a) -> int:
         raise UserError(f"unknown export format {', '.join(unknown) or repr('')} (known: "
                         f"{', '.join(EXPORT_FORMATS)})")
     suffix = Path(a.out).suffix.lower() if a.out else ""
-    if suffix in SUFFIX_FORMATS:  # --out model.onnx: the model file alone, as before bundles
+    if suffix in SUFFIX_FORMATS:  # --out model.onnx: the model file alone, no bundle
         if list(a.format) != [SUFFIX_FORMATS[suffix]]:
             raise UserError(f"--out {a.out} names one {SUFFIX_FORMATS[suffix]} file; give --format "
                             f"{SUFFIX_FORMATS[suffix]} alone, or a folder --out for a bundle of "

@@ -22,7 +22,9 @@ class TaskPlugin(Task):
     """A task: training (:class:`Task`'s steps) and what its runs do afterwards."""
 
     classifies = True  # class probabilities: calibration, rejection, timelines, serve, compare
-    batchable = True  # a file's answer needs its own windows only: batched with others, streamed
+    # a file's answer is the model's mean over its windows (predict batches several files' windows
+    # through the model and serve streams them, without :meth:`analyse`): a plug-in that says so
+    batchable = False
     embeds = True  # ``genrekit embed`` takes the embedding before its softmax
 
     def check_task_option(self, spec, task_option: str) -> None:

@@ -63,7 +63,7 @@ from genrekit.training import (
 )
 
 REJECT_ACCEPT = 0.95  # the rejection threshold keeps this share of validation tracks accepted
-MIN_CALIBRATION_TRACKS = 10  # fewer validation tracks leave T at 1 (a fit on 6 tracks gave T = 0.06)
+MIN_CALIBRATION_TRACKS = 10  # fewer validation tracks leave T at 1 (a T fitted on a handful is noise)
 
 
 def resolve_phase(spec, opts: TrainOptions) -> str:
@@ -124,6 +124,7 @@ class GenreTask(TaskPlugin):
     at clip and track level. A run: class probabilities, calibrated and with a rejection rule."""
 
     name = "genre_windows"
+    batchable = True
 
     def plan(self, opts: TrainOptions, spec) -> GenrePlan:
         if opts.genre_run or opts.tempo_run:
@@ -405,8 +406,8 @@ def fused_adam(optimizer):
     """``optimizer`` if it is not exactly Keras' Adam; otherwise the same Adam (its config)
     whose update of each variable is TensorFlow's fused ``ResourceApplyAdam`` kernel: the same
     formula (m, v, and the bias-corrected step with epsilon outside the square root), one pass
-    over the variable instead of about ten element-wise ops. On the 65,536 x 64 head_dense kernel
-    of the cached transfer phase that halves the CPU time of a head step."""
+    over the variable instead of about ten element-wise ops, which counts on the cached transfer
+    phase's large head_dense kernel."""
     import keras
     import tensorflow as tf
 
