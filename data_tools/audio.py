@@ -155,6 +155,8 @@ class _Fd2:
 
     @contextlib.contextmanager
     def speaking(self):
+        """Write a genrekit line inside: waits until no other thread holds fd 2 silenced, and
+        new silencers wait until the line is written."""
         with self._cond:
             self._speakers += 1
             try:

@@ -27,6 +27,8 @@ VARIANT_SOURCES = ("stft", "waveform")
 
 @dataclass(frozen=True)
 class Variant:
+    """One variant of a training track: its name, its family (``"original"`` or an
+    augmentation) and the family's value (a stretch rate, a pitch shift in semitones)."""
     name: str  # "original", "stretch_x1.25", "pitch_+2", "freqmask", ...
     family: str  # "original" | one of AUGMENTATIONS
     value: float = 0.0
@@ -95,6 +97,7 @@ def family_of(variant: Variant) -> Family:
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The training split's augmentations and their settings, checked when made."""
     augmentations: tuple[str, ...] = AUGMENTATIONS
     stretch_rates: tuple[float, ...] = (1.25, 0.85)
     pitch_semitones: tuple[float, ...] = (2.0, -1.0)
@@ -134,11 +137,16 @@ class AugmentConfig:
             raise DataError(f"--masks {self.masks} is above 100")
 
     def to_dict(self) -> dict:
+        """The settings as JSON values (tuples as lists)."""
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> AugmentConfig:
+        """The config of a :meth:`to_dict` mapping.
+
+        >>> AugmentConfig.from_dict(AugmentConfig().to_dict()) == AugmentConfig()
+        True"""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def variants(self) -> list[Variant]:
@@ -224,6 +232,10 @@ def stretched_length(n_samples: int, rate: float) -> int:
 
 
 def magnitude_stft_bytes(n_samples: int, n_fft: int, hop_length: int) -> int:
+    """Bytes of :func:`magnitude_stft`'s float32 array for ``n_samples`` samples.
+
+    >>> magnitude_stft_bytes(22050, 2048, 512)
+    180400"""
     return (1 + n_samples // hop_length) * (n_fft // 2 + 1) * 4
 
 

@@ -25,12 +25,17 @@ GTZAN_SUBFOLDERS = ("genres", "genres_original", "Data/genres_original", "data/g
 
 @dataclass(frozen=True)
 class Track:
+    """One audio file of a data folder, with its genre (the genre folder it lies in)."""
     track_id: str  # "<genre>/<stem>"
     genre: str
     path: Path  # absolute, as seen under the data folder (symbolic links not resolved)
 
     @property
     def stem(self) -> str:
+        """The track id without its genre.
+
+        >>> Track("rock/song", "rock", Path("/music/rock/song.mp3")).stem
+        'song'"""
         return self.track_id.split("/", 1)[1]
 
 

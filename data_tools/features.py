@@ -299,15 +299,21 @@ class FeatureConfig:
         return cls(**d)
 
     def fingerprint(self) -> str:
+        """A short hash of :meth:`to_dict`: runs and feature folders made with the same
+        features share it."""
         return fingerprint_of(self.to_dict())
 
     def save(self, folder) -> Path:
+        """Write the config as ``feature_config.json`` in ``folder`` (atomically); returns its
+        path."""
         path = Path(folder) / CONFIG_NAME
         write_json_atomic(path, self.to_dict())
         return path
 
     @classmethod
     def load(cls, folder_or_file) -> FeatureConfig:
+        """The config saved in a feature folder (or in a ``feature_config.json`` given itself);
+        one line when it is missing or unreadable."""
         p = Path(folder_or_file)
         if p.is_dir():
             p = p / CONFIG_NAME
@@ -329,9 +335,14 @@ class FeatureConfig:
         return self.windows(kind).frames
 
     def segment_samples(self, kind: str) -> int:
+        """Samples in one window of ``kind``.
+
+        >>> FeatureConfig(image_seconds=5.0).segment_samples("mel")
+        110250"""
         return int(round(self.seconds(kind) * self.sr))
 
     def seconds(self, kind: str) -> float:
+        """Seconds of one window of ``kind``."""
         return self.windows(kind).seconds
 
     def feature_shape(self, kind: str) -> tuple[int, ...]:
@@ -342,6 +353,8 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class Segment:
+    """One window of a clip's waveform: its index, start, the fill added to a clip shorter
+    than a window, and its samples."""
     index: int
     start_s: float
     padded_s: float  # seconds of fill added because the clip was shorter than a segment
@@ -666,6 +679,8 @@ class Spectral:
 
 @dataclass(frozen=True)
 class FeatureKind:
+    """A feature kind: how it is rendered, cut into windows, stored and described
+    (registered with :func:`register_kind`)."""
     name: str
     description: str  # one line, for `genrekit augment --help`
     render: Render  # (waveform, config, spec_transform, rng) -> [(segment, feature)]
@@ -761,6 +776,10 @@ def unregister_kind(name: str) -> None:
 
 
 def get_kind(name: str) -> FeatureKind:
+    """The registered kind ``name``; one line naming the known kinds otherwise.
+
+    >>> get_kind("mel").image
+    True"""
     try:
         return KINDS[name]
     except (KeyError, TypeError):

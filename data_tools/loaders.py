@@ -17,11 +17,22 @@ from genrekit.data_tools.features import get_kind
 
 
 def select(rows: list[dict], kind: str, splits: tuple[str, ...]) -> list[dict]:
+    """The rows of feature ``kind`` in ``splits`` (a row with no ``feature``: mel for a PNG,
+    else mfcc).
+
+    >>> rows = [{"path": "mel/a.png", "split": "train"}, {"path": "mfcc/b.npy", "split": "train"}]
+    >>> [r["path"] for r in select(rows, "mel", ("train",))]
+    ['mel/a.png']"""
     return [r for r in rows if r.get("feature", "mel" if r["path"].endswith(".png") else "mfcc") == kind
             and r["split"] in splits]
 
 
 def label_ids(rows: list[dict], labels: list[str]) -> np.ndarray:
+    """The rows' genres as class ids (int32) in the order of ``labels``; one line naming any
+    genre not among them.
+
+    >>> label_ids([{"genre": "rock"}, {"genre": "jazz"}], ["jazz", "rock"]).tolist()
+    [1, 0]"""
     index = {g: i for i, g in enumerate(labels)}
     unknown = sorted({r["genre"] for r in rows} - set(index))
     if unknown:
@@ -67,6 +78,7 @@ def check_png(path) -> None:
 
 
 def load_arrays(folder, rows: list[dict], kind: str) -> np.ndarray:
+    """The rows' features as model inputs, stacked (an empty array for no rows)."""
     folder = Path(folder)
     if not rows:
         return np.zeros((0,), dtype=np.float32)

@@ -84,6 +84,7 @@ def read_manifest(folder_or_file) -> list[dict]:
 
 
 def manifest_checksum(folder_or_file) -> str:
+    """SHA-256 (hex) of a feature folder's ``manifest.csv``, or of the file given."""
     p = Path(folder_or_file)
     if p.is_dir():
         p = p / MANIFEST_NAME

@@ -124,6 +124,7 @@ class AugmentSettings:
                                 "lower --max-seconds or raise --hop-length")
 
     def to_dict(self) -> dict:
+        """The settings as JSON (``augment_config.json``: a rerun resumes only with the same)."""
         return {"feature_config": self.features.to_dict(),
                 "feature_fingerprint": self.features.fingerprint(),
                 "augment": self.augment.to_dict(), "kinds": list(self.kinds), "seed": self.seed,
@@ -135,6 +136,8 @@ class AugmentSettings:
 
 @dataclass
 class TrackResult:
+    """What augment did with one track: its split, status and message, the audio's duration,
+    rate, size and mtime, and its manifest rows."""
     track_id: str
     genre: str
     split: str
@@ -148,6 +151,7 @@ class TrackResult:
     skipped: bool = False  # finished in an earlier run
 
     def to_json(self) -> dict:
+        """The result as JSON (a track's state file), ``skipped`` left out."""
         d = dict(self.__dict__)
         d.pop("skipped")
         return d
@@ -639,6 +643,8 @@ def _progress(total: int, enabled: bool):
 def build_report(root: Path, settings: AugmentSettings, split: SplitResult,
                  results: list[TrackResult], rows: list[dict], shard_kn=None,
                  catalogue_skipped: list[tuple[str, str]] = ()) -> str:
+    """``report.md`` of an augment: the settings, a table per genre, skipped, padded and
+    unassigned tracks, and the feature files per kind, split and augmentation."""
     L = ["# genrekit augment report", ""]
     L.append(f"- data: `{root}`")
     L.append(f"- split: {split.source}")

@@ -177,6 +177,8 @@ def _drop_tmp_dir(out: Path) -> None:
 
 @dataclass
 class FetchOptions:
+    """``genrekit fetch-spotify``'s options: the output folder, genres, tracks and playlists
+    per genre, preview sources, market, log, and the preview size and time limits."""
     out: str
     genres: list[str]
     per_genre: int = 50

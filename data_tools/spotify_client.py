@@ -53,10 +53,16 @@ REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def endpoint(name: str) -> str:
+    """The URL of ``name``: the environment variable of that name when set, else
+    the default in :data:`ENDPOINTS`."""
     return os.environ.get(name) or ENDPOINTS[name]
 
 
 def is_spotify_id(value) -> bool:
+    """Whether ``value`` is a Spotify id (22 base62 characters).
+
+    >>> is_spotify_id("4uLU6hMCjMI75M1A2tKUQC"), is_spotify_id("../etc/passwd")
+    (True, False)"""
     return isinstance(value, str) and SPOTIFY_ID.fullmatch(value) is not None
 
 
@@ -95,6 +101,8 @@ class _Transient(Exception):
 
 @dataclass
 class Response:
+    """One HTTP answer: status, headers, final URL and body (empty when the body went to a
+    sink), with the bytes received."""
     status: int
     headers: dict
     url: str
@@ -102,6 +110,7 @@ class Response:
     n_bytes: int = 0
 
     def json(self):
+        """The body parsed as JSON, or None when it is not JSON in UTF-8."""
         try:
             return loads_json(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -362,6 +371,8 @@ class SpotifySession(requests.Session):
 
     def request(self, method, url, params=None, data=None, headers=None, timeout=None, proxies=None,
                 verify=True, json=None, allow_redirects=False, **unsupported):
+        """``requests.Session.request`` as spotipy calls it, through :class:`Http`: only to the
+        API's origin (or a POST to the token URL), no redirects; other arguments refused."""
         if unsupported or json is not None or verify is not True:
             raise TypeError(f"SpotifySession does not take {sorted(unsupported) or ['json/verify']}")
         if origin(url) != self.api_origin and not (method.upper() == "POST" and url == self.token_url):
@@ -427,6 +438,7 @@ class SpotifyApi:
         return tok
 
     def is_api_url(self, url) -> bool:
+        """Whether ``url`` is on the Web API's own origin."""
         return isinstance(url, str) and origin(url) == self.origin
 
     def _call(self, what: str, fn, *args, **kwargs) -> dict:
@@ -461,6 +473,7 @@ class SpotifyApi:
         return self._call(_where(url), self.sp._get, url, **(params or {}))
 
     def search_playlists(self, query: str, limit: int, market: str | None = None) -> list[dict]:
+        """Playlists found for ``query`` (at most ``limit``, 1 to 50), malformed items left out."""
         d = self._call("search", self.sp.search, query, limit=max(1, min(50, limit)), type="playlist", market=market)
         items = (d.get("playlists") or {}).get("items") if isinstance(d.get("playlists"), dict) else None
         return [p for p in (items or []) if isinstance(p, dict)] if isinstance(items, list) else []

@@ -68,6 +68,8 @@ class Labelled:
 
 @dataclass
 class AdaptResult:
+    """What :func:`adapt` made: the adapted run folder, its labels, the user's tracks per
+    genre and their weight, and the accuracy before and after (None where nothing was measured)."""
     run: str
     labels: list[str]
     new_genres: list[str]
@@ -350,6 +352,8 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
 
 
 def format_result(r: AdaptResult) -> str:
+    """``genrekit adapt``'s result as text: the adapted run, the tracks per genre and their
+    weight, the new genres, and the accuracy before and after."""
     per = ", ".join(f"{g} {n}" for g, n in r.tracks_per_genre.items())
     lines = [f"adapted run: {r.run} ({sum(r.tracks_per_genre.values())} labelled tracks: {per}; "
              f"each weighs {r.weight:.3g} run tracks; C = {r.C:g}; {r.seconds:.1f} s)"]
@@ -369,6 +373,8 @@ def format_result(r: AdaptResult) -> str:
 
 @dataclass(frozen=True)
 class Suggestion:
+    """A track to label first (:func:`suggest`): the run's guess, its calibrated
+    probability and the top-1 minus top-2 margin."""
     path: Path
     guess: str  # the run's top genre (calibrated probability below)
     probability: float
@@ -479,6 +485,13 @@ def _relative(path: Path, folder: Path) -> str:
 
 
 def suggestion_csv(items: list[Suggestion], folder: Path) -> str:
+    """``suggest --csv``'s table: ``path,genre,guess,probability,margin`` with the genre
+    empty for the user to fill in, paths relative to ``folder``.
+
+    >>> s = Suggestion(Path("/music/a.mp3"), "rock", 0.8, 0.5)
+    >>> print(suggestion_csv([s], Path("/music")), end="")
+    path,genre,guess,probability,margin
+    a.mp3,,rock,0.8000,0.5000"""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "genre", "guess", "probability", "margin"])
@@ -488,6 +501,14 @@ def suggestion_csv(items: list[Suggestion], folder: Path) -> str:
 
 
 def suggestion_m3u(items: list[Suggestion], folder: Path) -> str:
+    """``suggest --m3u``'s playlist of the same tracks, each titled with its guess, paths
+    relative to ``folder``.
+
+    >>> s = Suggestion(Path("/music/a.mp3"), "rock", 0.8, 0.5)
+    >>> print(suggestion_m3u([s], Path("/music")), end="")
+    #EXTM3U
+    #EXTINF:-1,a (guess: rock 80%)
+    a.mp3"""
     lines = ["#EXTM3U"]
     for s in items:
         lines += [f"#EXTINF:-1,{Path(s.path).stem} (guess: {s.guess} {s.probability:.0%})", _relative(s.path, folder)]
@@ -495,5 +516,6 @@ def suggestion_m3u(items: list[Suggestion], folder: Path) -> str:
 
 
 def format_suggestions(items: list[Suggestion]) -> str:
+    """The suggestions as numbered lines: path, guess, probability and margin."""
     return "\n".join(f"{i:>3}. {s.path}  guess {s.guess} {s.probability:.0%} (margin {s.margin:.2f})"
                      for i, s in enumerate(items, 1))

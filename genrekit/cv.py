@@ -161,6 +161,8 @@ def _run_fold(out: Path, data: Path, arch: str, folds: int, seed: int, rows, gen
 
 
 def format_cv(res: dict) -> str:
+    """The cross-validation summary as Markdown: each figure's mean ± standard deviation over
+    the folds, at clip and track level."""
     L = [f"{res['folds']}-fold cross-validation by track: {res['arch']} on {res['data']} (seed {res['seed']})", "",
          "| figure | clip level | track level |", "| --- | --- | --- |"]
     names = {"top1": "top-1", "top2": "top-2", "f1_macro": "F1 macro", "f1_micro": "F1 micro", "auc_macro": "AUC macro"}

@@ -27,12 +27,17 @@ def _say(msg: str) -> None:
 
 
 def demo_settings():
+    """The demo's augment settings: mel images only (two 5 s images of 128x128 per 10 s
+    clip), a 60/20/20 split, seed 0."""
     # 10 s clips, two 5 s images per clip at 128x128: small enough for 2 CPU cores
     fc = FeatureConfig(image_height=128, image_width=128, image_seconds=5.0)
     return AugmentSettings(features=fc, kinds=("mel",), ratios=(60, 20, 20), seed=0)
 
 
 def run_demo(out, workers: int = 2, quick: bool = False) -> dict:
+    """The demo in ``out``: synthetic audio, augment, train a cnn from scratch, evaluate on the
+    test split and predict on fresh clips, each step printed; returns the paths and figures.
+    ``quick``: fewer clips and epochs."""
     import soundfile as sf
 
 

@@ -77,6 +77,8 @@ def run_embedder(run_path):
 
 
 def backbone_embedder(name: str, weights: str = "msd", layer: str = "penultimate"):
+    """(source, per-window embedding model) of a pretrained backbone: ``musicnn`` only,
+    with its ``weights`` and embedding ``layer``."""
 
     if name != "musicnn":
         raise UserError(f"unknown --backbone {name!r} (known: musicnn)")

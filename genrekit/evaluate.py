@@ -82,6 +82,11 @@ def eval_dir(run_path, split: str) -> Path:
 
 
 def check_split_name(split: str) -> str:
+    """``split`` when it is usable as a folder name under ``RUN/eval/``, else one line
+    saying why not.
+
+    >>> check_split_name("ood_dev")
+    'ood_dev'"""
     if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", split):
         raise UserError(f"bad split name {split!r}: letters, digits, '.', '_' and '-' only (e.g. test, valid)")
     return split

@@ -130,6 +130,9 @@ def evaluations(run: Run) -> list[dict]:
 
 
 def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict:
+    """The model card of ``run`` as a mapping (``model_card.json``): classes, the files of
+    ``formats``, training data, every evaluation found, adaptations, input, output (with
+    ``temperature`` and ``calibration``'s rejection rule), intended use, licences, versions."""
     model, task = run.model(), task_of(run)
     track = is_track_model(model)
     data = run.config.get("data") or {}
@@ -202,6 +205,8 @@ def _fmt(v) -> str:
 
 
 def model_card_markdown(card: dict) -> str:
+    """``MODEL_CARD.md``: :func:`model_card`'s ``card`` as Markdown, with the steps to use
+    the model without genrekit."""
     inp, out = card["input"], card["output"]
     lines = [f"# Model card: {card['name']}", "",
              f"Genre classifier `{card['arch']}` ({card['phase']}) exported by genrekit. "

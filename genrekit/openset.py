@@ -116,6 +116,7 @@ def write_distance_rule(run_dir, cal: dict, x: np.ndarray, splits, accept: float
 
 
 def log_rule(cal: dict, accept: float, log) -> None:
+    """Log which rejection rule ``cal`` holds, with its threshold."""
     if cal["reject_rule"] == RULE_DISTANCE:
         d = cal["distance"]
         log(f"open set: embedding-distance rule, threshold {d['threshold']:.4g} (keeps {accept:.0%} of "
@@ -230,6 +231,7 @@ class Rejector:
 
     @property
     def needs_embedding(self) -> bool:
+        """Whether the rule needs the track's pooled embedding (the distance rule)."""
         return self.rule == RULE_DISTANCE
 
     def scores(self, proba, pooled=None) -> np.ndarray:
@@ -247,6 +249,10 @@ class Rejector:
         return s > th if self.rule == RULE_DISTANCE else s < th
 
     def describe(self) -> str:
+        """The rule and its threshold in words.
+
+        >>> Rejector("top_probability", 0.4).describe()
+        'top probability < 0.4000'"""
         if self.per_genre is not None:
             return f"{'embedding distance' if self.rule == RULE_DISTANCE else 'top probability'}, per-genre thresholds"
         if self.rule == RULE_DISTANCE:

@@ -193,6 +193,10 @@ def atomic_output(final, folder: bool, replace: bool = False):
 
 
 def default_run_path(arch: str, phase: str, root: str = "runs") -> Path:
+    """``--out``'s default: ``ROOT/<arch>-<phase>-<date>-<time>``.
+
+    >>> default_run_path("cnn", "scratch").as_posix()
+    'runs/cnn-scratch-...'"""
     return Path(root) / f"{arch}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -244,6 +248,7 @@ def run_folder(out, arch: str, phase: str, root: str = "runs"):
 
 
 def library_versions() -> dict:
+    """The installed versions of genrekit and the libraries its results depend on."""
     out = {}
     for pkg in ("genrekit", "tensorflow", "keras", "numpy", "librosa", "audiomentations", "scikit-learn"):
         try:
@@ -320,6 +325,7 @@ class Run:
 
     @property
     def arch(self) -> str:
+        """The architecture the run trained (``config.json``'s ``arch``)."""
         return self.config["arch"]
 
     @property
@@ -363,6 +369,7 @@ class Run:
 
     @property
     def task(self) -> str:
+        """The run's task (``config.json``'s ``task``; ``"genre"`` when it names none)."""
         return self.config.get("task", "genre")
 
     @property
@@ -387,6 +394,8 @@ class Run:
         return self._tempo_model
 
     def model(self):
+        """The run's Keras model (``model.keras``), loaded once and checked against the feature
+        config and ``labels.json``."""
         if self._model is None:
             model = load_model(self.path / MODEL)
             check_model_inputs(model, self.feature_config, self.input_kinds[:1], str(self.path),
@@ -463,4 +472,5 @@ def load_model(path):
 
 
 def write_config(path: Path, config: dict) -> None:
+    """Write ``config`` as the run folder ``path``'s ``config.json`` (atomically)."""
     write_json_atomic(path / CONFIG, config, only_if_changed=False)

@@ -92,6 +92,7 @@ class Problem(Exception):
 
 
 class Busy(Problem):
+    """503 with ``Retry-After``: every worker and queue place is taken."""
     def __init__(self):
         super().__init__(503, "the server is busy (every worker and queue place is taken); "
                               "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
@@ -212,6 +213,7 @@ class TimelineRows:
         self.labels, self.T, self.rows = labels, temperature, []
 
     def add(self, start_s: float, end_s: float, proba) -> None:
+        """Add one window's row: start and end seconds, top genre and calibrated probabilities."""
         p = apply_temperature(np.asarray(proba, dtype=np.float64), self.T)
         self.rows.append({"start_s": round(float(start_s), 3), "end_s": round(float(end_s), 3),
                           "genre": self.labels[int(np.argmax(p))],
@@ -225,6 +227,7 @@ class Ring:
         self.buf, self.filled = np.zeros(n, dtype=np.float32), 0
 
     def push(self, x: np.ndarray) -> None:
+        """Append the samples ``x``; only the last ``n`` are kept."""
         n, m = len(self.buf), len(x)
         if m >= n:
             self.buf[:] = x[-n:]
@@ -234,6 +237,15 @@ class Ring:
         self.filled = min(n, self.filled + m)
 
     def view(self) -> np.ndarray:
+        """The samples heard so far, oldest first (at most ``n``; a view of the buffer).
+
+        >>> r = Ring(3)
+        >>> r.push(np.array([1, 2], dtype=np.float32))
+        >>> r.view().tolist()
+        [1.0, 2.0]
+        >>> r.push(np.array([3, 4], dtype=np.float32))
+        >>> r.view().tolist()
+        [2.0, 3.0, 4.0]"""
         return self.buf[len(self.buf) - self.filled:]
 
 
@@ -271,19 +283,25 @@ class UploadParts:
                 "on_part_end": self.on_part_end}
 
     def on_part_begin(self):
+        """A new part: its headers start empty."""
         self.headers, self.current = {}, None
 
     def on_header_field(self, data, start, end):
+        """More of the current header's name."""
         self.field += data[start:end]
 
     def on_header_value(self, data, start, end):
+        """More of the current header's value."""
         self.value += data[start:end]
 
     def on_header_end(self):
+        """The header is complete: kept under its lower-cased name."""
         self.headers[self.field.decode("latin-1").lower()] = self.value
         self.field, self.value = b"", b""
 
     def on_headers_finished(self):
+        """The part's headers are complete: a file part (one with a ``filename``) gets its
+        private temporary file; 413 past ``MAX_FILES`` files."""
         from python_multipart.multipart import parse_options_header
 
         _, disp = parse_options_header(self.headers.get("content-disposition", b""))
@@ -298,10 +316,12 @@ class UploadParts:
         self.current = item
 
     def on_part_data(self, data, start, end):
+        """More of a file part's bytes, written to its file."""
         if self.current is not None:
             self.current[2].write(data[start:end])
 
     def on_part_end(self):
+        """The part is complete: its file is closed."""
         if self.current is not None:
             self.current[2].close()
             self.current = None
@@ -380,6 +400,8 @@ class Service:
         return True
 
     def model_info(self) -> dict:
+        """``GET /v1/model``'s answer: the run served, its labels, windows, calibration and
+        rejection, end-of-training figures and adaptation, the server's limits, the stream format."""
         run = self.run
         win, hop = window_geometry(run, streaming=True)
         sr = run.feature_config.sr
@@ -591,6 +613,8 @@ class Service:
         return real
 
     def library_listing(self) -> dict:
+        """The library's audio files (paths within it; links out of it left out) and the labels
+        given so far."""
         lib = self._need_library()
         files = [os.path.relpath(f, lib) for f in audio_files_under(lib) if self._inside(f)]
         return {"files": files, "labels": self.label_list()}
@@ -601,9 +625,12 @@ class Service:
         return self.library in real.parents
 
     def label_list(self) -> list[dict]:
+        """The labels given so far, as ``{"path", "genre"}`` entries sorted by path."""
         return [{"path": rel, "genre": g} for rel, g in sorted(self.labels.values())]
 
     def label(self, rel, genre) -> dict:
+        """Label the library file ``rel`` with ``genre`` (empty or None: remove its label; 400
+        for an unusable genre name); returns the labels."""
         real = self.library_file(rel)
         if genre is None or genre == "":
             self.labels.pop(str(real), None)
@@ -615,6 +642,8 @@ class Service:
         return {"labels": self.label_list()}
 
     def suggest(self, n: int) -> dict:
+        """The ``n`` library tracks to label first (:func:`genrekit.adapt.suggest`), each with
+        the label given so far; files reached through a link out of the library are left out."""
         lib = self._need_library()
         notes: list[str] = []
         # files reached through a link out of the library are never suggested
@@ -628,6 +657,7 @@ class Service:
              "label": by_real.get(os.path.realpath(s.path))} for s in items]}
 
     def next_adapted_path(self) -> Path:
+        """The first ``<origin>-adapted-<k>`` beside the original run that does not exist yet."""
         k = 1
         while True:
             p = self.origin.with_name(f"{self.origin.name}-adapted-{k}")
@@ -636,6 +666,9 @@ class Service:
             k += 1
 
     def adapt(self) -> dict:
+        """Adapt the served run to the labelled library tracks (:func:`genrekit.adapt.adapt`)
+        and serve the new run; 409 while another adapt runs, 400 with no labels. Returns both
+        runs' labels and figures."""
         lib = self._need_library()
         if not self._adapt_lock.acquire(blocking=False):
             raise Problem(409, "an adapt is already running")
@@ -660,6 +693,7 @@ class Service:
             self._adapt_lock.release()
 
     def close(self) -> None:
+        """Stop the worker pool and remove the server's upload folder."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -94,6 +94,8 @@ class Task:
     monitor: tuple[str, str] = ("val_loss", "min")  # early stopping and the best-model checkpoint
 
     def plan(self, opts: TrainOptions, spec) -> Plan:
+        """The :class:`Plan`: options and data checked, rows, labels, epochs and learning rate
+        settled. Every refusal happens here, before anything is written."""
         raise NotImplementedError
 
     def build(self, plan: Plan, opts: TrainOptions, spec):
@@ -101,6 +103,9 @@ class Task:
         raise NotImplementedError
 
     def callbacks(self, plan: Plan, opts: TrainOptions, model, run_dir: Path) -> list:
+        """The fit's callbacks: early stopping on :attr:`monitor` (best weights restored),
+        ``history.csv``, the best-model checkpoint, a stop on a non-finite loss, and
+        ``opts.extra_callbacks``."""
         import keras
 
         monitor, mode = self.monitor
@@ -132,6 +137,8 @@ class Task:
 
 
 def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -> dict:
+    """The entries of config.json every task writes: architecture, phase, feature kind and
+    config, training settings, the data (folder, manifest checksum, tracks, rows), versions."""
     return {
         "arch": spec.name, "phase": plan.phase, "feature_kind": plan.kind, "task": spec.task,
         "epochs": plan.epochs, "batch_size": opts.batch_size, "learning_rate": plan.lr,
@@ -251,11 +258,14 @@ class TrainOptions:
 
 
 def log(msg: str) -> None:
+    """Print one line of training's progress to stderr."""
     print(msg, file=sys.stderr, flush=True)
 
 
 
 def make_optimizer(name: str, lr: float):
+    """The Keras optimiser ``name`` (adam, rmsprop, or sgd with momentum 0.9) at learning
+    rate ``lr``."""
     import keras
 
     if name == "adam":
@@ -273,6 +283,9 @@ def soft_targets(opts: TrainOptions) -> bool:
 
 
 def compile_classifier(model, opts: TrainOptions, lr: float, jit) -> None:
+    """Compile ``model`` with cross-entropy (categorical with ``opts.label_smoothing`` when
+    :func:`soft_targets`, else sparse), accuracy and top-2 accuracy, and ``opts.optimizer`` at
+    ``lr``; ``jit``: XLA."""
     import keras
 
     if soft_targets(opts):
@@ -439,11 +452,13 @@ def _features_only(x, y):
 
 
 def epochs_run(run_dir: Path) -> int:
+    """Epochs recorded in the run's ``history.csv`` (0 without one)."""
     p = run_dir / HISTORY
     return len(read_csv(p)) if p.is_file() else 0
 
 
 def plot_curves(run_dir: Path, title: str) -> None:
+    """``curves.png`` of the run's ``history.csv``, titled ``title`` (none without history)."""
     p = run_dir / HISTORY
     if p.is_file():
         rows = read_csv(p)

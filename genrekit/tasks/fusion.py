@@ -73,6 +73,8 @@ class FusionTask(TaskPlugin):
     embeds = False
 
     def plan(self, opts: TrainOptions, spec) -> FusionPlan:
+        """Check the genre run, the tempo run and the feature folder (one feature config for all
+        three), and predict every train and valid row's tempo with the tempo run."""
         if not opts.genre_run or not opts.tempo_run:
             raise UserError("--arch fusion needs --genre-run RUN (a genre classifier) and --tempo-run RUN "
                             "(a --task tempo run)")
@@ -110,6 +112,8 @@ class FusionTask(TaskPlugin):
                     genre=genre, tempo=tempo, lo_hi=lo_hi, tempi=tempi)
 
     def build(self, plan: FusionPlan, opts: TrainOptions, spec):
+        """The rows' inputs (features and predicted tempo) and targets in memory, and the fusion
+        model on the genre run's frozen embedding, compiled."""
         import keras
 
         tempi, lo_hi = plan.tempi, plan.lo_hi
@@ -133,14 +137,18 @@ class FusionTask(TaskPlugin):
         return model
 
     def fit(self, plan: FusionPlan, opts: TrainOptions, model, callbacks: list) -> dict:
+        """Fit on the inputs in memory; no facts for config.json."""
         model.fit(plan.x_tr, plan.y_tr, validation_data=(plan.x_va, plan.y_va), epochs=plan.epochs,
                   batch_size=opts.batch_size, shuffle=True, callbacks=callbacks, verbose=opts.verbose)
         return {}
 
     def save(self, plan: FusionPlan, opts: TrainOptions, model, run_dir: Path, info: dict) -> None:
+        """Keep a copy of the tempo model (``tempo_model.keras``): the run predicts on its own."""
         save_model(plan.tempo.model(), run_dir / TEMPO_MODEL)  # the run predicts on its own
 
     def config(self, plan: FusionPlan, opts: TrainOptions, spec, model, info: dict) -> dict:
+        """The genre and tempo runs, the tempo range, label smoothing and trainable parameters;
+        the training tracks of all three runs count as seen."""
         genre, tempo = plan.genre, plan.tempo
         return {
             "genre_run": str(genre.path.resolve()), "genre_arch": genre.arch, "tempo_run": str(tempo.path.resolve()),
@@ -153,6 +161,7 @@ class FusionTask(TaskPlugin):
         }
 
     def figures(self, plan: FusionPlan, opts: TrainOptions, model, run_dir: Path) -> dict:
+        """A genre classifier's figures, each row's tempo input predicted by the tempo model."""
         tempo_model, lo_hi = plan.tempo.model(), plan.lo_hi
 
         def predict(rs):

@@ -67,6 +67,8 @@ MIN_CALIBRATION_TRACKS = 10  # fewer validation tracks leave T at 1 (a T fitted 
 
 
 def resolve_phase(spec, opts: TrainOptions) -> str:
+    """The training phase: ``--phase``, else transfer for an architecture with a pretrained
+    base and scratch for the others; one line when the phase or ``--from`` does not fit."""
     phase = opts.phase or ("transfer" if spec.is_transfer else "scratch")
     if phase not in PHASE_DEFAULTS:
         raise UserError(f"unknown phase {phase!r} (scratch, transfer or finetune)")
@@ -127,6 +129,8 @@ class GenreTask(TaskPlugin):
     batchable = True
 
     def plan(self, opts: TrainOptions, spec) -> GenrePlan:
+        """Check the options and the feature folder; settle the rows (``--synthetic`` ones added
+        to train), the labels (a ``--from`` run's own), the epochs and the learning rate."""
         if opts.genre_run or opts.tempo_run:
             raise UserError("--genre-run and --tempo-run are for --arch fusion")
         phase = resolve_phase(spec, opts)
@@ -190,6 +194,8 @@ class GenreTask(TaskPlugin):
                     base_lr=opts.lr if opts.lr is not None else lr_default)
 
     def build(self, plan: GenrePlan, opts: TrainOptions, spec):
+        """Set the device options (determinism, mixed precision, XLA) and build the model (the
+        ``--from`` run's to fine-tune, else a new one), input normalisation adapted, compiled."""
         import keras
         import tensorflow as tf
 
@@ -227,6 +233,9 @@ class GenreTask(TaskPlugin):
         return model
 
     def fit(self, plan: GenrePlan, opts: TrainOptions, model, callbacks: list) -> dict:
+        """Fit a logistic-regression head (scikit-learn), the head alone on the frozen base's
+        outputs computed once (transfer), or the whole model on a tf.data pipeline; returns
+        ``cached``, ``head_fit`` and ``t_base`` for config.json."""
         import tensorflow as tf
 
         spec, kind, labels = plan.spec, plan.kind, plan.labels
@@ -285,6 +294,8 @@ class GenreTask(TaskPlugin):
         return {"cached": cached, "head_fit": head_fit, "t_base": t_base}
 
     def config(self, plan: GenrePlan, opts: TrainOptions, spec, model, info: dict) -> dict:
+        """The head and its fit, optimiser, weights, augmentation, device options, input shape
+        and ``--synthetic`` rows."""
         parent, head_fit = plan.parent, info["head_fit"]
         phase = plan.phase
         return {
@@ -302,6 +313,7 @@ class GenreTask(TaskPlugin):
         }
 
     def fitted(self, plan: GenrePlan, spec, info: dict, epochs_run: int) -> str:
+        """A logistic-regression head's fit in words (C and tracks), else the epochs."""
         hf = info.get("head_fit")
         if hf is None:
             return super().fitted(plan, spec, info, epochs_run)
@@ -310,6 +322,8 @@ class GenreTask(TaskPlugin):
                 f"{what}")
 
     def figures(self, plan: GenrePlan, opts: TrainOptions, model, run_dir: Path) -> dict:
+        """Calibrate the run (:meth:`calibrate`), then the figures on the valid and test splits
+        (each split predicted once)."""
         seen: dict = {}  # the valid split is predicted once, for calibration and for the figures
 
         def predict(rs):

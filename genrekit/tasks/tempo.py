@@ -104,6 +104,8 @@ class TempoTask(TaskPlugin):
             raise UserError(f"{spec.name} regresses tempo: train it with --task tempo")
 
     def plan(self, opts: TrainOptions, spec) -> TempoPlan:
+        """Check the options and the feature folder; the train and valid tempogram windows with
+        an annotated tempo inside the BPM range, and their BPM."""
         if opts.phase not in (None, "scratch") or opts.from_run:
             raise UserError("tempo regression trains from scratch (no --phase transfer/finetune, no --from)")
         for flag, on in (("--label-smoothing", opts.label_smoothing), ("--mixup", opts.mixup),
@@ -132,6 +134,8 @@ class TempoTask(TaskPlugin):
                     arch=spec.name, tempi=tempi, bpm_tr=bpm_tr, bpm_va=bpm_va)
 
     def build(self, plan: TempoPlan, opts: TrainOptions, spec):
+        """Load the windows into memory and build the tempo model (input normalisation adapted
+        on the training windows), compiled with MSE, MAE and accuracy 1."""
         import keras
 
         input_shape = plan.fc.feature_shape(KIND)
@@ -150,6 +154,7 @@ class TempoTask(TaskPlugin):
         return model
 
     def fit(self, plan: TempoPlan, opts: TrainOptions, model, callbacks: list) -> dict:
+        """Fit on the windows in memory and their scaled BPM; no facts for config.json."""
         log(f"training {plan.arch} on {len(plan.train_rows)} tempogram windows "
             f"({len({r['track_id'] for r in plan.train_rows})} tracks), validating on {len(plan.valid_rows)}")
         model.fit(plan.x_tr, scale(plan.bpm_tr),
@@ -158,11 +163,14 @@ class TempoTask(TaskPlugin):
         return {}
 
     def config(self, plan: TempoPlan, opts: TrainOptions, spec, model, info: dict) -> dict:
+        """The BPM range, the tempo file, what early stopping watches and the input shape."""
         return {"tempo_range": list(TEMPO_RANGE),
                 "tempo_file": str(Path(opts.tempo_file).resolve()) if opts.tempo_file else None,
                 "early_stopping": "val_accuracy1 (max)", "input_shape": list(plan.input_shape)}
 
     def figures(self, plan: TempoPlan, opts: TrainOptions, model, run_dir: Path) -> dict:
+        """Tempo figures (:func:`tempo_figures`) on the original windows of the valid and test
+        splits."""
         results = {}
         for split in ("valid", "test"):
             sr = [r for r in select(plan.rows, KIND, (split,)) if r["augmentation"] == "original"]
@@ -217,6 +225,9 @@ def tempo_figures(rows: list[dict], window_bpm, tempi: dict) -> dict:
 
 
 def evaluate_tempo(run: Run, data, split: str = "test", out=None, tempo_file=None) -> dict:
+    """``genrekit evaluate`` of a tempo run: the figures on ``split``'s annotated original
+    windows, written to ``out`` (default: the run folder) with the scatter plot, training
+    curves, ``metrics.json`` and ``report.md``; returns them."""
     data = Path(data)
     fc = check_feature_config(run, data)
     tempi = load_tempi(tempo_file if tempo_file is not None else run.config.get("tempo_file"))
@@ -245,6 +256,8 @@ def evaluate_tempo(run: Run, data, split: str = "test", out=None, tempo_file=Non
 
 
 def tempo_report(res: dict) -> str:
+    """``report.md`` of :func:`evaluate_tempo`'s figures: a Markdown table at window and track
+    level, and the scatter plot."""
     def f(x, pct=False):
         return "–" if x is None else (f"{100 * x:.1f} %" if pct else f"{x:.1f}")
 
@@ -262,6 +275,7 @@ def tempo_report(res: dict) -> str:
 
 
 def format_tempo(res: dict) -> str:
+    """The tempo figures as a text table (window and track level)."""
     c, t = res["clip"], res["track"]
 
     def g(x, pct=False):
