@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from genrekit.data_tools.augment import AugmentConfig
-from genrekit.data_tools.features import FEATURE_KINDS, FeatureConfig
-from genrekit.data_tools.pipeline import AugmentSettings
+from genrekit.data_tools.features import FEATURE_KINDS, MUSICNN_FEATURES, FeatureConfig
+from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GTZAN_MINI = SHARED / "data" / "gtzan_mini" / "genres"
@@ -100,3 +100,18 @@ def user_music(root: Path, per_genre: int, seed0: int, buzz: int, sr: int = 1600
     for i in range(buzz):
         sf.write(root / "buzz" / f"mine-buzz-{seed0}-{i}.wav", noise_bursts(4.0, seed0 + i, sr), sr, subtype="PCM_16")
     return root
+
+
+def one_error(capsys, rc) -> str:
+    """The single ``genrekit: error:`` line a refused command printed (and its exit code 2)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
+    return err[0]
+
+
+def musicnn_features(data, out, ratios=(50, 25, 25)):
+    """``data`` rendered as musicnn windows into ``out``, no augmentation (the default recipe's
+    input), split by ``ratios``; returns augment's summary."""
+    return run_augment(data, out, AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
+                                                  augment=AugmentConfig(augmentations=()), ratios=ratios),
+                       progress=False)

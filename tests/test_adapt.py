@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from genrekit.evaluation.calibration import choose_temperature
-from tests.conftest import USER_FREQS, user_music, write_tree
+from tests.conftest import USER_FREQS, musicnn_features, one_error, user_music, write_tree
 
 SR16 = 16000
 FREQS = USER_FREQS
@@ -21,24 +21,13 @@ def _tree(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
-def _one_error(capsys, rc) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
-    return err[0]
-
-
 @pytest.fixture(scope="module")
 def lr_run(tmp_path_factory):
     from genrekit.cli import main
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     base = tmp_path_factory.mktemp("adapt")
     data = write_tree(base / "d", per_genre=8, seconds=4.0, sr=SR16)
-    run_augment(data, base / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                  augment=AugmentConfig(augmentations=()), ratios=(50, 25, 25)),
-                progress=False)
+    musicnn_features(data, base / "f")
     run = base / "run"
     assert main(["train", "--data", str(base / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
     labelled = user_music(base / "labelled", per_genre=2, seed0=500, buzz=4)
@@ -126,7 +115,7 @@ def test_suggest_writes_a_csv_that_adapt_reads_back(lr_run, tmp_path, capsys):
     assert entries == [r["path"] for r in rows]
     # an existing CSV (the user's labels) is never replaced
     before = csv_path.read_bytes()
-    assert _one_error(capsys, main(["suggest", "--model", str(lr_run["run"]), "--data", str(music),
+    assert one_error(capsys, main(["suggest", "--model", str(lr_run["run"]), "--data", str(music),
                                     "--csv", str(csv_path)])).endswith("genrekit never replaces it)")
     assert csv_path.read_bytes() == before
     # the user fills in the genre column; adapt reads it back
@@ -212,7 +201,7 @@ def test_bad_labels_are_refused_in_one_line_with_nothing_written(lr_run, tmp_pat
     before = _tree(tmp_path)
     capsys.readouterr()
     out = tmp_path / "new"
-    line = _one_error(capsys, main(["adapt", "--model", str(run), *args, "--out", str(out)]))
+    line = one_error(capsys, main(["adapt", "--model", str(run), *args, "--out", str(out)]))
     assert want in line, line
     assert not out.exists() and _tree(tmp_path) == before
 
@@ -288,7 +277,7 @@ def test_nothing_is_written_inside_the_run_or_a_bundle(lr_run, tmp_path, capsys)
                  ["adapt", "--model", str(run), "--data", str(lr_run["labelled"]), "--out", str(bundle / "x")],
                  ["suggest", "--model", str(run), "--data", str(lr_run["probe"]), "--csv", str(run / "l.csv")],
                  ["suggest", "--model", str(run), "--data", str(lr_run["probe"]), "--m3u", str(bundle / "l.m3u")]):
-        assert "lies inside" in _one_error(capsys, main(argv))
+        assert "lies inside" in one_error(capsys, main(argv))
     assert _tree(run) == before and _tree(bundle) == before_b
 
 

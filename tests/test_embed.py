@@ -4,29 +4,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tone, write_tree
+from tests.conftest import musicnn_features, one_error, tone, write_tree
 
 pytestmark = pytest.mark.slow
-
-
-def _one_error(capsys, rc) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
-    return err[0]
 
 
 @pytest.fixture(scope="module")
 def lr_run(tmp_path_factory):
     from genrekit.cli import main
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     tmp = tmp_path_factory.mktemp("embed")
     data = write_tree(tmp / "d", per_genre=4, seconds=7.0, sr=16000)
-    run_augment(data, tmp / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                 augment=AugmentConfig(augmentations=()), ratios=(50, 25, 25)),
-                progress=False)
+    musicnn_features(data, tmp / "f")
     assert main(["train", "--data", str(tmp / "f"), "--weights", "none", "--out", str(tmp / "run"), "--quiet"]) == 0
     return {"run": tmp / "run", "data": data}
 
@@ -112,10 +101,10 @@ def test_backbone_embeddings_and_refusals(tmp_path, capsys):
         (["--backbone", "musicnn", "--weights", "none", "--format", "parquet", "--out", str(tmp_path / "n")],
          "unknown --format"),
     ]:
-        assert says in _one_error(capsys, main(["embed", str(song), *args]))
+        assert says in one_error(capsys, main(["embed", str(song), *args]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "song.flac", "user"]
     assert (user / "thesis.txt").read_text() == "x"
     # nothing embeddable: nothing created
-    assert "file not found" in _one_error(capsys, main(["embed", str(tmp_path / "nope.wav"), "--backbone", "musicnn",
+    assert "file not found" in one_error(capsys, main(["embed", str(tmp_path / "nope.wav"), "--backbone", "musicnn",
                                                         "--weights", "none", "--out", str(tmp_path / "n")]))
     assert not (tmp_path / "n").exists()

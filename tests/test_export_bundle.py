@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tone, write_tree
+from tests.conftest import musicnn_features, one_error, tone, write_tree
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "predict_export.py"
-
-
-def _one_error(capsys, rc) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
-    return err[0]
 
 
 def _tree(root: Path) -> dict:
@@ -33,15 +27,10 @@ def lr_run(tmp_path_factory):
     """A tiny musicnn_lr run (random backbone: offline), its temperature set to 1.7 so that the
     calibration step is exercised, and an evaluation kept under RUN/eval/ood_dev/."""
     from genrekit.cli import main
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     tmp = tmp_path_factory.mktemp("bundle")
     data = write_tree(tmp / "d", per_genre=4, seconds=7.0, sr=16000)
-    run_augment(data, tmp / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                 augment=AugmentConfig(augmentations=()), ratios=(50, 25, 25)),
-                progress=False)
+    musicnn_features(data, tmp / "f")
     run = tmp / "run"
     assert main(["train", "--data", str(tmp / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
     cal_path = run / "calibration.json"
@@ -157,7 +146,7 @@ def test_bundle_replaces_only_its_own(lr_run, tmp_path, capsys, monkeypatch):
     for out, fmt, says in [(user, "keras", "not a genrekit export bundle"), (tmp_path / "file", "keras", "not a folder"),
                            (run, "keras", "not a genrekit export bundle"),
                            (tmp_path / "m.tflite", "onnx", "names one tflite file")]:
-        line = _one_error(capsys, main(["export", "--model", str(run), "--format", fmt, "--out", str(out)]))
+        line = one_error(capsys, main(["export", "--model", str(run), "--format", fmt, "--out", str(out)]))
         assert says in line, line
         assert _tree(tmp_path) == before
     b = tmp_path / "b"
@@ -174,12 +163,12 @@ def test_bundle_replaces_only_its_own(lr_run, tmp_path, capsys, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(keras.Model, "save", disk_full)
-        assert "No space left" in _one_error(capsys, main(["export", "--model", str(run), "--out", str(b)]))
+        assert "No space left" in one_error(capsys, main(["export", "--model", str(run), "--out", str(b)]))
     assert _tree(b) == kept and not list(tmp_path.glob(".genrekit-*"))
     # a file the user put into the bundle makes it theirs: refused, nothing lost
     (b / "my_notes.md").write_text("keep me")
     kept = _tree(tmp_path)
-    assert "did not write" in _one_error(capsys, main(["export", "--model", str(run), "--out", str(b)]))
+    assert "did not write" in one_error(capsys, main(["export", "--model", str(run), "--out", str(b)]))
     assert _tree(tmp_path) == kept
     # the model file alone, as before bundles
     assert main(["export", "--model", str(run), "--format", "tflite", "--out", str(tmp_path / "m.tflite")]) == 0

@@ -16,7 +16,7 @@ from genrekit.models.musicnn import (
     vgg_backbone,
 )
 from genrekit.weights import MUSICNN_FILES, cache_root, fetch
-from tests.conftest import GTZAN_MINI, SHARED
+from tests.conftest import GTZAN_MINI, SHARED, musicnn_features
 
 GOLDEN = SHARED / "weights" / "musicnn_msd_golden.json"
 
@@ -113,9 +113,7 @@ def test_musicnn_transfer_then_finetune_on_tiny_audio(tmp_path):
 
     data = write_tree(tmp_path / "d", per_genre=3, seconds=3.5, sr=16000)
     feats = tmp_path / "f"
-    run_augment(data, feats, AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                             augment=AugmentConfig(augmentations=()), ratios=(60, 20, 20)),
-                progress=False)
+    musicnn_features(data, feats, (60, 20, 20))
     weights = "msd" if _installed() else "none"
     t = train(TrainOptions(data=str(feats), arch="musicnn", phase="transfer", weights=weights, epochs=2,
                            batch_size=4, verbose=0, out=str(tmp_path / "t")))

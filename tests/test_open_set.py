@@ -18,7 +18,7 @@ from genrekit.evaluation.calibration import (
     fit_knn_distance,
     knn_distance,
 )
-from tests.conftest import tone, write_tree
+from tests.conftest import musicnn_features, tone, write_tree
 
 SR16 = 16000
 
@@ -58,15 +58,10 @@ def lr_run(tmp_path_factory):
     for the distance rule), a probe folder of the known genres' new tracks plus `unknown` music
     (noise bursts and chirps, nothing like a tone), and an export."""
     from genrekit.cli import main
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     base = tmp_path_factory.mktemp("openset")
     data = write_tree(base / "d", per_genre=10, seconds=4.0, sr=SR16)
-    run_augment(data, base / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                  augment=AugmentConfig(augmentations=()), ratios=(40, 40, 20)),
-                progress=False)
+    musicnn_features(data, base / "f", (40, 40, 20))
     run = base / "run"
     assert main(["train", "--data", str(base / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
     probe = base / "probe"

@@ -14,11 +14,8 @@ from pathlib import Path
 import pytest
 
 from genrekit.cli import main
-from genrekit.data_tools.augment import AugmentConfig
-from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 from genrekit.train import TrainOptions, train
-from tests.conftest import write_tree
+from tests.conftest import musicnn_features, write_tree
 
 pytestmark = pytest.mark.slow
 SR16 = 16000
@@ -36,9 +33,7 @@ def lr_feats(tmp_path_factory):
     """musicnn features of three tone genres, 8 tracks each (3 s: one window a track)."""
     base = tmp_path_factory.mktemp("lr")
     data = write_tree(base / "d", per_genre=8, seconds=3.0, sr=SR16)
-    run_augment(data, base / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                  augment=AugmentConfig(augmentations=()), ratios=(50, 25, 25)),
-                progress=False)
+    musicnn_features(data, base / "f")
     return base / "f"
 
 

@@ -19,6 +19,7 @@ import pytest
 from genrekit.cli import main
 from genrekit.runs import EXPORT_MARKER, TMP_MARKER, remove_stale_temporaries
 from genrekit.train import TrainOptions, train
+from tests.conftest import one_error
 
 pytestmark = pytest.mark.slow
 TMP_MARKS = (".genrekit-tmp-", ".genrekit-old-", ".tmp-")
@@ -30,12 +31,6 @@ def _tree(root: Path) -> dict:
 
 def _leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if any(m in p.name for m in TMP_MARKS)]
-
-
-def _one_error(capsys, rc) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("genrekit: error:"), err
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +63,11 @@ def test_export_never_deletes_or_replaces_what_it_did_not_write(run_copy, tmp_pa
                            ("tflite", user, "not a genrekit export bundle"),
                            ("tflite", tmp_path / "model.tflite", "not an earlier single-file export"),
                            ("keras", tmp_path / "other.keras", "not an earlier single-file export")]:
-        line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
+        line = one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
         assert says in line, line
         assert _tree(tmp_path) == before, (fmt, out)
-    _one_error(capsys, main(["export", "--model", str(run_copy), "--format", "keras,tflite", "--out", str(user)]))
-    _one_error(capsys, main(["export", "--model", str(run_copy), "--format", "pickle"]))
+    one_error(capsys, main(["export", "--model", str(run_copy), "--format", "keras,tflite", "--out", str(user)]))
+    one_error(capsys, main(["export", "--model", str(run_copy), "--format", "pickle"]))
     assert _tree(tmp_path) == before
 
 
@@ -129,7 +124,7 @@ def test_a_single_file_export_replaces_only_its_own_recorded_export(run_copy, tm
                            ("tflite", tmp_path / "ro.tflite", "read-only"),
                            ("keras", user_dir, "not a genrekit export bundle"),  # E10
                            ("keras,tflite", tmp_path / "runs" / "lstm" / "exp", "inside a run folder")]:
-        line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
+        line = one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt, "--out", str(out)]))
         assert says in line and str(out) in line, line
         assert _sha_tree(tmp_path) == before, (fmt, out)
     # its own recorded export is replaced, and only the record and the file change
@@ -157,7 +152,7 @@ def test_a_failed_reexport_keeps_the_previous_export(run_copy, capsys, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(keras.Model, "export" if fmt == "saved_model" else "save", disk_full)
-    line = _one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt]))
+    line = one_error(capsys, main(["export", "--model", str(run_copy), "--format", fmt]))
     assert "No space left on device" in line
     assert _tree(export_dir) == before and _leftovers(run_copy) == []
 
@@ -178,7 +173,7 @@ def test_bad_numbers_and_hparams_are_one_line_and_create_nothing(tiny_features, 
     arch = [] if "--arch" in extra else ["--arch", "fcnn"]
     rc = main(["train", "--data", str(tiny_features), *arch, "--epochs", "1", "--out", str(tmp_path / "runs" / "x"),
                "--quiet", *extra])
-    _one_error(capsys, rc)
+    one_error(capsys, rc)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -190,7 +185,7 @@ def test_nan_features_stop_training_without_a_run_folder(tiny_features, tmp_path
         if r["feature"] == "mfcc":
             x = np.load(feats / r["path"])
             np.save(feats / r["path"], np.full_like(x, np.nan))
-    line = _one_error(capsys, main(["train", "--data", str(feats), "--arch", "fcnn", "--epochs", "2",
+    line = one_error(capsys, main(["train", "--data", str(feats), "--arch", "fcnn", "--epochs", "2",
                                     "--out", str(tmp_path / "runs" / "nan"), "--quiet"]))
     assert "NaN or infinite" in line and "mfcc/" in line
     assert not (tmp_path / "runs").exists()
@@ -230,7 +225,7 @@ def test_a_failing_train_leaves_nothing_and_an_existing_folder_is_not_reused(tin
     mine.mkdir()
     (mine / "thesis.tmp-v2.docx").write_text("draft")
     before = _tree(tmp_path)
-    line = _one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",
+    line = one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",
                                     "--out", str(mine), "--quiet"]))
     assert "not empty" in line and _tree(tmp_path) == before
     empty = tmp_path / "empty"
@@ -239,7 +234,7 @@ def test_a_failing_train_leaves_nothing_and_an_existing_folder_is_not_reused(tin
     assert r.run == str(empty) and (empty / "config.json").is_file() and _leftovers(empty) == []
     capsys.readouterr()  # that training's progress lines (calibration) are not the next command's output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine"]
-    line = _one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",
+    line = one_error(capsys, main(["train", "--data", str(tiny_features), "--arch", "fcnn", "--epochs", "1",
                                     "--out", str(empty), "--quiet"]))
     assert "already holds a run" in line
 
@@ -318,7 +313,7 @@ def _edit_model_config(old, new):
 def test_an_edited_run_folder_is_refused_in_one_line(run_copy, capsys, tamper):
     tamper(run_copy)
     before = _tree(run_copy)
-    _one_error(capsys, main(["export", "--model", str(run_copy), "--format", "keras"]))
+    one_error(capsys, main(["export", "--model", str(run_copy), "--format", "keras"]))
     assert _tree(run_copy) == before
 
 
@@ -327,11 +322,11 @@ def test_cv_refuses_a_folder_of_other_settings(tiny_features, tmp_path, capsys):
     cv.mkdir()
     (cv / "cv_settings.json").write_text(json.dumps({"arch": "lstm"}))
     before = _tree(tmp_path)
-    line = _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
+    line = one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
                                     "--out", str(cv)]))
     assert "other settings" in line and _tree(tmp_path) == before
     for extra in (["--folds", "1"], ["--folds", "2", "--hparam", "dropout=NaN"], ["--folds", "2", "--epochs", "0"]):
-        _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--out", str(tmp_path / "x"),
+        one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--out", str(tmp_path / "x"),
                                  *extra]))
     assert not (tmp_path / "x").exists()
 
@@ -354,7 +349,7 @@ def test_a_cv_that_fails_before_any_fold_finishes_leaves_nothing(tiny_features, 
         raise UserError("simulated failure in fold 1")
 
     monkeypatch.setattr(genrekit.cv, "train", fails)  # the name cv calls
-    line = _one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
+    line = one_error(capsys, main(["cv", "--data", str(tiny_features), "--arch", "fcnn", "--folds", "2",
                                     "--out", str(tmp_path / "new" / "cv")]))
     assert "simulated failure" in line and list(tmp_path.iterdir()) == []
 
@@ -376,7 +371,7 @@ def test_manifest_paths_are_confined_to_the_feature_folder(tiny_features, tmp_pa
     lines[3] = ",".join(row)
     (feats / "manifest.csv").write_text("\n".join(lines) + "\n")
     before = _sha_tree(tmp_path)
-    line = _one_error(capsys, main(["train", "--data", str(feats), "--arch", "lstm", "--epochs", "1",
+    line = one_error(capsys, main(["train", "--data", str(feats), "--arch", "lstm", "--epochs", "1",
                                     "--out", str(tmp_path / "run")]))
     assert "row 3" in line and "outside the feature folder" in line, line
     assert _sha_tree(tmp_path) == before

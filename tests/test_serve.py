@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import USER_FREQS, tone, user_music, write_tree
+from tests.conftest import USER_FREQS, musicnn_features, tone, user_music, write_tree
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -99,15 +99,10 @@ def multipart(files: list[tuple[str, bytes]], content_type: str = "audio/wav") -
 @pytest.fixture(scope="module")
 def lr_run(tmp_path_factory):
     from genrekit.cli import main
-    from genrekit.data_tools.augment import AugmentConfig
-    from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig
-    from genrekit.data_tools.pipeline import AugmentSettings, run_augment
 
     base = tmp_path_factory.mktemp("serve")
     data = write_tree(base / "d", per_genre=8, seconds=4.0, sr=SR16)
-    run_augment(data, base / "f", AugmentSettings(features=FeatureConfig(**MUSICNN_FEATURES), kinds=("musicnn",),
-                                                  augment=AugmentConfig(augmentations=()), ratios=(50, 25, 25)),
-                progress=False)
+    musicnn_features(data, base / "f")
     run = base / "runs" / "run"
     assert main(["train", "--data", str(base / "f"), "--weights", "none", "--out", str(run), "--quiet"]) == 0
     probe = user_music(base / "probe", per_genre=1, seed0=900, buzz=1)
