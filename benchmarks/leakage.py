@@ -30,8 +30,9 @@ def main() -> None:
     from genrekit.data_tools.errors import DataError
     from genrekit.data_tools.features import FeatureConfig
     from genrekit.data_tools.folds import write_view
+    from genrekit.data_tools.fsio import write_json_atomic
     from genrekit.data_tools.loaders import label_ids
-    from genrekit.data_tools.manifest import read_manifest, write_manifest
+    from genrekit.data_tools.manifest import VIEW_SOURCE, read_manifest, write_manifest
     from genrekit.errors import UserError
     from genrekit.evaluation.metrics import evaluate_predictions
     from genrekit.prediction import predict_rows
@@ -62,6 +63,7 @@ def main() -> None:
             u = rng.random(len(rows))
             seg_rows = [{**r, "path": str((feats / r["path"]).resolve()),
                          "split": "train" if x < 0.6 else "valid" if x < 0.8 else "test"} for r, x in zip(rows, u, strict=True)]
+            write_json_atomic(seg / VIEW_SOURCE, {"source": str(feats.resolve())})  # where its paths lie
             write_manifest(seg / "manifest.csv", seg_rows)
             FeatureConfig.load(feats).save(seg)
             for name, view in (("track", by_track), ("segment", seg)):

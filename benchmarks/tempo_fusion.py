@@ -41,6 +41,7 @@ def main() -> None:
     from genrekit.data_tools.features import MELSPEC_64X400_FEATURES, FeatureConfig
     from genrekit.data_tools.manifest import read_manifest
     from genrekit.data_tools.pipeline import AugmentSettings, run_augment
+    from genrekit.data_tools.splits import ratio_numbers
     from genrekit.evaluate import evaluate
     from genrekit.evaluation.metrics import tempo_metrics
     from genrekit.tempi import load_tempi, row_bpm
@@ -50,7 +51,7 @@ def main() -> None:
         work = a.workdir or Path(tmp)
         feats = work / "feats"
         settings = AugmentSettings(features=FeatureConfig(**MELSPEC_64X400_FEATURES), kinds=("melspec", "tempogram"),
-                                   augment=AugmentConfig(augmentations=("stretch", "pitch")), split=a.ratios,
+                                   augment=AugmentConfig(augmentations=("stretch", "pitch")), ratios=ratio_numbers(a.ratios),
                                    seed=a.seed)
         run_augment(GTZAN_MINI, feats, settings, workers=2, progress=False)
         rows = read_manifest(feats)
