@@ -49,12 +49,11 @@ from genrekit.runs import (
     write_config,
 )
 from genrekit.tasks import task_of
-from genrekit.trackhead import adapt_folds, fit_weighted, out_of_fold
+from genrekit.trackhead import adapt_folds, collection_weight, fit_weighted, out_of_fold
 from genrekit.trackrun import load_embeddings, refit_rules, save_embeddings
 from genrekit.training import save_model
 
 ADAPT_C = 0.003  # inverse L2 strength of the refitted head (see the module's docstring)
-MAX_WEIGHT = 30.0  # a user track weighs at most this many run tracks
 SAME_AUDIO = 1e-3  # pooled embeddings closer than this (max abs difference) are the same music
 
 
@@ -200,18 +199,6 @@ def same_music(x_user: np.ndarray, x_known: np.ndarray) -> np.ndarray:
     return out
 
 
-def user_weight(n_run: int, n_user: int, n_user_genres: int, notes: list[str]) -> float:
-    """Each user track weighs ``n_run / n_user`` run tracks (the collections weigh the same),
-    clipped to [1, ``MAX_WEIGHT``]; 1 when the user labelled one genre only (weighted, the head
-    learns "the user's collection is that genre": on ood_dev 5 labelled electronic tracks alone
-    at that weight took classical/pop/rock from 61 % to 34 % top-1)."""
-    if n_user_genres < 2:
-        notes.append("all labelled tracks are of one genre: they weigh as much as one run track each (label a few "
-                     "tracks of your other genres too, so the model does not learn to call all your music that genre)")
-        return 1.0
-    return float(np.clip(n_run / n_user, 1.0, MAX_WEIGHT))
-
-
 def adapted_model(model, kernel: np.ndarray, bias: np.ndarray):
     """The run's track model with its ``predictions`` layer replaced by one of ``kernel``'s
     width (the label set may have grown)."""
@@ -249,7 +236,7 @@ def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], la
                      out_of_fold_too: bool = True) -> AdaptedHead:
     """The head of an adapted run: the run's kept embeddings (``known``, from
     :func:`genrekit.trackrun.load_embeddings`) plus the user's (``x_user`` with their genres),
-    the label set grown by the user's new genres, each user track weighing :func:`user_weight`
+    the label set grown by the user's new genres, each user track weighing :func:`~genrekit.trackhead.collection_weight`
     run tracks (or ``weight``), fitted at ``ADAPT_C``; with ``out_of_fold_too`` also its
     out-of-fold probabilities over the folds of :func:`genrekit.trackhead.adapt_folds`."""
     notes: list[str] = []
@@ -258,7 +245,10 @@ def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], la
     y_run = np.array([label_list.index(g) for g in known["genre"]])
     y_user = np.array([label_list.index(g) for g in user_genres])
     n_run, n_user = len(y_run), len(y_user)
-    w = weight if weight is not None else user_weight(n_run, n_user, len(set(user_genres)), notes)
+    if weight is None and len(set(user_genres)) < 2:
+        notes.append("all labelled tracks are of one genre: they weigh as much as one run track each (label a few "
+                     "tracks of your other genres too, so the model does not learn to call all your music that genre)")
+    w = weight if weight is not None else collection_weight(n_run, n_user, len(set(user_genres)))
     x = np.concatenate([known["x"], x_user]).astype(np.float64)
     y = np.concatenate([y_run, y_user])
     ids = np.concatenate([np.asarray(known["track_id"], dtype=str), np.asarray(user_ids, dtype=str)])
