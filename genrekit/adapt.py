@@ -36,6 +36,7 @@ from genrekit.data_tools.errors import AudioDecodeError, DataError
 from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import apply_temperature
+from genrekit.multidata import weights_of_tracks
 from genrekit.predict import analyse_file
 from genrekit.progress import bar
 from genrekit.runs import (
@@ -233,12 +234,14 @@ class AdaptedHead:
 
 def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], labels_old: list[str],
                      user_ids: list[str], weight: float | None = None, seed: int = 0,
-                     out_of_fold_too: bool = True) -> AdaptedHead:
+                     out_of_fold_too: bool = True, run_weight=None) -> AdaptedHead:
     """The head of an adapted run: the run's kept embeddings (``known``, from
     :func:`genrekit.trackrun.load_embeddings`) plus the user's (``x_user`` with their genres),
     the label set grown by the user's new genres, each user track weighing :func:`~genrekit.trackhead.collection_weight`
     run tracks (or ``weight``), fitted at ``ADAPT_C``; with ``out_of_fold_too`` also its
-    out-of-fold probabilities over the folds of :func:`genrekit.trackhead.adapt_folds`."""
+    out-of-fold probabilities over the folds of :func:`genrekit.trackhead.adapt_folds`.
+    ``run_weight``: the run's own weight of each kept track (a run trained on several --data
+    folders, :func:`genrekit.multidata.weights_of_tracks`); None: 1 each."""
     notes: list[str] = []
     new_genres = sorted({g for g in user_genres if g not in labels_old})
     label_list = list(labels_old) + new_genres
@@ -252,7 +255,8 @@ def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], la
     x = np.concatenate([known["x"], x_user]).astype(np.float64)
     y = np.concatenate([y_run, y_user])
     ids = np.concatenate([np.asarray(known["track_id"], dtype=str), np.asarray(user_ids, dtype=str)])
-    sw = np.concatenate([np.ones(n_run), np.full(n_user, w)])
+    sw = np.concatenate([np.ones(n_run) if run_weight is None else np.asarray(run_weight, dtype=np.float64),
+                         np.full(n_user, w)])
     is_user = np.arange(len(y)) >= n_run
     splits = adapt_folds(y, ids, seed) if out_of_fold_too else []
     with threadpool_limits(limits=1, user_api="blas"):
@@ -295,7 +299,8 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
         if j >= 0:
             raise UserError(f"{items[i].path} and {items[j].path} are the same music; keep one")
     head = fit_adapted_head(known, x_user, [it.genre for it in items], list(run.labels),
-                            [f"user:{it.track_id}" for it in items], weight, seed)
+                            [f"user:{it.track_id}" for it in items], weight, seed,
+                            run_weight=weights_of_tracks(run.config, known["track_id"]))
     notes, labels_old, label_list, new_genres = head.notes, list(run.labels), head.labels, head.new_genres
     x, y, sw, is_user, splits, w = head.x, head.y, head.sample_weight, head.is_user, head.splits, head.weight
     kernel, bias, proba, held = head.kernel, head.bias, head.oof_proba, head.oof_held

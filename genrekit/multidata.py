@@ -199,6 +199,28 @@ def row_weights(track_weights: dict[str, float] | None, rows: list[dict]) -> np.
     return np.array([track_weights.get(r["track_id"], 1.0) for r in rows], dtype=np.float32)
 
 
+def weights_of_tracks(config: dict, track_ids) -> np.ndarray | None:
+    """The sample weight a run trained on several --data folders gave each of ``track_ids``
+    (by prefix; 1 for the first folder's and any other id), or None when it weighed none.
+
+    >>> cfg = {"data": {"collections": [{"track_prefix": "", "weight": 1.0},
+    ...                                 {"track_prefix": "2:", "weight": 2.5}]}}
+    >>> weights_of_tracks(cfg, ["a", "2:a", "user:b"]).tolist()
+    [1.0, 2.5, 1.0]
+    >>> weights_of_tracks({"data": {}}, ["a"]) is None
+    True"""
+    cols = [c for c in (config.get("data") or {}).get("collections") or []
+            if isinstance(c, dict) and c.get("track_prefix") and c.get("weight", 1.0) != 1.0]
+    if not cols:
+        return None
+    w = np.ones(len(track_ids))
+    for i, t in enumerate(map(str, track_ids)):
+        for c in cols:
+            if t.startswith(c["track_prefix"]):
+                w[i] = float(c["weight"])
+    return w
+
+
 def collection_of(config: dict, folder) -> dict | None:
     """The ``data.collections`` entry of a run's config whose folder is ``folder`` (same real
     path), or None (a run of one folder, or another folder)."""
@@ -210,4 +232,5 @@ def collection_of(config: dict, folder) -> dict | None:
 
 
 __all__ = ["AUTO", "Collection", "TrainingData", "WEIGHT_RULE", "check_weight_option", "collection_of",
-           "data_option", "folders_of", "read_training_data", "row_weights", "track_prefix", "weight_option"]
+           "data_option", "folders_of", "read_training_data", "row_weights", "track_prefix", "weight_option",
+           "weights_of_tracks"]

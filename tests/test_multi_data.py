@@ -17,7 +17,7 @@ from genrekit.data_tools.augment import AugmentConfig
 from genrekit.data_tools.loaders import make_dataset
 from genrekit.data_tools.manifest import read_manifest
 from genrekit.data_tools.pipeline import run_augment
-from genrekit.multidata import read_training_data, row_weights
+from genrekit.multidata import read_training_data, row_weights, weights_of_tracks
 from genrekit.trackhead import collection_weight, fit_logistic_regression
 from tests.conftest import (
     SR,
@@ -26,6 +26,7 @@ from tests.conftest import (
     one_error,
     small_settings,
     tone,
+    user_music,
     write_tree,
 )
 
@@ -127,6 +128,36 @@ def test_the_head_is_the_weighted_fit(two):
     assert not np.allclose(kernel, plain["kernel"], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_adapting_a_two_folder_run_keeps_its_weights(two):
+    """``genrekit adapt`` refits the head on the run's kept tracks weighted as the run weighed
+    them (the second folder's by its weight) plus the user's."""
+    from genrekit.adapt import fit_adapted_head
+    from genrekit.cli import main
+    from genrekit.runs import Run
+
+    base = two["base"]
+    labelled = user_music(base / "labelled", per_genre=2, seed0=500, buzz=2)
+    out = base / "adapted"
+    assert main(["adapt", "--model", str(two["run"]), "--data", str(labelled), "--out", str(out)]) == 0
+    run, new = Run(two["run"]), Run(out)
+    assert new.config["data"]["collections"] == run.config["data"]["collections"]
+    with np.load(out / "embeddings.npz", allow_pickle=False) as z:
+        e = {k: z[k] for k in z.files}
+    mine = e["origin"] == "user"
+    known = {k: v[~mine] for k, v in e.items()}
+    w_run = weights_of_tracks(run.config, known["track_id"])
+    assert set(w_run) == {1.0, run.config["data"]["collections"][1]["weight"]}
+
+    def head(run_weight):
+        return fit_adapted_head(known, e["x"][mine], list(e["genre"][mine]), list(run.labels),
+                                list(e["track_id"][mine]), seed=0, out_of_fold_too=False, run_weight=run_weight)
+
+    kernel = new.model().get_layer("predictions").get_weights()[0]
+    np.testing.assert_allclose(kernel, head(w_run).kernel, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(kernel, head(None).kernel, rtol=1e-3, atol=1e-4)
+
+
 def test_weights_follow_the_rule_and_weight_one_is_the_plain_concatenation(tmp_path):
     fa, fb = tmp_path / "fa", tmp_path / "fb"
     _mel_folder(tmp_path / "a", fa, ("low", "high", "mid"), 5)
@@ -169,11 +200,13 @@ def test_a_keras_architecture_trains_on_two_folders(tmp_path):
     fa, fb = tmp_path / "fa", tmp_path / "fb"
     _mel_folder(tmp_path / "a", fa, ("low", "high", "mid"), 5)
     _mel_folder(tmp_path / "b", fb, ("low", "high"), 3)
-    for arch in ("cnn", "fcnn"):
+    # the plain tf.data path (with mixup), an MFCC model, and the cached frozen-base transfer path
+    for arch, kw in (("cnn", {"mixup": 0.2}), ("fcnn", {}), ("mobilenet", {"phase": "transfer", "weights": "none"})):
         r = train(TrainOptions(data=[str(fa), str(fb)], arch=arch, epochs=1, batch_size=8, verbose=0,
-                               out=str(tmp_path / arch), mixup=0.2 if arch == "cnn" else 0.0))
+                               out=str(tmp_path / arch), **kw))
         cfg = json.loads((Path(r.run) / "config.json").read_text())
         assert len(cfg["data"]["collections"]) == 2 and cfg["data"]["collections"][1]["weight"] > 1
+        assert cfg.get("cached_base") is (arch == "mobilenet")
 
 
 def _mel_folder(audio: Path, out: Path, genres, per_genre: int) -> Path:
