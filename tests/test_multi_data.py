@@ -92,6 +92,26 @@ def test_two_folders_train_one_run_on_both_collections_genres(two, capsys):
 
 
 @pytest.mark.slow
+def test_one_folder_trains_as_before(two):
+    """One --data: the config.json of before (no collections, no weights), the head unweighted."""
+    from genrekit.cli import main
+    from genrekit.runs import Run
+
+    out = two["base"] / "one"
+    assert main(["train", "--data", str(two["fa"]), "--weights", "none", "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert set(data) == {"folder", "manifest_sha256", "train_tracks", "valid_tracks", "train_rows", "valid_rows",
+                         "synthetic", "synthetic_rows"}
+    run = Run(out)
+    with np.load(out / "embeddings.npz", allow_pickle=False) as z:
+        train = z["split"] == "train"
+        x, ids, genres = z["x"][train].astype(np.float64), z["track_id"][train], z["genre"][train]
+    plain = fit_logistic_regression(x, np.array([run.labels.index(g) for g in genres]), ids, len(run.labels))
+    np.testing.assert_allclose(run.model().get_layer("predictions").get_weights()[0], plain["kernel"],
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_a_track_id_in_both_folders_stays_two_tracks(two):
     ids_a = {r["track_id"] for r in read_manifest(two["fa"])}
     ids_b = {r["track_id"] for r in read_manifest(two["fb"])}
