@@ -86,12 +86,14 @@ def load_arrays(folder, rows: list[dict], kind: str) -> np.ndarray:
 
 
 def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size: int,
-                 shuffle: bool, seed: int, cache: bool = True):
-    """tf.data pipeline over manifest rows: decode, cache, shuffle, batch, prefetch."""
+                 shuffle: bool, seed: int, cache: bool = True, weights=None):
+    """tf.data pipeline over manifest rows: decode, cache, shuffle, batch, prefetch; elements
+    (x, y), or (x, y, w) with ``weights`` (each row's sample weight, for Keras' fit)."""
     import tensorflow as tf
 
     folder = Path(folder)
     feature_kind = get_kind(kind)
+    extra = () if weights is None else (np.asarray(weights, dtype=np.float32),)
     if feature_kind.image:  # image files, decoded inside the pipeline by the kind's own reader
         paths = [str(folder / r["path"]) for r in rows]
         missing = [p for p in paths if not Path(p).is_file()]
@@ -99,19 +101,19 @@ def make_dataset(folder, rows: list[dict], y: np.ndarray, kind: str, batch_size:
             raise DataError(f"{len(missing)} feature file(s) missing, e.g. {missing[0]}")
         for p in paths:
             check_png(p)
-        ds = tf.data.Dataset.from_tensor_slices((paths, y))
+        ds = tf.data.Dataset.from_tensor_slices((paths, y) + extra)
 
         def read(p) -> np.ndarray:  # the one image decoder: the same function as load_feature
             return feature_kind.load(os.fsdecode(p))
 
-        def decode(p, label):
+        def decode(p, label, *w):
             x = tf.numpy_function(read, [p], tf.float32, stateful=False)
             x.set_shape((None, None, 1))  # (H, W, 1), as tf.io.decode_png(channels=1) gave
-            return x, label
+            return x, label, *w
 
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((load_arrays(folder, rows, kind), y))
+        ds = tf.data.Dataset.from_tensor_slices((load_arrays(folder, rows, kind), y) + extra)
     if cache:
         ds = ds.cache()
     if shuffle:

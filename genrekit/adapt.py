@@ -36,6 +36,7 @@ from genrekit.data_tools.errors import AudioDecodeError, DataError
 from genrekit.data_tools.fsio import write_json_atomic, write_text_atomic
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import apply_temperature
+from genrekit.multidata import weights_of_tracks
 from genrekit.predict import analyse_file
 from genrekit.progress import bar
 from genrekit.runs import (
@@ -49,12 +50,11 @@ from genrekit.runs import (
     write_config,
 )
 from genrekit.tasks import task_of
-from genrekit.trackhead import adapt_folds, fit_weighted, out_of_fold
+from genrekit.trackhead import adapt_folds, collection_weight, fit_weighted, out_of_fold
 from genrekit.trackrun import load_embeddings, refit_rules, save_embeddings
 from genrekit.training import save_model
 
 ADAPT_C = 0.003  # inverse L2 strength of the refitted head (see the module's docstring)
-MAX_WEIGHT = 30.0  # a user track weighs at most this many run tracks
 SAME_AUDIO = 1e-3  # pooled embeddings closer than this (max abs difference) are the same music
 
 
@@ -200,18 +200,6 @@ def same_music(x_user: np.ndarray, x_known: np.ndarray) -> np.ndarray:
     return out
 
 
-def user_weight(n_run: int, n_user: int, n_user_genres: int, notes: list[str]) -> float:
-    """Each user track weighs ``n_run / n_user`` run tracks (the collections weigh the same),
-    clipped to [1, ``MAX_WEIGHT``]; 1 when the user labelled one genre only (weighted, the head
-    learns "the user's collection is that genre": on ood_dev 5 labelled electronic tracks alone
-    at that weight took classical/pop/rock from 61 % to 34 % top-1)."""
-    if n_user_genres < 2:
-        notes.append("all labelled tracks are of one genre: they weigh as much as one run track each (label a few "
-                     "tracks of your other genres too, so the model does not learn to call all your music that genre)")
-        return 1.0
-    return float(np.clip(n_run / n_user, 1.0, MAX_WEIGHT))
-
-
 def adapted_model(model, kernel: np.ndarray, bias: np.ndarray):
     """The run's track model with its ``predictions`` layer replaced by one of ``kernel``'s
     width (the label set may have grown)."""
@@ -246,23 +234,29 @@ class AdaptedHead:
 
 def fit_adapted_head(known: dict, x_user: np.ndarray, user_genres: list[str], labels_old: list[str],
                      user_ids: list[str], weight: float | None = None, seed: int = 0,
-                     out_of_fold_too: bool = True) -> AdaptedHead:
+                     out_of_fold_too: bool = True, run_weight=None) -> AdaptedHead:
     """The head of an adapted run: the run's kept embeddings (``known``, from
     :func:`genrekit.trackrun.load_embeddings`) plus the user's (``x_user`` with their genres),
-    the label set grown by the user's new genres, each user track weighing :func:`user_weight`
+    the label set grown by the user's new genres, each user track weighing :func:`~genrekit.trackhead.collection_weight`
     run tracks (or ``weight``), fitted at ``ADAPT_C``; with ``out_of_fold_too`` also its
-    out-of-fold probabilities over the folds of :func:`genrekit.trackhead.adapt_folds`."""
+    out-of-fold probabilities over the folds of :func:`genrekit.trackhead.adapt_folds`.
+    ``run_weight``: the run's own weight of each kept track (a run trained on several --data
+    folders, :func:`genrekit.multidata.weights_of_tracks`); None: 1 each."""
     notes: list[str] = []
     new_genres = sorted({g for g in user_genres if g not in labels_old})
     label_list = list(labels_old) + new_genres
     y_run = np.array([label_list.index(g) for g in known["genre"]])
     y_user = np.array([label_list.index(g) for g in user_genres])
     n_run, n_user = len(y_run), len(y_user)
-    w = weight if weight is not None else user_weight(n_run, n_user, len(set(user_genres)), notes)
+    if weight is None and len(set(user_genres)) < 2:
+        notes.append("all labelled tracks are of one genre: they weigh as much as one run track each (label a few "
+                     "tracks of your other genres too, so the model does not learn to call all your music that genre)")
+    w = weight if weight is not None else collection_weight(n_run, n_user, len(set(user_genres)))
     x = np.concatenate([known["x"], x_user]).astype(np.float64)
     y = np.concatenate([y_run, y_user])
     ids = np.concatenate([np.asarray(known["track_id"], dtype=str), np.asarray(user_ids, dtype=str)])
-    sw = np.concatenate([np.ones(n_run), np.full(n_user, w)])
+    sw = np.concatenate([np.ones(n_run) if run_weight is None else np.asarray(run_weight, dtype=np.float64),
+                         np.full(n_user, w)])
     is_user = np.arange(len(y)) >= n_run
     splits = adapt_folds(y, ids, seed) if out_of_fold_too else []
     with threadpool_limits(limits=1, user_api="blas"):
@@ -305,7 +299,8 @@ def adapt(run_path, out, data=None, labels=None, seed: int = 0, progress: bool =
         if j >= 0:
             raise UserError(f"{items[i].path} and {items[j].path} are the same music; keep one")
     head = fit_adapted_head(known, x_user, [it.genre for it in items], list(run.labels),
-                            [f"user:{it.track_id}" for it in items], weight, seed)
+                            [f"user:{it.track_id}" for it in items], weight, seed,
+                            run_weight=weights_of_tracks(run.config, known["track_id"]))
     notes, labels_old, label_list, new_genres = head.notes, list(run.labels), head.labels, head.new_genres
     x, y, sw, is_user, splits, w = head.x, head.y, head.sample_weight, head.is_user, head.splits, head.weight
     kernel, bias, proba, held = head.kernel, head.bias, head.oof_proba, head.oof_held

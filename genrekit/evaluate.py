@@ -258,7 +258,7 @@ def evaluate_rows(run: Run, folder: Path, rows: list[dict], out: Path, title: st
     run's genres) are kept out of the classification figures and give the open-set figures."""
     if not rows:
         raise UserError("nothing to evaluate: the split has no rows of the run's feature kind")
-    check_leakage(run, {r["track_id"] for r in rows})
+    check_leakage(run, {r["track_id"] for r in rows}, folder)
     unknown = [r for r in rows if r["genre"] == UNKNOWN and UNKNOWN not in run.labels]
     rows = [r for r in rows if not (r["genre"] == UNKNOWN and UNKNOWN not in run.labels)]
     if not rows:

@@ -152,7 +152,9 @@ def model_card(run: Run, formats, temperature: float, calibration: dict) -> dict
                           "split_tracks": split_tracks,
                           "split_rows": {s: data.get(f"{s}_rows") for s in ("train", "valid", "test")
                                          if data.get(f"{s}_rows") is not None},
-                          "seed": run.config.get("seed"), "weights": run.config.get("weights")},
+                          "seed": run.config.get("seed"), "weights": run.config.get("weights"),
+                          **({"collections": data["collections"], "collection_weight": data.get("collection_weight")}
+                             if data.get("collections") else {})},
         "evaluations": evals,
         "adapted": _adapted(run.config.get("adapt")),
         "input": input_spec(run, track),
@@ -200,6 +202,20 @@ def _adapted_markdown(steps: list[dict]) -> list[str]:
     return lines
 
 
+def _collections_markdown(td: dict) -> list[str]:
+    """The feature folders of a run trained on several, with their weights (none for one)."""
+    cols = td.get("collections") or []
+    if not cols:
+        return []
+    lines = [f"- trained on {len(cols)} feature folders (`genrekit train --data A --data B`), each track of a "
+             f"later folder weighing the given number of the first's ({td.get('collection_weight')}):"]
+    for c in cols:
+        prefix = f", track ids prefixed `{c['track_prefix']}`" if c.get("track_prefix") else ""
+        lines.append(f"  - `{c.get('folder')}`: {c.get('train_tracks')} training tracks, {c.get('rows')} rows, "
+                     f"genres {', '.join(c.get('genres') or [])}; weight {c.get('weight'):.3g}{prefix}")
+    return lines
+
+
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -217,7 +233,9 @@ def model_card_markdown(card: dict) -> str:
     td = card["training_data"]
     lines += [f"- feature folder: `{td['folder']}` (manifest sha256 `{td['manifest_sha256']}`)",
               f"- tracks per split: {', '.join(f'{k} {v}' for k, v in td['split_tracks'].items()) or 'not recorded'}",
-              f"- seed {td['seed']}, backbone weights: {td['weights']}", "", "## Figures", ""]
+              f"- seed {td['seed']}, backbone weights: {td['weights']}"]
+    lines += _collections_markdown(td)
+    lines += ["", "## Figures", ""]
     if card["evaluations"]:
         lines += ["| split | data | out of domain | from | level | top-1 | top-2 | macro F1 | n |",
                   "|---|---|---|---|---|---|---|---|---|"]

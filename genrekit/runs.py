@@ -30,6 +30,7 @@ from genrekit.errors import UserError
 from genrekit.models import REGISTRY
 from genrekit.models.registry import task_names
 from genrekit.models.track import is_track_model
+from genrekit.multidata import collection_of
 
 MODEL = "model.keras"
 GAN_TASK = "gan"  # config.json's task of a `genrekit gan train` folder (not a classifier run)
@@ -445,10 +446,21 @@ def check_feature_config(run: Run, data: Path) -> FeatureConfig:
     return fc
 
 
-def check_leakage(run: Run, track_ids) -> None:
-    """Refuse to score a run on tracks it was trained on."""
-    trained = set(run.config.get("data", {}).get("train_tracks", []))
-    overlap = sorted(trained & set(track_ids))
+def check_leakage(run: Run, track_ids, folder=None) -> None:
+    """Refuse to score a run on tracks it was trained on. A run trained on several --data
+    folders knows the later folders' tracks by a prefix (``2:...``): the ids of ``folder``, one
+    of them, get its prefix; those of a folder it does not name are compared with and without."""
+    data = run.config.get("data", {})
+    trained = set(data.get("train_tracks", []))
+    ids = set(map(str, track_ids))
+    if data.get("collections"):
+        own = collection_of(run.config, folder) if folder is not None else None
+        if own is not None:
+            ids = {own.get("track_prefix", "") + t for t in ids}
+        else:
+            prefixes = [c.get("track_prefix") for c in data["collections"] if c.get("track_prefix")]
+            trained |= {t[len(p):] for t in trained for p in prefixes if t.startswith(p)}
+    overlap = sorted(trained & ids)
     if overlap:
         raise UserError(f"refusing to evaluate: {len(overlap)} of these tracks were in the run's training data "
                         f"(e.g. {overlap[0]}); evaluating on them would inflate the figures")

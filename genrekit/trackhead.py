@@ -27,6 +27,24 @@ from genrekit.progress import bar
 C_GRID = np.logspace(-4, 2, 13)  # candidate C values (inverse L2 strength) for the inner CV
 EMBED_BATCH_WINDOWS = 256  # windows loaded from disk at a time (whole tracks)
 EMBED_STEP = 32  # windows per backbone call (as Keras' predict batches)
+MAX_WEIGHT = 30.0  # a track of a smaller collection weighs at most this many of the reference's
+
+
+def collection_weight(n_ref: int, n: int, n_genres: int) -> float:
+    """The weight of each track of a collection of ``n`` tracks (``n_genres`` genres) added to
+    a reference collection of ``n_ref`` tracks: ``n_ref / n`` (the collections weigh the same),
+    clipped to [1, ``MAX_WEIGHT``]; 1 for a collection of one genre (weighted, the head learns
+    "that collection is that genre": on ood_dev 5 labelled electronic tracks alone at that
+    weight took classical/pop/rock from 61 % to 34 % top-1). ``genrekit adapt`` weighs the
+    user's tracks so, ``genrekit train --data A --data B`` each later collection.
+
+    >>> collection_weight(100, 10, 3), collection_weight(100, 1, 3), collection_weight(10, 100, 3)
+    (10.0, 30.0, 1.0)
+    >>> collection_weight(100, 10, 1)
+    1.0"""
+    if n_genres < 2 or n < 1:
+        return 1.0
+    return float(np.clip(n_ref / n, 1.0, MAX_WEIGHT))
 
 
 def track_groups(rows: list[dict]) -> list[list[int]]:
@@ -121,25 +139,26 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> l
 
 
 def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, seed: int = 0,
-                            folds: int = 5) -> dict:
-    """Standardise, then logistic regression with C chosen by stratified, grouped inner CV.
-    Returns the layer's ``kernel`` (features x classes) and ``bias`` with the standardisation
+                            folds: int = 5, sample_weight=None) -> dict:
+    """Standardise, then logistic regression with C chosen by stratified, grouped inner CV;
+    ``sample_weight`` (per row, or None) weighs the standardisation, every fit and the inner
+    CV's held-out accuracy. Returns the layer's ``kernel`` (features x classes) and ``bias`` with the standardisation
     folded in, and what was chosen (``C``, ``cv_folds``, the inner CV's accuracy ``cv_accuracy``
     and the ``splits`` it used)."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
-    scaler = _standardiser(x)
+    scaler = _standardiser(x, sample_weight)
     z = scaler.transform(x)
     splits = grouped_folds(y, groups, folds, seed)
     cv_accuracy = None
-    if splits:
+    if splits:  # scikit-learn passes sample_weight to each fold's fit and to its scorer
         clf = _quiet_fit(LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="accuracy", max_iter=5000,
-                                              random_state=seed), z, y)
+                                              random_state=seed), z, y, sample_weight)
         c = float(clf.C_[0])
         cv_accuracy = float(np.mean(next(iter(clf.scores_.values())), axis=0).max())
     else:  # too few tracks per genre to cross-validate: a strongly regularised default
         c = 0.01
-        clf = _quiet_fit(LogisticRegression(C=c, max_iter=5000, random_state=seed), z, y)
+        clf = _quiet_fit(LogisticRegression(C=c, max_iter=5000, random_state=seed), z, y, sample_weight)
     kernel, bias = _layer_weights(clf, scaler, n_classes, x.shape[1])
     return {"kernel": kernel, "bias": bias, "C": c, "cv_folds": len(splits), "cv_accuracy": cv_accuracy,
             "splits": splits, "scaler": scaler, "classifier": clf}
@@ -196,22 +215,26 @@ def adapt_folds(y: np.ndarray, groups: np.ndarray, seed: int, folds: int = 5) ->
 
 
 def fit_track_head(model, folder, rows: list[dict], y: np.ndarray, n_classes: int, seed: int = 0,
-                   variants: bool = False, log=lambda m: print(m, file=sys.stderr, flush=True)) -> tuple:
+                   variants: bool = False, log=lambda m: print(m, file=sys.stderr, flush=True),
+                   sample_weight=None) -> tuple:
     """Fit the ``predictions`` layer of a track classifier on the training rows: the original
-    recordings, or with ``variants`` every augmented variant too (each one more sample);
-    returns what was chosen (C, inner folds, samples) and the pooled embeddings it fitted on
+    recordings, or with ``variants`` every augmented variant too (each one more sample), each
+    weighing its first row's ``sample_weight`` (per row; None: all alike); returns what was chosen (C, inner folds, samples) and the pooled embeddings it fitted on
     ``(x, class ids, track ids)``, one row per track or variant."""
     if not variants:
         keep = [i for i, r in enumerate(rows) if r.get("augmentation", "original") == "original"]
         if not keep:
             raise UserError("no original (un-augmented) training rows to fit the track head on")
         rows, y = [rows[i] for i in keep], np.asarray(y)[keep]
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)[keep]
     groups = track_groups(rows)
     log(f"embedding {len(rows)} windows of {len(groups)} training tracks/variants with the frozen backbone")
     x = pooled_embeddings(model, folder, rows, groups)
     gy = np.array([y[ix[0]] for ix in groups])
     gtrack = np.array([rows[ix[0]]["track_id"] for ix in groups])
-    fit = fit_logistic_regression(x, gy, gtrack, n_classes, seed=seed)
+    gw = None if sample_weight is None else np.array([sample_weight[ix[0]] for ix in groups], dtype=np.float64)
+    fit = fit_logistic_regression(x, gy, gtrack, n_classes, seed=seed, sample_weight=gw)
     model.get_layer("predictions").set_weights([fit["kernel"], fit["bias"]])
     log(f"logistic regression: C = {fit['C']:.3g} chosen by {fit['cv_folds']}-fold inner CV grouped by track")
     summary = {"C": fit["C"], "cv_folds": fit["cv_folds"], "cv_accuracy": fit["cv_accuracy"], "samples": len(groups),

@@ -34,6 +34,14 @@ from genrekit.evaluation.plots import plot_history
 from genrekit.models import get_arch
 from genrekit.models.registry import check_hparams, task_names
 from genrekit.models.track import is_track_model
+from genrekit.multidata import (
+    AUTO,
+    WEIGHT_RULE,
+    check_weight_option,
+    data_option,
+    folders_of,
+    weight_option,
+)
 from genrekit.options import names, option
 from genrekit.runs import (
     HISTORY,
@@ -70,6 +78,10 @@ class Plan:
     title: str  # the training curves' title
     epochs: int | None = None  # None: no epochs (a closed-form head)
     lr: float | None = None
+    # several --data folders (genrekit.multidata): each one's record, and each track's sample
+    # weight (None: every row weighs 1, as with one folder)
+    collections: list = field(default_factory=list)
+    track_weights: dict | None = None
     # a task carries what more it settles from plan to figures in a subclass of its own
     # (genre_windows.GenrePlan, tempo.TempoPlan, fusion.FusionPlan)
 
@@ -91,6 +103,7 @@ class Task:
     """A training task: its targets, its model and its figures. Subclasses override the steps."""
 
     name = "task"
+    several_folders = False  # trains on several --data folders at once (genrekit.multidata)
     monitor: tuple[str, str] = ("val_loss", "min")  # early stopping and the best-model checkpoint
 
     def plan(self, opts: TrainOptions, spec) -> Plan:
@@ -138,8 +151,9 @@ class Task:
 
 def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -> dict:
     """The entries of config.json every task writes: architecture, phase, feature kind and
-    config, training settings, the data (folder, manifest checksum, tracks, rows), versions."""
-    return {
+    config, training settings, the data (folder, manifest checksum, tracks, rows; each folder
+    of several), versions."""
+    config = {
         "arch": spec.name, "phase": plan.phase, "feature_kind": plan.kind, "task": spec.task,
         "epochs": plan.epochs, "batch_size": opts.batch_size, "learning_rate": plan.lr,
         "optimizer": opts.optimizer, "patience": opts.patience, "seed": opts.seed,
@@ -152,6 +166,17 @@ def shared_config(spec, plan: Plan, opts: TrainOptions, model, seconds: float) -
         "train_seconds": round(seconds, 2), "versions": library_versions(),
         "genrekit_command": " ".join(sys.argv[1:]) or None,
     }
+    if plan.collections:  # several --data folders: config.json records each (one folder: nothing more)
+        config["data"].update(collections_config(plan, opts))
+    return config
+
+
+def collections_config(plan: Plan, opts: TrainOptions) -> dict:
+    """config.json's ``data`` entries of a run trained on several --data folders: each one's
+    folder, manifest checksum, track-id prefix, training tracks, rows, genres and weight."""
+    return {"collections": [c.record() for c in plan.collections],
+            "collection_weight": WEIGHT_RULE if opts.collection_weight == AUTO
+            else f"given by --collection-weight {opts.collection_weight:g}"}
 
 
 def fit_task(task: Task, opts: TrainOptions) -> TrainResult:
@@ -162,6 +187,10 @@ def fit_task(task: Task, opts: TrainOptions) -> TrainResult:
     check_options(opts)
     spec = get_arch(opts.arch)
     check_hparams(spec.name, opts.hparams)
+    n_folders = len(folders_of(opts.data))
+    if n_folders > 1 and not task.several_folders:
+        raise UserError(f"{spec.name} trains on one feature folder; several --data folders ({n_folders}) are "
+                        "for the genre classifiers")
     plan = task.plan(opts, spec)  # every refusal happens here, before anything is written
     keras.utils.set_random_seed(opts.seed)
     with run_folder(opts.out, spec.name, plan.tag) as (run_dir, final_dir):  # complete-or-absent
@@ -200,7 +229,11 @@ class TrainOptions:
     """The options of one training run; those made with :func:`~genrekit.options.option` are
     also ``genrekit train``'s command-line options (and some of them ``genrekit cv``'s): their
     flag, help text, choices and default are these."""
-    data: str = option(help="feature folder written by `genrekit augment`")
+    data: str | list[str] = option(  # several: genre classifiers only (genrekit.multidata)
+        help="feature folder written by `genrekit augment`. train (genre classifiers) takes several, "
+             "one per labelled collection: --data A --data B trains one run on all of them (tracks "
+             "kept apart, later folders weighted: --collection-weight); cv takes one",
+        action="append", metavar="FOLDER", convert=data_option)
     arch: str  # --arch is the command's own (train and cv offer different architectures)
     phase: str | None = option(
         None, "scratch | transfer | finetune (default: transfer for vgg16/mobilenet*, scratch "
@@ -251,6 +284,11 @@ class TrainOptions:
         choices=tuple(task_names()))
     tempo_file: str | None = option(  # None: GTZAN's tempi, shipped
         None, "--task tempo: CSV track_id,bpm (default: GTZAN's ground-truth tempi, shipped)")
+    collection_weight: float | str = option(
+        AUTO, "several --data: weight of each track of the second and later folders against the "
+              "first's: auto (default: the first's training tracks / that folder's, clipped to "
+              "[1, 30]; 1 for a folder of one genre) or a number (1: every track alike)",
+        type=weight_option, metavar="auto|W")
     genre_run: str | None = option(
         None, "--arch fusion: the genre run whose conv embedding is reused")
     tempo_run: str | None = option(
@@ -307,22 +345,23 @@ def prepare_targets(ds, opts: TrainOptions, n_classes: int, train: bool):
     if not soft_targets(opts):
         return ds
 
-    def onehot(x, y):
-        return x, tf.one_hot(tf.cast(y, tf.int32), n_classes)
+    def onehot(x, y, *w):  # w: the sample weights of several --data folders
+        return x, tf.one_hot(tf.cast(y, tf.int32), n_classes), *w
 
     ds = ds.map(onehot)
     if train and opts.mixup > 0:
         alpha = float(opts.mixup)
 
-        def mix(x, y):
+        def mix(x, y, *w):
             n = tf.shape(x)[0]
             g1 = tf.random.gamma([n], alpha)
             g2 = tf.random.gamma([n], alpha)
             lam = g1 / (g1 + g2)
             order = tf.random.shuffle(tf.range(n))
             lx = tf.reshape(lam, tf.concat([[n], tf.ones(tf.rank(x) - 1, tf.int32)], 0))
+            mixed_w = tuple(lam * v + (1 - lam) * tf.gather(v, order) for v in w)  # a pair weighs as mixed
             return (lx * x + (1 - lx) * tf.gather(x, order),
-                    lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, order))
+                    lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, order), *mixed_w)
 
         ds = ds.map(mix)
     return ds
@@ -426,6 +465,7 @@ def check_options(opts: TrainOptions) -> None:
     if not (_finite_number(opts.mixup) and opts.mixup >= 0):
         raise UserError(f"--mixup (alpha) must be a finite number of at least 0, got {opts.mixup!r}")
     check_hparam_values(opts.hparams)
+    check_weight_option(opts.collection_weight)
 
 
 def check_hparam_values(hparams: dict) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from genrekit import progress
 from genrekit.cv import cross_validate, format_cv
+from genrekit.errors import UserError
 from genrekit.models.registry import DEFAULT_ARCH, cv_arch_names  # no TensorFlow
+from genrekit.multidata import folders_of
 from genrekit.options import add_options, add_progress_args, arch_type, option_values
 from genrekit.training import PHASE_DEFAULTS, TrainOptions
 
@@ -49,8 +51,12 @@ def train_kwargs(a) -> dict:
 
 def run(a) -> int:
     """Cross-validate; print the table."""
+    data = folders_of(option_values(TrainOptions, a, ["data"])["data"])
+    if len(data) > 1:
+        raise UserError(f"cv cross-validates one feature folder; got {len(data)} --data folders "
+                        "(train takes several)")
     out = a.out or f"runs/cv-{a.arch}-{a.folds}fold"
-    res = cross_validate(a.data, a.arch, a.folds, out, seed=a.seed,
+    res = cross_validate(data[0], a.arch, a.folds, out, seed=a.seed,
                          keep_augmented=not a.no_augmented,
                          train_kwargs=train_kwargs(a), log=progress.write)
     print(format_cv(res), end="")

@@ -25,6 +25,7 @@ from genrekit.data_tools.loaders import label_ids, load_arrays, select
 from genrekit.data_tools.manifest import check_no_leak, read_manifest
 from genrekit.errors import UserError
 from genrekit.models.tempo import build_fusion
+from genrekit.multidata import folders_of
 from genrekit.prediction import (
     Analysis,
     Block,
@@ -88,7 +89,7 @@ class FusionTask(TaskPlugin):
             raise UserError(f"--genre-run {opts.genre_run} is a {genre.arch} {genre.task} run, not a genre classifier")
         if tempo.task != "tempo":
             raise UserError(f"--tempo-run {opts.tempo_run} is a {tempo.task} run; train one with --task tempo")
-        data = Path(opts.data)
+        data = Path(folders_of(opts.data)[0])  # one folder (fit_task refuses several)
         fc = FeatureConfig.load(data)
         for role, run in (("genre", genre), ("tempo", tempo)):
             if run.feature_config.fingerprint() != fc.fingerprint():

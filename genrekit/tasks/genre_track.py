@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.loaders import label_ids, select
+from genrekit.multidata import row_weights
 from genrekit.openset import track_embeddings
 from genrekit.tasks.genre_windows import GenrePlan, GenreTask
 from genrekit.trackhead import grouped_folds
@@ -52,8 +53,10 @@ def keep_track_embeddings(run_dir: Path, model, plan: GenrePlan, seed: int) -> N
     save_embeddings(run_dir, x, [plan.labels[i] for i in y], ids,
                     ["train"] * len(ids_tr) + ["valid"] * len(ids_va), ["run"] * len(ids))
     C = float(plan.head_fit["C"])
-    refit_rules(run_dir, model, x, y, grouped_folds(y, np.array(ids), 5, seed), len(plan.labels), C, seed=seed,
-                log=log)
+    # several --data folders: the out-of-fold heads weigh each track as the run's head did
+    w = row_weights(plan.track_weights, [{"track_id": t} for t in ids])
+    refit_rules(run_dir, model, x, y, grouped_folds(y, np.array(ids), 5, seed), len(plan.labels), C,
+                sample_weight=w, seed=seed, log=log)
 
 
 def genres_of(rows: list[dict], track_ids) -> list[str]:

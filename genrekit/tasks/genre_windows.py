@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genrekit.data_tools.features import MUSICNN_FEATURES, FeatureConfig, get_kind
+from genrekit.data_tools.features import MUSICNN_FEATURES, get_kind
 from genrekit.data_tools.fsio import write_json_atomic
 from genrekit.data_tools.loaders import label_ids, load_arrays, make_dataset, select
-from genrekit.data_tools.manifest import check_no_leak, read_manifest
 from genrekit.errors import UserError
 from genrekit.evaluation.calibration import (
     apply_temperature,
@@ -46,6 +45,7 @@ from genrekit.models.image_aug import image_augmenter
 from genrekit.models.registry import INPUT_NORM, ArchSpec
 from genrekit.models.track import is_track_model
 from genrekit.models.transfer import set_phase, split_at_base
+from genrekit.multidata import read_training_data, row_weights
 from genrekit.openset import fit_open_set, per_genre_thresholds
 from genrekit.prediction import Analysis, Block, predict_rows, track_analysis
 from genrekit.runs import CALIBRATION, Run
@@ -127,6 +127,7 @@ class GenreTask(TaskPlugin):
 
     name = "genre_windows"
     batchable = True
+    several_folders = True  # train --data A --data B (genrekit.multidata)
 
     def plan(self, opts: TrainOptions, spec) -> GenrePlan:
         """Check the options and the feature folder; settle the rows (``--synthetic`` ones added
@@ -136,26 +137,24 @@ class GenreTask(TaskPlugin):
         phase = resolve_phase(spec, opts)
         epochs_default, lr_default = PHASE_DEFAULTS[phase]
         logreg = spec.head == "logreg"
-        data = Path(opts.data)
-        fc = FeatureConfig.load(data)
-        rows = read_manifest(data)
-        check_no_leak(rows)
+        td = read_training_data(opts.data, opts.collection_weight)  # one folder, or several joined
+        data, fc, rows, where = td.folder, td.fc, td.rows, td.name
         kind = spec.feature
         if kind == "musicnn":
             wrong = {k: v for k, v in MUSICNN_FEATURES.items() if getattr(fc, k) != v}
             if wrong:
-                raise UserError(f"{spec.name} needs musicnn's input (16 kHz, n_fft 512, hop 256, 96 mels); {data} "
+                raise UserError(f"{spec.name} needs musicnn's input (16 kHz, n_fft 512, hop 256, 96 mels); {where} "
                                 f"differs in {', '.join(wrong)} (render it with `genrekit augment --features musicnn`)")
         train_rows = select(rows, kind, ("train",))
         valid_rows = select(rows, kind, ("valid",))
         if not select(rows, kind, ("train", "valid", "test")):
             have = sorted({r.get("feature", "?") for r in rows})
-            raise UserError(f"{spec.name} trains on {kind} features but {data} has only "
+            raise UserError(f"{spec.name} trains on {kind} features but {where} has only "
                             f"{', '.join(have) or 'no'} features (rerun augment with --features {kind})")
         if not train_rows:
-            raise UserError(f"no training rows of {kind} features in {data}")
+            raise UserError(f"no training rows of {kind} features in {where}")
         if not valid_rows and not logreg:
-            raise UserError(f"no validation rows in {data}: early stopping needs a valid split")
+            raise UserError(f"no validation rows in {where}: early stopping needs a valid split")
         if opts.image_aug and not get_kind(kind).image:
             raise UserError(f"--image-aug is for the image models; {spec.name} trains on {kind} features")
         augmenter = None
@@ -180,18 +179,21 @@ class GenreTask(TaskPlugin):
                 raise UserError(f"--from {opts.from_run} is a {parent.config.get('phase')} run; "
                                 "fine-tuning starts from a transfer run")
             if parent.feature_config.fingerprint() != fc.fingerprint():
-                raise UserError(f"{data} was made with another feature config than the run {opts.from_run}")
+                raise UserError(f"{where} was made with another feature config than the run {opts.from_run}")
             labels = list(parent.labels)
         else:
             labels = sorted({r["genre"] for r in rows})
         if len(labels) < 2:
             raise UserError("need at least two genres to train a classifier")
+        for note in td.notes:
+            log(f"note: {note}")
         return GenrePlan(data=data, fc=fc, rows=rows, kind=kind, labels=labels, train_rows=train_rows,
                     valid_rows=valid_rows, phase=phase, tag=phase, title=f"{spec.name} {phase}",
                     epochs=None if logreg else (opts.epochs if opts.epochs is not None else epochs_default),
                     lr=None if logreg else (opts.lr if opts.lr is not None else lr_default),
                     spec=spec, augmenter=augmenter, n_synthetic=n_synthetic, parent=parent,
-                    base_lr=opts.lr if opts.lr is not None else lr_default)
+                    base_lr=opts.lr if opts.lr is not None else lr_default,
+                    collections=td.collections, track_weights=td.track_weights)
 
     def build(self, plan: GenrePlan, opts: TrainOptions, spec):
         """Set the device options (determinism, mixed precision, XLA) and build the model (the
@@ -248,9 +250,12 @@ class GenreTask(TaskPlugin):
                   and plan.augmenter is None and spec.head == "keras")
         head_fit = None
         t_base = 0.0
+        # several --data folders: each row's sample weight (None: all alike, as with one folder)
+        w_tr, w_va = row_weights(plan.track_weights, train_rows), row_weights(plan.track_weights, valid_rows)
         if spec.head == "logreg":  # track-level logistic regression, fitted by scikit-learn (no epochs)
             head_fit, fitted = fit_track_head(model, data, train_rows, y_tr, len(labels), seed=opts.seed,
-                                              variants=bool(opts.hparams.get("variants", False)), log=log)
+                                              variants=bool(opts.hparams.get("variants", False)), log=log,
+                                              sample_weight=w_tr)
             if not head_fit["variants"]:  # one pooled embedding per training track: kept for the run
                 plan.head_embeddings = fitted
         elif cached:
@@ -268,10 +273,11 @@ class GenreTask(TaskPlugin):
             # the optimizer's slots made now, not inside the first trace of the train step (a
             # tf.function that creates variables is traced twice)
             head.optimizer.build(head.trainable_variables)
-            fds_tr = cached_batches(f_all, np.arange(n_tr), y_tr, opts.batch_size, opts.seed)
+            fds_tr = cached_batches(f_all, np.arange(n_tr), y_tr, opts.batch_size, opts.seed, w_tr)
             fds_tr = prepare_targets(fds_tr, opts, len(labels), train=True).prefetch(2)
             f_va = tf.gather(f_all, np.arange(n_tr, len(all_rows)))
-            fds_va = prepare_targets(tf.data.Dataset.from_tensor_slices((f_va, y_va)).batch(opts.batch_size), opts,
+            va = (f_va, y_va) if w_va is None else (f_va, y_va, w_va)
+            fds_va = prepare_targets(tf.data.Dataset.from_tensor_slices(va).batch(opts.batch_size), opts,
                                      len(labels), train=False).cache()
             # no full-model checkpoint at every improving epoch: only the head changes in this phase
             # and EarlyStopping restores the best weights (model.keras is the best full model)
@@ -279,15 +285,16 @@ class GenreTask(TaskPlugin):
                      callbacks=[c for c in callbacks if not getattr(c, "is_checkpoint", False)])
         else:
             augmenter, input_shape = plan.augmenter, plan.input_shape
-            ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed)
+            ds_tr = make_dataset(data, train_rows, y_tr, kind, opts.batch_size, shuffle=True, seed=opts.seed,
+                                 weights=w_tr)
             if augmenter is not None:
-                def augment(x, y):  # decode_png leaves H and W unknown; the feature config knows them
-                    return augmenter(tf.ensure_shape(x, (None, *input_shape))), y
+                def augment(x, y, *w):  # decode_png leaves H and W unknown; the feature config knows them
+                    return augmenter(tf.ensure_shape(x, (None, *input_shape))), y, *w
 
                 ds_tr = ds_tr.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
             ds_tr = prepare_targets(ds_tr, opts, len(labels), train=True)
             ds_va = prepare_targets(make_dataset(data, valid_rows, y_va, kind, opts.batch_size, shuffle=False,
-                                                 seed=opts.seed), opts, len(labels), train=False)
+                                                 seed=opts.seed, weights=w_va), opts, len(labels), train=False)
             model.fit(ds_tr, validation_data=ds_va, epochs=plan.epochs, callbacks=callbacks, verbose=opts.verbose,
                       shuffle=False)  # the dataset shuffles itself
         plan.head_fit = head_fit
@@ -403,17 +410,19 @@ def base_outputs(extractor, batches, n: int, jit=False):
     return out
 
 
-def cached_batches(features, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+def cached_batches(features, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int, weights=None):
     """Shuffled batches (x, y) of the cached base outputs ``features[rows]`` (a tensor or
     variable, e.g. :func:`base_outputs`), reshuffled every epoch: the same order as
     ``from_tensor_slices((features[rows], y)).shuffle(len(y), seed).batch(batch_size)``, but
     the shuffled elements are row numbers and each batch is gathered from ``features`` where it
-    lies (building that dataset copies all the rows into a new tensor first)."""
+    lies (building that dataset copies all the rows into a new tensor first). ``weights``: each
+    row's sample weight, batches (x, y, w)."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, dtype=np.int64), y))
+    parts = (np.asarray(rows, dtype=np.int64), y) + (() if weights is None else (np.asarray(weights),))
+    ds = tf.data.Dataset.from_tensor_slices(parts)
     ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    return ds.map(lambda i, label: (tf.gather(features, i), label))
+    return ds.map(lambda i, label, *w: (tf.gather(features, i), label, *w))
 
 
 def fused_adam(optimizer):

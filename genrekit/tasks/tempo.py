@@ -25,6 +25,7 @@ from genrekit.evaluation.metrics import tempo_metrics
 from genrekit.evaluation.plots import plot_history, plot_tempo_scatter
 from genrekit.models import build_model
 from genrekit.models.registry import INPUT_NORM
+from genrekit.multidata import folders_of
 from genrekit.prediction import Analysis, Block, predict_window_bpm, run_tempo_range, track_tempi
 from genrekit.runs import HISTORY, Run, check_feature_config, check_leakage
 from genrekit.tasks.base import TaskPlugin
@@ -112,7 +113,7 @@ class TempoTask(TaskPlugin):
                          ("--image-aug", opts.image_aug), ("--synthetic", opts.synthetic)):
             if on:
                 raise UserError(f"{flag} is for genre classifiers, not for --task tempo")
-        data = Path(opts.data)
+        data = Path(folders_of(opts.data)[0])  # one folder (fit_task refuses several)
         fc = FeatureConfig.load(data)
         rows = read_manifest(data)
         check_no_leak(rows)
