@@ -149,7 +149,7 @@ class GenreTask(TaskPlugin):
         valid_rows = select(rows, kind, ("valid",))
         if not select(rows, kind, ("train", "valid", "test")):
             have = sorted({r.get("feature", "?") for r in rows})
-            raise UserError(f"{spec.name} trains on {kind} features but {where} has only "
+            raise UserError(f"{spec.name} trains on {kind} features but {where} {'have' if td.collections else 'has'} only "
                             f"{', '.join(have) or 'no'} features (rerun augment with --features {kind})")
         if not train_rows:
             raise UserError(f"no training rows of {kind} features in {where}")
