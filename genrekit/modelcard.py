@@ -102,6 +102,19 @@ def one_spelling(path: str | None) -> str | None:
         return path
 
 
+def training_data_name(config: dict) -> str | None:
+    """The data the end-of-training figures are on: the feature folder, or each of several
+    ``--data`` folders joined with " + " (their valid and test splits are pooled).
+
+    >>> training_data_name({"data": {"folder": "/f/a", "collections": [{"folder": "/f/a"}, {"folder": "/f/b"}]}})
+    '/f/a + /f/b'"""
+    data = config.get("data") or {}
+    cols = data.get("collections") or []
+    if cols:
+        return " + ".join(str(one_spelling(str(c.get("folder")))) for c in cols)
+    return one_spelling(data.get("folder"))
+
+
 def evaluations(run: Run) -> list[dict]:
     """Figures measured on the run: train_metrics.json (valid/test at the end of training) and
     each ``RUN/eval/<split>/metrics.json``; an evaluation whose data folder or split names ood
@@ -112,7 +125,7 @@ def evaluations(run: Run) -> list[dict]:
         for split in ("valid", "test"):
             if isinstance(tm.get(split), dict):
                 out.append({"split": split, "source": "train_metrics.json",
-                            "data": one_spelling((run.config.get("data") or {}).get("folder")),
+                            "data": training_data_name(run.config),
                             "out_of_domain": False, **_figures(tm[split])})
     root = run.path / "eval"
     for p in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:

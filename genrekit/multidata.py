@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from genrekit.data_tools.features import CONFIG_NAME, FeatureConfig
+from genrekit.data_tools.loaders import select
 from genrekit.data_tools.manifest import (
     MANIFEST_NAME,
     check_no_leak,
@@ -32,6 +33,7 @@ from genrekit.errors import UserError
 from genrekit.trackhead import MAX_WEIGHT, collection_weight
 
 AUTO = "auto"
+SPLITS = ("train", "valid", "test")
 WEIGHT_RULE = f"n_first / n_collection training tracks, clipped to [1, {MAX_WEIGHT:g}] (1 for one genre)"
 
 
@@ -123,11 +125,13 @@ def _train_tracks(rows: list[dict]) -> list[str]:
     return sorted({r["track_id"] for r in rows if r["split"] == "train"})
 
 
-def read_training_data(data, weight=AUTO) -> TrainingData:
+def read_training_data(data, weight=AUTO, kind: str | None = None) -> TrainingData:
     """The training data of ``data`` (one folder or several, :func:`folders_of`): one folder's
     feature config and checked manifest as they are; several joined (see the module), each
-    refused in one line when it is not a feature folder, is given twice or was made with other
-    feature settings than the first."""
+    refused in one line when it is not a feature folder, is given twice, was made with other
+    feature settings than the first or (given the ``kind`` the model reads) has no training
+    rows of that kind. With several, only the rows of ``kind`` are kept, and each folder's
+    tracks, genres and weight are counted over them."""
     check_weight_option(weight)
     folders = [Path(f) for f in folders_of(data)]
     if not folders:
@@ -164,6 +168,11 @@ def read_training_data(data, weight=AUTO) -> TrainingData:
     for i, f in enumerate(folders):
         own = read_manifest(f)
         check_no_leak(own)
+        if kind is not None:
+            own = select(own, kind, SPLITS)
+            if not select(own, kind, ("train",)):
+                raise UserError(f"--data {f} has no training rows of {kind} features, the kind this "
+                                f"architecture reads (render it with `genrekit augment --features {kind}`)")
         prefix, base = track_prefix(i), Path(os.path.abspath(f))
         rows += [{**r, "path": str(base / r["path"]), "track_id": prefix + r["track_id"], "collection": i}
                  for r in own]

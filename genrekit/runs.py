@@ -316,6 +316,13 @@ class Run:
         if recorded is not None and recorded != fingerprint_of(c["feature_config"]):  # as written at training
             raise UserError(f"{where}: feature_config does not match its feature_fingerprint {recorded!r} "
                             "(the file was edited); the model was trained with other features")
+        cols = (c.get("data") or {}).get("collections") if isinstance(c.get("data"), dict) else None
+        if cols is not None and not (isinstance(cols, list) and all(
+                isinstance(e, dict) and isinstance(e.get("track_prefix", ""), str)
+                and isinstance(e.get("folder", ""), str)
+                and isinstance(e.get("weight", 1.0), (int, float)) and not isinstance(e.get("weight", 1.0), bool)
+                and math.isfinite(e.get("weight", 1.0)) for e in cols)):
+            raise UserError(f"{where}: data.collections is not a list of folder records (the file was edited)")
         for key in ("tempo_range",):
             v = c.get(key)
             if v is not None and not (isinstance(v, list) and len(v) == 2

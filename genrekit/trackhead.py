@@ -151,7 +151,7 @@ def fit_logistic_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_
     z = scaler.transform(x)
     splits = grouped_folds(y, groups, folds, seed)
     cv_accuracy = None
-    if splits:  # scikit-learn passes sample_weight to each fold's fit and to its scorer
+    if splits:  # scikit-learn (>= 1.6, the declared floor) passes sample_weight to each fold's fit and scorer
         clf = _quiet_fit(LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="accuracy", max_iter=5000,
                                               random_state=seed), z, y, sample_weight)
         c = float(clf.C_[0])

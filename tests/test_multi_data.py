@@ -282,3 +282,39 @@ def _other_settings(folder: Path) -> Path:
 def _link(folder: Path, link: Path) -> Path:
     link.symlink_to(folder, target_is_directory=True)
     return link
+
+
+@pytest.mark.slow
+def test_a_folder_without_the_architectures_kind_is_refused(two, capsys, tmp_path):
+    """A later folder rendered with other feature kinds only (here: every row relabelled mfcc)
+    would otherwise add nothing but its genre names and a weight: refused, nothing written."""
+    from genrekit.cli import main
+
+    other = tmp_path / "fb-mfcc"
+    shutil.copytree(two["fb"], other)
+    man = other / "manifest.csv"
+    lines = man.read_text().splitlines()
+    head = lines[0].split(",")
+    col = head.index("feature")
+    lines = [lines[0]] + [",".join(v if i != col else "mfcc" for i, v in enumerate(line.split(",")))
+                          for line in lines[1:]]
+    man.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(two["fa"]), "--data", str(other), "--weights", "none", "--out", str(out),
+               "--quiet"])
+    assert "has no training rows of musicnn features" in one_error(capsys, rc)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_an_edited_collections_record_is_refused_in_one_line(two, capsys, tmp_path):
+    from genrekit.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(two["run"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["collections"].append("junk")
+    (run / "config.json").write_text(json.dumps(cfg))
+    rc = main(["evaluate", "--model", str(run), "--data", str(two["fb"]), "--out", str(tmp_path / "ev")])
+    assert "data.collections is not a list of folder records" in one_error(capsys, rc)
+    assert not (tmp_path / "ev").exists()

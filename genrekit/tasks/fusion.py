@@ -158,7 +158,10 @@ class FusionTask(TaskPlugin):
             # the genre and tempo runs' training tracks count as seen: evaluate refuses them
             "data": {"train_tracks": sorted({r["track_id"] for r in plan.train_rows}
                                             | set(genre.config.get("data", {}).get("train_tracks", []))
-                                            | set(tempo.config.get("data", {}).get("train_tracks", [])))},
+                                            | set(tempo.config.get("data", {}).get("train_tracks", []))),
+                     # a genre run of several --data folders: its prefixes, so evaluate knows them
+                     **({"collections": genre.config["data"]["collections"]}
+                        if (genre.config.get("data") or {}).get("collections") else {})},
         }
 
     def figures(self, plan: FusionPlan, opts: TrainOptions, model, run_dir: Path) -> dict:

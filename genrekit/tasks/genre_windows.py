@@ -137,7 +137,7 @@ class GenreTask(TaskPlugin):
         phase = resolve_phase(spec, opts)
         epochs_default, lr_default = PHASE_DEFAULTS[phase]
         logreg = spec.head == "logreg"
-        td = read_training_data(opts.data, opts.collection_weight)  # one folder, or several joined
+        td = read_training_data(opts.data, opts.collection_weight, spec.feature)  # one folder, or several joined
         data, fc, rows, where = td.folder, td.fc, td.rows, td.name
         kind = spec.feature
         if kind == "musicnn":
